@@ -1,0 +1,563 @@
+"""Distributions of the LocalZO direction ``z`` and the maths they imply.
+
+LocalZO replaces ``dS/du`` by the two-point estimate
+
+.. math::
+
+    G(u; z) = c\\,|z|^p\\,\\frac{\\mathbb{1}[|u| < \\delta |z|]}{2\\delta},
+    \\qquad z \\sim \\lambda,
+
+which depends on ``z`` only through ``|z|``. A :class:`Distribution` therefore
+describes the law of ``|z|`` together with the constants ``p``, ``c`` and
+``delta``, and knows the closed form of the expected gradient
+
+.. math::
+
+    g(u) = \\mathbb{E}_z[G(u; z)]
+         = \\frac{c}{\\delta}\\int_{|u|/\\delta}^{\\infty} z^p \\lambda(z)\\,dz .
+
+Three distributions come from the paper (``normal``, ``uniform``,
+``laplace``, each with unit variance, ``p = 1``, ``c = 1``). Three are the
+LocalZO *twins* of snnTorch's surrogates (``atan``, ``sigmoid``,
+``fast_sigmoid``): ``lambda`` is chosen so that ``g`` is exactly
+``snntorch.surrogate.atan(alpha)``, ``sigmoid(slope)`` or
+``fast_sigmoid(slope)``. For a twin, ``delta`` is fixed by the surrogate's
+parameter (the estimate does not depend on it), see ``shared/LOCALZO.md``
+section 3.
+
+Sampling uses a closed form where one exists (normal, uniform, laplace,
+fast_sigmoid) and an inverse-CDF table with linear interpolation otherwise
+(atan, sigmoid). Tables are indexed by ``x = -log2(1 - U)`` for a uniform
+``U``, so heavy tails are resolved down to probabilities of ``2**-32``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "Distribution",
+    "Normal",
+    "Uniform",
+    "Laplace",
+    "ATanTwin",
+    "SigmoidTwin",
+    "FastSigmoidTwin",
+    "DISTRIBUTIONS",
+    "get_distribution",
+]
+
+SQRT3 = math.sqrt(3.0)
+SQRT2 = math.sqrt(2.0)
+
+#: Number of points and range (in ``x = -log2(1-U)``) of inverse-CDF tables.
+TABLE_SIZE = 4096
+TABLE_XMAX = 32.0
+
+# Kernel codes: how a kernel turns one random draw into ``|z|``.
+KIND_NORMAL = 0  # |N(0, 1)|, times ``kparam``
+KIND_UNIFORM = 1  # U * kparam
+KIND_EXPONENTIAL = 2  # -log(1 - U) * kparam
+KIND_TABLE = 3  # interpolated inverse-CDF table
+KIND_LOMAX2 = 4  # sqrt(U) / (1 - sqrt(U)) * kparam  (|z| CDF (x/(1+x))^2)
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a positive number, got {type(value).__name__}"
+        )
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
+    return value
+
+
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    """float64 stays float64, everything else is computed in float32."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+class Distribution:
+    """Law of the LocalZO direction ``z`` (symmetric) and its constants.
+
+    Subclasses define the CDF of ``|z|``, a sampler of ``|z|`` and the closed
+    form of the expected gradient. Instances are immutable, hashable by
+    value, pickle and deep-copy.
+
+    :param delta: step ``delta > 0`` of the two-point estimate
+    :type delta: float
+    """
+
+    name: str = ""
+    #: exponent ``p`` of ``|z|`` in the estimator, +1 or -1
+    p: int = 1
+    kind: int = KIND_NORMAL
+
+    def __init__(self, delta: float = 0.05):
+        self.delta = _check_positive("delta", delta)
+
+    # ---------------------------------------------------------------- constants
+    @property
+    def c(self) -> float:
+        """Constant ``c`` of the estimator (1 for ``p = +1`` unit-variance laws)."""
+        return 1.0
+
+    @property
+    def scale(self) -> float:
+        """``c / (2 delta)``: the estimate is ``scale * |z|**p`` when active."""
+        return self.c / (2.0 * self.delta)
+
+    @property
+    def kparam(self) -> float:
+        """Scale factor a kernel applies to its standard draw (see ``kind``)."""
+        return 1.0
+
+    def params(self) -> Dict[str, float]:
+        """Parameters that identify the distribution (used by ``repr``/equality)."""
+        return {"delta": self.delta}
+
+    # ---------------------------------------------------------------- law of |z|
+    def abs_cdf(self, x: torch.Tensor) -> torch.Tensor:
+        """CDF of ``|z|`` at ``x >= 0``."""
+        raise NotImplementedError
+
+    def abs_sample(
+        self,
+        shape,
+        *,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Draws ``|z|`` with torch's random number generator."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        shape,
+        *,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Draws signed ``z`` (symmetric law) of the given shape."""
+        if isinstance(shape, int):
+            shape = (shape,)
+        mag = self.abs_sample(shape, device=device, dtype=dtype, generator=generator)
+        sign = torch.randint(0, 2, tuple(shape), device=device, generator=generator)
+        return torch.where(sign.bool(), mag, -mag)
+
+    # ---------------------------------------------------------------- gradients
+    def expected_grad(self, u: torch.Tensor) -> torch.Tensor:
+        """Closed form of ``E_z[G(u; z)]``, the surrogate gradient it equals."""
+        raise NotImplementedError
+
+    def active_prob(self, u: torch.Tensor, samples: int = 1) -> torch.Tensor:
+        """Probability that ``G_m(u) != 0`` with ``m = samples`` directions:
+        ``1 - F(|u| / delta)**m`` where ``F`` is the CDF of ``|z|``."""
+        u = torch.as_tensor(u)
+        x = u.to(torch.float64).abs() / self.delta
+        return 1.0 - self.abs_cdf(x) ** samples
+
+    def integral(self) -> float:
+        """Integral of the expected gradient over ``u``: ``c * E|z|**(p+1)``
+        (``E[z**2]`` for ``p = 1``, ``c`` for ``p = -1``)."""
+        return self.c * self.abs_moment(self.p + 1)
+
+    def abs_moment(self, k: int) -> float:
+        """``E|z|**k`` (only ``k = 0`` and ``k = 2`` are needed here)."""
+        if k == 0:
+            return 1.0
+        if k == 2:
+            return 1.0
+        raise NotImplementedError
+
+    def table(self, device=None) -> Optional[torch.Tensor]:
+        """Inverse-CDF table of ``|z|`` (float32, cached per device) or None."""
+        return None
+
+    # ---------------------------------------------------------------- dunder
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v:g}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _key(self) -> Tuple:
+        return (type(self).__name__,) + tuple(sorted(self.params().items()))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Distribution) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self):
+        return (type(self), tuple(self.params().values()))
+
+
+# --------------------------------------------------------------------------- #
+# The paper's three laws: unit variance, p = 1, c = 1, delta free.            #
+# --------------------------------------------------------------------------- #
+class Normal(Distribution):
+    """``z ~ N(0, 1)``: the expected gradient is a Gaussian of width ``delta``.
+
+    .. math::
+
+        g(u) = \\frac{1}{\\delta\\sqrt{2\\pi}} e^{-u^2 / (2\\delta^2)}
+    """
+
+    name = "normal"
+    kind = KIND_NORMAL
+
+    def abs_cdf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return torch.erf(x / SQRT2)
+
+    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
+        return torch.randn(shape, device=device, dtype=dtype, generator=generator).abs_()
+
+    def expected_grad(self, u):
+        v = u.to(_compute_dtype(u)) / self.delta
+        return torch.exp(-0.5 * v * v) / (self.delta * math.sqrt(2.0 * math.pi))
+
+
+class Uniform(Distribution):
+    """``z ~ U[-sqrt(3), sqrt(3)]``: a parabolic bump of half-width ``sqrt(3) delta``.
+
+    .. math::
+
+        g(u) = \\frac{3 - u^2/\\delta^2}{4\\sqrt{3}\\,\\delta}
+        \\quad (|u| < \\sqrt{3}\\delta),\\ 0 \\text{ otherwise}
+    """
+
+    name = "uniform"
+    kind = KIND_UNIFORM
+
+    @property
+    def kparam(self):
+        return SQRT3
+
+    def abs_cdf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return (x / SQRT3).clamp(0.0, 1.0)
+
+    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
+        return torch.rand(shape, device=device, dtype=dtype, generator=generator).mul_(SQRT3)
+
+    def expected_grad(self, u):
+        v = u.to(_compute_dtype(u)) / self.delta
+        g = (3.0 - v * v) / (4.0 * SQRT3 * self.delta)
+        return torch.where(v.abs() < SQRT3, g, torch.zeros_like(g))
+
+
+class Laplace(Distribution):
+    """``z ~ Laplace(0, 1/sqrt(2))`` (unit variance); ``|z|`` is exponential.
+
+    .. math::
+
+        g(u) = \\frac{1}{2\\delta}\\left(\\frac{|u|}{\\delta}
+        + \\frac{1}{\\sqrt{2}}\\right) e^{-\\sqrt{2}|u|/\\delta}
+    """
+
+    name = "laplace"
+    kind = KIND_EXPONENTIAL
+
+    @property
+    def kparam(self):
+        return 1.0 / SQRT2
+
+    def abs_cdf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return -torch.expm1(-SQRT2 * x)
+
+    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
+        u = torch.rand(shape, device=device, dtype=dtype, generator=generator)
+        return torch.log1p(-u).mul_(-1.0 / SQRT2)
+
+    def expected_grad(self, u):
+        v = u.to(_compute_dtype(u)).abs() / self.delta
+        return (v + 1.0 / SQRT2) * torch.exp(-SQRT2 * v) / (2.0 * self.delta)
+
+
+# --------------------------------------------------------------------------- #
+# Inverse-CDF tables for laws without a closed-form quantile.                  #
+# --------------------------------------------------------------------------- #
+_TABLES: Dict[Tuple, torch.Tensor] = {}
+
+
+def table_position(U: torch.Tensor) -> torch.Tensor:
+    """Maps a uniform draw ``U`` in [0, 1) to its (fractional) table index."""
+    x = -torch.log2(1.0 - U)
+    return (x * ((TABLE_SIZE - 1) / TABLE_XMAX)).clamp_(0.0, TABLE_SIZE - 1.0)
+
+
+def table_lookup(table: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation in an inverse-CDF table (the kernels do the same)."""
+    pos = table_position(U)
+    i0 = pos.floor().clamp_(max=TABLE_SIZE - 2)
+    frac = pos - i0
+    i0 = i0.long()
+    lo = table[i0]
+    hi = table[i0 + 1]
+    return lo + frac * (hi - lo)
+
+
+def build_quantile_table(
+    abs_cdf: Callable[[torch.Tensor], torch.Tensor], upper: float
+) -> torch.Tensor:
+    """Quantiles of ``|z|`` at ``U_j = 1 - 2**-x_j``, ``x_j`` uniform on
+    ``[0, TABLE_XMAX]``, found by bisection in float64 on ``[0, upper]``."""
+    x = torch.linspace(0.0, TABLE_XMAX, TABLE_SIZE, dtype=torch.float64)
+    target = -torch.expm1(-x * math.log(2.0))  # 1 - 2**-x, accurate near 0
+    lo = torch.zeros_like(x)
+    hi = torch.full_like(x, upper)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        below = abs_cdf(mid) < target
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return (0.5 * (lo + hi)).to(torch.float32)
+
+
+class _TabulatedTwin(Distribution):
+    """A twin whose ``|z|`` is sampled from an inverse-CDF table."""
+
+    kind = KIND_TABLE
+    _table_upper = 1e4
+
+    def _table_key(self):
+        return (type(self).__name__,)
+
+    def table(self, device=None) -> torch.Tensor:
+        key = self._table_key()
+        if key not in _TABLES:
+            _TABLES[key] = build_quantile_table(self.abs_cdf, self._table_upper)
+        table = _TABLES[key]
+        if device is None or torch.device(device) == table.device:
+            return table
+        dkey = key + (str(torch.device(device)),)
+        if dkey not in _TABLES:
+            _TABLES[dkey] = table.to(device)
+        return _TABLES[dkey]
+
+    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
+        U = torch.rand(shape, device=device, dtype=torch.float32, generator=generator)
+        return table_lookup(self.table(U.device), U).to(dtype)
+
+
+class ATanTwin(_TabulatedTwin):
+    """LocalZO twin of ``snntorch.surrogate.atan(alpha)``.
+
+    ``z`` follows a Student-t law with 3 degrees of freedom scaled to unit
+    variance, ``lambda(z) = (2/pi) (1 + z^2)^{-2}``, and
+    ``delta = 2 / (pi alpha)`` (``c = 1``), so that
+
+    .. math::
+
+        g(u) = \\frac{\\alpha/2}{1 + (\\pi \\alpha u / 2)^2}
+
+    exactly as snnTorch's ATan backward.
+
+    :param alpha: snnTorch's ATan parameter. Defaults to 2.0
+    :type alpha: float
+    """
+
+    name = "atan"
+    _table_upper = 1e4  # P(|z| > 1e4) ~ 4e-13 < 2**-32
+
+    def __init__(self, alpha: float = 2.0):
+        self.alpha = _check_positive("alpha", alpha)
+        super().__init__(delta=2.0 / (math.pi * self.alpha))
+
+    def params(self):
+        return {"alpha": self.alpha}
+
+    def abs_cdf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return (2.0 / math.pi) * (x / (1.0 + x * x) + torch.atan(x))
+
+    def expected_grad(self, u):
+        u = u.to(_compute_dtype(u))
+        return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * u) ** 2)
+
+
+def _sigmoid_bump_slope(x: torch.Tensor) -> torch.Tensor:
+    """``-h'(x) / x`` for ``h = s(1 - s)``, ``s`` the logistic function (x >= 0)."""
+    s = torch.sigmoid(x)
+    h = s * (1.0 - s)
+    ratio = torch.where(x > 1e-6, (2.0 * s - 1.0) / x.clamp_min(1e-6), torch.full_like(x, 0.5))
+    return h * ratio
+
+
+#: ``2 * integral_0^inf -h'(v)/v dv`` for the logistic bump (LOCALZO.md: 0.4262).
+SIGMOID_TWIN_CONST = 0.42627839631749814
+
+
+class SigmoidTwin(_TabulatedTwin):
+    """LocalZO twin of ``snntorch.surrogate.sigmoid(slope)``.
+
+    With ``s`` the logistic function and ``h = s (1 - s)``, the law is
+    ``lambda(z) = -h'(kz) / (kz)`` up to normalisation, with
+    ``k = 1/sqrt(0.4262)`` and ``delta = 1 / (slope sqrt(0.4262))`` (``c = 1``), so
+
+    .. math::
+
+        g(u) = k\\,s(ku)\\,(1 - s(ku)),\\quad k = \\text{slope}
+
+    exactly as snnTorch's Sigmoid backward.
+
+    :param slope: snnTorch's sigmoid slope ``k``. Defaults to 25
+    :type slope: float
+    """
+
+    name = "sigmoid"
+    _table_upper = 200.0  # tails decay like exp(-x / sqrt(0.4262))
+
+    def __init__(self, slope: float = 25.0):
+        self.slope = _check_positive("slope", slope)
+        super().__init__(delta=1.0 / (self.slope * math.sqrt(SIGMOID_TWIN_CONST)))
+
+    def params(self):
+        return {"slope": self.slope}
+
+    def abs_cdf(self, x):
+        # The |z| density is proportional to -h'(a z) / z; its CDF is
+        # integrated numerically once (see _sigmoid_twin_cdf_grid).
+        x = torch.as_tensor(x, dtype=torch.float64)
+        grid, cdf = _sigmoid_twin_cdf_grid()
+        return _interp(x.clamp(0.0, float(grid[-1])), grid, cdf)
+
+    def expected_grad(self, u):
+        u = u.to(_compute_dtype(u))
+        s = torch.sigmoid(self.slope * u)
+        return self.slope * s * (1.0 - s)
+
+
+_SIGMOID_GRID: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+
+def _sigmoid_twin_cdf_grid() -> Tuple[torch.Tensor, torch.Tensor]:
+    """CDF of ``|z|`` for the sigmoid twin on a fine grid (cumulative trapezoid,
+    relative error below 1e-7)."""
+    global _SIGMOID_GRID
+    if _SIGMOID_GRID is None:
+        a = 1.0 / math.sqrt(SIGMOID_TWIN_CONST)  # |z| = w / a with w the bump variable
+        n = 400_001
+        grid = torch.linspace(0.0, 200.0, n, dtype=torch.float64)
+        dens = _sigmoid_bump_slope(a * grid)  # proportional to the |z| density
+        h = grid[1] - grid[0]
+        trap = torch.cumsum(0.5 * h * (dens[1:] + dens[:-1]), 0)
+        cdf = torch.cat([torch.zeros(1, dtype=torch.float64), trap])
+        cdf = cdf / cdf[-1]
+        _SIGMOID_GRID = (grid, cdf)
+    return _SIGMOID_GRID
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation on a uniform grid ``xp``."""
+    step = float(xp[1] - xp[0])
+    pos = (x - float(xp[0])) / step
+    i0 = pos.floor().clamp(0, len(xp) - 2).long()
+    frac = pos - i0.to(pos.dtype)
+    return fp[i0] + frac * (fp[i0 + 1] - fp[i0])
+
+
+class FastSigmoidTwin(Distribution):
+    """LocalZO twin of ``snntorch.surrogate.fast_sigmoid(slope)``: the
+    ``p = -1`` estimator with ``c = 2 / slope`` and
+    ``lambda(z) = |z| / (1 + |z|)^3`` (``delta = 1 / slope``), so that
+
+    .. math::
+
+        g(u) = \\frac{1}{(1 + k|u|)^2},\\quad k = \\text{slope}
+
+    exactly as snnTorch's FastSigmoid backward. ``|z|`` has the CDF
+    ``(x / (1 + x))^2`` and is sampled in closed form.
+
+    :param slope: snnTorch's fast-sigmoid slope ``k``. Defaults to 25
+    :type slope: float
+    """
+
+    name = "fast_sigmoid"
+    p = -1
+    kind = KIND_LOMAX2
+
+    def __init__(self, slope: float = 25.0):
+        self.slope = _check_positive("slope", slope)
+        super().__init__(delta=1.0 / self.slope)
+
+    @property
+    def c(self):
+        return 2.0 / self.slope
+
+    def params(self):
+        return {"slope": self.slope}
+
+    def abs_moment(self, k):
+        if k in (0,):
+            return 1.0
+        raise ValueError("E|z|^k diverges for the fast_sigmoid twin when k >= 2")
+
+    def abs_cdf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return (x / (1.0 + x)) ** 2
+
+    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
+        r = torch.rand(shape, device=device, dtype=torch.float32, generator=generator).sqrt_()
+        return (r / (1.0 - r)).to(dtype)
+
+    def expected_grad(self, u):
+        u = u.to(_compute_dtype(u))
+        return 1.0 / (1.0 + self.slope * u.abs()) ** 2
+
+
+#: Registry of distribution names accepted by :func:`snntorch_localzo.make`.
+DISTRIBUTIONS = {
+    cls.name: cls
+    for cls in (Normal, Uniform, Laplace, ATanTwin, SigmoidTwin, FastSigmoidTwin)
+}
+
+
+def get_distribution(dist="normal", **params) -> Distribution:
+    """Builds a :class:`Distribution` from its name and parameters.
+
+    :param dist: one of ``normal``, ``uniform``, ``laplace`` (parameter
+        ``delta``), ``atan`` (``alpha``), ``sigmoid`` (``slope``),
+        ``fast_sigmoid`` (``slope``), or a :class:`Distribution` instance
+    :raises ValueError: unknown name or invalid parameter value
+    :raises TypeError: a parameter that the distribution does not take
+    """
+    if isinstance(dist, Distribution):
+        if params:
+            raise TypeError(
+                f"parameters {sorted(params)} given with a Distribution instance; "
+                "set them on the instance instead"
+            )
+        return dist
+    if not isinstance(dist, str):
+        raise TypeError(
+            f"`dist` must be a name or a Distribution, got {type(dist).__name__}"
+        )
+    try:
+        cls = DISTRIBUTIONS[dist]
+    except KeyError:
+        raise ValueError(
+            f"unknown `dist` {dist!r}; expected one of {sorted(DISTRIBUTIONS)}"
+        ) from None
+    params = {k: v for k, v in params.items() if v is not None}
+    allowed = set(cls().params())
+    extra = set(params) - allowed
+    if extra:
+        hint = ""
+        if "delta" in extra and cls.name in ("atan", "sigmoid", "fast_sigmoid"):
+            hint = (
+                f"; the {cls.name!r} twin's delta is fixed by its surrogate "
+                "parameter (the estimate does not depend on it)"
+            )
+        raise TypeError(
+            f"dist={dist!r} takes {sorted(allowed)}, not {sorted(extra)}{hint}"
+        )
+    return cls(**params)

@@ -1,0 +1,222 @@
+"""The LocalZO spike-gradient object that snnTorch neurons take as ``spike_grad``."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import torch
+
+from ._ops.spike import spike
+from .distributions import Distribution, get_distribution
+from .stats import ActivityMeter
+
+__all__ = ["LocalZO", "make"]
+
+
+def _check_samples(samples) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
+        raise TypeError(
+            f"`samples` must be an integer >= 1, got {type(samples).__name__}"
+        )
+    if samples < 1:
+        raise ValueError(f"`samples` must be an integer >= 1, got {samples}")
+    return int(samples)
+
+
+def check_float_tensor(name: str, x) -> torch.Tensor:
+    """Raises a clear error unless ``x`` is a floating-point tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"`{name}` must be a floating-point tensor (float64, float32, "
+            f"float16 or bfloat16), got {x.dtype}"
+        )
+    return x
+
+
+class LocalZO:
+    """Local zeroth-order spike gradient (Mukhoty et al., NeurIPS 2023).
+
+    **Forward pass:** Heaviside step function shifted, in the input's dtype.
+
+        .. math::
+
+            S=\\begin{cases} 1 & \\text{if U > U$_{\\rm thr}$} \\\\
+            0 & \\text{if U ≤ U$_{\\rm thr}$}
+            \\end{cases}
+
+    **Backward pass:** a random two-point estimate of :math:`∂S/∂U`, drawn
+    afresh at every call from ``samples`` directions :math:`z_i \\sim λ`:
+
+        .. math::
+
+            \\frac{∂S}{∂U} ≈ \\frac{1}{m}\\sum_{i=1}^{m}
+            c\\,|z_i|^p\\,\\frac{\\mathbb{1}[|U - U_{\\rm thr}| < δ|z_i|]}{2δ}
+
+    It is exactly zero for every neuron farther than :math:`δ \\max_i|z_i|`
+    from threshold (the sparsity LocalZO trains with) and its expected value
+    is a surrogate gradient, available as :meth:`expected_grad`.
+
+    Example::
+
+        import snntorch as snn
+        import snntorch_localzo as localzo
+
+        lif = snn.Leaky(beta=0.9, spike_grad=localzo.make("normal", delta=0.05))
+
+    :param dist: distribution of :math:`z`: ``"normal"``, ``"uniform"``,
+        ``"laplace"`` (parameter ``delta``), or the twin of an snnTorch
+        surrogate, ``"atan"`` (``alpha``), ``"sigmoid"`` (``slope``),
+        ``"fast_sigmoid"`` (``slope``), or a
+        :class:`~snntorch_localzo.distributions.Distribution`.
+        Defaults to ``"normal"``
+    :type dist: str or Distribution, optional
+
+    :param delta: step :math:`δ > 0` of the estimate, for ``normal``,
+        ``uniform`` and ``laplace``. Defaults to 0.05
+    :type delta: float, optional
+
+    :param samples: number of directions :math:`m` averaged per neuron.
+        Defaults to 1
+    :type samples: int, optional
+
+    :param alpha: ``atan`` twin parameter (snnTorch's ATan ``alpha``).
+        Defaults to 2.0
+    :type alpha: float, optional
+
+    :param slope: ``sigmoid`` / ``fast_sigmoid`` twin parameter (snnTorch's
+        ``slope``). Defaults to 25
+    :type slope: float, optional
+
+    :param track: record the fraction of non-zero estimates in backward
+        (see :attr:`active_fraction`). Defaults to False
+    :type track: bool, optional
+    """
+
+    def __init__(
+        self,
+        dist="normal",
+        delta: Optional[float] = None,
+        samples: int = 1,
+        *,
+        alpha: Optional[float] = None,
+        slope: Optional[float] = None,
+        track: bool = False,
+    ):
+        if isinstance(dist, str) and dist in ("normal", "uniform", "laplace") and delta is None:
+            delta = 0.05
+        self.dist: Distribution = get_distribution(
+            dist, delta=delta, alpha=alpha, slope=slope
+        )
+        self.samples = _check_samples(samples)
+        if not isinstance(track, bool):
+            raise TypeError(f"`track` must be a bool, got {type(track).__name__}")
+        self.meter: Optional[ActivityMeter] = ActivityMeter() if track else None
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, mem_shift: torch.Tensor) -> torch.Tensor:
+        """Spikes ``(mem_shift > 0)`` in ``mem_shift``'s dtype, with the
+        LocalZO backward."""
+        check_float_tensor("mem_shift", mem_shift)
+        return spike(mem_shift, self.dist, self.samples, self.meter)
+
+    # ------------------------------------------------------------------ theory
+    @property
+    def delta(self) -> float:
+        """Step :math:`δ` of the estimate (fixed by the surrogate for twins)."""
+        return self.dist.delta
+
+    def expected_grad(self, u: torch.Tensor) -> torch.Tensor:
+        """The surrogate gradient the estimate equals on average, at ``u``."""
+        return self.dist.expected_grad(torch.as_tensor(u))
+
+    def active_prob(self, u: torch.Tensor) -> torch.Tensor:
+        """Probability that the estimate at ``u`` is non-zero:
+        :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|`."""
+        return self.dist.active_prob(u, self.samples)
+
+    def sample(self, shape, **kwargs) -> torch.Tensor:
+        """Draws directions :math:`z` (keyword arguments as ``torch.randn``)."""
+        return self.dist.sample(shape, **kwargs)
+
+    # ------------------------------------------------------------------ sparsity
+    @property
+    def track(self) -> bool:
+        """Whether backward passes are being counted."""
+        return self.meter is not None
+
+    @track.setter
+    def track(self, on: bool) -> None:
+        if on and self.meter is None:
+            self.meter = ActivityMeter()
+        elif not on:
+            self.meter = None
+
+    @property
+    def active_fraction(self) -> float:
+        """Fraction of non-zero estimates over the backward calls since the
+        last :meth:`reset_stats` (needs ``track=True``)."""
+        if self.meter is None:
+            raise RuntimeError(
+                "sparsity is not tracked; create with make(..., track=True) "
+                "or set `.track = True`"
+            )
+        return self.meter.fraction
+
+    def reset_stats(self) -> None:
+        """Starts a new counting window (no-op when not tracking)."""
+        if self.meter is not None:
+            self.meter.reset()
+
+    # ------------------------------------------------------------------ dunder
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v:g}" for k, v in self.dist.params().items())
+        extra = ", track=True" if self.track else ""
+        return f"LocalZO(dist={self.dist.name!r}, {params}, samples={self.samples}{extra})"
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, LocalZO)
+            and self.dist == other.dist
+            and self.samples == other.samples
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.dist, self.samples))
+
+    def __getstate__(self):
+        # counts are runtime state: a copy or a loaded model starts afresh
+        return {"dist": self.dist, "samples": self.samples, "track": self.track}
+
+    def __setstate__(self, state):
+        self.dist = state["dist"]
+        self.samples = state["samples"]
+        self.meter = ActivityMeter() if state["track"] else None
+
+
+def make(
+    dist="normal",
+    delta: Optional[float] = None,
+    samples: int = 1,
+    *,
+    alpha: Optional[float] = None,
+    slope: Optional[float] = None,
+    track: bool = False,
+) -> LocalZO:
+    """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
+
+    ``make()`` is LocalZO with normal directions and ``delta = 0.05``;
+    ``make("atan", alpha=2.0)`` has exactly the expected gradient of
+    ``snntorch.surrogate.atan(alpha=2.0)`` (likewise ``"sigmoid"`` and
+    ``"fast_sigmoid"`` with ``slope``). Arguments as :class:`LocalZO`.
+
+    Example::
+
+        import snntorch as snn
+        import snntorch_localzo as localzo
+
+        lif = snn.Leaky(beta=0.9, spike_grad=localzo.make())
+    """
+    return LocalZO(dist, delta, samples, alpha=alpha, slope=slope, track=track)

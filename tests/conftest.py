@@ -1,0 +1,27 @@
+"""Test set-up: Triton kernels run through the interpreter when there is no GPU.
+
+``TRITON_INTERPRET`` must be set before any kernel is defined, so it is set
+here, before ``snntorch_localzo`` is imported by the tests.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import snntorch_localzo  # noqa: E402,F401  (registers snntorch.surrogate.localzo)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_snntorch_instances():
+    """snnTorch keeps a class-level list of neurons for ``init_hidden``; start
+    every test with an empty one so tests do not see each other's neurons."""
+    from snntorch._neurons.neurons import SpikingNeuron
+
+    SpikingNeuron.instances = []
+    yield
+    SpikingNeuron.instances = []
