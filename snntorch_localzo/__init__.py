@@ -15,12 +15,14 @@ from ._version import __version__
 from . import distributions
 from ._backend import get_backend, set_backend, use_backend
 from .estimator import LocalZO, make
+from .neurons import Leaky
 from .stats import ActivityMeter
 
 __all__ = [
     "__version__",
     "make",
     "LocalZO",
+    "Leaky",
     "ActivityMeter",
     "distributions",
     "get_backend",

@@ -39,6 +39,34 @@ class ReferenceSpike(torch.autograd.Function):
         return grad_in, None, None, None, None
 
 
+class TritonSpike(torch.autograd.Function):
+    """Fused kernels; saves one byte per entry (the code) and the Philox seed."""
+
+    @staticmethod
+    def forward(ctx, u, dist, samples, meter, absz):
+        from . import triton as kernels
+
+        spk, code, seed = kernels.spike_forward(u.contiguous(), dist, samples, absz)
+        ctx.dist, ctx.samples, ctx.meter = dist, samples, meter
+        ctx.save_for_backward(code, seed, absz)
+        return spk
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from . import triton as kernels
+
+        code, seed, absz = ctx.saved_tensors
+        count = None
+        if ctx.meter is not None:
+            count = torch.zeros(1, dtype=torch.int32, device=code.device)
+        grad_in = kernels.spike_backward(
+            grad_out, code, seed, ctx.dist, ctx.samples, absz=absz, count=count
+        )
+        if count is not None:
+            ctx.meter.update(count[0], code.numel())
+        return grad_in, None, None, None, None
+
+
 def spike(
     u: torch.Tensor,
     dist: Distribution,
@@ -51,9 +79,13 @@ def spike(
     :param absz: test hook: fixed magnitudes ``|z|`` of shape
         ``[samples, *u.shape]`` instead of random ones
     """
+    if not (torch.is_grad_enabled() and u.requires_grad):
+        return reference.spike_forward(u)  # no backward: no random numbers
     if _backend.use_triton(u):
-        from . import triton as _triton
+        from .. import zo_triton
 
-        if _triton.supports(u, dist, samples):
-            return _triton.TritonSpike.apply(u, dist, samples, meter, absz)
+        if zo_triton.supports(u, samples):
+            if absz is not None:
+                absz = absz.to(torch.float32).contiguous()
+            return TritonSpike.apply(u, dist, samples, meter, absz)
     return ReferenceSpike.apply(u, dist, samples, meter, absz)

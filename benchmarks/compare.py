@@ -1,0 +1,254 @@
+"""Speed and memory of one training step of a spiking MLP, side by side.
+
+The network is LOCALZO.md's 3-layer MLP (700-hidden-hidden-20 Leaky, beta
+0.9, subtractive reset), input spikes with p = 0.05, cross-entropy on output
+spike counts, float32 without TF32. For each implementation and each T it
+measures, after warm-up, the median over repeats of the forward and the
+backward time (CUDA events), the peak memory of forward plus backward above
+what was allocated before, and the fraction of non-zero LocalZO estimates in
+backward. Everything is measured in one run on one device.
+
+    python benchmarks/compare.py                       # GPU, T=100 and 500, hidden 256
+    python benchmarks/compare.py --hidden 1024
+    python benchmarks/compare.py --device cpu --T 4 --batch 8 --hidden 32 --repeats 2   # smoke
+
+Implementations (``--impls``):
+    snntorch_atan       snn.Leaky step loop, snnTorch's ATan surrogate
+    snntorch_localzo    snn.Leaky step loop, spike_grad=localzo.make()
+    localzo_step        localzo.Leaky step loop (fused Triton step kernels on CUDA)
+
+Results print as a table and go to ``benchmarks/results/<device>.json`` as a
+list of rows with keys impl, T, B, hidden, fwd_ms, bwd_ms, peak_mib,
+active_frac, device, torch, triton.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import snntorch as snn
+from snntorch import surrogate
+
+import snntorch_localzo as localzo
+from snntorch_localzo.demo import SpikeGradProbe
+
+RESULTS = Path(__file__).resolve().parent / "results"
+IN_FEATURES, OUT_FEATURES = 700, 20
+
+
+# --------------------------------------------------------------------------- models
+class StepMLP(nn.Module):
+    """Three Linear + Leaky layers driven one time step at a time (snnTorch style)."""
+
+    def __init__(self, hidden: int, make_leaky: Callable[[], nn.Module]):
+        super().__init__()
+        self.fcs = nn.ModuleList(
+            [nn.Linear(IN_FEATURES, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, OUT_FEATURES)]
+        )
+        self.lifs = nn.ModuleList([make_leaky() for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mems = [lif.init_leaky() for lif in self.lifs]
+        counts = 0
+        for t in range(x.shape[0]):
+            h = x[t]
+            for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
+                h, mems[i] = lif(fc(h), mems[i])
+            counts = counts + h
+        return counts
+
+
+def _localzo_sg(track: bool):
+    return localzo.make("normal", delta=0.05, track=track)
+
+
+def build(impl: str, hidden: int, track: bool) -> nn.Module:
+    """The network of one implementation (``track``: count non-zero spike gradients)."""
+    if impl == "snntorch_atan":
+        sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
+        return StepMLP(hidden, lambda: snn.Leaky(beta=0.9, spike_grad=sg))
+    if impl == "snntorch_localzo":
+        sg = _localzo_sg(track)
+        return StepMLP(hidden, lambda: snn.Leaky(beta=0.9, spike_grad=sg))
+    if impl == "localzo_step":
+        sg = _localzo_sg(track)
+        return StepMLP(hidden, lambda: localzo.Leaky(beta=0.9, spike_grad=sg))
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+IMPLS = ["snntorch_atan", "snntorch_localzo", "localzo_step"]
+
+
+def meters(model: nn.Module) -> List[localzo.ActivityMeter]:
+    found = {}
+    for m in model.modules():
+        sg = getattr(m, "spike_grad", None)
+        if isinstance(sg, (localzo.LocalZO, SpikeGradProbe)) and sg.meter is not None:
+            found[id(sg.meter)] = sg.meter
+    return list(found.values())
+
+
+# --------------------------------------------------------------------------- timing
+class Timer:
+    """CUDA events on a GPU, perf_counter (after synchronising) elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def start(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def stop(self, start) -> float:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        return (time.perf_counter() - start) * 1e3
+
+
+def measure(
+    impl: str, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int
+) -> Dict:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = (torch.rand(T, B, IN_FEATURES, generator=gen) < 0.05).float().to(device)
+    y = torch.randint(0, OUT_FEATURES, (B,), generator=gen).to(device)
+    torch.manual_seed(0)
+    model = build(impl, hidden, track=False).to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    timer = Timer(device)
+    fwd, bwd, peak = [], [], []
+    for i in range(warmup + repeats):
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        t0 = timer.start()
+        loss = loss_fn(model(x), y)
+        f = timer.stop(t0)
+        t0 = timer.start()
+        loss.backward()
+        b = timer.stop(t0)
+        if i >= warmup:
+            fwd.append(f)
+            bwd.append(b)
+            if device.type == "cuda":
+                peak.append((torch.cuda.max_memory_allocated() - base) / 2**20)
+        del loss
+    # one more pass with the sparsity meters on (not timed)
+    torch.manual_seed(0)
+    tracked = build(impl, hidden, track=True).to(device)
+    tracked.load_state_dict(model.state_dict())
+    loss_fn(tracked(x), y).backward()
+    ms = meters(tracked)
+    active = sum(m.active for m in ms) / sum(m.total for m in ms)
+    return {
+        "impl": impl,
+        "T": T,
+        "B": B,
+        "hidden": hidden,
+        "fwd_ms": statistics.median(fwd),
+        "bwd_ms": statistics.median(bwd),
+        "peak_mib": statistics.median(peak) if peak else None,
+        "active_frac": active,
+    }
+
+
+# --------------------------------------------------------------------------- report
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def environment(device: torch.device) -> Dict[str, str]:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:  # pragma: no cover
+        triton_version = "n/a"
+    return {"device": device_name(device), "torch": torch.__version__, "triton": triton_version}
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
+    head = (
+        f"{'impl':<22}{'T':>5}{'hidden':>8}{'fwd ms':>10}{'bwd ms':>10}{'peak MiB':>10}"
+        f"{'active %':>10}{'fwd x':>8}{'bwd x':>8}{'total x':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    base = {(r["T"], r["hidden"]): r for r in rows if r["impl"] == baseline}
+    for r in rows:
+        ref = base.get((r["T"], r["hidden"]))
+
+        def ratio(key_f, key_b=None):
+            if ref is None:
+                return float("nan")
+            num = ref[key_f] + (ref[key_b] if key_b else 0)
+            den = r[key_f] + (r[key_b] if key_b else 0)
+            return num / den
+
+        lines.append(
+            f"{r['impl']:<22}{r['T']:>5}{r['hidden']:>8}{r['fwd_ms']:>10.2f}{r['bwd_ms']:>10.2f}"
+            f"{_num(r['peak_mib']):>10}{100 * r['active_frac']:>10.3f}{ratio('fwd_ms'):>8.1f}"
+            f"{ratio('bwd_ms'):>8.1f}{ratio('fwd_ms', 'bwd_ms'):>9.1f}"
+        )
+    return "\n".join(lines) + f"\n(x: speed-up over {baseline} at the same T and hidden)"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--T", type=int, nargs="+", default=[100, 500])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256])
+    p.add_argument("--impls", default=",".join(IMPLS), help="comma-separated, see above")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", help="JSON path (default benchmarks/results/<device>.json)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    env = environment(device)
+    print(f"device: {env['device']}, torch {env['torch']}, triton {env['triton']}", flush=True)
+    rows = []
+    for hidden in args.hidden:
+        for T in args.T:
+            for impl in args.impls.split(","):
+                row = measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup)
+                row.update(env)
+                rows.append(row)
+                print(f"  {impl} T={T} hidden={hidden}: fwd {row['fwd_ms']:.2f} ms, "
+                      f"bwd {row['bwd_ms']:.2f} ms", flush=True)
+    print(format_table(rows))
+    out = Path(args.out) if args.out else RESULTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device"]) + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

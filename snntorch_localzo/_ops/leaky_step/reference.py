@@ -1,0 +1,49 @@
+"""Plain PyTorch reference of one Leaky step (snnTorch >= 0.8 semantics,
+``reset_delay=True``), with the spike function passed in.
+
+    reset = H(mem - thr)                       (detached)
+    subtract: mem' = beta * mem + x - reset * thr
+    zero:     mem' = beta * ((1 - reset) * mem) + x
+    none:     mem' = beta * mem + x
+    spk = spike_fn(mem' - thr) * graded
+
+``beta`` is clamped to [0, 1]. Scalars are cast to the dtype of ``x`` before
+use (PyTorch's rule for a 0-d tensor on the device of ``x``), so the Triton
+kernel, which does the same operation by operation, matches it bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+
+RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
+
+
+def leaky_step(
+    x: torch.Tensor,
+    mem: Optional[torch.Tensor],
+    beta: torch.Tensor,
+    threshold: torch.Tensor,
+    graded: torch.Tensor,
+    reset_mechanism: int,
+    spike_fn: Callable[[torch.Tensor], torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(spk, mem')``; ``mem=None`` means a zero membrane."""
+    dt = x.dtype
+    b = beta.clamp(0, 1).to(dt)
+    thr = threshold.to(dt)
+    if mem is None:
+        mem = torch.zeros_like(x)
+    reset = (mem - thr > 0).to(dt).detach()
+    if reset_mechanism == RESET_SUBTRACT:
+        new = b * mem + x - reset * thr
+    elif reset_mechanism == RESET_ZERO:
+        new = b * ((1 - reset) * mem) + x
+    elif reset_mechanism == RESET_NONE:
+        new = b * mem + x
+    else:
+        raise ValueError(f"`reset_mechanism` must be 0, 1 or 2, got {reset_mechanism}")
+    spk = spike_fn(new - thr) * graded.to(dt)
+    return spk, new

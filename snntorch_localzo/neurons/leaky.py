@@ -1,0 +1,171 @@
+"""``localzo.Leaky``: a drop-in for ``snntorch.Leaky`` trained with LocalZO."""
+
+from __future__ import annotations
+
+import inspect
+
+import snntorch as snn
+import torch
+
+from .._ops.leaky_step import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, leaky_step
+from ..estimator import LocalZO, make
+
+__all__ = ["Leaky"]
+
+_PARENT_INIT = inspect.signature(snn.Leaky.__init__)
+#: snnTorch >= 0.8: ``forward(input_, mem=None)`` with the state in ``self.mem``
+#: (0.7 kept states in ``_SpikeTensor`` objects and always takes the reference path).
+MODERN_SNNTORCH = hasattr(snn.Leaky, "_init_mem") and hasattr(snn.Leaky, "_base_sub")
+_STATE_FUNCTIONS = (
+    {
+        snn.Leaky._base_sub: RESET_SUBTRACT,
+        snn.Leaky._base_zero: RESET_ZERO,
+        snn.Leaky._base_int: RESET_NONE,
+    }
+    if MODERN_SNNTORCH
+    else {}
+)
+
+
+class Leaky(snn.Leaky):
+    """
+    First-order leaky integrate-and-fire neuron trained with LocalZO: a
+    drop-in for :class:`snntorch.Leaky` that takes the same constructor
+    arguments as the installed snnTorch and gives exactly the same forward
+    values (``spk``, ``mem``), with ``spike_grad`` defaulting to
+    :func:`snntorch_localzo.make` (normal directions, ``delta = 0.05``).
+
+    .. math::
+
+            U[t+1] = βU[t] + I_{\\rm in}[t+1] - RU_{\\rm thr}
+
+    On CUDA (float32, float16, bfloat16) with a LocalZO ``spike_grad``, each
+    time step runs as one fused Triton kernel (reset, state update,
+    threshold, spike, LocalZO directions drawn in-kernel from a Philox stream
+    seeded by torch's generator) and its backward as one more. Between the
+    passes it keeps one byte per neuron (which directions were active, and
+    the reset flag) instead of snnTorch's full-precision membrane copies.
+
+    Cases the kernels do not cover take snnTorch's own forward with the same
+    results: CPU tensors, ``inhibition``, ``state_quant``,
+    ``reset_delay=False``, learnable or per-neuron ``beta`` / ``threshold`` /
+    ``graded_spikes_factor``, a spike gradient other than LocalZO, more than
+    7 LocalZO samples, float64, and snnTorch 0.7. ``init_hidden``, ``output``,
+    ``snntorch.utils.reset``, ``detach_hidden`` and ``reset_hidden`` behave
+    as in snnTorch. When the fused path runs, ``self.reset`` is not updated.
+
+    Example::
+
+        import torch
+        import torch.nn as nn
+        import snntorch_localzo as localzo
+
+        net = nn.Sequential(
+            nn.Linear(784, 256),
+            localzo.Leaky(beta=0.9, init_hidden=True),
+            nn.Linear(256, 10),
+            localzo.Leaky(beta=0.9, init_hidden=True, output=True),
+        )
+
+    :param beta: membrane potential decay rate, clipped to [0, 1]
+    :type beta: float or torch.tensor
+
+    :param threshold: threshold for :math:`mem` to reach in order to
+        generate a spike `S=1`. Defaults to 1
+    :type threshold: float, optional
+
+    :param spike_grad: spike gradient. Defaults to ``localzo.make()``; any
+        snnTorch surrogate also works (reference path)
+    :type spike_grad: LocalZO or surrogate gradient function, optional
+
+    All other parameters (``surrogate_disable``, ``init_hidden``,
+    ``inhibition``, ``learn_beta``, ``learn_threshold``, ``reset_mechanism``,
+    ``state_quant``, ``output``, ``graded_spikes_factor``,
+    ``learn_graded_spikes_factor``, ``reset_delay`` where the installed
+    snnTorch has it) are those of :class:`snntorch.Leaky`.
+
+    Inputs: \\input_, mem_0
+        - **input_** of shape `(batch, input_size)`: input features
+        - **mem_0** of shape `(batch, input_size)`: initial membrane potential
+
+    Outputs: spk, mem_1
+        - **spk** of shape `(batch, input_size)`: output spikes
+        - **mem_1** of shape `(batch, input_size)`: next membrane potential
+    """
+
+    def __init__(self, *args, **kwargs):
+        bound = _PARENT_INIT.bind(self, *args, **kwargs)
+        arguments = dict(bound.arguments)
+        arguments.pop("self")
+        if arguments.get("spike_grad") is None:
+            arguments["spike_grad"] = make()
+        super().__init__(**arguments)
+
+    # ------------------------------------------------------------------ fused path
+    def _fused_reset_mechanism(self):
+        """The reset the fused kernel would apply, or None if it does not apply."""
+        if not MODERN_SNNTORCH or not isinstance(self.spike_grad, LocalZO):
+            return None
+        if self.surrogate_disable or self.inhibition or self.state_quant:
+            return None
+        if not getattr(self, "reset_delay", True):
+            return None
+        # snnTorch fixes the state function when the neuron is built
+        return _STATE_FUNCTIONS.get(getattr(self.state_function, "__func__", None))
+
+    def forward(self, input_, *args, **kwargs):
+        reset_mechanism = self._fused_reset_mechanism()
+        if reset_mechanism is not None and isinstance(input_, torch.Tensor):
+            mem = args[0] if args else kwargs.get("mem")
+            out = self._forward_fused(input_, mem, reset_mechanism)
+            if out is not None:
+                return out
+        return super().forward(input_, *args, **kwargs)
+
+    def _forward_fused(self, input_, mem, reset_mechanism):
+        """snnTorch's forward with the fused step; None when it does not apply."""
+        from .._ops.leaky_step.autograd import fused_supported
+
+        state = self.mem if mem is None else mem
+        if not isinstance(state, torch.Tensor):
+            return None
+        if state.shape != input_.shape:
+            state = None  # snnTorch starts from a zero membrane
+        sg = self.spike_grad
+        if not fused_supported(
+            input_, state, self.beta, self.threshold, self.graded_spikes_factor, sg.samples
+        ):
+            return None
+        if mem is not None:
+            self.mem = mem
+        if self.init_hidden and mem is not None:
+            raise TypeError(
+                "`mem` should not be passed as an argument while `init_hidden=True`"
+            )
+        spk, self.mem = leaky_step(
+            input_,
+            state,
+            self.beta,
+            self.threshold,
+            self.graded_spikes_factor,
+            reset_mechanism,
+            sg.dist,
+            sg.samples,
+            sg.meter,
+        )
+        if self.output:
+            return spk, self.mem
+        elif self.init_hidden:
+            return spk
+        return spk, self.mem
+
+
+def _signature_with_localzo_default() -> inspect.Signature:
+    params = [
+        p.replace(default=None) if p.name == "spike_grad" else p
+        for p in _PARENT_INIT.parameters.values()
+    ]
+    return _PARENT_INIT.replace(parameters=params)
+
+
+Leaky.__init__.__signature__ = _signature_with_localzo_default()

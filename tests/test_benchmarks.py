@@ -1,0 +1,48 @@
+"""The benchmark scripts run (tiny sizes, CPU) and the saved-state claim holds.
+No timing is asserted anywhere: timings live in benchmarks/ and the README."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import snntorch_localzo as localzo
+from snntorch_localzo import _backend
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+TRITON = _backend.triton_available() and (_backend.interpreting() or torch.cuda.is_available())
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_smoke(tmp_path, capsys):
+    compare = load("compare")
+    out = tmp_path / "r.json"
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16",
+            "--repeats", "1", "--warmup", "0", "--out", str(out)]
+    assert compare.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["impl"] for r in rows] == compare.IMPLS
+    keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
+            "device", "torch", "triton"}
+    assert all(set(r) == keys for r in rows)
+    assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows)
+    assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient
+    assert "snntorch_atan" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not TRITON, reason="needs Triton")
+def test_fused_leaky_keeps_one_byte_per_neuron_step():
+    saved = load("saved_bytes")
+    ours = saved.saved_bytes_per_neuron_step(lambda: localzo.Leaky(beta=0.9), torch.float32, "triton")
+    theirs = saved.saved_bytes_per_neuron_step(saved.LAYERS["snn.Leaky + surrogate.atan()"],
+                                               torch.float32, "reference")
+    assert 1.0 <= ours < 1.05
+    assert theirs >= 4.0

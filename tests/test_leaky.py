@@ -1,0 +1,236 @@
+"""``localzo.Leaky`` against ``snn.Leaky``: constructor, forward values for
+every option, state handling, gradients through time, fused and fallback
+paths (the fused kernels run through Triton's interpreter on CPU)."""
+
+import inspect
+
+import pytest
+import torch
+import torch.nn as nn
+import snntorch as snn
+from snntorch import surrogate, utils
+
+import snntorch_localzo as localzo
+from snntorch_localzo import _backend, use_backend
+from snntorch_localzo._ops.leaky_step import leaky_step
+from snntorch_localzo._ops.leaky_step.autograd import FusedLeakyStep
+from snntorch_localzo._ops.spike import spike
+from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
+
+TRITON = _backend.triton_available() and (_backend.interpreting() or torch.cuda.is_available())
+BACKENDS = ["reference"] + (["triton"] if TRITON else [])
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+HAS_RESET_DELAY = "reset_delay" in inspect.signature(snn.Leaky.__init__).parameters
+fused_expected = pytest.mark.skipif(
+    not (TRITON and MODERN_SNNTORCH), reason="fused kernels need Triton and snnTorch >= 0.8"
+)
+
+
+def test_same_constructor_arguments_as_installed_snntorch():
+    ours = inspect.signature(localzo.Leaky.__init__).parameters
+    theirs = inspect.signature(snn.Leaky.__init__).parameters
+    assert list(ours) == list(theirs)
+    assert ours["spike_grad"].default is None
+    assert issubclass(localzo.Leaky, snn.Leaky)
+
+
+def test_spike_grad_defaults_to_localzo_and_can_be_overridden():
+    assert localzo.Leaky(beta=0.5).spike_grad == localzo.make()
+    assert localzo.Leaky(0.5, 1.0, None).spike_grad == localzo.make()
+    sg = localzo.make("atan")
+    assert localzo.Leaky(0.5, 1.0, sg).spike_grad is sg  # positional, as snn.Leaky
+    atan = surrogate.atan()
+    assert localzo.Leaky(beta=0.5, spike_grad=atan).spike_grad is atan
+
+
+def run(lif, x, mem_arg=True):
+    """Steps over x[t]; returns stacked outputs of each position."""
+    outs = []
+    mem = lif.init_leaky() if mem_arg else None
+    for t in range(x.shape[0]):
+        out = lif(x[t], mem) if mem_arg else lif(x[t])
+        if isinstance(out, tuple):
+            if mem_arg:
+                mem = out[1]
+        else:
+            out = (out,)
+        outs.append(out)
+    return [torch.stack(o) for o in zip(*outs)]
+
+
+CASES = {
+    "default": {},
+    "zero": {"reset_mechanism": "zero"},
+    "none": {"reset_mechanism": "none"},
+    "threshold": {"threshold": 0.5},
+    "graded": {"graded_spikes_factor": 2.0},
+    "beta_tensor": {"beta": torch.tensor(0.75)},
+    "init_hidden": {"init_hidden": True},
+    "init_hidden_output": {"init_hidden": True, "output": True},
+    "output": {"output": True},
+    # reference (fallback) cases
+    "learn_beta": {"learn_beta": True},
+    "learn_threshold": {"learn_threshold": True},
+    "per_neuron_beta": {"beta": torch.linspace(0.1, 0.9, 24)},
+    "inhibition": {"inhibition": True},
+    "state_quant": {"state_quant": lambda m: torch.round(m * 8) / 8},
+    "learn_graded": {"learn_graded_spikes_factor": True},
+    "surrogate_disable": {"surrogate_disable": True},
+    "atan": {"spike_grad": surrogate.atan()},
+}
+if HAS_RESET_DELAY:
+    CASES["reset_delay_false"] = {"reset_delay": False}
+FUSED = {"default", "zero", "none", "threshold", "graded", "beta_tensor", "init_hidden",
+         "init_hidden_output", "output"}
+
+
+def build_pair(case):
+    kwargs = {"beta": 0.875, **CASES[case]}
+    theirs_kwargs = dict(kwargs)
+    theirs_kwargs.setdefault("spike_grad", localzo.make())
+    torch.manual_seed(0)
+    ours = localzo.Leaky(**kwargs)
+    theirs = snn.Leaky(**theirs_kwargs)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forward_equals_snntorch(case, backend):
+    torch.manual_seed(1)
+    x = torch.rand(6, 3, 24, device=DEVICE) * 1.2
+    ours, theirs = build_pair(case)
+    ours, theirs = ours.to(DEVICE), theirs.to(DEVICE)
+    mem_arg = not CASES[case].get("init_hidden", False)
+    with use_backend(backend):
+        a = run(ours, x, mem_arg)
+    b = run(theirs, x, mem_arg)
+    assert len(a) == len(b)
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+    assert 0 < a[0].count_nonzero() < a[0].numel()  # some spikes, not all
+
+
+@fused_expected
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_path_taken_exactly_where_documented(case):
+    ours, _ = build_pair(case)
+    ours = ours.to(DEVICE)
+    x = torch.rand(3, 24, device=DEVICE, requires_grad=True)
+    with use_backend("triton"):
+        out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
+    spk = out[0] if isinstance(out, tuple) else out
+    fused = isinstance(spk.grad_fn, FusedLeakyStep._backward_cls)
+    assert fused == (case in FUSED)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_half_precision_forward_equals_snntorch(dtype, reset, backend):
+    torch.manual_seed(2)
+    x = (torch.rand(6, 3, 24, device=DEVICE) * 1.2).to(dtype)
+    ours = localzo.Leaky(beta=0.9, threshold=0.75, reset_mechanism=reset).to(DEVICE)
+    theirs = snn.Leaky(beta=0.9, threshold=0.75, reset_mechanism=reset, spike_grad=localzo.make())
+    with use_backend(backend):
+        a = run(ours, x)
+    b = run(theirs.to(DEVICE), x)
+    for p, q in zip(a, b):
+        assert p.dtype == dtype and torch.equal(p, q)
+
+
+class InjectedSpike:
+    """LocalZO spike function with given |z| for each step: snnTorch calls the
+    spike gradient twice per step (reset, then fire)."""
+
+    def __init__(self, dist, absz):
+        self.dist, self.absz, self.calls = dist, absz, 0
+
+    def __call__(self, u):
+        step = self.calls // 2
+        self.calls += 1
+        return spike(u, self.dist, self.absz.shape[1], None, self.absz[step])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reset", [0, 1])
+def test_gradients_through_time_equal_snntorch_given_z(reset, backend):
+    """The fused step chained over time gives the same input gradients as
+    snnTorch's autograd through snn.Leaky with the same directions."""
+    torch.manual_seed(3)
+    T, shape = 8, (4, 30)
+    est = localzo.make("normal", delta=0.3, samples=2)
+    absz = est.dist.abs_sample((T, 2) + shape).to(DEVICE)
+    x = (torch.rand((T,) + shape, device=DEVICE) * 1.3).requires_grad_(True)
+    w = torch.randn((T,) + shape, device=DEVICE)
+    v = torch.randn(shape, device=DEVICE)
+
+    def loss(spikes, mem):
+        return (torch.stack(spikes) * w).sum() + (mem * v).sum()
+
+    beta, thr, graded = (torch.tensor(c, device=DEVICE) for c in (0.9, 1.0, 1.0))
+    with use_backend(backend):
+        mem, spikes = None, []
+        for t in range(T):
+            spk, mem = leaky_step(x[t], mem, beta, thr, graded, reset, est.dist, 2, None, absz[t])
+            spikes.append(spk)
+        (gx_ours,) = torch.autograd.grad(loss(spikes, mem), x)
+
+    lif = snn.Leaky(
+        beta=0.9, spike_grad=InjectedSpike(est.dist, absz),
+        reset_mechanism=["subtract", "zero"][reset],
+    ).to(DEVICE)
+    mem, spikes = lif.init_leaky(), []
+    for t in range(T):
+        spk, mem = lif(x[t], mem)
+        spikes.append(spk)
+    (gx_theirs,) = torch.autograd.grad(loss(spikes, mem), x)
+    assert gx_ours.count_nonzero() > 0
+    assert torch.equal(gx_ours, gx_theirs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trains_in_a_network_with_snntorch_utils(backend):
+    torch.manual_seed(4)
+    sg = localzo.make("normal", delta=0.3, track=True)
+    net = nn.Sequential(
+        nn.Linear(10, 32),
+        localzo.Leaky(beta=0.9, init_hidden=True, spike_grad=sg),
+        nn.Linear(32, 5),
+        localzo.Leaky(beta=0.9, init_hidden=True, output=True, spike_grad=sg),
+    ).to(DEVICE)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with use_backend(backend):
+        for _ in range(3):
+            utils.reset(net)
+            x = torch.rand(6, 8, 10, device=DEVICE) * 2
+            mems = []
+            for t in range(6):
+                spk, mem = net(x[t])
+                mems.append(mem)
+            loss = torch.stack(mems).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            g = net[0].weight.grad
+            assert torch.isfinite(g).all() and g.abs().sum() > 0
+            opt.step()
+    assert 0 < sg.active_fraction < 1
+    utils.reset(net)
+    assert net[1].mem.abs().sum() == 0 and not net[1].mem.requires_grad
+
+
+def test_reset_and_detach_hidden_classmethods():
+    lif = localzo.Leaky(beta=0.5, init_hidden=True)
+    x = torch.ones(3, requires_grad=True)
+    lif(x)
+    assert lif.mem.requires_grad
+    snn.Leaky.detach_hidden()
+    assert not lif.mem.requires_grad
+    snn.Leaky.reset_hidden()
+    assert torch.equal(lif.mem, torch.zeros(3))
+
+
+def test_init_hidden_rejects_mem_argument():
+    lif = localzo.Leaky(beta=0.5, init_hidden=True)
+    with pytest.raises(TypeError):
+        lif(torch.ones(2), torch.ones(2))
