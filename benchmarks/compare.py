@@ -150,10 +150,9 @@ def measure(
             if device.type == "cuda":
                 peak.append((torch.cuda.max_memory_allocated() - base) / 2**20)
         del loss
-    # one more pass with the sparsity meters on (not timed)
+    # one more pass with the sparsity meters on (not timed), same initial weights
     torch.manual_seed(0)
     tracked = build(impl, hidden, track=True).to(device)
-    tracked.load_state_dict(model.state_dict())
     loss_fn(tracked(x), y).backward()
     ms = meters(tracked)
     active = sum(m.active for m in ms) / sum(m.total for m in ms)
