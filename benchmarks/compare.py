@@ -13,9 +13,14 @@ backward. Everything is measured in one run on one device.
     python benchmarks/compare.py --device cpu --T 4 --batch 8 --hidden 32 --repeats 2   # smoke
 
 Implementations (``--impls``):
-    snntorch_atan       snn.Leaky step loop, snnTorch's ATan surrogate
-    snntorch_localzo    snn.Leaky step loop, spike_grad=localzo.make()
-    localzo_step        localzo.Leaky step loop (fused Triton step kernels on CUDA)
+    snntorch_atan        snn.Leaky step loop, snnTorch's ATan surrogate
+    snntorch_localzo     snn.Leaky step loop, spike_grad=localzo.make()
+    localzo_step         localzo.Leaky step loop (fused Triton step kernels on CUDA)
+    localzo_seq          nn.Linear over all steps + localzo.Leaky.forward_sequence
+    localzo_dense        localzo.LinearLeaky stack, dense fused backward (sparse=False)
+    localzo_sparse       localzo.LinearLeaky stack, sparse backward (LOCALZO.md section 4)
+    spikingjelly_triton  SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed:
+                         a benchmark-only dependency, never one of this package
 
 Results print as a table and go to ``benchmarks/results/<device>.json`` as a
 list of rows with keys impl, T, B, hidden, fwd_ms, bwd_ms, peak_mib,
@@ -68,6 +73,72 @@ class StepMLP(nn.Module):
         return counts
 
 
+class SequenceMLP(nn.Module):
+    """Three layers, each called once on the whole sequence ``[T, B, features]``."""
+
+    def __init__(self, hidden: int, make_layer: Callable[[int, int], nn.Module]):
+        super().__init__()
+        sizes = [IN_FEATURES, hidden, hidden, OUT_FEATURES]
+        self.layers = nn.ModuleList([make_layer(a, b) for a, b in zip(sizes, sizes[1:])])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x.sum(0)
+
+
+class LinearThenSequence(nn.Module):
+    """nn.Linear on all steps, then ``localzo.Leaky.forward_sequence``."""
+
+    def __init__(self, n_in: int, n_out: int, spike_grad):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+        self.lif = localzo.Leaky(beta=0.9, spike_grad=spike_grad)
+
+    def forward(self, x):
+        self.lif.init_leaky()  # a new sequence starts from rest, as in the step loop
+        spk, _ = self.lif.forward_sequence(self.fc(x))
+        return spk
+
+
+class SpikesOf(nn.Module):
+    """``localzo.LinearLeaky`` returning its spikes only."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)[0]
+
+
+class SpikingJellyMLP(nn.Module):
+    """SpikingJelly 2.0's multi-step LIF with the same dynamics up to when the
+    reset applies: tau = 10 without input decay (beta = 0.9), soft reset."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        from spikingjelly.activation_based import functional, neuron
+        from spikingjelly.activation_based import surrogate as sj_surrogate
+
+        self.functional = functional
+        sizes = [IN_FEATURES, hidden, hidden, OUT_FEATURES]
+        mods = []
+        for a, b in zip(sizes, sizes[1:]):
+            mods += [
+                nn.Linear(a, b),
+                neuron.LIFNode(
+                    tau=10.0, decay_input=False, v_threshold=1.0, v_reset=None,
+                    surrogate_function=sj_surrogate.ATan(), detach_reset=True, step_mode="m",
+                ),
+            ]
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x):
+        self.functional.reset_net(self.net)
+        return self.net(x).sum(0)
+
+
 def _localzo_sg(track: bool):
     return localzo.make("normal", delta=0.05, track=track)
 
@@ -83,10 +154,34 @@ def build(impl: str, hidden: int, track: bool) -> nn.Module:
     if impl == "localzo_step":
         sg = _localzo_sg(track)
         return StepMLP(hidden, lambda: localzo.Leaky(beta=0.9, spike_grad=sg))
+    if impl == "localzo_seq":
+        sg = _localzo_sg(track)
+        return SequenceMLP(hidden, lambda a, b: LinearThenSequence(a, b, sg))
+    if impl in ("localzo_dense", "localzo_sparse"):
+        sg = _localzo_sg(track)
+        sparse = impl == "localzo_sparse"
+        return SequenceMLP(
+            hidden, lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))
+        )
+    if impl == "spikingjelly_triton":
+        return SpikingJellyMLP(hidden)
     raise ValueError(f"unknown impl {impl!r}")
 
 
-IMPLS = ["snntorch_atan", "snntorch_localzo", "localzo_step"]
+IMPLS = [
+    "snntorch_atan", "snntorch_localzo", "localzo_step", "localzo_seq", "localzo_dense",
+    "localzo_sparse", "spikingjelly_triton",
+]
+
+
+def available(impl: str) -> bool:
+    if impl != "spikingjelly_triton":
+        return True
+    try:
+        import spikingjelly.activation_based.neuron  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 def meters(model: nn.Module) -> List[localzo.ActivityMeter]:
@@ -155,7 +250,8 @@ def measure(
     tracked = build(impl, hidden, track=True).to(device)
     loss_fn(tracked(x), y).backward()
     ms = meters(tracked)
-    active = sum(m.active for m in ms) / sum(m.total for m in ms)
+    # SpikingJelly's surrogate is dense: every entry has a gradient
+    active = sum(m.active for m in ms) / sum(m.total for m in ms) if ms else 1.0
     return {
         "impl": impl,
         "T": T,
@@ -236,6 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for hidden in args.hidden:
         for T in args.T:
             for impl in args.impls.split(","):
+                if not available(impl):
+                    print(f"  {impl}: not installed, skipped", flush=True)
+                    continue
                 row = measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup)
                 row.update(env)
                 rows.append(row)

@@ -15,7 +15,7 @@ from ._version import __version__
 from . import distributions
 from ._backend import get_backend, set_backend, use_backend
 from .estimator import LocalZO, make
-from .neurons import Leaky
+from .neurons import Leaky, LinearLeaky
 from .stats import ActivityMeter
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "make",
     "LocalZO",
     "Leaky",
+    "LinearLeaky",
     "ActivityMeter",
     "distributions",
     "get_backend",

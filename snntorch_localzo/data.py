@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["SpikeDataset", "spiking_digits", "rate_encode"]
+__all__ = ["SpikeDataset", "spiking_digits", "rate_encode", "rate_patterns"]
 
 
 class SpikeDataset(NamedTuple):
@@ -66,3 +66,37 @@ def spiking_digits(
         encode(X_te).to(device),
         torch.tensor(y_te).to(device),
     )
+
+
+def rate_patterns(
+    num_classes: int = 20,
+    features: int = 700,
+    num_steps: int = 100,
+    train: int = 2048,
+    test: int = 512,
+    rate: float = 0.05,
+    contrast: float = 0.3,
+    seed: int = 0,
+    device=None,
+) -> SpikeDataset:
+    """A generated spike-train classification task shaped like SHD (700
+    input channels, 20 classes): each class has a fixed random firing-rate
+    profile over the channels (mean ``rate``; ``contrast`` sets how far
+    profiles are from uniform), each sample is Bernoulli spike trains drawn
+    from its class profile with per-sample jitter of the rates.
+
+    :return: spikes ``[T, N, features]`` (float32, 0/1) and labels ``[N]``
+    """
+    gen = torch.Generator().manual_seed(seed)
+    shape = torch.empty(num_classes, features).exponential_(1.0, generator=gen)
+    profile = rate * (1.0 + contrast * (shape - 1.0)).clamp_min(0.0)
+
+    def draw(n):
+        labels = torch.randint(0, num_classes, (n,), generator=gen)
+        jitter = torch.empty(n, features).uniform_(0.2, 1.8, generator=gen)
+        p = (profile[labels] * jitter).clamp(0.0, 1.0)
+        return rate_encode(p, num_steps, gen), labels
+
+    x_tr, y_tr = draw(train)
+    x_te, y_te = draw(test)
+    return SpikeDataset(x_tr.to(device), y_tr.to(device), x_te.to(device), y_te.to(device))

@@ -16,7 +16,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from snntorch_localzo._ops import zo_triton as zt  # noqa: E402
-from snntorch_localzo._ops.leaky_step import triton as leaky  # noqa: E402
+from snntorch_localzo._ops.leaky import triton as leaky  # noqa: E402
+from snntorch_localzo._ops.linear_leaky import triton as linear  # noqa: E402
 from snntorch_localzo._ops.spike import triton as spike  # noqa: E402
 from snntorch_localzo.distributions import TABLE_SIZE  # noqa: E402
 
@@ -24,7 +25,10 @@ TARGET = GPUTarget("cuda", 90, 32)
 DT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # pointers whose element type is not the data dtype
 FIXED_PTRS = {"code_ptr": "*u8", "seed_ptr": "*i64", "table_ptr": "*fp32", "absz_ptr": "*fp32",
-              "count_ptr": "*i32", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32"}
+              "count_ptr": "*i32", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32",
+              "pos_ptr": "*i64", "ptr_ptr": "*i64", "row_ptr": "*i32", "e_ptr": "*fp32",
+              "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32"}
+INTS = {"n", "T", "t0", "steps", "nnz", "stride", "IN", "OUT"}
 
 
 def compile_kernel(kernel, dtype, constexprs):
@@ -35,7 +39,7 @@ def compile_kernel(kernel, dtype, constexprs):
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
             sig[name] = FIXED_PTRS.get(name, "*" + DT[dtype])
-        elif name == "n":
+        elif name in INTS:
             sig[name] = "i32"
         else:
             sig[name] = "fp32"
@@ -57,12 +61,20 @@ def main():
                        dict(common, KIND=kind, P=-1 if kind == 4 else 1, M=m, EXTERNAL=ext, TRACK=ext))
         built += 2
     for dtype, reset, has_mem in itertools.product(DT, range(3), (False, True)):
-        compile_kernel(leaky.leaky_step_fwd_kernel, dtype,
+        compile_kernel(leaky.leaky_fwd_kernel, dtype,
                        dict(common, RESET=reset, HAS_MEM=has_mem, KIND=3, M=2, EXTERNAL=False))
-        compile_kernel(leaky.leaky_step_bwd_kernel, dtype,
-                       dict(common, RESET=reset, HAS_GSPK=has_mem, HAS_GMEM=True, NEED_GMP=has_mem,
+        compile_kernel(leaky.leaky_bwd_kernel, dtype,
+                       dict(common, RESET=reset, HAS_GSPK=has_mem, HAS_GMEM=True, NEED_GMEM0=has_mem,
                             KIND=0, P=1, M=2, EXTERNAL=False, TRACK=has_mem))
         built += 2
+    for dtype in DT:
+        compile_kernel(linear.trace_kernel, dtype, {"BLOCK": zt.BLOCK})
+        compile_kernel(linear.active_grad_kernel, dtype,
+                       dict(common, KIND=0, P=1, M=2, EXTERNAL=False))
+        compile_kernel(linear.sparse_dx_kernel, dtype, {"BLOCK_E": 64, "BLOCK_J": 64})
+        built += 3
+    compile_kernel(linear.sparse_dw_kernel, "float32", {"BLOCK_IN": 128})
+    built += 1
     print(f"compiled {built} kernels for sm_90 with triton {triton.__version__}")
 
 

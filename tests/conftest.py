@@ -25,3 +25,15 @@ def _fresh_snntorch_instances():
     SpikingNeuron.instances = []
     yield
     SpikingNeuron.instances = []
+
+
+def made_by(tensor, function) -> bool:
+    """Whether ``tensor`` comes from the autograd ``function`` (through views)."""
+    fn = tensor.grad_fn
+    for _ in range(4):
+        if fn is None:
+            return False
+        if isinstance(fn, function._backward_cls):
+            return True
+        fn = fn.next_functions[0][0] if fn.next_functions else None
+    return False

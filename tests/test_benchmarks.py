@@ -29,7 +29,7 @@ def test_compare_smoke(tmp_path, capsys):
             "--repeats", "1", "--warmup", "0", "--out", str(out)]
     assert compare.main(args) == 0
     rows = json.loads(out.read_text())
-    assert [r["impl"] for r in rows] == compare.IMPLS
+    assert [r["impl"] for r in rows] == [i for i in compare.IMPLS if compare.available(i)]
     keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
             "device", "torch", "triton"}
     assert all(set(r) == keys for r in rows)
@@ -46,3 +46,27 @@ def test_fused_leaky_keeps_one_byte_per_neuron_step():
                                                torch.float32, "reference")
     assert 1.0 <= ours < 1.05
     assert theirs >= 4.0
+
+
+@pytest.mark.skipif(not TRITON, reason="needs Triton")
+def test_compare_localzo_impls_on_the_kernels(tmp_path):
+    compare = load("compare")
+    out = tmp_path / "r.json"
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+            "--warmup", "0", "--out", str(out),
+            "--impls", "localzo_step,localzo_seq,localzo_dense,localzo_sparse"]
+    with localzo.use_backend("triton"):
+        assert compare.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["impl"] for r in rows] == ["localzo_step", "localzo_seq", "localzo_dense", "localzo_sparse"]
+    assert all(0.0 <= r["active_frac"] < 0.5 for r in rows)
+
+
+def test_train_active_smoke(tmp_path):
+    train = load("train_active")
+    out = tmp_path / "t.json"
+    assert train.main(["--device", "cpu", "--T", "4", "--batch", "8", "--hidden", "16",
+                       "--steps", "4", "--log", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["step"] for r in result["log"]] == [2, 4]
+    assert all(0.0 <= r["active_frac"] <= 1.0 for r in result["log"])

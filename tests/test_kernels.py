@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import snntorch_localzo as localzo
+from conftest import made_by
 from snntorch_localzo import _backend, use_backend
-from snntorch_localzo._ops.leaky_step import leaky_step
-from snntorch_localzo._ops.leaky_step.autograd import FusedLeakyStep
+from snntorch_localzo._ops.leaky import leaky_step
+from snntorch_localzo._ops.leaky.autograd import FusedLeaky
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo._ops.spike.autograd import ReferenceSpike, TritonSpike
 
@@ -188,7 +189,7 @@ def test_leaky_step_kernel_equals_reference_given_z(dtype, reset, has_mem, which
     assert_identical(results)
     with use_backend("triton"):
         out = step(x.requires_grad_(True), mem)
-    assert isinstance(out[0].grad_fn, FusedLeakyStep._backward_cls)
+    assert made_by(out[0], FusedLeaky)
 
 
 @pytest.mark.parametrize("name", ["uniform", "sigmoid", "fast_sigmoid"])

@@ -11,9 +11,10 @@ import snntorch as snn
 from snntorch import surrogate, utils
 
 import snntorch_localzo as localzo
+from conftest import made_by
 from snntorch_localzo import _backend, use_backend
-from snntorch_localzo._ops.leaky_step import leaky_step
-from snntorch_localzo._ops.leaky_step.autograd import FusedLeakyStep
+from snntorch_localzo._ops.leaky import leaky_step
+from snntorch_localzo._ops.leaky.autograd import FusedLeaky
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
@@ -120,7 +121,7 @@ def test_fused_path_taken_exactly_where_documented(case):
     with use_backend("triton"):
         out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
     spk = out[0] if isinstance(out, tuple) else out
-    fused = isinstance(spk.grad_fn, FusedLeakyStep._backward_cls)
+    fused = made_by(spk, FusedLeaky)
     assert fused == (case in FUSED)
 
 

@@ -3,10 +3,15 @@
 A forward kernel turns ``|u|`` into a *code*: bit ``i`` is set when sample
 ``i`` is active, ``|u| < delta * |z_i|``. A backward kernel turns the code
 back into the estimate ``G = coef * sum_{i active} |z_i|**p`` (``coef =
-c / (2 delta m)``), regenerating ``|z_i|`` from the same Philox stream
-(``seed``, counter = element index + group * n), or reading them from an
-external tensor (the test hook). One byte per neuron and step is all that
-is kept between the passes.
+c / (2 delta m)``), regenerating ``|z_i|`` from the same Philox stream, or
+reading them from an external tensor (the test hook). One byte per neuron
+and step is all that is kept between the passes.
+
+Random numbers are addressed by ``(seed, counter)``: an element's counter is
+its flat index ``rng_offs`` into the ``[T, n]`` (or ``[n]``) tensor, plus
+``group * stride`` for samples ``4 group .. 4 group + 3`` (``stride`` = the
+tensor's numel). External magnitudes have the layout ``[samples, *shape]``,
+so sample ``i`` of an element sits at ``i * stride + rng_offs``.
 
 The arithmetic is the reference's (``_ops/spike/reference.py``), operation by
 operation, so the two agree bit for bit given the same ``|z|``.
@@ -70,12 +75,12 @@ def zo_spec(dist: Distribution, samples: int) -> ZOSpec:
     )
 
 
-def supports(t: torch.Tensor, samples: int) -> bool:
-    """Whether the kernels handle this tensor and number of directions."""
+def supports(dtype: torch.dtype, numel: int, samples: int) -> bool:
+    """Whether the kernels handle this dtype, size and number of directions."""
     return (
-        t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        dtype in (torch.float32, torch.float16, torch.bfloat16)
         and 1 <= samples <= MAX_SAMPLES
-        and t.numel() * samples <= MAX_OFFSET
+        and numel * samples <= MAX_OFFSET
     )
 
 
@@ -177,9 +182,9 @@ def abs_z(
 
 
 @triton.jit
-def draw4(seed, offs, n, GROUP: tl.constexpr, KIND: tl.constexpr):
+def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr):
     """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3."""
-    o = offs + GROUP * n
+    o = rng_offs + GROUP * stride
     if KIND == 0:
         r0, r1, r2, r3 = tl.randn4x(seed, o)
     else:
@@ -191,8 +196,8 @@ def draw4(seed, offs, n, GROUP: tl.constexpr, KIND: tl.constexpr):
 def sample_abs_z(
     I: tl.constexpr,
     r,
-    offs,
-    n,
+    rng_offs,
+    stride,
     mask,
     absz_ptr,
     table_ptr,
@@ -204,7 +209,7 @@ def sample_abs_z(
 ):
     """``|z_I|`` for each element: drawn from ``r`` or read from ``absz``."""
     if EXTERNAL:
-        a = tl.load(absz_ptr + I * n + offs, mask=mask, other=1.0).to(tl.float32)
+        a = tl.load(absz_ptr + I * stride + rng_offs, mask=mask, other=1.0).to(tl.float32)
     else:
         a = abs_z(r, kparam, table_ptr, KIND, TABLE_N, TABLE_SCALE_)
     return a
@@ -216,8 +221,8 @@ def code_bit(
     uabs,
     I: tl.constexpr,
     r,
-    offs,
-    n,
+    rng_offs,
+    stride,
     mask,
     absz_ptr,
     table_ptr,
@@ -231,7 +236,7 @@ def code_bit(
 ):
     if I < M:
         a = sample_abs_z(
-            I, r, offs, n, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL, TABLE_N, TABLE_SCALE_
+            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL, TABLE_N, TABLE_SCALE_
         )
         code = code | ((uabs < delta * a).to(tl.int32) << I)
     return code
@@ -240,8 +245,8 @@ def code_bit(
 @triton.jit
 def zo_code(
     uabs,
-    offs,
-    n,
+    rng_offs,
+    stride,
     mask,
     seed,
     absz_ptr,
@@ -255,7 +260,7 @@ def zo_code(
     TABLE_SCALE_: tl.constexpr,
 ):
     """Bit ``i`` set where sample ``i`` is active: ``|u| < delta * |z_i|``."""
-    code = tl.zeros(offs.shape, dtype=tl.int32)
+    code = tl.zeros(rng_offs.shape, dtype=tl.int32)
     for g in tl.static_range((M + 3) // 4):
         if EXTERNAL:
             r0 = uabs
@@ -263,11 +268,11 @@ def zo_code(
             r2 = uabs
             r3 = uabs
         else:
-            r0, r1, r2, r3 = draw4(seed, offs, n, g, KIND)
-        code = code_bit(code, uabs, 4 * g + 0, r0, offs, n, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        code = code_bit(code, uabs, 4 * g + 1, r1, offs, n, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        code = code_bit(code, uabs, 4 * g + 2, r2, offs, n, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        code = code_bit(code, uabs, 4 * g + 3, r3, offs, n, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
+        code = code_bit(code, uabs, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        code = code_bit(code, uabs, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        code = code_bit(code, uabs, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        code = code_bit(code, uabs, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
     return code
 
 
@@ -277,8 +282,8 @@ def grad_term(
     code,
     I: tl.constexpr,
     r,
-    offs,
-    n,
+    rng_offs,
+    stride,
     mask,
     absz_ptr,
     table_ptr,
@@ -292,7 +297,7 @@ def grad_term(
 ):
     if I < M:
         a = sample_abs_z(
-            I, r, offs, n, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL, TABLE_N, TABLE_SCALE_
+            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL, TABLE_N, TABLE_SCALE_
         )
         if P == 1:
             w = a
@@ -305,8 +310,8 @@ def grad_term(
 @triton.jit
 def zo_grad(
     code,
-    offs,
-    n,
+    rng_offs,
+    stride,
     mask,
     seed,
     absz_ptr,
@@ -321,7 +326,7 @@ def zo_grad(
     TABLE_SCALE_: tl.constexpr,
 ):
     """The estimate ``G`` (float32) from the code of the forward pass."""
-    acc = tl.zeros(offs.shape, dtype=tl.float32)
+    acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
     for g in tl.static_range((M + 3) // 4):
         if EXTERNAL:
             r0 = acc
@@ -329,11 +334,11 @@ def zo_grad(
             r2 = acc
             r3 = acc
         else:
-            r0, r1, r2, r3 = draw4(seed, offs, n, g, KIND)
-        acc = grad_term(acc, code, 4 * g + 0, r0, offs, n, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        acc = grad_term(acc, code, 4 * g + 1, r1, offs, n, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        acc = grad_term(acc, code, 4 * g + 2, r2, offs, n, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        acc = grad_term(acc, code, 4 * g + 3, r3, offs, n, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
+        acc = grad_term(acc, code, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        acc = grad_term(acc, code, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        acc = grad_term(acc, code, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        acc = grad_term(acc, code, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
     return acc * coef
 
 

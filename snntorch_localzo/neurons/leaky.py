@@ -7,7 +7,7 @@ import inspect
 import snntorch as snn
 import torch
 
-from .._ops.leaky_step import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, leaky_step
+from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, leaky_seq, leaky_step
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -124,7 +124,7 @@ class Leaky(snn.Leaky):
 
     def _forward_fused(self, input_, mem, reset_mechanism):
         """snnTorch's forward with the fused step; None when it does not apply."""
-        from .._ops.leaky_step.autograd import fused_supported
+        from .._ops.leaky.autograd import fused_supported
 
         state = self.mem if mem is None else mem
         if not isinstance(state, torch.Tensor):
@@ -158,6 +158,73 @@ class Leaky(snn.Leaky):
         elif self.init_hidden:
             return spk
         return spk, self.mem
+
+    # ------------------------------------------------------------------ sequence mode
+    def forward_sequence(self, input_, mem=None):
+        """Runs a whole sequence at once: ``input_`` of shape ``[T, batch, ...]``.
+
+        Equal to calling the neuron T times (same spikes and membranes; same
+        gradients given the same LocalZO directions), but on CUDA with a
+        LocalZO ``spike_grad`` the time loop runs inside one Triton kernel
+        forward and one backward. Cases the kernels do not cover run the
+        step loop.
+
+        :param input_: input current of shape ``[T, batch, ...]``
+        :param mem: initial membrane of shape ``[batch, ...]``; defaults to the
+            neuron's state when its shape fits (as the step mode), else zero
+        :return: ``(spk, mem)``, each of shape ``[T, batch, ...]`` (``mem``
+            holds the membrane after every step), or ``spk`` alone when
+            ``init_hidden=True`` and ``output=False``. The neuron's state
+            ``self.mem`` becomes the last membrane.
+        """
+        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+            raise ValueError(
+                "`input_` must be a sequence tensor of shape [T, batch, ...] (at least "
+                f"2 dimensions), got {tuple(getattr(input_, 'shape', ()))}"
+            )
+        if self.init_hidden and mem is not None:
+            raise TypeError(
+                "`mem` should not be passed as an argument while `init_hidden=True`"
+            )
+        reset_mechanism = self._fused_reset_mechanism()
+        state = mem
+        if state is None and MODERN_SNNTORCH and isinstance(self.mem, torch.Tensor):
+            state = self.mem if self.mem.shape == input_.shape[1:] else None
+        from .._ops.leaky.autograd import fused_supported
+
+        sg = self.spike_grad
+        if reset_mechanism is not None and fused_supported(
+            input_, state, self.beta, self.threshold, self.graded_spikes_factor, sg.samples
+        ):
+            spk, mems = leaky_seq(
+                input_, state, self.beta, self.threshold, self.graded_spikes_factor,
+                reset_mechanism, sg.dist, sg.samples, sg.meter,
+            )
+            self.mem = mems[-1]
+        else:
+            spk, mems = self._sequence_by_steps(input_, mem)
+        if self.init_hidden and not self.output:
+            return spk
+        return spk, mems
+
+    def _sequence_by_steps(self, input_, mem):
+        """The step loop (reference path), with snnTorch's state handling."""
+        spikes, mems = [], []
+        if not self.init_hidden and mem is None and not MODERN_SNNTORCH:
+            mem = self.init_leaky()  # snnTorch 0.7 needs an explicit state
+        for t in range(input_.shape[0]):
+            if self.init_hidden:
+                out = self.forward(input_[t])
+                spk, m = (out if isinstance(out, tuple) else (out, self.mem))
+            elif mem is None:
+                spk, m = self.forward(input_[t])
+            else:
+                spk, m = self.forward(input_[t], mem)
+            if not self.init_hidden:
+                mem = m
+            spikes.append(spk)
+            mems.append(m)
+        return torch.stack(spikes), torch.stack(mems)
 
 
 def _signature_with_localzo_default() -> inspect.Signature:

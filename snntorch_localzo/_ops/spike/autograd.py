@@ -84,7 +84,7 @@ def spike(
     if _backend.use_triton(u):
         from .. import zo_triton
 
-        if zo_triton.supports(u, samples):
+        if zo_triton.supports(u.dtype, u.numel(), samples):
             if absz is not None:
                 absz = absz.to(torch.float32).contiguous()
             return TritonSpike.apply(u, dist, samples, meter, absz)

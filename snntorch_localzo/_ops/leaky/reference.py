@@ -1,5 +1,6 @@
-"""Plain PyTorch reference of one Leaky step (snnTorch >= 0.8 semantics,
-``reset_delay=True``), with the spike function passed in.
+"""Plain PyTorch reference of the Leaky neuron (snnTorch >= 0.8 semantics,
+``reset_delay=True``), with the spike function passed in: one step, and a
+sequence as the same step repeated.
 
     reset = H(mem - thr)                       (detached)
     subtract: mem' = beta * mem + x - reset * thr
@@ -14,7 +15,7 @@ kernel, which does the same operation by operation, matches it bit for bit.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -47,3 +48,22 @@ def leaky_step(
         raise ValueError(f"`reset_mechanism` must be 0, 1 or 2, got {reset_mechanism}")
     spk = spike_fn(new - thr) * graded.to(dt)
     return spk, new
+
+
+def leaky_seq(
+    x: torch.Tensor,
+    mem: Optional[torch.Tensor],
+    beta: torch.Tensor,
+    threshold: torch.Tensor,
+    graded: torch.Tensor,
+    reset_mechanism: int,
+    spike_fns: List[Callable[[torch.Tensor], torch.Tensor]],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``x``: ``[T, ...]``; ``spike_fns[t]`` is step t's spike function.
+    Returns ``(spk [T, ...], mem [T, ...])``."""
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        spk, mem = leaky_step(x[t], mem, beta, threshold, graded, reset_mechanism, spike_fns[t])
+        spikes.append(spk)
+        mems.append(mem)
+    return torch.stack(spikes), torch.stack(mems)

@@ -1,0 +1,6 @@
+"""The Leaky neuron with the LocalZO spike function: one step or a sequence."""
+
+from .autograd import leaky_seq, leaky_step
+from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
+
+__all__ = ["leaky_step", "leaky_seq", "RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE"]

@@ -1,0 +1,321 @@
+"""Sequence mode of ``localzo.Leaky`` and the sparse ``localzo.LinearLeaky``,
+against the step mode and the dense reference (kernels through Triton's
+interpreter on CPU)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import snntorch as snn
+
+import snntorch_localzo as localzo
+from conftest import made_by
+from snntorch_localzo import _backend, use_backend
+from snntorch_localzo._ops import active
+from snntorch_localzo._ops.leaky import leaky_seq, leaky_step
+from snntorch_localzo._ops.leaky.autograd import FusedLeaky
+from snntorch_localzo._ops.linear_leaky import linear_leaky
+from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
+from snntorch_localzo._ops.linear_leaky.autograd import FusedLinearLeaky
+from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
+
+TRITON = _backend.triton_available() and (_backend.interpreting() or torch.cuda.is_available())
+BACKENDS = ["reference"] + (["triton"] if TRITON else [])
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_kernels = pytest.mark.skipif(not TRITON, reason="needs Triton")
+
+
+def scalar(v):
+    return torch.tensor(v, dtype=torch.float32, device=DEVICE)
+
+
+# ------------------------------------------------------------ Leaky sequence mode
+def step_loop(lif, x, mem=None):
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        out = lif(x[t]) if lif.init_hidden else (lif(x[t], mem) if mem is not None else lif(x[t]))
+        spk, m = out if isinstance(out, tuple) else (out, lif.mem)
+        mem = None if lif.init_hidden else m
+        spikes.append(spk)
+        mems.append(m)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+SEQ_CASES = {
+    "default": {},
+    "zero": {"reset_mechanism": "zero"},
+    "none": {"reset_mechanism": "none"},
+    "graded_threshold": {"graded_spikes_factor": 0.5, "threshold": 0.75},
+    "init_hidden_output": {"init_hidden": True, "output": True},
+    "learn_beta": {"learn_beta": True},  # reference path
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(SEQ_CASES))
+def test_forward_sequence_equals_step_mode(case, backend):
+    torch.manual_seed(0)
+    x = torch.rand(9, 4, 33, device=DEVICE) * 1.3
+    kwargs = {"beta": 0.875, **SEQ_CASES[case]}
+    a = localzo.Leaky(**kwargs).to(DEVICE)
+    b = localzo.Leaky(**kwargs).to(DEVICE)
+    with use_backend(backend):
+        spk, mem = a.forward_sequence(x)
+        ref_spk, ref_mem = step_loop(b, x)
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+    assert torch.equal(a.mem, b.mem)  # the state continues from the last step
+    assert 0 < spk.count_nonzero() < spk.numel()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_sequence_with_initial_membrane_and_snntorch(backend):
+    torch.manual_seed(1)
+    x = torch.rand(7, 3, 20, device=DEVICE) * 1.3
+    mem0 = torch.rand(3, 20, device=DEVICE)
+    ours = localzo.Leaky(beta=0.9).to(DEVICE)
+    theirs = snn.Leaky(beta=0.9, spike_grad=localzo.make()).to(DEVICE)
+    with use_backend(backend):
+        spk, mem = ours.forward_sequence(x, mem0)
+    ref_spk, ref_mem = step_loop(theirs, x, mem0)
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+
+
+@needs_kernels
+@pytest.mark.skipif(not MODERN_SNNTORCH, reason="fused kernels need snnTorch >= 0.8")
+def test_forward_sequence_runs_one_fused_kernel():
+    lif = localzo.Leaky(beta=0.9).to(DEVICE)
+    x = torch.rand(5, 2, 8, device=DEVICE, requires_grad=True)
+    with use_backend("triton"):
+        spk, _ = lif.forward_sequence(x)
+    assert made_by(spk, FusedLeaky)
+    assert active.code_of(spk) is not None
+
+
+def test_forward_sequence_rejects_bad_input():
+    lif = localzo.Leaky(beta=0.9)
+    with pytest.raises(ValueError, match=r"`input_` must be a sequence tensor of shape \[T, batch"):
+        lif.forward_sequence(torch.rand(5))
+    hidden = localzo.Leaky(beta=0.9, init_hidden=True)
+    with pytest.raises(TypeError, match="init_hidden"):
+        hidden.forward_sequence(torch.rand(3, 2), torch.rand(2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reset", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sequence_gradients_equal_chained_steps_given_z(reset, dtype, backend):
+    torch.manual_seed(2)
+    T, shape = 6, (3, 40)
+    est = localzo.make("normal", delta=0.3, samples=2)
+    absz = est.dist.abs_sample((2, T) + shape).to(DEVICE)
+    x0 = (torch.rand((T,) + shape, device=DEVICE) * 1.3).to(dtype)
+    m0 = torch.rand(shape, device=DEVICE).to(dtype)
+    g_spk = torch.randn((T,) + shape, device=DEVICE).to(dtype)
+    g_mem = torch.randn((T,) + shape, device=DEVICE).to(dtype)
+    params = (scalar(0.9), scalar(1.0), scalar(1.0), reset, est.dist, 2)
+    with use_backend(backend):
+        x, mem0 = x0.clone().requires_grad_(True), m0.clone().requires_grad_(True)
+        spk, mem = leaky_seq(x, mem0, *params, None, absz)
+        torch.autograd.backward([spk, mem], [g_spk, g_mem])
+        seq = (spk, mem, x.grad, mem0.grad)
+    x, mem0 = x0.clone().requires_grad_(True), m0.clone().requires_grad_(True)
+    spikes, mems, m = [], [], mem0
+    with use_backend(backend):
+        for t in range(T):
+            s, m = leaky_step(x[t], m, *params, None, absz[:, t])
+            spikes.append(s)
+            mems.append(m)
+    torch.autograd.backward([torch.stack(spikes), torch.stack(mems)], [g_spk, g_mem])
+    steps = (torch.stack(spikes), torch.stack(mems), x.grad, mem0.grad)
+    for a, b in zip(seq, steps):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["normal", "atan"])
+def test_sequence_kernel_monte_carlo_mean(name):
+    """beta = 0 and no reset make mem[t] = x[t]: the gradient of the input is
+    the estimate at u = x - threshold, whose mean is the closed form."""
+    torch.manual_seed(3)
+    est = localzo.make(name, **({"delta": 0.2} if name == "normal" else {}))
+    u = torch.linspace(-2 * est.delta, 2 * est.delta, 10, dtype=torch.float64)
+    T, n = 40, 100
+    x = (u.float() + 1.0).repeat(T, n, 1).to(DEVICE).requires_grad_(True)
+    with use_backend("triton"):
+        spk, _ = leaky_seq(x, None, scalar(0.0), scalar(1.0), scalar(1.0), 2, est.dist, 1)
+        spk.backward(torch.ones_like(spk))
+    grads = x.grad.double().reshape(-1, len(u)).cpu()
+    closed = est.expected_grad(u)
+    tol = 5 * grads.std(0) / math.sqrt(grads.shape[0]) + 1e-3 * closed.max()
+    assert torch.all((grads.mean(0) - closed).abs() <= tol)
+
+
+@needs_kernels
+def test_sequence_kernel_meter():
+    est = localzo.make("normal", delta=0.3, track=True)
+    x = torch.rand(8, 50, device=DEVICE, requires_grad=True) * 1.5
+    x.retain_grad()
+    with use_backend("triton"):
+        spk, _ = leaky_seq(x, None, scalar(0.0), scalar(1.0), scalar(1.0), 2, est.dist, 1, est.meter)
+        spk.backward(torch.ones_like(spk))
+    assert est.meter.total == 400
+    assert est.meter.active == torch.count_nonzero(x.grad).item() > 0
+
+
+# ------------------------------------------------------------ LinearLeaky
+def snntorch_linear_leaky(layer, x, mem=None):
+    """The same layer written with nn.Linear and snn.Leaky stepped T times."""
+    lif = snn.Leaky(
+        beta=layer.beta.clone(), threshold=layer.threshold.clone(),
+        reset_mechanism=layer.reset_mechanism, spike_grad=localzo.make(),
+        graded_spikes_factor=layer.graded_spikes_factor.clone(),
+    ).to(x.device)
+    cur = layer.linear(x)
+    spikes, mems = [], []
+    mem = lif.init_leaky() if mem is None else mem
+    for t in range(x.shape[0]):
+        spk, mem = lif(cur[t], mem)
+        spikes.append(spk)
+        mems.append(mem)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_linear_leaky_forward_equals_linear_and_snn_leaky(reset, backend):
+    torch.manual_seed(4)
+    layer = localzo.LinearLeaky(0.875, 30, 20, reset_mechanism=reset, threshold=0.5).to(DEVICE)
+    x = (torch.rand(8, 4, 30, device=DEVICE) < 0.4).float()
+    mem0 = torch.rand(4, 20, device=DEVICE)
+    with use_backend(backend):
+        spk, mem = layer(x, mem0)
+    ref_spk, ref_mem = snntorch_linear_leaky(layer, x, mem0)
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+    assert 0 < spk.count_nonzero() < spk.numel()
+
+
+def test_linear_leaky_matches_snntorch_names():
+    layer = localzo.LinearLeaky(0.9, 7, 5, bias=False)
+    assert layer.linear.in_features == 7 and layer.linear.bias is None
+    assert set(dict(layer.named_parameters())) == {"linear.weight"}
+    assert isinstance(layer.spike_grad, localzo.LocalZO)
+    assert localzo.LinearLeaky(0.9, 7, 5, output=False)(torch.rand(3, 2, 7)).shape == (3, 2, 5)
+    if hasattr(snn, "LinearLeaky"):  # snnTorch 1.0: same leading arguments and return convention
+        import inspect
+
+        ours = list(inspect.signature(localzo.LinearLeaky.__init__).parameters)[:9]
+        theirs = list(inspect.signature(snn.LinearLeaky.__init__).parameters)[:9]
+        assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((torch.rand(4, 7),), r"`input_` must be a tensor of shape \[T, batch, in_features\]"),
+        ((torch.rand(3, 2, 6),), "`input_` has 6 features, expected in_features=7"),
+        ((torch.rand(3, 2, 7), torch.rand(3, 5)), r"`mem` must have shape \(2, 5\)"),
+    ],
+)
+def test_linear_leaky_rejects_bad_shapes(args, match):
+    with pytest.raises(ValueError, match=match):
+        localzo.LinearLeaky(0.9, 7, 5)(*args)
+
+
+def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5):
+    """Two stacked layers with fixed directions; returns outputs and gradients."""
+    torch.manual_seed(seed)
+    T, B, IN, H, OUT = 9, 4, 30, 24, 6
+    est = localzo.make("normal", delta=0.3, samples=2)
+    x = (torch.rand(T, B, IN) < 0.3).float().to(DEVICE)
+    w1 = (torch.randn(H, IN) * 0.4).to(DEVICE).requires_grad_(True)
+    b1 = (torch.randn(H) * 0.1).to(DEVICE).requires_grad_(True)
+    w2 = (torch.randn(OUT, H) * 0.4).to(DEVICE).requires_grad_(True)
+    a1 = est.dist.abs_sample((2, T, B, H)).to(DEVICE)
+    a2 = est.dist.abs_sample((2, T, B, OUT)).to(DEVICE)
+    g = torch.randn(T, B, OUT, device=DEVICE)
+    common = (scalar(0.9), scalar(1.0), scalar(1.0), reset, est.dist, 2, None)
+    with use_backend(backend):
+        s1, _ = linear_leaky(x, w1, b1, None, *common, a1, sparse)
+        s2, m2 = linear_leaky(s1, w2, None, None, *common, a2, sparse)
+        loss = (s2 * g).sum() + ((m2 * g).sum() if loss_on_mem else 0.0)
+        loss.backward()
+    return s1, s2, w1.grad, b1.grad, w2.grad
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", ["spikes", "mem_in_loss", "zero_reset", "no_reset"])
+def test_linear_leaky_gradients_equal_dense_reference(case):
+    """Sparse and dense fused backward against the reference with the same
+    directions: dense identical, sparse equal to float32 rounding (the sums
+    run in another order)."""
+    kwargs = {
+        "spikes": {},
+        "mem_in_loss": {"loss_on_mem": True},
+        "zero_reset": {"reset": 1},
+        "no_reset": {"reset": 2},
+    }[case]
+    ref = two_layers("reference", True, **kwargs)
+    dense = two_layers("triton", False, **kwargs)
+    sparse = two_layers("triton", True, **kwargs)
+    for r, d, s in zip(ref, dense, sparse):
+        assert torch.equal(r, d)
+        torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
+    assert ref[2].abs().sum() > 0 and ref[4].abs().sum() > 0
+
+
+@needs_kernels
+def test_sparse_paths_are_taken(monkeypatch):
+    calls = {"dw": 0, "dx": 0}
+    dw, dx = sparse_kernels.sparse_weight_grad, sparse_kernels.sparse_input_grad
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(sparse_kernels, "sparse_weight_grad", count("dw", dw))
+    monkeypatch.setattr(sparse_kernels, "sparse_input_grad", count("dx", dx))
+    two_layers("triton", True)
+    assert calls == {"dw": 2, "dx": 1}  # both weights; the input of layer 2 only
+    calls.update(dw=0, dx=0)
+    two_layers("triton", True, loss_on_mem=True)  # layer 2's membrane in the loss
+    assert calls == {"dw": 1, "dx": 1}
+    calls.update(dw=0, dx=0)
+    two_layers("triton", False)
+    assert calls == {"dw": 0, "dx": 0}
+
+
+@needs_kernels
+def test_sparse_weight_grad_over_several_time_chunks(monkeypatch):
+    monkeypatch.setattr(sparse_kernels, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
+    ref = two_layers("reference", True, seed=6)
+    sparse = two_layers("triton", True, seed=6)
+    for r, s in zip(ref, sparse):
+        torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_in_place_change_drops_the_sparse_input_mark():
+    layer = localzo.LinearLeaky(0.9, 6, 5).to(DEVICE)
+    with use_backend("triton"):
+        spk, _ = layer(torch.rand(4, 2, 6, device=DEVICE, requires_grad=True))
+    assert made_by(spk, FusedLinearLeaky) and active.code_of(spk) is not None
+    spk.mul_(1.0)
+    assert active.code_of(spk) is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_leaky_trains_with_reference_fallbacks(backend):
+    """Learnable beta and a snnTorch surrogate take the reference path."""
+    torch.manual_seed(7)
+    for kwargs in ({"learn_beta": True}, {"spike_grad": snn.surrogate.atan()}):
+        layer = localzo.LinearLeaky(0.9, 10, 8, **kwargs).to(DEVICE)
+        x = torch.rand(6, 3, 10, device=DEVICE) * 2
+        with use_backend(backend):
+            spk, mem = layer(x)
+            (spk.sum() + mem.pow(2).mean()).backward()
+        assert torch.isfinite(layer.linear.weight.grad).all()
+        assert layer.linear.weight.grad.abs().sum() > 0
+    assert layer is not None and isinstance(layer, nn.Module)
