@@ -33,8 +33,10 @@ def scalar(v):
 # ------------------------------------------------------------ Leaky sequence mode
 def step_loop(lif, x, mem=None):
     spikes, mems = [], []
+    if mem is None and not lif.init_hidden:
+        mem = lif.init_leaky()
     for t in range(x.shape[0]):
-        out = lif(x[t]) if lif.init_hidden else (lif(x[t], mem) if mem is not None else lif(x[t]))
+        out = lif(x[t]) if lif.init_hidden else lif(x[t], mem)
         spk, m = out if isinstance(out, tuple) else (out, lif.mem)
         mem = None if lif.init_hidden else m
         spikes.append(spk)
@@ -64,7 +66,8 @@ def test_forward_sequence_equals_step_mode(case, backend):
         spk, mem = a.forward_sequence(x)
         ref_spk, ref_mem = step_loop(b, x)
     assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
-    assert torch.equal(a.mem, b.mem)  # the state continues from the last step
+    if MODERN_SNNTORCH or a.init_hidden:  # snnTorch 0.7 keeps no state without init_hidden
+        assert torch.equal(a.mem, b.mem)  # the state continues from the last step
     assert 0 < spk.count_nonzero() < spk.numel()
 
 
@@ -181,6 +184,10 @@ def snntorch_linear_leaky(layer, x, mem=None):
     return torch.stack(spikes), torch.stack(mems)
 
 
+@pytest.mark.skipif(
+    not MODERN_SNNTORCH,
+    reason="snnTorch 0.7's Leaky subtracts before decaying; LinearLeaky follows >= 0.8",
+)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 def test_linear_leaky_forward_equals_linear_and_snn_leaky(reset, backend):

@@ -33,7 +33,8 @@ class LinearLeaky(snn.LIF):
             \\qquad S[t] = Θ(U[t] - U_{\\rm thr})
 
     exactly as ``nn.Linear`` followed by :class:`snntorch.Leaky` stepped T
-    times.
+    times (snnTorch >= 0.8; 0.7's Leaky subtracted the threshold before the
+    decay).
 
     On CUDA with a LocalZO ``spike_grad`` the forward is one matrix product
     for all steps and one fused Triton scan; the backward uses that LocalZO
