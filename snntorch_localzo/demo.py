@@ -16,7 +16,7 @@ import snntorch as snn
 
 from .data import SpikeDataset, spiking_digits
 from .estimator import LocalZO
-from .stats import ActivityMeter
+from .stats import ActivityMeter, record
 
 __all__ = ["DigitsNet", "SpikeGradProbe", "RunResult", "train_digits"]
 
@@ -36,7 +36,7 @@ class SpikeGradProbe:
         return self.spike_grad(mem_shift)
 
     def _count(self, grad: torch.Tensor) -> None:
-        self.meter.update(torch.count_nonzero(grad), grad.numel())
+        record(self.meter.accumulator(grad.device), torch.count_nonzero(grad), grad.numel())
 
 
 class DigitsNet(nn.Module):

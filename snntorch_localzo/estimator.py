@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ._checks import check_float_tensor
 from ._ops.spike import spike
 from .distributions import Distribution, get_distribution
 from .stats import ActivityMeter
@@ -22,18 +23,6 @@ def _check_samples(samples) -> int:
     if samples < 1:
         raise ValueError(f"`samples` must be an integer >= 1, got {samples}")
     return int(samples)
-
-
-def check_float_tensor(name: str, x) -> torch.Tensor:
-    """Raises a clear error unless ``x`` is a floating-point tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"`{name}` must be a floating-point tensor (float64, float32, "
-            f"float16 or bfloat16), got {x.dtype}"
-        )
-    return x
 
 
 class LocalZO:

@@ -25,7 +25,7 @@ TARGET = GPUTarget("cuda", 90, 32)
 DT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # pointers whose element type is not the data dtype
 FIXED_PTRS = {"code_ptr": "*u8", "seed_ptr": "*i64", "table_ptr": "*fp32", "absz_ptr": "*fp32",
-              "count_ptr": "*i32", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32",
+              "count_ptr": "*i64", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32",
               "pos_ptr": "*i64", "ptr_ptr": "*i64", "row_ptr": "*i32", "e_ptr": "*fp32",
               "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32"}
 INTS = {"n", "T", "t0", "steps", "nnz", "stride", "IN", "OUT"}
@@ -33,8 +33,13 @@ INTS = {"n", "T", "t0", "steps", "nnz", "stride", "IN", "OUT"}
 
 def compile_kernel(kernel, dtype, constexprs):
     fn = kernel.fn if hasattr(kernel, "fn") else kernel
+    params = inspect.signature(fn).parameters
+    constexprs = dict(constexprs)
+    for name, p in params.items():  # constexpr parameters with defaults
+        if p.default is not inspect.Parameter.empty:
+            constexprs.setdefault(name, p.default)
     sig = {}
-    for name in inspect.signature(fn).parameters:
+    for name in params:
         if name in constexprs:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
@@ -55,11 +60,9 @@ def main():
         # the external-z hook once each
         if (dtype != "float32" or ext) and (kind, m) != (0, 5):
             continue
-        compile_kernel(spike.spike_fwd_kernel, dtype,
-                       dict(common, KIND=kind, M=m, EXTERNAL=ext))
         compile_kernel(spike.spike_bwd_kernel, dtype,
                        dict(common, KIND=kind, P=-1 if kind == 4 else 1, M=m, EXTERNAL=ext, TRACK=ext))
-        built += 2
+        built += 1
     for dtype, reset, has_mem in itertools.product(DT, range(3), (False, True)):
         compile_kernel(leaky.leaky_fwd_kernel, dtype,
                        dict(common, RESET=reset, HAS_MEM=has_mem, KIND=3, M=2, EXTERNAL=False))

@@ -105,6 +105,31 @@ def new_seed(device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
 
 
+def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of ``ref`` (a copy only when they differ)."""
+    if t.stride() == ref.stride():
+        return t
+    return torch.empty_like(ref, dtype=t.dtype).copy_(t)
+
+
+def _dense(t: torch.Tensor) -> bool:
+    if t.is_contiguous():
+        return True
+    if t.dim() == 4:
+        return t.is_contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5:
+        return t.is_contiguous(memory_format=torch.channels_last_3d)
+    return False
+
+
+def dense_layout(*tensors) -> bool:
+    """Whether the tensors share strides and are contiguous in some memory
+    format (channels-last included): then a kernel can treat them as flat
+    arrays indexed alike."""
+    first = tensors[0]
+    return _dense(first) and all(t.stride() == first.stride() for t in tensors[1:])
+
+
 def grid(n: int):
     return (triton.cdiv(max(n, 1), BLOCK),)
 
@@ -339,6 +364,74 @@ def zo_grad(
         acc = grad_term(acc, code, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
         acc = grad_term(acc, code, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
         acc = grad_term(acc, code, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+    return acc * coef
+
+
+@triton.jit
+def estimate_term(
+    acc,
+    uabs,
+    I: tl.constexpr,
+    r,
+    rng_offs,
+    stride,
+    mask,
+    absz_ptr,
+    table_ptr,
+    delta,
+    kparam,
+    KIND: tl.constexpr,
+    P: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr,
+    TABLE_N: tl.constexpr,
+    TABLE_SCALE_: tl.constexpr,
+):
+    if I < M:
+        a = sample_abs_z(
+            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL, TABLE_N, TABLE_SCALE_
+        )
+        if P == 1:
+            w = a
+        else:
+            w = tl.math.div_rn(1.0, a)
+        acc = acc + tl.where(uabs < delta * a, w, 0.0)
+    return acc
+
+
+@triton.jit
+def zo_estimate(
+    uabs,
+    rng_offs,
+    stride,
+    mask,
+    seed,
+    absz_ptr,
+    table_ptr,
+    delta,
+    coef,
+    kparam,
+    KIND: tl.constexpr,
+    P: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr,
+    TABLE_N: tl.constexpr,
+    TABLE_SCALE_: tl.constexpr,
+):
+    """The estimate ``G`` (float32) at ``|u|`` in one pass (no code kept)."""
+    acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
+    for g in tl.static_range((M + 3) // 4):
+        if EXTERNAL:
+            r0 = acc
+            r1 = acc
+            r2 = acc
+            r3 = acc
+        else:
+            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
+        acc = estimate_term(acc, uabs, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        acc = estimate_term(acc, uabs, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        acc = estimate_term(acc, uabs, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
+        acc = estimate_term(acc, uabs, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
     return acc * coef
 
 

@@ -8,6 +8,7 @@ import snntorch as snn
 import torch
 
 from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, leaky_seq, leaky_step
+from .._checks import check_beta, check_float_tensor, check_state
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -99,6 +100,7 @@ class Leaky(snn.Leaky):
         arguments.pop("self")
         if arguments.get("spike_grad") is None:
             arguments["spike_grad"] = make()
+        check_beta(arguments["beta"])
         super().__init__(**arguments)
 
     # ------------------------------------------------------------------ fused path
@@ -114,9 +116,11 @@ class Leaky(snn.Leaky):
         return _STATE_FUNCTIONS.get(getattr(self.state_function, "__func__", None))
 
     def forward(self, input_, *args, **kwargs):
+        check_float_tensor("input_", input_)
+        mem = args[0] if args else kwargs.get("mem")
+        check_state("mem", mem, "input_", input_, input_.shape)
         reset_mechanism = self._fused_reset_mechanism()
-        if reset_mechanism is not None and isinstance(input_, torch.Tensor):
-            mem = args[0] if args else kwargs.get("mem")
+        if reset_mechanism is not None:
             out = self._forward_fused(input_, mem, reset_mechanism)
             if out is not None:
                 return out
@@ -177,11 +181,16 @@ class Leaky(snn.Leaky):
             ``init_hidden=True`` and ``output=False``. The neuron's state
             ``self.mem`` becomes the last membrane.
         """
-        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+        check_float_tensor("input_", input_)
+        if input_.dim() < 2:
             raise ValueError(
                 "`input_` must be a sequence tensor of shape [T, batch, ...] (at least "
-                f"2 dimensions), got {tuple(getattr(input_, 'shape', ()))}"
+                f"2 dimensions), got {tuple(input_.shape)}"
             )
+        check_state("mem", mem, "input_", input_, input_.shape[1:])
+        if input_.shape[0] == 0:  # an empty sequence: nothing happens
+            empty = torch.zeros_like(input_)
+            return empty if self.init_hidden and not self.output else (empty, empty.clone())
         if self.init_hidden and mem is not None:
             raise TypeError(
                 "`mem` should not be passed as an argument while `init_hidden=True`"

@@ -10,6 +10,7 @@ import snntorch as snn
 from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from .._ops.linear_leaky import linear_leaky
 from .._ops.linear_leaky import reference as linear_reference
+from .._checks import check_beta, check_float_tensor, check_state
 from ..estimator import LocalZO, make
 
 __all__ = ["LinearLeaky"]
@@ -116,6 +117,7 @@ class LinearLeaky(snn.LIF):
         learn_graded_spikes_factor=False,
         sparse=True,
     ):
+        check_beta(beta)
         super().__init__(
             beta=beta,
             threshold=threshold,
@@ -140,21 +142,25 @@ class LinearLeaky(snn.LIF):
         return self.linear.out_features
 
     def forward(self, input_, mem=None):
-        if not isinstance(input_, torch.Tensor) or input_.dim() != 3:
+        check_float_tensor("input_", input_)
+        if input_.dim() != 3:
             raise ValueError(
                 "`input_` must be a tensor of shape [T, batch, in_features], got "
-                f"{tuple(getattr(input_, 'shape', ()))}"
+                f"{tuple(input_.shape)}"
             )
         if input_.shape[-1] != self.in_features:
             raise ValueError(
                 f"`input_` has {input_.shape[-1]} features, expected in_features="
                 f"{self.in_features}"
             )
-        if mem is not None and mem.shape != (input_.shape[1], self.out_features):
-            raise ValueError(
-                f"`mem` must have shape {(input_.shape[1], self.out_features)} "
-                f"(batch, out_features), got {tuple(mem.shape)}"
-            )
+        if mem is not None:
+            check_float_tensor("mem", mem)
+            if mem.shape != (input_.shape[1], self.out_features):
+                raise ValueError(
+                    f"`mem` must have shape {(input_.shape[1], self.out_features)} "
+                    f"(batch, out_features), got {tuple(mem.shape)}"
+                )
+            check_state("mem", mem, "input_", input_, mem.shape)
         reset = _RESETS[self.reset_mechanism]
         sg = self.spike_grad
         if isinstance(sg, LocalZO) and not self.surrogate_disable:

@@ -9,32 +9,34 @@ import torch
 
 from ... import _backend
 from ...distributions import Distribution
-from ...stats import ActivityMeter
-from .. import active
+from ...stats import ActivityMeter, no_meter
+from .. import active, oplib
+from .. import zo_triton as zt
 from ..spike import spike
 from . import reference
 
 
 class FusedLeaky(torch.autograd.Function):
-    """Over ``[T, ...]`` (``steps=None``) or one step (``steps=1``, no time
+    """Over ``[T, ...]`` (``steps = T``) or one step (``steps = 0``, no time
     dimension); keeps one byte per neuron and step (active samples and reset
     flag) and the Philox seed. Returns ``(spk, mem, code)`` shaped like ``x``."""
 
     @staticmethod
     def forward(
-        ctx, x, mem0, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, steps
+        ctx, x, mem0, beta, threshold, graded, reset_mechanism, dist, samples, acc, absz, steps
     ):
         from . import triton as kernels
 
+        ctx.dist_args = oplib.dist_args(dist)
         spk, mem, code, seed = kernels.leaky_forward(
-            x, mem0, beta, threshold, graded, reset_mechanism, dist, samples, absz, steps
+            x, mem0, beta, threshold, graded, reset_mechanism, *ctx.dist_args, samples, absz,
+            steps,
         )
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(code)
         ctx.save_for_backward(code, seed, beta, graded, absz)
-        ctx.reset_mechanism, ctx.dist, ctx.samples, ctx.meter = reset_mechanism, dist, samples, meter
-        ctx.dtype, ctx.steps = x.dtype, steps
-        ctx.mem0_shape = mem0.shape if mem0 is not None else None
+        ctx.reset_mechanism, ctx.samples, ctx.acc = reset_mechanism, samples, acc
+        ctx.dtype, ctx.steps, ctx.has_mem0 = x.dtype, steps, mem0 is not None
         return spk, mem, code
 
     @staticmethod
@@ -42,17 +44,13 @@ class FusedLeaky(torch.autograd.Function):
         from . import triton as kernels
 
         code, seed, beta, graded, absz = ctx.saved_tensors
-        count = None
-        if ctx.meter is not None and grad_spk is not None:
-            count = torch.zeros(1, dtype=torch.int32, device=code.device)
+        need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[1]
         gx, gmem0 = kernels.leaky_backward(
-            grad_spk, grad_mem, code, seed, beta, graded, ctx.reset_mechanism, ctx.dist,
-            ctx.samples, ctx.dtype, ctx.mem0_shape if ctx.needs_input_grad[1] else None,
-            absz=absz, count=count, steps=ctx.steps,
+            grad_spk, grad_mem, code, seed, beta, graded, ctx.reset_mechanism, *ctx.dist_args,
+            ctx.samples, ctx.dtype, need_gmem0, absz,
+            ctx.acc if grad_spk is not None else no_meter(code.device), ctx.steps,
         )
-        if count is not None:
-            ctx.meter.update(count[0], code.numel())
-        return gx, gmem0, None, None, None, None, None, None, None, None, None
+        return (gx, gmem0 if need_gmem0 else None) + (None,) * 9
 
 
 def fused_supported(
@@ -81,12 +79,17 @@ def fused_supported(
 
 
 def _fused(x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, steps):
-    mem = mem.contiguous() if mem is not None else None
+    """One step (``steps = 0``) keeps a dense layout it shares with ``mem``
+    (channels-last stays channels-last); otherwise tensors are made contiguous."""
+    keep = steps == 0 and absz is None and zt.dense_layout(x, *([mem] if mem is not None else []))
+    if not keep:
+        x = x.contiguous()
+        mem = mem.contiguous() if mem is not None else None
     if absz is not None:
         absz = absz.to(torch.float32).contiguous()
+    acc = meter.accumulator(x.device) if meter is not None else no_meter(x.device)
     return FusedLeaky.apply(
-        x.contiguous(), mem, beta, threshold, graded, reset_mechanism, dist, samples, meter,
-        absz, steps,
+        x, mem, beta, threshold, graded, reset_mechanism, dist, samples, acc, absz, steps
     )
 
 
@@ -109,7 +112,7 @@ def leaky_step(
     """
     if fused_supported(x, mem, beta, threshold, graded, samples):
         spk, mem, _ = _fused(
-            x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, 1
+            x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, 0
         )
         return spk, mem
     return reference.leaky_step(
@@ -136,9 +139,12 @@ def leaky_seq(
 
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, *x.shape]``
     """
+    if x.shape[0] == 0:  # an empty sequence
+        return torch.zeros_like(x), torch.zeros_like(x)
     if fused_supported(x, mem, beta, threshold, graded, samples):
         spk, mem_seq, code = _fused(
-            x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, None
+            x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz,
+            x.shape[0],
         )
         if spk.requires_grad:
             active.mark(spk, code)

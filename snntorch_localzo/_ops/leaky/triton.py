@@ -12,13 +12,15 @@ operation), so results equal the reference, and chained steps, bit for bit.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
-from ...distributions import TABLE_SIZE, Distribution
+from ...distributions import TABLE_SIZE
+from ...stats import ACTIVE, LAST_ACTIVE, prepare_for_kernel
+from .. import oplib, rng
 from .. import zo_triton as zt
 
 
@@ -109,6 +111,8 @@ def leaky_bwd_kernel(
     TABLE_N: tl.constexpr,
     TABLE_SCALE: tl.constexpr,
     BLOCK: tl.constexpr,
+    ACTIVE_SLOT: tl.constexpr = ACTIVE,
+    LAST_ACTIVE_SLOT: tl.constexpr = LAST_ACTIVE,
 ):
     DT: tl.constexpr = gx_ptr.dtype.element_ty
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -143,32 +147,36 @@ def leaky_bwd_kernel(
             active += ((code & 127) != 0).to(tl.int32)
     if NEED_GMEM0:
         tl.store(gmem0_ptr + offs, zt.cast(carry, DT), mask=mask)
-    if TRACK:
-        tl.atomic_add(count_ptr, tl.sum(active, axis=0))
+    if TRACK:  # the meter's accumulator: this call's and the window's count
+        total = tl.sum(active, axis=0).to(tl.int64)
+        tl.atomic_add(count_ptr + ACTIVE_SLOT, total)
+        tl.atomic_add(count_ptr + LAST_ACTIVE_SLOT, total)
 
 
-def leaky_forward(
+def _forward(
     x: torch.Tensor,
     mem0: Optional[torch.Tensor],
     beta: torch.Tensor,
     threshold: torch.Tensor,
     graded: torch.Tensor,
     reset_mechanism: int,
-    dist: Distribution,
+    dist_name: str,
+    dist_params: List[float],
     samples: int,
-    absz: Optional[torch.Tensor] = None,
-    steps: Optional[int] = None,
-):
-    """``x``: contiguous, ``steps`` time steps along its first dimension (None: all of
-    it), or one step when ``steps=1`` and ``x`` has no time dimension. Returns
-    ``(spk, mem, code, seed)`` shaped like ``x``."""
+    absz: Optional[torch.Tensor],
+    steps: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x``: dense, ``steps`` time steps along its first dimension, or one step
+    without a time dimension when ``steps == 0``; ``mem0`` (optional) with the
+    strides of one step of ``x``. Returns ``(spk, mem, code, seed)`` like ``x``."""
+    dist = oplib.dist_from(dist_name, dist_params)
     spec = zt.zo_spec(dist, samples)
-    T = x.shape[0] if steps is None else steps
-    n = x.numel() // max(T, 1)
+    T = max(steps, 1)
+    n = x.numel() // T
     spk = torch.empty_like(x)
     mem = torch.empty_like(x)
-    code = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
-    seed = zt.new_seed(x.device)
+    code = torch.empty_like(x, dtype=torch.uint8)
+    seed = rng.philox_seed(x.device)
     table = zt.table_arg(dist, x.device)
     leaky_fwd_kernel[zt.grid(n)](
         x, x if mem0 is None else mem0, spk, mem, code, seed,
@@ -181,7 +189,23 @@ def leaky_forward(
     return spk, mem, code, seed
 
 
-def leaky_backward(
+def _forward_fake(x, mem0, beta, threshold, graded, reset_mechanism, dist_name, dist_params,
+                  samples, absz, steps):
+    return (
+        torch.empty_like(x),
+        torch.empty_like(x),
+        torch.empty_like(x, dtype=torch.uint8),
+        torch.empty(1, dtype=torch.int64, device=x.device),
+    )
+
+
+def _state_like(code: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """An empty membrane of one step, with the layout of ``code``'s steps."""
+    one = code if steps == 0 else code[0]
+    return torch.empty_like(one, dtype=dtype)
+
+
+def _backward(
     grad_spk: Optional[torch.Tensor],
     grad_mem: Optional[torch.Tensor],
     code: torch.Tensor,
@@ -189,31 +213,47 @@ def leaky_backward(
     beta: torch.Tensor,
     graded: torch.Tensor,
     reset_mechanism: int,
-    dist: Distribution,
+    dist_name: str,
+    dist_params: List[float],
     samples: int,
     dtype: torch.dtype,
-    mem0_shape: Optional[torch.Size],
-    absz: Optional[torch.Tensor] = None,
-    count: Optional[torch.Tensor] = None,
-    steps: Optional[int] = None,
-):
-    """Returns ``(grad_x shaped like code, grad_mem0 of mem0_shape or None)``."""
+    need_grad_mem0: bool,
+    absz: Optional[torch.Tensor],
+    acc: torch.Tensor,
+    steps: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(grad_x like code, grad_mem0)`` (``grad_mem0`` is empty when
+    not needed). Incoming gradients are brought to ``code``'s layout; the
+    non-zero estimates are counted into the meter ``acc`` unless it is empty."""
+    dist = oplib.dist_from(dist_name, dist_params)
     spec = zt.zo_spec(dist, samples)
-    T = code.shape[0] if steps is None else steps
-    n = code.numel() // max(T, 1)
-    need_grad_mem0 = mem0_shape is not None
-    gx = torch.empty(code.shape, dtype=dtype, device=code.device)
-    gmem0 = torch.empty(mem0_shape, dtype=dtype, device=code.device) if need_grad_mem0 else None
+    T = max(steps, 1)
+    n = code.numel() // T
+    gx = torch.empty_like(code, dtype=dtype)
+    gmem0 = _state_like(code, steps, dtype) if need_grad_mem0 else gx.new_empty(0)
     table = zt.table_arg(dist, code.device)
-    gspk = grad_spk.contiguous() if grad_spk is not None else None
-    gmem = grad_mem.contiguous() if grad_mem is not None else None
+    gspk = zt.like(grad_spk, gx) if grad_spk is not None else None
+    gmem = zt.like(grad_mem, gx) if grad_mem is not None else None
+    track = acc.numel() > 0
+    if track:
+        prepare_for_kernel(acc, code.numel())
     leaky_bwd_kernel[zt.grid(n)](
         gx if gspk is None else gspk, gx if gmem is None else gmem, code, gx,
-        gx if gmem0 is None else gmem0, table if count is None else count, seed,
+        gmem0 if need_grad_mem0 else gx, acc if track else table, seed,
         table if absz is None else absz, table, beta, graded, T, n, spec.coef, spec.kparam,
         RESET=reset_mechanism, HAS_GSPK=gspk is not None, HAS_GMEM=gmem is not None,
         NEED_GMEM0=need_grad_mem0, KIND=spec.kind, P=spec.p, M=samples,
-        EXTERNAL=absz is not None, TRACK=count is not None, TABLE_N=TABLE_SIZE,
+        EXTERNAL=absz is not None, TRACK=track, TABLE_N=TABLE_SIZE,
         TABLE_SCALE=zt.TABLE_SCALE, BLOCK=zt.BLOCK, **zt.launch_options(code.device),
     )
     return gx, gmem0
+
+
+def _backward_fake(grad_spk, grad_mem, code, seed, beta, graded, reset_mechanism, dist_name,
+                   dist_params, samples, dtype, need_grad_mem0, absz, acc, steps):
+    gx = torch.empty_like(code, dtype=dtype)
+    return gx, (_state_like(code, steps, dtype) if need_grad_mem0 else gx.new_empty(0))
+
+
+leaky_forward = oplib.register("leaky_forward", _forward, _forward_fake, seeded=True)
+leaky_backward = oplib.register("leaky_backward", _backward, _backward_fake, mutates=("acc",))

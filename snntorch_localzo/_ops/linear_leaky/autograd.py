@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ...distributions import Distribution
-from ...stats import ActivityMeter
-from .. import active
+from ...stats import ActivityMeter, no_meter
+from .. import active, oplib
 from ..leaky import RESET_NONE, RESET_SUBTRACT
 from ..leaky.autograd import fused_supported
 from ..spike import spike
@@ -29,21 +29,22 @@ class FusedLinearLeaky(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, x, weight, bias, mem0, beta, threshold, graded, reset_mechanism, dist, samples,
-        meter, absz, sparse,
+        acc, absz, sparse,
     ):
         from ..leaky import triton as leaky_kernels
 
+        ctx.dist_args = oplib.dist_args(dist)
         cur = F.linear(x, weight, bias)
         spk, mem, code, seed = leaky_kernels.leaky_forward(
-            cur, mem0, beta, threshold, graded, reset_mechanism, dist, samples, absz
+            cur, mem0, beta, threshold, graded, reset_mechanism, *ctx.dist_args, samples, absz,
+            cur.shape[0],
         )
         lower = active.code_of(x) if sparse else None
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(code)
         ctx.save_for_backward(x, weight, code, seed, beta, graded, absz, lower)
-        ctx.reset_mechanism, ctx.dist, ctx.samples, ctx.meter = reset_mechanism, dist, samples, meter
-        ctx.sparse, ctx.has_bias = sparse, bias is not None
-        ctx.mem0_shape = mem0.shape if mem0 is not None else None
+        ctx.reset_mechanism, ctx.samples, ctx.acc = reset_mechanism, samples, acc
+        ctx.sparse, ctx.has_bias, ctx.has_mem0 = sparse, bias is not None, mem0 is not None
         return spk, mem, code
 
     @staticmethod
@@ -52,16 +53,13 @@ class FusedLinearLeaky(torch.autograd.Function):
         from . import triton as kernels
 
         x, weight, code, seed, beta, graded, absz, lower = ctx.saved_tensors
-        count = None
-        if ctx.meter is not None and grad_spk is not None:
-            count = torch.zeros(1, dtype=torch.int32, device=code.device)
+        need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[3]
         h, gmem0 = leaky_kernels.leaky_backward(
-            grad_spk, grad_mem, code, seed, beta, graded, ctx.reset_mechanism, ctx.dist,
-            ctx.samples, x.dtype,
-            ctx.mem0_shape if ctx.needs_input_grad[3] else None, absz=absz, count=count,
+            grad_spk, grad_mem, code, seed, beta, graded, ctx.reset_mechanism, *ctx.dist_args,
+            ctx.samples, x.dtype, need_gmem0, absz,
+            ctx.acc if grad_spk is not None else no_meter(code.device), code.shape[0],
         )
-        if count is not None:
-            ctx.meter.update(count[0], code.numel())
+        gmem0 = gmem0 if need_gmem0 else None
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             if lower is not None:
@@ -77,7 +75,7 @@ class FusedLinearLeaky(torch.autograd.Function):
             )
             if sparse_dw:
                 gw = kernels.sparse_weight_grad(
-                    x, code, grad_spk, seed, beta, graded, ctx.dist, ctx.samples, absz,
+                    x, code, grad_spk, seed, beta, graded, *ctx.dist_args, ctx.samples, absz,
                     weight.dtype,
                 )
             else:
@@ -117,9 +115,10 @@ def linear_leaky(
     ):
         if absz is not None:
             absz = absz.to(torch.float32).contiguous()
+        acc = meter.accumulator(x.device) if meter is not None else no_meter(x.device)
         spk, mem_seq, code = FusedLinearLeaky.apply(
             x.contiguous(), weight, bias, None if mem is None else mem.contiguous(), beta,
-            threshold, graded, reset_mechanism, dist, samples, meter, absz, sparse,
+            threshold, graded, reset_mechanism, dist, samples, acc, absz, sparse,
         )
         if spk.requires_grad:
             active.mark(spk, code)

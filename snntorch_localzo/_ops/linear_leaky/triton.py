@@ -19,13 +19,14 @@ When the layer below is a LocalZO layer of this package, it only ever reads
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ...distributions import TABLE_SIZE, Distribution
+from ...distributions import TABLE_SIZE
+from .. import oplib
 from .. import zo_triton as zt
 
 #: Memory the time chunk of the input trace may take in the sparse backward.
@@ -137,20 +138,22 @@ def active_positions(code: torch.Tensor) -> torch.Tensor:
     return torch.nonzero((code & 127).reshape(-1)).reshape(-1)
 
 
-def sparse_weight_grad(
+def _sparse_weight_grad(
     x: torch.Tensor,
     code: torch.Tensor,
     grad_spk: torch.Tensor,
     seed: torch.Tensor,
     beta: torch.Tensor,
     graded: torch.Tensor,
-    dist: Distribution,
+    dist_name: str,
+    dist_params: List[float],
     samples: int,
     absz: Optional[torch.Tensor],
     weight_dtype: torch.dtype,
 ) -> torch.Tensor:
     """dL/dW from the active entries and the input trace. ``x``: [T, B, in],
     ``code``/``grad_spk``: [T, B, out]."""
+    dist = oplib.dist_from(dist_name, dist_params)
     T, B, IN = x.shape
     OUT = code.shape[2]
     device = x.device
@@ -198,7 +201,7 @@ def sparse_weight_grad(
     return dw.to(weight_dtype)
 
 
-def sparse_input_grad(
+def _sparse_input_grad(
     h: torch.Tensor, weight: torch.Tensor, lower_code: torch.Tensor, dtype: torch.dtype
 ) -> torch.Tensor:
     """dL/dx at the entries where the layer below has a non-zero estimate, zero
@@ -217,3 +220,15 @@ def sparse_input_grad(
         **zt.launch_options(h.device),
     )
     return dx
+
+
+sparse_weight_grad = oplib.register(
+    "sparse_weight_grad",
+    _sparse_weight_grad,
+    lambda x, code, *args: x.new_empty((code.shape[2], x.shape[2]), dtype=args[-1]),
+)
+sparse_input_grad = oplib.register(
+    "sparse_input_grad",
+    _sparse_input_grad,
+    lambda h, weight, lower_code, dtype: h.new_empty(lower_code.shape, dtype=dtype),
+)

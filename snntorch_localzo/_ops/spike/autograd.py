@@ -8,7 +8,8 @@ import torch
 
 from ... import _backend
 from ...distributions import Distribution
-from ...stats import ActivityMeter
+from ...stats import ActivityMeter, no_meter
+from .. import oplib
 from . import reference
 
 
@@ -17,53 +18,34 @@ class ReferenceSpike(torch.autograd.Function):
     from torch's generator of ``u``'s device."""
 
     @staticmethod
-    def forward(ctx, u, dist, samples, meter, absz):
-        ctx.dist, ctx.samples, ctx.meter = dist, samples, meter
+    def forward(ctx, u, dist, samples, acc, absz):
+        # the meter's accumulator changes in every backward: kept aside, not saved
+        ctx.dist_args, ctx.samples, ctx.acc = oplib.dist_args(dist), samples, acc
         ctx.save_for_backward(u, absz)
         return reference.spike_forward(u)
 
     @staticmethod
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
-        if absz is None:
-            absz = reference.draw_abs_z(
-                ctx.dist,
-                ctx.samples,
-                u.shape,
-                device=u.device,
-                dtype=reference.compute_dtype(u.dtype),
-            )
-        grad_in, g = reference.spike_backward(grad_out, u, absz, ctx.dist)
-        if ctx.meter is not None:
-            ctx.meter.update(torch.count_nonzero(g), g.numel())
+        grad_in = reference.backward(grad_out, u, *ctx.dist_args, ctx.samples, absz, ctx.acc)
         return grad_in, None, None, None, None
 
 
 class TritonSpike(torch.autograd.Function):
-    """Fused kernels; saves one byte per entry (the code) and the Philox seed."""
+    """Saves ``u``; the backward is one fused kernel drawing the directions."""
 
     @staticmethod
-    def forward(ctx, u, dist, samples, meter, absz):
-        from . import triton as kernels
-
-        spk, code, seed = kernels.spike_forward(u.contiguous(), dist, samples, absz)
-        ctx.dist, ctx.samples, ctx.meter = dist, samples, meter
-        ctx.save_for_backward(code, seed, absz)
-        return spk
+    def forward(ctx, u, dist, samples, acc, absz):
+        ctx.dist_args, ctx.samples, ctx.acc = oplib.dist_args(dist), samples, acc
+        ctx.save_for_backward(u, absz)
+        return reference.spike_forward(u)
 
     @staticmethod
     def backward(ctx, grad_out):
         from . import triton as kernels
 
-        code, seed, absz = ctx.saved_tensors
-        count = None
-        if ctx.meter is not None:
-            count = torch.zeros(1, dtype=torch.int32, device=code.device)
-        grad_in = kernels.spike_backward(
-            grad_out, code, seed, ctx.dist, ctx.samples, absz=absz, count=count
-        )
-        if count is not None:
-            ctx.meter.update(count[0], code.numel())
+        u, absz = ctx.saved_tensors
+        grad_in = kernels.spike_backward(grad_out, u, *ctx.dist_args, ctx.samples, absz, ctx.acc)
         return grad_in, None, None, None, None
 
 
@@ -81,11 +63,12 @@ def spike(
     """
     if not (torch.is_grad_enabled() and u.requires_grad):
         return reference.spike_forward(u)  # no backward: no random numbers
+    acc = meter.accumulator(u.device) if meter is not None else no_meter(u.device)
     if _backend.use_triton(u):
         from .. import zo_triton
 
         if zo_triton.supports(u.dtype, u.numel(), samples):
             if absz is not None:
                 absz = absz.to(torch.float32).contiguous()
-            return TritonSpike.apply(u, dist, samples, meter, absz)
-    return ReferenceSpike.apply(u, dist, samples, meter, absz)
+            return TritonSpike.apply(u, dist, samples, acc, absz)
+    return ReferenceSpike.apply(u, dist, samples, acc, absz)

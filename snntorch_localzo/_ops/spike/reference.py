@@ -11,11 +11,13 @@ same operations in the same order, so both agree bit for bit given ``|z|``.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from ...distributions import Distribution
+from ...stats import record
+from .. import oplib, rng
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -62,3 +64,33 @@ def spike_backward(
     """``(grad_out * G_m(u), G_m(u))``; the first in ``grad_out``'s dtype."""
     g = estimate(u, absz, dist)
     return (grad_out.to(g.dtype) * g).to(grad_out.dtype), g
+
+
+def _backward(
+    grad_out: torch.Tensor,
+    u: torch.Tensor,
+    dist_name: str,
+    dist_params: List[float],
+    samples: int,
+    absz: Optional[torch.Tensor],
+    acc: torch.Tensor,
+) -> torch.Tensor:
+    """The reference backward: draws ``|z|`` (unless given), returns
+    ``grad_out * G`` and adds the non-zero count to the meter ``acc`` (unless
+    it is empty)."""
+    dist = oplib.dist_from(dist_name, dist_params)
+    if absz is None:
+        absz = draw_abs_z(
+            dist, samples, u.shape, device=u.device, dtype=compute_dtype(u.dtype),
+            generator=rng.generator(u.device),
+        )
+    grad_in, g = spike_backward(grad_out, u, absz, dist)
+    if acc.numel():
+        record(acc, torch.count_nonzero(g), g.numel())
+    return grad_in
+
+
+backward = oplib.register(
+    "spike_backward_reference", _backward, lambda grad_out, *args: torch.empty_like(grad_out),
+    mutates=("acc",), seeded=True,
+)

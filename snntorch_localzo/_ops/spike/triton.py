@@ -1,63 +1,38 @@
-"""Triton kernels of the LocalZO spike function (one forward, one backward).
+"""Triton kernel of the LocalZO spike function's backward.
 
-Forward: spikes ``1[u > 0]`` and the one-byte code of active samples.
-Backward: ``grad_in = grad_out * G``, ``G`` regenerated from the code and the
-Philox seed; optionally counts the non-zero estimates (sparsity meter).
+The forward is the Heaviside step (one PyTorch op) and saves ``u``, as
+snnTorch's surrogates do: snnTorch also calls the spike function to compute
+its detached reset, so drawing anything in forward would be wasted there.
+The backward is one kernel: it draws the directions from a Philox stream
+seeded by torch's generator, computes the estimate and multiplies the
+incoming gradient, and optionally counts the non-zero estimates.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ...distributions import TABLE_SIZE, Distribution
+from ...distributions import TABLE_SIZE
+from ...stats import ACTIVE, LAST_ACTIVE, prepare_for_kernel
+from .. import oplib, rng
 from .. import zo_triton as zt
-
-
-@triton.jit
-def spike_fwd_kernel(
-    u_ptr,
-    spk_ptr,
-    code_ptr,
-    seed_ptr,
-    absz_ptr,
-    table_ptr,
-    n,
-    delta,
-    kparam,
-    KIND: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr,
-    TABLE_N: tl.constexpr,
-    TABLE_SCALE: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    seed = tl.load(seed_ptr)
-    code = zt.zo_code(
-        tl.abs(u), offs, n, mask, seed, absz_ptr, table_ptr, delta, kparam,
-        KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE,
-    )
-    spk = tl.where(u > 0.0, 1.0, 0.0)
-    tl.store(spk_ptr + offs, spk.to(spk_ptr.dtype.element_ty), mask=mask)
-    tl.store(code_ptr + offs, code.to(tl.uint8), mask=mask)
 
 
 @triton.jit
 def spike_bwd_kernel(
     grad_ptr,
-    code_ptr,
+    u_ptr,
     out_ptr,
     count_ptr,
     seed_ptr,
     absz_ptr,
     table_ptr,
     n,
+    delta,
     coef,
     kparam,
     KIND: tl.constexpr,
@@ -68,61 +43,58 @@ def spike_bwd_kernel(
     TABLE_N: tl.constexpr,
     TABLE_SCALE: tl.constexpr,
     BLOCK: tl.constexpr,
+    ACTIVE_SLOT: tl.constexpr = ACTIVE,
+    LAST_ACTIVE_SLOT: tl.constexpr = LAST_ACTIVE,
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    code = tl.load(code_ptr + offs, mask=mask, other=0).to(tl.int32)
+    u = tl.load(u_ptr + offs, mask=mask, other=float("inf")).to(tl.float32)
     seed = tl.load(seed_ptr)
-    g = zt.zo_grad(
-        code, offs, n, mask, seed, absz_ptr, table_ptr, coef, kparam,
+    g = zt.zo_estimate(
+        tl.abs(u), offs, n, mask, seed, absz_ptr, table_ptr, delta, coef, kparam,
         KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE,
     )
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, zt.cast(grad * g, out_ptr.dtype.element_ty), mask=mask)
-    if TRACK:
-        tl.atomic_add(count_ptr, tl.sum((code != 0).to(tl.int32), axis=0))
+    if TRACK:  # the meter's accumulator: this call's and the window's count
+        active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
+        tl.atomic_add(count_ptr + ACTIVE_SLOT, active)
+        tl.atomic_add(count_ptr + LAST_ACTIVE_SLOT, active)
 
 
-def spike_forward(
-    u: torch.Tensor, dist: Distribution, samples: int, absz: Optional[torch.Tensor] = None
-):
-    """Returns ``(spikes, code, seed)``; ``u`` must be contiguous."""
-    spec = zt.zo_spec(dist, samples)
-    n = u.numel()
-    spk = torch.empty_like(u)
-    code = torch.empty(u.shape, dtype=torch.uint8, device=u.device)
-    seed = zt.new_seed(u.device)
-    table = zt.table_arg(dist, u.device)
-    spike_fwd_kernel[zt.grid(n)](
-        u, spk, code, seed, table if absz is None else absz, table, n,
-        spec.delta, spec.kparam,
-        KIND=spec.kind, M=samples, EXTERNAL=absz is not None,
-        TABLE_N=TABLE_SIZE, TABLE_SCALE=zt.TABLE_SCALE, BLOCK=zt.BLOCK,
-        **zt.launch_options(u.device),
-    )
-    return spk, code, seed
-
-
-def spike_backward(
+def _backward(
     grad_out: torch.Tensor,
-    code: torch.Tensor,
-    seed: torch.Tensor,
-    dist: Distribution,
+    u: torch.Tensor,
+    dist_name: str,
+    dist_params: List[float],
     samples: int,
-    absz: Optional[torch.Tensor] = None,
-    count: Optional[torch.Tensor] = None,
+    absz: Optional[torch.Tensor],
+    acc: torch.Tensor,
 ) -> torch.Tensor:
-    """``grad_out * G``; adds the number of non-zero estimates to ``count``."""
+    """``grad_out * G(u)``; adds the number of non-zero estimates to the meter
+    ``acc`` (unless it is empty)."""
+    dist = oplib.dist_from(dist_name, dist_params)
     spec = zt.zo_spec(dist, samples)
-    n = code.numel()
-    grad_out = grad_out.contiguous()
+    u = u.contiguous()
+    n = u.numel()
+    grad_out = zt.like(grad_out, u)
     out = torch.empty_like(grad_out)
-    table = zt.table_arg(dist, code.device)
+    table = zt.table_arg(dist, u.device)
+    seed = rng.philox_seed(u.device)
+    track = acc.numel() > 0
+    if track:
+        prepare_for_kernel(acc, n)
     spike_bwd_kernel[zt.grid(n)](
-        grad_out, code, out, table if count is None else count, seed,
-        table if absz is None else absz, table, n, spec.coef, spec.kparam,
+        grad_out, u, out, acc if track else table, seed,
+        table if absz is None else absz, table, n, spec.delta, spec.coef, spec.kparam,
         KIND=spec.kind, P=spec.p, M=samples, EXTERNAL=absz is not None,
-        TRACK=count is not None, TABLE_N=TABLE_SIZE, TABLE_SCALE=zt.TABLE_SCALE,
-        BLOCK=zt.BLOCK, **zt.launch_options(code.device),
+        TRACK=track, TABLE_N=TABLE_SIZE, TABLE_SCALE=zt.TABLE_SCALE,
+        BLOCK=zt.BLOCK, **zt.launch_options(u.device),
     )
     return out
+
+
+spike_backward = oplib.register(
+    "spike_backward", _backward, lambda grad_out, u, *args: torch.empty_like(u, dtype=grad_out.dtype),
+    mutates=("acc",), seeded=True,
+)

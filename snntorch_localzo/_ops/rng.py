@@ -1,0 +1,46 @@
+"""Where LocalZO's random directions come from.
+
+Everything is drawn from torch's generator of the tensor's device, so
+``torch.manual_seed`` fixes it. Under ``torch.distributed`` with several
+processes, the process rank is mixed into the draws: replicas seeded alike
+(as they usually are, to start from the same weights) still draw independent
+directions. Nothing else is consulted.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+_PHILOX_SALT = 0x5BD1E995  # odd, below 2**31
+_GENERATOR_SALT = 0x9E3779B97F4A7C15 & (2**62 - 1)
+
+
+def rank_salt() -> int:
+    """The process rank under an initialised multi-process group, else 0."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank()
+    return 0
+
+
+def philox_seed(device: torch.device) -> torch.Tensor:
+    """A kernel seed as a one-element int64 tensor on ``device`` (no host sync)."""
+    seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
+    salt = rank_salt()
+    if salt:
+        seed = (seed + salt * _PHILOX_SALT) % (2**31 - 1)
+    return seed
+
+
+def generator(device: torch.device) -> Optional[torch.Generator]:
+    """None (use torch's generator of ``device``) unless the rank must be mixed
+    in; then a generator seeded from a draw of that generator and the rank."""
+    salt = rank_salt()
+    if not salt:
+        return None
+    base = int(torch.randint(0, 2**62, (1,), device=device).item())
+    gen = torch.Generator(device=device)
+    gen.manual_seed(base ^ (salt * _GENERATOR_SALT % 2**62))
+    return gen
