@@ -368,38 +368,6 @@ def zo_grad(
 
 
 @triton.jit
-def estimate_term(
-    acc,
-    uabs,
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    delta,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr,
-    TABLE_N: tl.constexpr,
-    TABLE_SCALE_: tl.constexpr,
-):
-    if I < M:
-        a = sample_abs_z(
-            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL, TABLE_N, TABLE_SCALE_
-        )
-        if P == 1:
-            w = a
-        else:
-            w = tl.math.div_rn(1.0, a)
-        acc = acc + tl.where(uabs < delta * a, w, 0.0)
-    return acc
-
-
-@triton.jit
 def zo_estimate(
     uabs,
     rng_offs,
@@ -418,21 +386,17 @@ def zo_estimate(
     TABLE_N: tl.constexpr,
     TABLE_SCALE_: tl.constexpr,
 ):
-    """The estimate ``G`` (float32) at ``|u|`` in one pass (no code kept)."""
-    acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
-    for g in tl.static_range((M + 3) // 4):
-        if EXTERNAL:
-            r0 = acc
-            r1 = acc
-            r2 = acc
-            r3 = acc
-        else:
-            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
-        acc = estimate_term(acc, uabs, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        acc = estimate_term(acc, uabs, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        acc = estimate_term(acc, uabs, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-        acc = estimate_term(acc, uabs, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_)  # noqa: E501
-    return acc * coef
+    """The estimate ``G`` (float32) at ``|u|`` within one kernel: the code,
+    then the estimate from it (the Philox draws are recomputed, which costs
+    far less than the memory traffic of the kernel)."""
+    code = zo_code(
+        uabs, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
+        KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE_,
+    )
+    return zo_grad(
+        code, rng_offs, stride, mask, seed, absz_ptr, table_ptr, coef, kparam,
+        KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE_,
+    )
 
 
 assert (KIND_NORMAL, KIND_UNIFORM, KIND_EXPONENTIAL, KIND_TABLE, KIND_LOMAX2) == (0, 1, 2, 3, 4)

@@ -13,40 +13,27 @@ from .. import oplib
 from . import reference
 
 
-class ReferenceSpike(torch.autograd.Function):
-    """Saves ``u`` (as snnTorch's surrogates do) and draws ``|z|`` in backward
-    from torch's generator of ``u``'s device."""
+class LocalZOSpike(torch.autograd.Function):
+    """Heaviside forward; saves ``u`` (as snnTorch's surrogates do). The
+    backward draws the directions from torch's generator of ``u``'s device:
+    one fused Triton kernel (``fused=True``) or the PyTorch reference."""
 
     @staticmethod
-    def forward(ctx, u, dist, samples, acc, absz):
+    def forward(ctx, u, dist, samples, acc, absz, fused):
         # the meter's accumulator changes in every backward: kept aside, not saved
-        ctx.dist_args, ctx.samples, ctx.acc = oplib.dist_args(dist), samples, acc
+        ctx.dist_args, ctx.samples, ctx.acc, ctx.fused = oplib.dist_args(dist), samples, acc, fused
         ctx.save_for_backward(u, absz)
         return reference.spike_forward(u)
 
     @staticmethod
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
-        grad_in = reference.backward(grad_out, u, *ctx.dist_args, ctx.samples, absz, ctx.acc)
-        return grad_in, None, None, None, None
-
-
-class TritonSpike(torch.autograd.Function):
-    """Saves ``u``; the backward is one fused kernel drawing the directions."""
-
-    @staticmethod
-    def forward(ctx, u, dist, samples, acc, absz):
-        ctx.dist_args, ctx.samples, ctx.acc = oplib.dist_args(dist), samples, acc
-        ctx.save_for_backward(u, absz)
-        return reference.spike_forward(u)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        from . import triton as kernels
-
-        u, absz = ctx.saved_tensors
-        grad_in = kernels.spike_backward(grad_out, u, *ctx.dist_args, ctx.samples, absz, ctx.acc)
-        return grad_in, None, None, None, None
+        if ctx.fused:
+            from .triton import spike_backward
+        else:
+            spike_backward = reference.backward
+        grad_in = spike_backward(grad_out, u, *ctx.dist_args, ctx.samples, absz, ctx.acc)
+        return grad_in, None, None, None, None, None
 
 
 def spike(
@@ -64,11 +51,11 @@ def spike(
     if not (torch.is_grad_enabled() and u.requires_grad):
         return reference.spike_forward(u)  # no backward: no random numbers
     acc = meter.accumulator(u.device) if meter is not None else no_meter(u.device)
+    fused = False
     if _backend.use_triton(u):
         from .. import zo_triton
 
-        if zo_triton.supports(u.dtype, u.numel(), samples):
-            if absz is not None:
-                absz = absz.to(torch.float32).contiguous()
-            return TritonSpike.apply(u, dist, samples, acc, absz)
-    return ReferenceSpike.apply(u, dist, samples, acc, absz)
+        fused = zo_triton.supports(u.dtype, u.numel(), samples)
+        if fused and absz is not None:
+            absz = absz.to(torch.float32).contiguous()
+    return LocalZOSpike.apply(u, dist, samples, acc, absz, fused)
