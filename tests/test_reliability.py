@@ -271,6 +271,43 @@ def test_torch_compile_fullgraph_matches_eager(backend):
     assert eager_counts[0] > 0
 
 
+class CompiledSequenceNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 12)
+        self.lif = localzo.Leaky(beta=0.9, spike_grad=localzo.make("normal", delta=0.4))
+        self.seq = localzo.LinearLeaky(0.9, 12, 5, spike_grad=localzo.make("uniform", delta=0.4))
+
+    def forward(self, x):
+        self.lif.init_leaky()
+        spk, _ = self.lif.forward_sequence(self.fc(x))
+        out, mem = self.seq(spk)
+        return out.sum() + mem.pow(2).sum(), out
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_compile_sequence_layers_match_eager(backend):
+    """forward_sequence and LinearLeaky compile with fullgraph=True (inside a
+    compiled graph the sparse input gradient gives way to the dense one)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = CompiledSequenceNet()
+    x = torch.rand(6, 3, 8) * 2
+    with use_backend(backend):
+        torch.manual_seed(1)
+        loss, eager = net(x)
+        loss.backward()
+        eager_grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        torch.manual_seed(1)
+        loss, out = torch.compile(net, fullgraph=True)(x)
+        loss.backward()
+    assert torch.equal(out, eager)
+    for p, g in zip(net.parameters(), eager_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-4)
+
+
 # ----------------------------------------------------------------- DDP
 @pytest.mark.heavy
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -17,12 +17,16 @@ _ATTR = "_localzo_active"
 
 
 def mark(spk: torch.Tensor, code: torch.Tensor) -> None:
+    """Marks ``spk`` with its code (not inside ``torch.compile``, which traces
+    no attributes on tensors: there the layer above takes the dense path)."""
+    if torch.compiler.is_compiling():
+        return
     setattr(spk, _ATTR, (code, spk._version))
 
 
 def code_of(x: torch.Tensor) -> Optional[torch.Tensor]:
     """The code of ``x`` if a fused LocalZO layer produced it unchanged, else None."""
-    info = getattr(x, _ATTR, None)
+    info = None if torch.compiler.is_compiling() else getattr(x, _ATTR, None)
     if info is None:
         return None
     code, version = info
