@@ -63,20 +63,21 @@ def main():
         compile_kernel(spike.spike_bwd_kernel, dtype,
                        dict(common, KIND=kind, P=-1 if kind == 4 else 1, M=m, EXTERNAL=ext, TRACK=ext))
         built += 1
+    scan = dict(common, BLOCK=zt.SCAN_BLOCK)
     for dtype, reset, has_mem in itertools.product(DT, range(3), (False, True)):
         compile_kernel(leaky.leaky_fwd_kernel, dtype,
-                       dict(common, RESET=reset, HAS_MEM=has_mem, KIND=3, M=2, EXTERNAL=False))
+                       dict(scan, RESET=reset, HAS_MEM=has_mem, KIND=3, M=2, EXTERNAL=False))
         compile_kernel(leaky.leaky_bwd_kernel, dtype,
-                       dict(common, RESET=reset, HAS_GSPK=has_mem, HAS_GMEM=True, NEED_GMEM0=has_mem,
+                       dict(scan, RESET=reset, HAS_GSPK=has_mem, HAS_GMEM=True, NEED_GMEM0=has_mem,
                             KIND=0, P=1, M=2, EXTERNAL=False, TRACK=has_mem))
         built += 2
     for dtype in DT:
-        compile_kernel(linear.trace_kernel, dtype, {"BLOCK": zt.BLOCK})
+        compile_kernel(linear.trace_kernel, dtype, {"BLOCK": zt.SCAN_BLOCK})
         compile_kernel(linear.active_grad_kernel, dtype,
                        dict(common, KIND=0, P=1, M=2, EXTERNAL=False))
         compile_kernel(linear.sparse_dx_kernel, dtype, {"BLOCK_E": 64, "BLOCK_J": 64})
         built += 3
-    compile_kernel(linear.sparse_dw_kernel, "float32", {"BLOCK_IN": 128})
+    compile_kernel(linear.sparse_dw_kernel, "float32", {"BLOCK_K": 16, "BLOCK_IN": 64})
     built += 1
     print(f"compiled {built} kernels for sm_90 with triton {triton.__version__}")
 

@@ -44,6 +44,9 @@ MAX_SAMPLES = 7
 #: Offsets are int32: ``numel * samples`` must stay below this.
 MAX_OFFSET = 2**31 - 1 - 2**20
 BLOCK = 1024
+#: Neurons per program in kernels that loop over time: smaller, so that more
+#: programs run side by side while each walks its time loop.
+SCAN_BLOCK = 256
 TABLE_SCALE = (TABLE_SIZE - 1) / TABLE_XMAX
 #: Bit of the code that stores the reset of the Leaky kernels.
 RESET_BIT = 7
@@ -132,6 +135,10 @@ def dense_layout(*tensors) -> bool:
 
 def grid(n: int):
     return (triton.cdiv(max(n, 1), BLOCK),)
+
+
+def scan_grid(n: int):
+    return (triton.cdiv(max(n, 1), SCAN_BLOCK),)
 
 
 def launch_options(device: torch.device) -> dict:

@@ -178,13 +178,13 @@ def _forward(
     code = torch.empty_like(x, dtype=torch.uint8)
     seed = rng.philox_seed(x.device)
     table = zt.table_arg(dist, x.device)
-    leaky_fwd_kernel[zt.grid(n)](
+    leaky_fwd_kernel[zt.scan_grid(n)](
         x, x if mem0 is None else mem0, spk, mem, code, seed,
         table if absz is None else absz, table, beta, threshold, graded,
         T, n, spec.delta, spec.kparam,
         RESET=reset_mechanism, HAS_MEM=mem0 is not None, KIND=spec.kind, M=samples,
         EXTERNAL=absz is not None, TABLE_N=TABLE_SIZE, TABLE_SCALE=zt.TABLE_SCALE,
-        BLOCK=zt.BLOCK, **zt.launch_options(x.device),
+        BLOCK=zt.SCAN_BLOCK, **zt.launch_options(x.device),
     )
     return spk, mem, code, seed
 
@@ -237,14 +237,14 @@ def _backward(
     track = acc.numel() > 0
     if track:
         prepare_for_kernel(acc, code.numel())
-    leaky_bwd_kernel[zt.grid(n)](
+    leaky_bwd_kernel[zt.scan_grid(n)](
         gx if gspk is None else gspk, gx if gmem is None else gmem, code, gx,
         gmem0 if need_grad_mem0 else gx, acc if track else table, seed,
         table if absz is None else absz, table, beta, graded, T, n, spec.coef, spec.kparam,
         RESET=reset_mechanism, HAS_GSPK=gspk is not None, HAS_GMEM=gmem is not None,
         NEED_GMEM0=need_grad_mem0, KIND=spec.kind, P=spec.p, M=samples,
         EXTERNAL=absz is not None, TRACK=track, TABLE_N=TABLE_SIZE,
-        TABLE_SCALE=zt.TABLE_SCALE, BLOCK=zt.BLOCK, **zt.launch_options(code.device),
+        TABLE_SCALE=zt.TABLE_SCALE, BLOCK=zt.SCAN_BLOCK, **zt.launch_options(code.device),
     )
     return gx, gmem0
 

@@ -92,21 +92,28 @@ def active_grad_kernel(
 
 @triton.jit
 def sparse_dw_kernel(
-    ptr_ptr, row_ptr, e_ptr, trace_ptr, dw_ptr, IN, BLOCK_IN: tl.constexpr
+    ptr_ptr, row_ptr, e_ptr, trace_ptr, dw_ptr, IN, BLOCK_K: tl.constexpr, BLOCK_IN: tl.constexpr
 ):
     """dW[j, tile] += sum over this chunk's active entries of neuron j of
-    e * trace[row, tile]; program (j, tile) is the only writer of its tile."""
+    e * trace[row, tile], BLOCK_K entries at a time; program (j, tile) is the
+    only writer of its tile (fixed order: reproducible)."""
     j = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_IN + tl.arange(0, BLOCK_IN)
     cmask = cols < IN
     start = tl.load(ptr_ptr + j)
     end = tl.load(ptr_ptr + j + 1)
     acc = tl.zeros([BLOCK_IN], dtype=tl.float32)
-    for k in range(start, end):
-        row = tl.load(row_ptr + k)
-        e = tl.load(e_ptr + k)
-        tr = tl.load(trace_ptr + row * IN + cols, mask=cmask, other=0.0)
-        acc += e * tr
+    for k0 in range(start, end, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < end
+        rows = tl.load(row_ptr + ks, mask=kmask, other=0)
+        e = tl.load(e_ptr + ks, mask=kmask, other=0.0)
+        tr = tl.load(
+            trace_ptr + rows[:, None] * IN + cols[None, :],
+            mask=kmask[:, None] & cmask[None, :],
+            other=0.0,
+        )
+        acc += tl.sum(e[:, None] * tr, axis=0)
     if end > start:
         out = dw_ptr + j * IN + cols
         tl.store(out, tl.load(out, mask=cmask, other=0.0) + acc, mask=cmask)
@@ -187,15 +194,16 @@ def _sparse_weight_grad(
     x = x.contiguous()
     carry = torch.zeros(B * IN, dtype=torch.float32, device=device)
     trace = torch.empty(chunk, B * IN, dtype=torch.float32, device=device)
-    block_in = 128
+    block_in = 64
     for ci in range(C):
         t0 = ci * chunk
         steps = min(chunk, T - t0)
-        trace_kernel[zt.grid(B * IN)](
-            x, carry, trace, beta, t0, steps, B * IN, BLOCK=zt.BLOCK, **zt.launch_options(device)
+        trace_kernel[zt.scan_grid(B * IN)](
+            x, carry, trace, beta, t0, steps, B * IN, BLOCK=zt.SCAN_BLOCK,
+            **zt.launch_options(device),
         )
         sparse_dw_kernel[(OUT, triton.cdiv(IN, block_in))](
-            ptr[ci * OUT:], row_in_chunk, e, trace, dw, IN, BLOCK_IN=block_in,
+            ptr[ci * OUT:], row_in_chunk, e, trace, dw, IN, BLOCK_K=16, BLOCK_IN=block_in,
             **zt.launch_options(device),
         )
     return dw.to(weight_dtype)
