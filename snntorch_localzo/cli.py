@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=25, help="time steps per sample (default 25)")
     p.add_argument("--json", metavar="PATH", help="also write every run's measurements as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="also save PNG figures in DIR: accuracy per epoch, active fraction per epoch, "
+        "expected against estimated gradient (needs matplotlib)",
+    )
     return p
 
 
@@ -114,10 +120,69 @@ def format_table(rows: List[List[RunResult]]) -> str:
     return "\n".join(lines)
 
 
+def monte_carlo_grad(spike_grad, u: torch.Tensor, draws: int):
+    """Mean and standard error over ``draws`` independent backward passes of
+    ``spike_grad`` at each point of ``u``."""
+    x = u.float().repeat(draws, 1).requires_grad_(True)
+    spike_grad(x).backward(torch.ones_like(x))
+    g = x.grad.double()
+    return g.mean(0), g.std(0) / math.sqrt(draws)
+
+
+def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: int = 4000):
+    """Writes ``accuracy_per_epoch.png``, ``active_fraction_per_epoch.png`` and
+    ``expected_vs_estimated_gradient.png`` in ``directory``; returns their paths."""
+    from pathlib import Path
+
+    import snntorch.surrogate as surrogate
+
+    from . import plots
+
+    directory = Path(directory)
+    seeds = len(results[0])
+    band = f" (mean ± std of {seeds} seeds)" if seeds > 1 else ""
+    acc = {runs[0].name: [r.test_acc for r in runs] for runs in results}
+    fig_acc = plots.curves_figure(acc, "test accuracy %", title="Spike-encoded digits" + band,
+                                  scale=100.0)
+    active = {runs[0].name: [r.active_frac for r in runs] for runs in results}
+    fig_act = plots.curves_figure(active, "non-zero spike gradients in backward %", log=True,
+                                  title="Active fraction per epoch" + band, scale=100.0)
+    u = torch.linspace(-4 * est.delta, 4 * est.delta, 32, dtype=torch.float64)
+    twin = make("atan")
+    u_atan = torch.linspace(-4 * twin.delta, 4 * twin.delta, 32, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):  # reproducible draws, caller's generator untouched
+        torch.manual_seed(0)
+        mean, err = monte_carlo_grad(est, u, draws)
+        mean_atan, err_atan = monte_carlo_grad(twin, u_atan, draws)
+    x = u_atan.clone().requires_grad_(True)
+    surrogate.atan()(x).backward(torch.ones_like(x))
+    fig_grad = plots.gradient_figure(
+        [
+            dict(u=u, expected=est.expected_grad(u), estimated=mean, stderr=err,
+                 title=f"{_call_string(est)}, {draws} draws"),
+            dict(u=u_atan, expected=twin.expected_grad(u_atan), estimated=mean_atan,
+                 stderr=err_atan, surrogate=x.grad, surrogate_label="snntorch.surrogate.atan()",
+                 title=f"localzo.make('atan'), {draws} draws"),
+        ],
+        ncols=2,
+    )
+    return [
+        plots.save(fig, directory / name)
+        for fig, name in [(fig_acc, "accuracy_per_epoch.png"),
+                          (fig_act, "active_fraction_per_epoch.png"),
+                          (fig_grad, "expected_vs_estimated_gradient.png")]
+    ]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or args.runs < 1:
         raise SystemExit("--epochs and --runs must be >= 1")
+    if args.plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("--plots needs matplotlib: pip install 'snntorch-localzo[plots]'")
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
@@ -161,6 +226,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump([[r.__dict__ for r in runs] for runs in results], fh, indent=1)
+    if args.plots:
+        for path in save_plots(args.plots, results, _localzo_from_args(args)):
+            print(f"wrote {path}")
     return 0
 
 

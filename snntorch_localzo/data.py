@@ -1,16 +1,27 @@
 """Small datasets that ship with packages or are generated, spike-encoded.
 
 Nothing here downloads anything: the default demo uses scikit-learn's
-handwritten digits (1797 images of 8x8 pixels, embedded in scikit-learn).
+handwritten digits (1797 images of 8x8 pixels, embedded in scikit-learn),
+and :func:`moving_digit_events` turns them into event-camera recordings in
+tonic's N-MNIST format.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
-__all__ = ["SpikeDataset", "spiking_digits", "rate_encode", "rate_patterns"]
+__all__ = [
+    "SpikeDataset",
+    "spiking_digits",
+    "rate_encode",
+    "rate_patterns",
+    "moving_digit_events",
+    "EVENT_DTYPE",
+    "NMNIST_SENSOR_SIZE",
+]
 
 
 class SpikeDataset(NamedTuple):
@@ -100,3 +111,122 @@ def rate_patterns(
     x_tr, y_tr = draw(train)
     x_te, y_te = draw(test)
     return SpikeDataset(x_tr.to(device), y_tr.to(device), x_te.to(device), y_te.to(device))
+
+
+# --------------------------------------------------------------------------- events
+#: Event format of tonic's N-MNIST (``tonic.datasets.NMNIST.dtype``): one
+#: record per event, pixel ``x``, ``y``, time ``t`` in microseconds,
+#: polarity ``p`` (1 = brighter, 0 = darker).
+EVENT_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
+#: N-MNIST's sensor, as tonic writes it: (width, height, polarities).
+NMNIST_SENSOR_SIZE = (34, 34, 2)
+
+
+def _saccade_offsets(times: np.ndarray, amplitude: float) -> np.ndarray:
+    """Sensor motion as in N-MNIST's recordings: three straight saccades of
+    equal length along a triangle, back to the start. ``times`` in [0, 1];
+    returns ``[len(times), 2]`` offsets (x, y) in pixels."""
+    corners = amplitude * np.array([[0.0, 0.0], [0.5, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    leg = np.minimum((times * 3).astype(int), 2)
+    frac = (times * 3 - leg)[:, None]
+    return corners[leg] * (1 - frac) + corners[leg + 1] * frac
+
+
+def moving_digit_events(
+    num_samples: int = 1000,
+    split: str = "train",
+    seed: int = 0,
+    duration_us: int = 300_000,
+    steps: int = 60,
+    contrast_threshold: float = 0.25,
+    noise_events: int = 50,
+):
+    """Event-camera recordings generated from scikit-learn's digits, in the
+    format of tonic's N-MNIST: the way N-MNIST was made (a sensor that moves
+    in three saccades in front of a still digit) simulated on a 34x34 sensor.
+
+    Each digit (8x8, upscaled to 24x24) is shifted along the saccade path at
+    ``steps`` instants; a pixel emits an event each time its log intensity
+    has moved by ``contrast_threshold`` since its last event (polarity 1 when
+    brighter), at a uniformly drawn time within the step. ``noise_events``
+    random events per recording play the part of sensor noise. Nothing is
+    downloaded; scikit-learn is needed.
+
+    :param num_samples: recordings to generate (digits are reused, with new
+        motion jitter and noise, when more are asked than the split holds)
+    :param split: ``"train"`` or ``"test"``: the same fixed stratified split
+        of the digits as :func:`spiking_digits`
+    :param seed: seed of everything random here
+    :param duration_us: length of a recording in microseconds (N-MNIST: about 300 ms)
+    :param steps: instants at which the moving image is sampled
+    :param contrast_threshold: log-intensity change per event
+    :param noise_events: random events added per recording
+    :return: ``(events, labels)``: a list of ``num_samples`` structured arrays
+        of dtype :data:`EVENT_DTYPE` sorted by ``t``, and an int64 array of labels
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "the generated events need scikit-learn: pip install 'snntorch-localzo[demo]'"
+        ) from exc
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    X, y = (X_tr, y_tr) if split == "train" else (X_te, y_te)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(np.resize(np.arange(len(y)), num_samples))
+    width, height, _ = NMNIST_SENSOR_SIZE
+
+    # the still scene: the digit, upscaled and centred on the sensor
+    digits = torch.tensor(X[pick], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    digits = torch.nn.functional.interpolate(digits, size=(24, 24), mode="bilinear")
+    pad = (width - 24) // 2
+    scene = torch.nn.functional.pad(digits, (pad, pad, pad, pad))  # [N, 1, 34, 34]
+
+    # where the sensor looks at each instant: saccades plus a random start offset
+    times = np.arange(steps) / (steps - 1)
+    start = rng.uniform(-1.5, 1.5, size=(num_samples, 1, 2))
+    offsets = torch.tensor(_saccade_offsets(times, 3.0)[None] + start, dtype=torch.float32)
+
+    def view(k):  # log intensity seen by the sensor at instant k, [N, 34, 34]
+        theta = torch.zeros(num_samples, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, 0, 2] = 2 * offsets[:, k, 0] / width
+        theta[:, 1, 2] = 2 * offsets[:, k, 1] / height
+        grid = torch.nn.functional.affine_grid(theta, scene.shape, align_corners=False)
+        img = torch.nn.functional.grid_sample(scene, grid, align_corners=False)[:, 0]
+        return torch.log(img + 0.1)
+
+    reference = view(0)
+    chunks = []  # (sample, x, y, t, p) per instant
+    step_us = duration_us // steps
+    for k in range(1, steps):
+        change = view(k) - reference
+        count = torch.div(change.abs(), contrast_threshold, rounding_mode="floor")
+        reference += torch.sign(change) * count * contrast_threshold
+        n, yy, xx = count.nonzero(as_tuple=True)
+        reps = count[n, yy, xx].long().numpy()
+        n, yy, xx = (np.repeat(a.numpy(), reps) for a in (n, yy, xx))
+        p = np.repeat((change[count > 0] > 0).long().numpy(), reps)
+        t = (k - 1) * step_us + rng.integers(0, step_us, size=len(n))
+        chunks.append((n, xx, yy, t, p))
+    noise = num_samples * noise_events
+    chunks.append(
+        (
+            np.repeat(np.arange(num_samples), noise_events),
+            rng.integers(0, width, noise),
+            rng.integers(0, height, noise),
+            rng.integers(0, duration_us, noise),
+            rng.integers(0, 2, noise),
+        )
+    )
+    sample, xs, ys, ts, ps = (np.concatenate(parts) for parts in zip(*chunks))
+    order = np.lexsort((ts, sample))
+    records = np.empty(len(order), dtype=EVENT_DTYPE)
+    for name, values in zip("xytp", (xs, ys, ts, ps)):
+        records[name] = values[order]
+    bounds = np.cumsum(np.bincount(sample, minlength=num_samples))[:-1]
+    return np.split(records, bounds), y[pick].astype(np.int64)

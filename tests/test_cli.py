@@ -7,6 +7,7 @@ import sys
 from importlib import metadata
 
 import pytest
+import torch
 
 from snntorch_localzo import cli
 
@@ -57,3 +58,80 @@ def test_bad_arguments_are_rejected(capsys):
         cli.main(["--dist", "gauss"])
     with pytest.raises(SystemExit):
         cli.main(["--epochs", "0"])
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_option_writes_pngs(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots"
+    args = ["--epochs", "2", "--hidden", "16", "--steps", "4", "--runs", "2", "--delta", "0.05"]
+    args += ["--device", "cpu", "--no-progress", "--plots", str(out)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    for name in ("accuracy_per_epoch.png", "active_fraction_per_epoch.png",
+                 "expected_vs_estimated_gradient.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+        assert f"wrote {out / name}" in text
+
+
+def test_plotted_monte_carlo_mean_matches_expected_gradient():
+    from snntorch_localzo import make
+
+    est = make("laplace", delta=0.1)
+    u = torch.linspace(-0.3, 0.3, 12, dtype=torch.float64)
+    torch.manual_seed(0)
+    mean, err = cli.monte_carlo_grad(est, u, 20000)
+    expected = est.expected_grad(u).double()
+    assert torch.all((mean - expected).abs() <= 5 * err + 1e-3 * expected.max())
+    assert torch.all(err > 0)
+
+
+def test_package_imports_without_matplotlib():
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None\n"
+        "import snntorch_localzo, snntorch_localzo.cli, snntorch_localzo.demo, snntorch_localzo.data\n"
+        "from snntorch_localzo import plots\n"
+        "try:\n"
+        "    plots.figure()\n"
+        "except ImportError as exc:\n"
+        "    assert 'snntorch-localzo[plots]' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('plots.figure() worked without matplotlib')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_accuracy_study_script(tmp_path, capsys):
+    """benchmarks/accuracy.py (built on the CLI's table): tiny run, then --replot."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("accuracy_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    out, png = tmp_path / "acc.json", tmp_path / "acc.png"
+    names = ["snntorch.surrogate.sigmoid()", "localzo.make('normal', delta=0.05)"]
+    args = ["--seeds", "2", "--epochs", "1", "--hidden", "8", "--steps", "3", "--delta", "0.05",
+            "--only", names[0], "--only", names[1], "--out", str(out), "--plot", str(png)]
+    assert study.main(args) == 0
+    saved = json.loads(out.read_text())
+    assert [r["name"] for r in saved["summary"]] == names
+    assert saved["settings"]["seeds"] == [0, 1] and saved["settings"]["delta"] == 0.05
+    assert [len(runs) for runs in saved["runs"].values()] == [2, 2]
+    # snnTorch's sigmoid surrogate overflows far below threshold: the script says so
+    assert any(n.startswith("snntorch.surrogate.sigmoid(): backward is nan") for n in saved["notes"])
+    assert 0.0 < saved["summary"][1]["active_frac_mean"] < 0.5
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    first = capsys.readouterr().out
+    png.unlink()
+    assert study.main(["--replot", "--out", str(out), "--plot", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert table.split("\n")[:4] == first[first.index("spike_grad"):].split("\n")[:4]
+    assert png.is_file()
