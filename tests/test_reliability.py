@@ -2,7 +2,6 @@
 DistributedDataParallel, save and load, NIR export, memory over long runs.
 The README's table of bad inputs lists exactly the cases of BAD_INPUTS."""
 
-import gc
 import importlib
 import io
 import json
@@ -239,6 +238,23 @@ class CompiledNet(nn.Module):
         return torch.stack(out)
 
 
+def _snn_leaky_compiles_fullgraph() -> bool:
+    """Whether the installed snnTorch's own Leaky compiles with fullgraph=True
+    (1.0, 0.9 and 0.8 do; 0.7's ``_SpikeTorchConv`` breaks the graph): our
+    layers are held to the same standard, and compiled with graph breaks
+    where snnTorch's own Leaky needs them."""
+    torch._dynamo.reset()
+    probe = nn.Sequential(nn.Linear(3, 3), snn.Leaky(beta=0.9, init_hidden=True))
+    try:
+        torch.compile(probe, fullgraph=True)(torch.rand(2, 3))
+    except Exception:
+        assert not MODERN_SNNTORCH, "snn.Leaky compiles with fullgraph=True on snnTorch >= 0.8"
+        return False
+    finally:
+        torch._dynamo.reset()
+    return True
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_compile_fullgraph_matches_eager(backend):
@@ -246,9 +262,7 @@ def test_torch_compile_fullgraph_matches_eager(backend):
     localzo.Leaky and snn.Leaky with localzo.make(), with the same spikes, the
     same random directions (so gradients equal to float rounding) and the
     same sparsity counts as in eager mode."""
-    torch._dynamo.reset()
-    probe = nn.Sequential(nn.Linear(3, 3), snn.Leaky(beta=0.9, init_hidden=True))
-    torch.compile(probe, fullgraph=True)(torch.rand(2, 3))
+    fullgraph = _snn_leaky_compiles_fullgraph()
     torch.manual_seed(0)
     net = CompiledNet()
     x = torch.rand(5, 3, 10) * 2
@@ -260,7 +274,7 @@ def test_torch_compile_fullgraph_matches_eager(backend):
         eager_counts = (net.sg.meter.active, net.sg.meter.total)
         net.zero_grad()
         net.sg.reset_stats()
-        compiled = torch.compile(net, fullgraph=True)
+        compiled = torch.compile(net, fullgraph=fullgraph)
         torch.manual_seed(1)
         out = compiled(x)
         out.sum().backward()
@@ -290,7 +304,7 @@ class CompiledSequenceNet(nn.Module):
 def test_torch_compile_sequence_layers_match_eager(backend):
     """forward_sequence and LinearLeaky compile with fullgraph=True (inside a
     compiled graph the sparse input gradient gives way to the dense one)."""
-    torch._dynamo.reset()
+    fullgraph = _snn_leaky_compiles_fullgraph()
     torch.manual_seed(0)
     net = CompiledSequenceNet()
     x = torch.rand(6, 3, 8) * 2
@@ -301,7 +315,7 @@ def test_torch_compile_sequence_layers_match_eager(backend):
         eager_grads = [p.grad.clone() for p in net.parameters()]
         net.zero_grad()
         torch.manual_seed(1)
-        loss, out = torch.compile(net, fullgraph=True)(x)
+        loss, out = torch.compile(net, fullgraph=fullgraph)(x)
         loss.backward()
     assert torch.equal(out, eager)
     for p, g in zip(net.parameters(), eager_grads):
@@ -354,10 +368,14 @@ def test_trained_localzo_model_runs_with_plain_snntorch_neurons(backend):
             _run(trained, x).pow(2).mean().backward()
             opt.step()
     plain = _net(snn.Leaky, surrogate.atan())
+    back = _net(localzo.Leaky, None)  # and the other way round
+    with torch.no_grad():
+        # snnTorch 0.8 keeps `mem` as a persistent buffer shaped like the last
+        # input, for snn.Leaky too: a state_dict loads into a model run alike
+        _run(plain, x), _run(back, x)
     plain.load_state_dict(trained.state_dict())
     with torch.no_grad(), use_backend(backend):
         assert torch.equal(_run(plain, x), _run(trained, x))
-    back = _net(localzo.Leaky, None)  # and the other way round
     back.load_state_dict(plain.state_dict())
     with torch.no_grad():
         assert torch.equal(_run(back, x), _run(plain, x))
@@ -406,44 +424,19 @@ def test_nir_export_sees_a_leaky():
 
 
 # ----------------------------------------------------------------- long runs
-def _live_tensor_bytes():
-    gc.collect()
-    total, count = 0, 0
-    for obj in gc.get_objects():
-        try:
-            if isinstance(obj, torch.Tensor) and obj.device.type != "meta":
-                total += obj.untyped_storage().nbytes()
-                count += 1
-        except Exception:
-            continue
-    return count, total
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_memory_does_not_grow_over_many_steps(backend):
     """Saved state is freed every step: after warm-up, the live tensors (count
     and bytes) are the same after 50 and after 150 training steps (30 and 60
-    on the interpreter)."""
-    torch.manual_seed(0)
-    sg = localzo.make("normal", delta=0.3, track=True)
-    fc = nn.Linear(8, 16)
-    lif = localzo.Leaky(beta=0.9, spike_grad=sg)
-    seq = localzo.LinearLeaky(0.9, 16, 4, spike_grad=sg)
-    params = list(fc.parameters()) + list(seq.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
-    x = torch.rand(6, 3, 8) * 2
+    on the interpreter). Measured in a fresh process (tests/memory_check.py),
+    where no other test's tensors come and go."""
     first, last = (50, 150) if backend == "reference" else (30, 60)
-    marks = {}
-    with use_backend(backend):
-        for step in range(1, last + 1):
-            lif.init_leaky()
-            spk, _ = lif.forward_sequence(fc(x))
-            out, mem = seq(spk)
-            loss = out.sum() + mem.pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            del spk, out, mem, loss
-            if step in (first, last):
-                marks[step] = _live_tensor_bytes()
-    assert marks[first] == marks[last]
+    out = subprocess.run(
+        [sys.executable, str(HERE / "memory_check.py"), backend, str(first), str(last)],
+        capture_output=True, text=True, env=dict(os.environ), timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0.0 < result["active"] < 1.0  # the backward ran, sparsely
+    assert result["first"][0] > 0
+    assert result["first"] == result["last"]
