@@ -24,7 +24,9 @@ Implementations (``--impls``):
 
 Results print as a table and go to ``benchmarks/results/<device>.json`` as a
 list of rows with keys impl, T, B, hidden, fwd_ms, bwd_ms, peak_mib,
-active_frac, device, torch, triton.
+active_frac, device, torch, triton, and a bar plot to
+``docs/img/compare_<device>.png`` (``--plot``). ``--replot --out FILE`` prints
+the table and draws the plot again from a JSON file.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from snntorch import surrogate
 import snntorch_localzo as localzo
 from snntorch_localzo.demo import SpikeGradProbe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 IN_FEATURES, OUT_FEATURES = 700, 20
 
 
@@ -312,6 +315,30 @@ def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
     return "\n".join(lines) + f"\n(x: speed-up over {baseline} at the same T and hidden)"
 
 
+def plot(rows: List[Dict], path: Path) -> Path:
+    """Bars of forward ms, backward ms, peak MiB and active % per row (log axes
+    for the times, which span orders of magnitude); needs matplotlib."""
+    from snntorch_localzo import plots
+
+    names = [f"{r['impl']} T={r['T']} h={r['hidden']}" for r in rows]
+    panels = [
+        dict(values=[r["fwd_ms"] for r in rows], xlabel="forward ms", log=True),
+        dict(values=[r["bwd_ms"] for r in rows], xlabel="backward ms", log=True),
+    ]
+    if any(r["peak_mib"] is not None for r in rows):  # measured on CUDA only
+        peak = [r["peak_mib"] if r["peak_mib"] is not None else float("nan") for r in rows]
+        panels.append(dict(values=peak, xlabel="peak MiB"))
+    panels.append(dict(values=[100 * r["active_frac"] for r in rows],
+                       xlabel="non-zero in backward %", log=True))
+    fig = plots.bars_figure(
+        names,
+        panels,
+        title=f"One training step, B={rows[0]['B']}, {rows[0]['device']}, "
+        f"torch {rows[0]['torch']}, triton {rows[0]['triton']}",
+    )
+    return plots.save(fig, path)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -322,7 +349,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", help="JSON path (default benchmarks/results/<device>.json)")
+    p.add_argument("--plot", help="PNG path of the bar plot (default docs/img/compare_<device>.png; "
+                   "'none': no plot; needs matplotlib)")
+    p.add_argument("--replot", action="store_true",
+                   help="measure nothing: table and plot again from the JSON given by --out")
     args = p.parse_args(argv)
+    if args.replot:
+        if not args.out:
+            p.error("--replot needs --out (the JSON to read)")
+        rows = json.loads(Path(args.out).read_text())
+        print(format_table(rows))
+        _write_plot(rows, args.plot)
+        return 0
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -341,11 +379,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"  {impl} T={T} hidden={hidden}: fwd {row['fwd_ms']:.2f} ms, "
                       f"bwd {row['bwd_ms']:.2f} ms", flush=True)
     print(format_table(rows))
-    out = Path(args.out) if args.out else RESULTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device"]) + ".json")
+    out = Path(args.out) if args.out else RESULTS / (_slug(env["device"]) + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
     print(f"wrote {out}")
+    _write_plot(rows, args.plot)
     return 0
+
+
+def _write_plot(rows: List[Dict], path: Optional[str]) -> None:
+    if path == "none" or not rows:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("no plot: matplotlib is not installed")
+        return
+    default = ROOT / "docs" / "img" / ("compare_" + _slug(rows[0]["device"]) + ".png")
+    print(f"wrote {plot(rows, Path(path) if path else default)}")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,20 @@ __all__ = [
 ]
 
 
+def _digits_split(test_size: float, purpose: str):
+    """scikit-learn's digits (pixels 0..16) with the package's fixed stratified
+    split (``random_state=0``): ``X_train, X_test, y_train, y_test``."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            f"{purpose} needs scikit-learn: pip install 'snntorch-localzo[demo]'"
+        ) from exc
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X, y, test_size=test_size, random_state=0, stratify=y)
+
+
 class SpikeDataset(NamedTuple):
     """Spike trains ``[T, N, features]`` and labels ``[N]`` for train and test."""
 
@@ -55,17 +69,7 @@ def spiking_digits(
     :param test_size: fraction held out for testing. Defaults to 0.2
     :param device: where the tensors are put. Defaults to CPU
     """
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the digits demo needs scikit-learn: pip install 'snntorch-localzo[demo]'"
-        ) from exc
-    X, y = load_digits(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(
-        X, y, test_size=test_size, random_state=0, stratify=y
-    )
+    X_tr, X_te, y_tr, y_te = _digits_split(test_size, "the digits demo")
     gen = torch.Generator().manual_seed(seed)
 
     def encode(X):
@@ -166,15 +170,7 @@ def moving_digit_events(
     """
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the generated events need scikit-learn: pip install 'snntorch-localzo[demo]'"
-        ) from exc
-    X, y = load_digits(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    X_tr, X_te, y_tr, y_te = _digits_split(0.2, "the generated events")
     X, y = (X_tr, y_tr) if split == "train" else (X_te, y_te)
     rng = np.random.default_rng(seed)
     pick = rng.permutation(np.resize(np.arange(len(y)), num_samples))

@@ -26,9 +26,16 @@ def load(name):
 def test_compare_smoke(tmp_path, capsys):
     compare = load("compare")
     out = tmp_path / "r.json"
+    png = tmp_path / "r.png"
     args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16",
-            "--repeats", "1", "--warmup", "0", "--out", str(out)]
+            "--repeats", "1", "--warmup", "0", "--out", str(out), "--plot", str(png)]
     assert compare.main(args) == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    table = capsys.readouterr().out
+    png.unlink()
+    assert compare.main(["--replot", "--out", str(out), "--plot", str(png)]) == 0
+    assert png.is_file()
+    assert format_rows(capsys.readouterr().out) == format_rows(table)
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == [i for i in compare.IMPLS if compare.available(i)]
     keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
@@ -36,7 +43,15 @@ def test_compare_smoke(tmp_path, capsys):
     assert all(set(r) == keys for r in rows)
     assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows)
     assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient
-    assert "snntorch_atan" in capsys.readouterr().out
+    assert "snntorch_atan" in table
+
+
+def format_rows(text):
+    """The table's lines (from its header to its footnote)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("impl"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("(x: speed-up"))
+    return lines[start:end + 1]
 
 
 @pytest.mark.skipif(not TRITON, reason="needs Triton")
