@@ -60,6 +60,9 @@ def worker(rank, world, init_file, backend, queue):
         identical.append(all(torch.equal(copies[0], c) for c in copies[1:]))
     if rank == 0:
         queue.put({"own_z": own_z, "identical": identical})
+    # no rank tears its connections down while the other may still use them
+    # (gloo aborts the process when a peer vanishes mid-exchange)
+    dist.barrier()
     dist.destroy_process_group()
 
 
