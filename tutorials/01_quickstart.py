@@ -38,7 +38,7 @@
 # Install the package with the tutorial extras first:
 #
 # ```bash
-# pip install "snntorch-localzo[tutorials]"
+# pip install -e ".[tutorials]"   # from the root of a clone of this repository
 # ```
 #
 # Everything here runs on a CPU in well under a minute; nothing is downloaded.
