@@ -328,8 +328,8 @@ def plot(rows: List[Dict], path: Path) -> Path:
     if any(r["peak_mib"] is not None for r in rows):  # measured on CUDA only
         peak = [r["peak_mib"] if r["peak_mib"] is not None else float("nan") for r in rows]
         panels.append(dict(values=peak, xlabel="peak MiB"))
-    panels.append(dict(values=[100 * r["active_frac"] for r in rows],
-                       xlabel="non-zero in backward %", log=True))
+    active = [100 * r["active_frac"] for r in rows]
+    panels.append(dict(values=active, xlabel="non-zero in backward %", log=max(active) > 0))
     fig = plots.bars_figure(
         names,
         panels,

@@ -71,7 +71,7 @@ def test_compare_localzo_impls_on_the_kernels(tmp_path):
     compare = load("compare")
     out = tmp_path / "r.json"
     args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
-            "--warmup", "0", "--out", str(out),
+            "--warmup", "0", "--out", str(out), "--plot", "none",
             "--impls", "localzo_step,localzo_seq,localzo_dense,localzo_sparse"]
     with localzo.use_backend("triton"):
         assert compare.main(args) == 0
