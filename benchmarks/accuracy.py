@@ -1,7 +1,7 @@
 """Accuracy study: LocalZO against snnTorch's surrogates on spike-encoded digits.
 
 Trains the CLI's network (64-128-10 Leaky, beta 0.9, T=25, Adam, read out by
-the mean output membrane; ``snntorch_localzo.demo.train_digits``) with each
+the mean output membrane; ``snntorch_localzo.demo.train.train_digits``) with each
 spike gradient below, for several seeds, on the CPU by default:
 
     snnTorch surrogates   atan(), fast_sigmoid(), sigmoid()  (snnTorch's defaults)
@@ -38,9 +38,9 @@ import snntorch.surrogate as surrogate
 import torch
 
 import snntorch_localzo as localzo
-from snntorch_localzo.cli import _call_string, format_table
-from snntorch_localzo.data import spiking_digits
-from snntorch_localzo.demo import RunResult, SpikeGradProbe, train_digits
+from snntorch_localzo.demo.cli import _call_string, format_table
+from snntorch_localzo.demo.data import spiking_digits
+from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def summary(runs: List[RunResult]) -> Dict:
 
 
 def plot(rows: List[Dict], settings: Dict, path: Path) -> Path:
-    from snntorch_localzo import plots
+    from snntorch_localzo.demo import plots
 
     # zoom on the runs that learned (above 50%); a run that failed is written at the edge
     learned = [r["test_acc_mean"] - r["test_acc_std"] for r in rows if r["test_acc_mean"] > 0.5]
@@ -167,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         specs = {k: specs[k] for k in wanted}
     device = torch.device(args.device)
     settings = {
-        "dataset": "scikit-learn digits, rate-encoded (snntorch_localzo.data.spiking_digits)",
+        "dataset": "scikit-learn digits, rate-encoded (snntorch_localzo.demo.data.spiking_digits)",
         "network": f"64-{args.hidden}-10 Leaky, beta 0.9, mean output membrane read-out",
         "optimizer": "Adam lr 2e-3, batch 64",
         "hidden": args.hidden, "num_steps": args.steps, "epochs": args.epochs,

@@ -47,74 +47,19 @@ import snntorch as snn
 from snntorch import surrogate
 
 import snntorch_localzo as localzo
-from snntorch_localzo.demo import SpikeGradProbe
+from snntorch_localzo.demo.models import LinearThenSequence, SequenceMLP, SpikesOf, StepMLP
+from snntorch_localzo.demo.train import SpikeGradProbe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 IN_FEATURES, OUT_FEATURES = 700, 20
 
 
+def sizes(hidden: int) -> List[int]:
+    return [IN_FEATURES, hidden, hidden, OUT_FEATURES]
+
+
 # --------------------------------------------------------------------------- models
-class StepMLP(nn.Module):
-    """Three Linear + Leaky layers driven one time step at a time (snnTorch style)."""
-
-    def __init__(self, hidden: int, make_leaky: Callable[[], nn.Module]):
-        super().__init__()
-        self.fcs = nn.ModuleList(
-            [nn.Linear(IN_FEATURES, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, OUT_FEATURES)]
-        )
-        self.lifs = nn.ModuleList([make_leaky() for _ in range(3)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mems = [lif.init_leaky() for lif in self.lifs]
-        counts = 0
-        for t in range(x.shape[0]):
-            h = x[t]
-            for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
-                h, mems[i] = lif(fc(h), mems[i])
-            counts = counts + h
-        return counts
-
-
-class SequenceMLP(nn.Module):
-    """Three layers, each called once on the whole sequence ``[T, B, features]``."""
-
-    def __init__(self, hidden: int, make_layer: Callable[[int, int], nn.Module]):
-        super().__init__()
-        sizes = [IN_FEATURES, hidden, hidden, OUT_FEATURES]
-        self.layers = nn.ModuleList([make_layer(a, b) for a, b in zip(sizes, sizes[1:])])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x.sum(0)
-
-
-class LinearThenSequence(nn.Module):
-    """nn.Linear on all steps, then ``localzo.Leaky.forward_sequence``."""
-
-    def __init__(self, n_in: int, n_out: int, spike_grad):
-        super().__init__()
-        self.fc = nn.Linear(n_in, n_out)
-        self.lif = localzo.Leaky(beta=0.9, spike_grad=spike_grad)
-
-    def forward(self, x):
-        self.lif.init_leaky()  # a new sequence starts from rest, as in the step loop
-        spk, _ = self.lif.forward_sequence(self.fc(x))
-        return spk
-
-
-class SpikesOf(nn.Module):
-    """``localzo.LinearLeaky`` returning its spikes only."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer(x)[0]
-
-
 class SpikingJellyMLP(nn.Module):
     """SpikingJelly 2.0's multi-step LIF with the same dynamics up to when the
     reset applies: tau = 10 without input decay (beta = 0.9), soft reset."""
@@ -125,9 +70,9 @@ class SpikingJellyMLP(nn.Module):
         from spikingjelly.activation_based import surrogate as sj_surrogate
 
         self.functional = functional
-        sizes = [IN_FEATURES, hidden, hidden, OUT_FEATURES]
         mods = []
-        for a, b in zip(sizes, sizes[1:]):
+        widths = sizes(hidden)
+        for a, b in zip(widths, widths[1:]):
             mods += [
                 nn.Linear(a, b),
                 neuron.LIFNode(
@@ -150,21 +95,21 @@ def build(impl: str, hidden: int, track: bool) -> nn.Module:
     """The network of one implementation (``track``: count non-zero spike gradients)."""
     if impl == "snntorch_atan":
         sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
-        return StepMLP(hidden, lambda: snn.Leaky(beta=0.9, spike_grad=sg))
+        return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
     if impl == "snntorch_localzo":
         sg = _localzo_sg(track)
-        return StepMLP(hidden, lambda: snn.Leaky(beta=0.9, spike_grad=sg))
+        return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
     if impl == "localzo_step":
         sg = _localzo_sg(track)
-        return StepMLP(hidden, lambda: localzo.Leaky(beta=0.9, spike_grad=sg))
+        return StepMLP(sizes(hidden), lambda: localzo.Leaky(beta=0.9, spike_grad=sg))
     if impl == "localzo_seq":
         sg = _localzo_sg(track)
-        return SequenceMLP(hidden, lambda a, b: LinearThenSequence(a, b, sg))
+        return SequenceMLP(sizes(hidden), lambda a, b: LinearThenSequence(a, b, sg))
     if impl in ("localzo_dense", "localzo_sparse"):
         sg = _localzo_sg(track)
         sparse = impl == "localzo_sparse"
         return SequenceMLP(
-            hidden, lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))
+            sizes(hidden), lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))
         )
     if impl == "spikingjelly_triton":
         return SpikingJellyMLP(hidden)
@@ -318,7 +263,7 @@ def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
 def plot(rows: List[Dict], path: Path) -> Path:
     """Bars of forward ms, backward ms, peak MiB and active % per row (log axes
     for the times, which span orders of magnitude); needs matplotlib."""
-    from snntorch_localzo import plots
+    from snntorch_localzo.demo import plots
 
     names = [f"{r['impl']} T={r['T']} h={r['hidden']}" for r in rows]
     panels = [

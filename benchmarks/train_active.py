@@ -1,6 +1,6 @@
 """Does the backward stay sparse while the network learns? Trains the
 700-256-256-20 network of compare.py for a few hundred steps on generated
-SHD-shaped spike trains (``snntorch_localzo.data.rate_patterns``) and logs,
+SHD-shaped spike trains (``snntorch_localzo.demo.data.rate_patterns``) and logs,
 every ``--log`` steps, the fraction of non-zero LocalZO estimates in the
 backward passes since the last log, the loss and the accuracy.
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 import snntorch_localzo as localzo
-from snntorch_localzo.data import rate_patterns
+from snntorch_localzo.demo.data import rate_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

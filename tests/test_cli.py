@@ -9,7 +9,7 @@ from importlib import metadata
 import pytest
 import torch
 
-from snntorch_localzo import cli
+from snntorch_localzo.demo import cli
 
 
 def test_demo_trains_both_and_prints_table(tmp_path, capsys):
@@ -33,7 +33,7 @@ def test_demo_trains_both_and_prints_table(tmp_path, capsys):
 
 def test_same_seed_same_result():
     from snntorch_localzo import make
-    from snntorch_localzo.demo import train_digits
+    from snntorch_localzo.demo.train import train_digits
 
     kwargs = dict(seed=3, epochs=1, hidden=16, num_steps=4, device="cpu")
     a = train_digits(make(delta=0.2, track=True), **kwargs)
@@ -50,7 +50,7 @@ def test_module_entry_point_help():
 
 def test_console_script_is_declared():
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
-    assert scripts.get("snntorch-localzo") == "snntorch_localzo.cli:main"
+    assert scripts.get("snntorch-localzo") == "snntorch_localzo.demo.cli:main"
 
 
 def test_bad_arguments_are_rejected(capsys):
@@ -93,8 +93,8 @@ def test_package_imports_without_matplotlib():
     code = (
         "import sys\n"
         "sys.modules['matplotlib'] = None\n"
-        "import snntorch_localzo, snntorch_localzo.cli, snntorch_localzo.demo, snntorch_localzo.data\n"
-        "from snntorch_localzo import plots\n"
+        "import snntorch_localzo, snntorch_localzo.demo.cli, snntorch_localzo.demo.train, snntorch_localzo.demo.data\n"
+        "from snntorch_localzo.demo import plots\n"
         "try:\n"
         "    plots.figure()\n"
         "except ImportError as exc:\n"

@@ -140,7 +140,7 @@ def test_tutorials_are_listed():
 
 
 def test_moving_digit_events_are_nmnist_shaped():
-    from snntorch_localzo.data import EVENT_DTYPE, moving_digit_events
+    from snntorch_localzo.demo.data import EVENT_DTYPE, moving_digit_events
 
     events, labels = moving_digit_events(6, split="test", seed=3)
     assert len(events) == 6 and labels.shape == (6,) and labels.dtype == np.int64

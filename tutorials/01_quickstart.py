@@ -52,8 +52,8 @@ import torch.nn as nn
 import snntorch as snn
 
 import snntorch_localzo as localzo
-from snntorch_localzo import plots
-from snntorch_localzo.data import spiking_digits
+from snntorch_localzo.demo import plots
+from snntorch_localzo.demo.data import spiking_digits
 
 # The test suite sets these two to run a tiny version of this notebook quickly.
 FAST = os.environ.get("SNNTORCH_LOCALZO_TUTORIAL_FAST") == "1"

@@ -38,7 +38,7 @@ import torch
 from snntorch import surrogate
 
 import snntorch_localzo as localzo
-from snntorch_localzo import plots
+from snntorch_localzo.demo import plots
 
 FAST = os.environ.get("SNNTORCH_LOCALZO_TUTORIAL_FAST") == "1"
 FIGURES = Path(os.environ.get("SNNTORCH_LOCALZO_FIGURES", "figures"))

@@ -46,8 +46,8 @@ import tonic
 import tonic.transforms as transforms
 
 import snntorch_localzo as localzo
-from snntorch_localzo import plots
-from snntorch_localzo.data import moving_digit_events
+from snntorch_localzo.demo import plots
+from snntorch_localzo.demo.data import moving_digit_events
 
 FAST = os.environ.get("SNNTORCH_LOCALZO_TUTORIAL_FAST") == "1"
 FIGURES = Path(os.environ.get("SNNTORCH_LOCALZO_FIGURES", "figures"))

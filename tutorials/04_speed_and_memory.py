@@ -45,7 +45,7 @@ import snntorch as snn
 from snntorch import surrogate
 
 import snntorch_localzo as localzo
-from snntorch_localzo import plots
+from snntorch_localzo.demo import plots
 
 FAST = os.environ.get("SNNTORCH_LOCALZO_TUTORIAL_FAST") == "1"
 FIGURES = Path(os.environ.get("SNNTORCH_LOCALZO_FIGURES", "figures"))
@@ -78,56 +78,12 @@ print(f"T={num_steps}, batch={batch_size}, {n_in}-{hidden}-{hidden}-{n_out}")
 # `[time, batch, features]` tensor per layer.
 
 # %%
-class StepNet(nn.Module):
-    """snnTorch style: loop over time, call every layer once per step."""
+# The three network shapes are defined once in the package (the benchmarks use the same):
+# `StepMLP` calls every layer once per time step, `SequenceMLP` calls each layer once on
+# the whole sequence (here `nn.Linear` + `Leaky.forward_sequence`, or `LinearLeaky`).
+from snntorch_localzo.demo.models import LinearThenSequence, SequenceMLP, SpikesOf, StepMLP
 
-    def __init__(self, make_leaky):
-        super().__init__()
-        sizes = [n_in, hidden, hidden, n_out]
-        self.fcs = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])])
-        self.lifs = nn.ModuleList([make_leaky() for _ in self.fcs])
-
-    def forward(self, x):
-        mems = [lif.init_leaky() for lif in self.lifs]
-        counts = 0
-        for t in range(x.shape[0]):
-            h = x[t]
-            for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
-                h, mems[i] = lif(fc(h), mems[i])
-            counts = counts + h
-        return counts  # output spike counts [batch, n_out]
-
-
-class SequenceNet(nn.Module):
-    """nn.Linear on all steps at once, then Leaky.forward_sequence."""
-
-    def __init__(self, spike_grad):
-        super().__init__()
-        sizes = [n_in, hidden, hidden, n_out]
-        self.fcs = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])])
-        self.lifs = nn.ModuleList([localzo.Leaky(beta=0.9, spike_grad=spike_grad) for _ in self.fcs])
-
-    def forward(self, x):
-        for fc, lif in zip(self.fcs, self.lifs):
-            cur = fc(x)
-            x, _ = lif.forward_sequence(cur, torch.zeros_like(cur[0]))
-        return x.sum(0)
-
-
-class LinearLeakyNet(nn.Module):
-    """localzo.LinearLeaky layers: sparse weight and input gradients on a GPU."""
-
-    def __init__(self, spike_grad):
-        super().__init__()
-        sizes = [n_in, hidden, hidden, n_out]
-        self.layers = nn.ModuleList(
-            [localzo.LinearLeaky(0.9, a, b, spike_grad=spike_grad) for a, b in zip(sizes, sizes[1:])]
-        )
-
-    def forward(self, x):
-        for layer in self.layers:
-            x, _ = layer(x)
-        return x.sum(0)
+sizes = [n_in, hidden, hidden, n_out]
 
 
 def build(name):
@@ -135,11 +91,12 @@ def build(name):
     torch.manual_seed(0)
     atan, sg = surrogate.atan(), localzo.make()
     models = {
-        "snn.Leaky loop, ATan": lambda: StepNet(lambda: snn.Leaky(beta=0.9, spike_grad=atan)),
-        "snn.Leaky loop, localzo.make()": lambda: StepNet(lambda: snn.Leaky(beta=0.9, spike_grad=sg)),
-        "localzo.Leaky loop": lambda: StepNet(lambda: localzo.Leaky(beta=0.9, spike_grad=sg)),
-        "Linear + forward_sequence": lambda: SequenceNet(sg),
-        "localzo.LinearLeaky": lambda: LinearLeakyNet(sg),
+        "snn.Leaky loop, ATan": lambda: StepMLP(sizes, lambda: snn.Leaky(beta=0.9, spike_grad=atan)),
+        "snn.Leaky loop, localzo.make()": lambda: StepMLP(sizes, lambda: snn.Leaky(beta=0.9, spike_grad=sg)),
+        "localzo.Leaky loop": lambda: StepMLP(sizes, lambda: localzo.Leaky(beta=0.9, spike_grad=sg)),
+        "Linear + forward_sequence": lambda: SequenceMLP(sizes, lambda a, b: LinearThenSequence(a, b, sg)),
+        "localzo.LinearLeaky": lambda: SequenceMLP(
+            sizes, lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg))),
     }
     return models[name]().to(device)
 

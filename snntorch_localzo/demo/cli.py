@@ -2,7 +2,9 @@
 
 The default run trains the same spiking network on spike-encoded digits
 twice, with snnTorch's ATan surrogate and with LocalZO, from the same seed,
-and prints a comparison table.
+and prints a comparison table. Subcommands run the other training methods'
+demos: ``snntorch-localzo opzo ...`` and ``snntorch-localzo ftbc ...``
+(``--help`` after the subcommand lists their options).
 """
 
 from __future__ import annotations
@@ -16,17 +18,27 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .demo import RunResult, SpikeGradProbe, batches_per_epoch, train_digits
+from .train import RunResult, SpikeGradProbe, batches_per_epoch, train_digits
 from .data import spiking_digits
-from .distributions import DISTRIBUTIONS
-from .estimator import LocalZO, make
+from ..distributions import DISTRIBUTIONS
+from ..estimator import LocalZO, make
 
 __all__ = ["main", "build_parser"]
+
+
+#: subcommand -> module of this package with ``main(argv) -> int``
+SUBCOMMANDS = {
+    "opzo": "snntorch_localzo.demo.opzo",
+    "ftbc": "snntorch_localzo.demo.ftbc",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="snntorch-localzo",
+        epilog="Other training methods: 'snntorch-localzo opzo --help' (online "
+        "pseudo-zeroth-order training), 'snntorch-localzo ftbc --help' (ANN-to-SNN "
+        "conversion with forward temporal bias correction).",
         description=(
             "Train a small spiking network on spike-encoded digits with snnTorch's "
             "ATan surrogate and with LocalZO, and compare accuracy, backward "
@@ -175,6 +187,11 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or args.runs < 1:
         raise SystemExit("--epochs and --runs must be >= 1")

@@ -8,7 +8,7 @@ figure shows (as PNG) when it is the last expression of a cell.
 
 Example::
 
-    from snntorch_localzo import plots
+    from snntorch_localzo.demo import plots
 
     fig = plots.curves_figure({"ATan": [0.90, 0.94], "LocalZO": [0.89, 0.93]},
                               ylabel="test accuracy")

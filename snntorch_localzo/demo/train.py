@@ -14,11 +14,12 @@ import torch
 import torch.nn as nn
 import snntorch as snn
 
+from ..estimator import LocalZO
+from ..stats import ActivityMeter, record
 from .data import SpikeDataset, spiking_digits
-from .estimator import LocalZO
-from .stats import ActivityMeter, record
+from .models import DigitsNet
 
-__all__ = ["DigitsNet", "SpikeGradProbe", "RunResult", "train_digits"]
+__all__ = ["SpikeGradProbe", "RunResult", "train_digits", "batches_per_epoch"]
 
 
 class SpikeGradProbe:
@@ -37,29 +38,6 @@ class SpikeGradProbe:
 
     def _count(self, grad: torch.Tensor) -> None:
         record(self.meter.accumulator(grad.device), torch.count_nonzero(grad), grad.numel())
-
-
-class DigitsNet(nn.Module):
-    """64 - hidden - 10 fully connected Leaky network read out by the output
-    membrane potential (the snnTorch tutorials' set-up)."""
-
-    def __init__(self, spike_grad, hidden: int = 128, beta: float = 0.9, leaky=snn.Leaky):
-        super().__init__()
-        self.fc1 = nn.Linear(64, hidden)
-        self.lif1 = leaky(beta=beta, spike_grad=spike_grad)
-        self.fc2 = nn.Linear(hidden, 10)
-        self.lif2 = leaky(beta=beta, spike_grad=spike_grad)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: spikes ``[T, B, 64]``; returns output membranes ``[T, B, 10]``."""
-        mem1 = self.lif1.init_leaky()
-        mem2 = self.lif2.init_leaky()
-        mems = []
-        for step in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            _, mem2 = self.lif2(self.fc2(spk1), mem2)
-            mems.append(mem2)
-        return torch.stack(mems)
 
 
 @dataclass
