@@ -126,6 +126,18 @@ class LocalZO:
         :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|`."""
         return self.dist.active_prob(u, self.samples)
 
+    def estimate(self, mem_shift: torch.Tensor) -> torch.Tensor:
+        """One draw of the estimate :math:`G_m` of :math:`∂S/∂U` at
+        ``mem_shift``, outside autograd (for learning rules that use the spike
+        gradient as a local factor, such as OPZO's). Float32 (float64 for
+        float64 input), shaped like ``mem_shift``; exactly zero away from
+        threshold. Drawn from torch's generator; counted by the meter when
+        tracking."""
+        from ._ops.spike.reference import draw_estimate
+
+        check_float_tensor("mem_shift", mem_shift)
+        return draw_estimate(mem_shift.detach(), self.dist, self.samples, self.meter)
+
     def sample(self, shape, **kwargs) -> torch.Tensor:
         """Draws directions :math:`z` (keyword arguments as ``torch.randn``)."""
         return self.dist.sample(shape, **kwargs)

@@ -66,6 +66,19 @@ def spike_backward(
     return (grad_out.to(g.dtype) * g).to(grad_out.dtype), g
 
 
+def draw_estimate(u: torch.Tensor, dist: Distribution, samples: int, meter=None) -> torch.Tensor:
+    """One draw of ``G_m(u)`` from torch's generator (no autograd); counted by
+    ``meter`` (an ActivityMeter) when given."""
+    absz = draw_abs_z(
+        dist, samples, u.shape, device=u.device, dtype=compute_dtype(u.dtype),
+        generator=rng.generator(u.device),
+    )
+    g = estimate(u, absz, dist)
+    if meter is not None:
+        record(meter.accumulator(u.device), torch.count_nonzero(g), g.numel())
+    return g
+
+
 def _backward(
     grad_out: torch.Tensor,
     u: torch.Tensor,
