@@ -1,6 +1,6 @@
 """Speed and memory of one training step of a spiking MLP, side by side.
 
-The network is LOCALZO.md's 3-layer MLP (700-hidden-hidden-20 Leaky, beta
+The network is the peers' 3-layer MLP (docs/method.md section 5) (700-hidden-hidden-20 Leaky, beta
 0.9, subtractive reset), input spikes with p = 0.05, cross-entropy on output
 spike counts, float32 without TF32. For each implementation and each T it
 measures, after warm-up, the median over repeats of the forward and the
@@ -18,15 +18,18 @@ Implementations (``--impls``):
     localzo_step         localzo.Leaky step loop (fused Triton step kernels on CUDA)
     localzo_seq          nn.Linear over all steps + localzo.Leaky.forward_sequence
     localzo_dense        localzo.LinearLeaky stack, dense fused backward (sparse=False)
-    localzo_sparse       localzo.LinearLeaky stack, sparse backward (LOCALZO.md section 4)
+    localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
     spikingjelly_triton  SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed:
                          a benchmark-only dependency, never one of this package
 
 Results print as a table and go to ``benchmarks/results/<device>.json`` as a
 list of rows with keys impl, T, B, hidden, fwd_ms, bwd_ms, peak_mib,
-active_frac, device, torch, triton, and a bar plot to
-``docs/img/compare_<device>.png`` (``--plot``). ``--replot --out FILE`` prints
-the table and draws the plot again from a JSON file.
+active_frac, device, torch, triton, saved_mib (what autograd keeps between
+the passes, on every device) and energy_j (joules per training step from the
+GPU's total-energy counter, with ``--energy`` on a GPU that reports it; else
+None), and a bar plot to ``docs/img/compare_<device>.png`` (``--plot``).
+``--replot --out FILE`` prints the table and draws the plot again from a JSON
+file. On the CPU, ``--threads`` fixes torch's thread count.
 """
 
 from __future__ import annotations
@@ -164,8 +167,46 @@ class Timer:
         return (time.perf_counter() - start) * 1e3
 
 
+class SavedBytes:
+    """Counts the bytes autograd saves for backward (distinct storages)."""
+
+    def __init__(self):
+        self.storages = {}
+
+    def pack(self, t):
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            st = t.untyped_storage()
+            self.storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    @property
+    def mib(self) -> float:
+        return sum(self.storages.values()) / 2**20
+
+
+def energy_per_step(step: Callable[[], None], device: torch.device, seconds: float = 2.0) -> Optional[float]:
+    """Joules per call of ``step`` from NVML's total-energy counter (mJ since the
+    driver loaded), over at least ``seconds``; None where it is not reported."""
+    from snntorch_localzo.demo import nvml
+
+    reader = nvml.energy_reader(device)
+    if reader is None:
+        return None
+    torch.cuda.synchronize(device)
+    start_mj, start = reader(), time.perf_counter()
+    calls = 0
+    while time.perf_counter() - start < seconds or calls < 3:
+        step()
+        calls += 1
+        if calls % 8 == 0:
+            torch.cuda.synchronize(device)
+    torch.cuda.synchronize(device)
+    return (reader() - start_mj) / 1e3 / calls
+
+
 def measure(
-    impl: str, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int
+    impl: str, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
+    energy: bool = False,
 ) -> Dict:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = (torch.rand(T, B, IN_FEATURES, generator=gen) < 0.05).float().to(device)
@@ -193,10 +234,20 @@ def measure(
             if device.type == "cuda":
                 peak.append((torch.cuda.max_memory_allocated() - base) / 2**20)
         del loss
+    joules = None
+    if energy and device.type == "cuda":
+        def step():
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+
+        joules = energy_per_step(step, device)
     # one more pass with the sparsity meters on (not timed), same initial weights
     torch.manual_seed(0)
     tracked = build(impl, hidden, track=True).to(device)
-    loss_fn(tracked(x), y).backward()
+    saved = SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        loss = loss_fn(tracked(x), y)
+    loss.backward()
     ms = meters(tracked)
     # SpikingJelly's surrogate is dense: every entry has a gradient
     active = sum(m.active for m in ms) / sum(m.total for m in ms) if ms else 1.0
@@ -209,6 +260,8 @@ def measure(
         "bwd_ms": statistics.median(bwd),
         "peak_mib": statistics.median(peak) if peak else None,
         "active_frac": active,
+        "saved_mib": saved.mib,
+        "energy_j": joules,
     }
 
 
@@ -235,10 +288,14 @@ def _num(v) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
 
+def _num3(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
     head = (
         f"{'impl':<22}{'T':>5}{'hidden':>8}{'fwd ms':>10}{'bwd ms':>10}{'peak MiB':>10}"
-        f"{'active %':>10}{'fwd x':>8}{'bwd x':>8}{'total x':>9}"
+        f"{'saved MiB':>10}{'J/step':>8}{'active %':>10}{'fwd x':>8}{'bwd x':>8}{'total x':>9}"
     )
     lines = [head, "-" * len(head)]
     base = {(r["T"], r["hidden"]): r for r in rows if r["impl"] == baseline}
@@ -254,7 +311,8 @@ def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
 
         lines.append(
             f"{r['impl']:<22}{r['T']:>5}{r['hidden']:>8}{r['fwd_ms']:>10.2f}{r['bwd_ms']:>10.2f}"
-            f"{_num(r['peak_mib']):>10}{100 * r['active_frac']:>10.3f}{ratio('fwd_ms'):>8.1f}"
+            f"{_num(r['peak_mib']):>10}{_num(r.get('saved_mib')):>10}"
+            f"{_num3(r.get('energy_j')):>8}{100 * r['active_frac']:>10.3f}{ratio('fwd_ms'):>8.1f}"
             f"{ratio('bwd_ms'):>8.1f}{ratio('fwd_ms', 'bwd_ms'):>9.1f}"
         )
     return "\n".join(lines) + f"\n(x: speed-up over {baseline} at the same T and hidden)"
@@ -298,7 +356,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "'none': no plot; needs matplotlib)")
     p.add_argument("--replot", action="store_true",
                    help="measure nothing: table and plot again from the JSON given by --out")
+    p.add_argument("--energy", action="store_true",
+                   help="also joules per training step from the GPU's energy counter (NVML)")
+    p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.replot:
         if not args.out:
             p.error("--replot needs --out (the JSON to read)")
@@ -318,7 +381,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if not available(impl):
                     print(f"  {impl}: not installed, skipped", flush=True)
                     continue
-                row = measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup)
+                row = measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup,
+                              energy=args.energy)
                 row.update(env)
                 rows.append(row)
                 print(f"  {impl} T={T} hidden={hidden}: fwd {row['fwd_ms']:.2f} ms, "

@@ -8,8 +8,13 @@ Usage::
     lif = snn.Leaky(beta=0.9, spike_grad=localzo.make())
 
 Importing the package also makes ``snntorch.surrogate.localzo`` an alias of
-:func:`make`; nothing else in snnTorch is changed.
+:func:`make`; nothing else in snnTorch is changed. The other training methods
+live in subpackages, imported on first use: :mod:`snntorch_localzo.opzo`
+(online pseudo-zeroth-order training) and :mod:`snntorch_localzo.conversion`
+(ANN-to-SNN conversion with forward temporal bias correction).
 """
+
+import importlib
 
 from ._version import __version__
 from . import distributions
@@ -29,7 +34,17 @@ __all__ = [
     "get_backend",
     "set_backend",
     "use_backend",
+    "opzo",
+    "conversion",
 ]
+
+_SUBPACKAGES = ("opzo", "conversion")
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _register_with_snntorch() -> None:

@@ -1,22 +1,39 @@
-"""Which implementation runs: the PyTorch reference or the Triton kernels.
+"""Which implementation runs: the PyTorch reference, the native CPU path or
+the Triton kernels.
 
-``auto`` (the default) uses Triton for CUDA tensors when Triton imports, the
-reference otherwise. ``reference`` always uses the reference. ``triton`` also
-runs the kernels on CPU tensors when Triton's interpreter is on
-(``TRITON_INTERPRET=1``); that is how the kernels are tested without a GPU.
-The environment variable ``SNNTORCH_LOCALZO_BACKEND`` sets the initial mode.
+``auto`` (the default) runs the Triton kernels on CUDA tensors when Triton
+imports, and the native CPU path (vectorised PyTorch that only touches the
+few entries with a non-zero estimate) on CPU tensors. ``reference`` always
+runs the reference, the plain PyTorch code every other path is tested
+against. ``triton`` also runs the kernels on CPU tensors when Triton's
+interpreter is on (``TRITON_INTERPRET=1`` before Triton is imported): that
+is how the kernels are tested without a GPU. The environment variable
+``SNNTORCH_LOCALZO_BACKEND`` sets the initial mode.
+
+Each operator's autograd module asks :func:`device_path` once and then
+applies its own limits (dtypes, sizes, parameters), see ``_ops``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
+import warnings
 
 import torch
 
-__all__ = ["get_backend", "set_backend", "use_backend", "triton_available", "use_triton"]
+__all__ = ["get_backend", "set_backend", "use_backend", "triton_available", "Path", "device_path"]
 
 _MODES = ("auto", "reference", "triton")
+
+
+class Path(str, enum.Enum):
+    """An execution path of the operators."""
+
+    REFERENCE = "reference"
+    NATIVE = "native"
+    TRITON = "triton"
 
 
 def _checked(mode: str) -> str:
@@ -38,7 +55,7 @@ def triton_available() -> bool:
             import triton.language  # noqa: F401
 
             _triton_ok = True
-        except Exception:  # pragma: no cover - depends on the platform
+        except Exception:  # ImportError, or a broken install
             _triton_ok = False
     return _triton_ok
 
@@ -48,32 +65,61 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def kernels_testable() -> bool:
+    """Whether the Triton kernels can run here: on a GPU, or on the CPU through
+    the interpreter."""
+    return triton_available() and (interpreting() or torch.cuda.is_available())
+
+
 def get_backend() -> str:
     """The current mode: ``auto``, ``reference`` or ``triton``."""
     return _mode
 
 
+def _announce(mode: str) -> None:
+    if mode != "triton":
+        return
+    if not triton_available():
+        raise RuntimeError(
+            "set_backend('triton'): Triton does not import here (it is only installed on "
+            "Linux); CUDA and CPU tensors run without it"
+        )
+    if not interpreting():
+        warnings.warn(
+            "set_backend('triton'): Triton's interpreter is off (set TRITON_INTERPRET=1 before "
+            "Triton is imported), so CPU tensors keep the native CPU path; CUDA tensors run "
+            "the kernels in every mode but 'reference'",
+            stacklevel=3,
+        )
+
+
 def set_backend(mode: str) -> None:
     """Sets the mode for the whole process (see the module docstring)."""
     global _mode
-    _mode = _checked(mode)
+    _announce(_checked(mode))
+    _mode = mode
 
 
 @contextlib.contextmanager
 def use_backend(mode: str):
     """Context manager that sets the mode inside a ``with`` block."""
     global _mode
-    previous, _mode = _mode, _checked(mode)
+    _announce(_checked(mode))
+    previous, _mode = _mode, mode
     try:
         yield
     finally:
         _mode = previous
 
 
-def use_triton(*tensors: torch.Tensor) -> bool:
-    """Whether the kernels should handle these tensors under the current mode."""
-    if _mode == "reference" or not triton_available():
-        return False
+def device_path(*tensors: torch.Tensor) -> Path:
+    """The path the mode gives to these tensors (all on one device)."""
+    if _mode == "reference":
+        return Path.REFERENCE
     if all(t.is_cuda for t in tensors):
-        return True
-    return _mode == "triton" and interpreting() and all(t.device.type == "cpu" for t in tensors)
+        return Path.TRITON if triton_available() else Path.REFERENCE
+    if all(t.device.type == "cpu" for t in tensors):
+        if _mode == "triton" and triton_available() and interpreting():
+            return Path.TRITON
+        return Path.NATIVE
+    return Path.REFERENCE

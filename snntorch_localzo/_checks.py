@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -29,22 +31,36 @@ def check_beta(beta) -> None:
         )
 
 
-def check_state(name: str, state, input_name: str, x: torch.Tensor, shape) -> None:
-    """A state the caller passes in must be on the input's device and of
-    ``shape``. snnTorch's ``init_leaky()`` placeholders (at most one element)
-    are accepted: they mean "start from zero"."""
+def check_state(name: str, state, input_name: str, x: torch.Tensor, shape) -> Optional[torch.Tensor]:
+    """The state a caller passes in, checked against the input: returns it, or
+    None where it means "start from zero".
+
+    A state of another shape that holds only zeros (snnTorch's ``init_leaky()``
+    placeholders, or zeros shaped like an earlier batch) carries no
+    information and means zero, as in snnTorch. A non-zero state must match
+    ``shape``, the input's device and dtype: snnTorch would silently restart
+    from zero, or compute in a promoted dtype."""
     if not isinstance(state, torch.Tensor):
-        return
-    if state.numel() <= 1 and tuple(state.shape) != tuple(shape):
-        return  # a placeholder from init_leaky()
-    if state.device != x.device:
-        raise ValueError(
-            f"`{name}` is on {state.device} but `{input_name}` is on {x.device}; move "
-            "them to the same device"
-        )
+        return None
     if tuple(state.shape) != tuple(shape):
+        if state.numel() <= 1 or not bool(state.detach().any()):
+            return None
         raise ValueError(
             f"`{name}` has shape {tuple(state.shape)} but must be {tuple(shape)} to match "
             f"`{input_name}` of shape {tuple(x.shape)} (snnTorch would silently restart "
             "from a zero membrane)"
         )
+    if state.device != x.device:
+        raise ValueError(
+            f"`{name}` is on {state.device} but `{input_name}` is on {x.device}; move "
+            "them to the same device"
+        )
+    if state.dtype != x.dtype:
+        if not bool(state.detach().any()):
+            return None
+        raise TypeError(
+            f"`{name}` has dtype {state.dtype} but `{input_name}` is {x.dtype}; pass a state "
+            f"of the input's dtype (snnTorch would silently compute in "
+            f"{torch.promote_types(state.dtype, x.dtype)})"
+        )
+    return state

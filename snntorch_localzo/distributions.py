@@ -22,7 +22,7 @@ LocalZO *twins* of snnTorch's surrogates (``atan``, ``sigmoid``,
 ``fast_sigmoid``): ``lambda`` is chosen so that ``g`` is exactly
 ``snntorch.surrogate.atan(alpha)``, ``sigmoid(slope)`` or
 ``fast_sigmoid(slope)``. For a twin, ``delta`` is fixed by the surrogate's
-parameter (the estimate does not depend on it), see ``shared/LOCALZO.md``
+parameter (the estimate does not depend on it), see ``docs/method.md``
 section 3.
 
 Sampling uses a closed form where one exists (normal, uniform, laplace,
@@ -57,14 +57,6 @@ SQRT2 = math.sqrt(2.0)
 TABLE_SIZE = 4096
 TABLE_XMAX = 32.0
 
-# Kernel codes: how a kernel turns one random draw into ``|z|``.
-KIND_NORMAL = 0  # |N(0, 1)|, times ``kparam``
-KIND_UNIFORM = 1  # U * kparam
-KIND_EXPONENTIAL = 2  # -log(1 - U) * kparam
-KIND_TABLE = 3  # interpolated inverse-CDF table
-KIND_LOMAX2 = 4  # sqrt(U) / (1 - sqrt(U)) * kparam  (|z| CDF (x/(1+x))^2)
-
-
 def _check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
@@ -76,9 +68,10 @@ def _check_positive(name: str, value) -> float:
     return value
 
 
-def _compute_dtype(u: torch.Tensor) -> torch.dtype:
-    """float64 stays float64, everything else is computed in float32."""
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype estimates are computed in: float64 stays float64; float32,
+    float16 and bfloat16 compute in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class Distribution:
@@ -95,7 +88,9 @@ class Distribution:
     name: str = ""
     #: exponent ``p`` of ``|z|`` in the estimator, +1 or -1
     p: int = 1
-    kind: int = KIND_NORMAL
+    #: upper end of the search interval of :meth:`table` (beyond the
+    #: ``1 - 2**-32`` quantile of ``|z|``)
+    _table_upper: float = 1e4
 
     def __init__(self, delta: float = 0.05):
         self.delta = _check_positive("delta", delta)
@@ -110,11 +105,6 @@ class Distribution:
     def scale(self) -> float:
         """``c / (2 delta)``: the estimate is ``scale * |z|**p`` when active."""
         return self.c / (2.0 * self.delta)
-
-    @property
-    def kparam(self) -> float:
-        """Scale factor a kernel applies to its standard draw (see ``kind``)."""
-        return 1.0
 
     def params(self) -> Dict[str, float]:
         """Parameters that identify the distribution (used by ``repr``/equality)."""
@@ -176,9 +166,18 @@ class Distribution:
             return 1.0
         raise NotImplementedError
 
-    def table(self, device=None) -> Optional[torch.Tensor]:
-        """Inverse-CDF table of ``|z|`` (float32, cached per device) or None."""
-        return None
+    def table(self) -> torch.Tensor:
+        """Inverse-CDF table of ``|z|`` (float32, CPU, built once per
+        distribution): ``TABLE_SIZE`` quantiles at ``U = 1 - 2**-x`` for ``x``
+        evenly spaced on ``[0, TABLE_XMAX]``, read by :func:`table_lookup`."""
+        key = self._table_key()
+        if key not in _TABLES:
+            _TABLES[key] = build_quantile_table(self.abs_cdf, self._table_upper)
+        return _TABLES[key]
+
+    def _table_key(self) -> Tuple:
+        """What the law of ``|z|`` depends on (``delta`` only scales the estimate)."""
+        return self._key()
 
     # ---------------------------------------------------------------- dunder
     def __repr__(self) -> str:
@@ -210,7 +209,7 @@ class Normal(Distribution):
     """
 
     name = "normal"
-    kind = KIND_NORMAL
+    _table_upper = 10.0
 
     def abs_cdf(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
@@ -220,7 +219,7 @@ class Normal(Distribution):
         return torch.randn(shape, device=device, dtype=dtype, generator=generator).abs_()
 
     def expected_grad(self, u):
-        v = u.to(_compute_dtype(u)) / self.delta
+        v = u.to(compute_dtype(u.dtype)) / self.delta
         return torch.exp(-0.5 * v * v) / (self.delta * math.sqrt(2.0 * math.pi))
 
 
@@ -234,11 +233,7 @@ class Uniform(Distribution):
     """
 
     name = "uniform"
-    kind = KIND_UNIFORM
-
-    @property
-    def kparam(self):
-        return SQRT3
+    _table_upper = SQRT3
 
     def abs_cdf(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
@@ -248,7 +243,7 @@ class Uniform(Distribution):
         return torch.rand(shape, device=device, dtype=dtype, generator=generator).mul_(SQRT3)
 
     def expected_grad(self, u):
-        v = u.to(_compute_dtype(u)) / self.delta
+        v = u.to(compute_dtype(u.dtype)) / self.delta
         g = (3.0 - v * v) / (4.0 * SQRT3 * self.delta)
         return torch.where(v.abs() < SQRT3, g, torch.zeros_like(g))
 
@@ -263,11 +258,7 @@ class Laplace(Distribution):
     """
 
     name = "laplace"
-    kind = KIND_EXPONENTIAL
-
-    @property
-    def kparam(self):
-        return 1.0 / SQRT2
+    _table_upper = 20.0
 
     def abs_cdf(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
@@ -278,7 +269,7 @@ class Laplace(Distribution):
         return torch.log1p(-u).mul_(-1.0 / SQRT2)
 
     def expected_grad(self, u):
-        v = u.to(_compute_dtype(u)).abs() / self.delta
+        v = u.to(compute_dtype(u.dtype)).abs() / self.delta
         return (v + 1.0 / SQRT2) * torch.exp(-SQRT2 * v) / (2.0 * self.delta)
 
 
@@ -288,21 +279,21 @@ class Laplace(Distribution):
 _TABLES: Dict[Tuple, torch.Tensor] = {}
 
 
-def table_position(U: torch.Tensor) -> torch.Tensor:
-    """Maps a uniform draw ``U`` in [0, 1) to its (fractional) table index."""
-    x = -torch.log2(1.0 - U)
-    return (x * ((TABLE_SIZE - 1) / TABLE_XMAX)).clamp_(0.0, TABLE_SIZE - 1.0)
-
-
-def table_lookup(table: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation in an inverse-CDF table (the kernels do the same)."""
-    pos = table_position(U)
+def table_lookup_x(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation in an inverse-CDF table at ``x = -log2(1 - U)``
+    (the kernels do the same), in ``x``'s dtype."""
+    pos = (x * ((TABLE_SIZE - 1) / TABLE_XMAX)).clamp_(0.0, TABLE_SIZE - 1.0)
     i0 = pos.floor().clamp_(max=TABLE_SIZE - 2)
     frac = pos - i0
     i0 = i0.long()
-    lo = table[i0]
-    hi = table[i0 + 1]
+    lo = table[i0].to(x.dtype)
+    hi = table[i0 + 1].to(x.dtype)
     return lo + frac * (hi - lo)
+
+
+def table_lookup(table: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """The table's quantile at the uniform draws ``U`` in [0, 1)."""
+    return table_lookup_x(table, -torch.log2(1.0 - U))
 
 
 def build_quantile_table(
@@ -323,29 +314,18 @@ def build_quantile_table(
 
 
 class _TabulatedTwin(Distribution):
-    """A twin whose ``|z|`` is sampled from an inverse-CDF table."""
+    """A twin whose ``|z|`` is sampled from its inverse-CDF table. The table
+    does not depend on the twin's parameter (only ``delta`` does), so it is
+    built once per class."""
 
-    kind = KIND_TABLE
     _table_upper = 1e4
 
-    def _table_key(self):
+    def _table_key(self) -> Tuple:
         return (type(self).__name__,)
-
-    def table(self, device=None) -> torch.Tensor:
-        key = self._table_key()
-        if key not in _TABLES:
-            _TABLES[key] = build_quantile_table(self.abs_cdf, self._table_upper)
-        table = _TABLES[key]
-        if device is None or torch.device(device) == table.device:
-            return table
-        dkey = key + (str(torch.device(device)),)
-        if dkey not in _TABLES:
-            _TABLES[dkey] = table.to(device)
-        return _TABLES[dkey]
 
     def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
         U = torch.rand(shape, device=device, dtype=torch.float32, generator=generator)
-        return table_lookup(self.table(U.device), U).to(dtype)
+        return table_lookup(self.table().to(U.device), U).to(dtype)
 
 
 class ATanTwin(_TabulatedTwin):
@@ -380,7 +360,7 @@ class ATanTwin(_TabulatedTwin):
         return (2.0 / math.pi) * (x / (1.0 + x * x) + torch.atan(x))
 
     def expected_grad(self, u):
-        u = u.to(_compute_dtype(u))
+        u = u.to(compute_dtype(u.dtype))
         return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * u) ** 2)
 
 
@@ -392,7 +372,7 @@ def _sigmoid_bump_slope(x: torch.Tensor) -> torch.Tensor:
     return h * ratio
 
 
-#: ``2 * integral_0^inf -h'(v)/v dv`` for the logistic bump (LOCALZO.md: 0.4262).
+#: ``2 * integral_0^inf -h'(v)/v dv`` for the logistic bump (docs/method.md section 3: 0.4262).
 SIGMOID_TWIN_CONST = 0.42627839631749814
 
 
@@ -431,7 +411,7 @@ class SigmoidTwin(_TabulatedTwin):
         return _interp(x.clamp(0.0, float(grid[-1])), grid, cdf)
 
     def expected_grad(self, u):
-        u = u.to(_compute_dtype(u))
+        u = u.to(compute_dtype(u.dtype))
         s = torch.sigmoid(self.slope * u)
         return self.slope * s * (1.0 - s)
 
@@ -483,7 +463,6 @@ class FastSigmoidTwin(Distribution):
 
     name = "fast_sigmoid"
     p = -1
-    kind = KIND_LOMAX2
 
     def __init__(self, slope: float = 25.0):
         self.slope = _check_positive("slope", slope)
@@ -510,7 +489,7 @@ class FastSigmoidTwin(Distribution):
         return (r / (1.0 - r)).to(dtype)
 
     def expected_grad(self, u):
-        u = u.to(_compute_dtype(u))
+        u = u.to(compute_dtype(u.dtype))
         return 1.0 / (1.0 + self.slope * u.abs()) ** 2
 
 
@@ -530,6 +509,7 @@ def get_distribution(dist="normal", **params) -> Distribution:
     :raises ValueError: unknown name or invalid parameter value
     :raises TypeError: a parameter that the distribution does not take
     """
+    params = {k: v for k, v in params.items() if v is not None}
     if isinstance(dist, Distribution):
         if params:
             raise TypeError(
@@ -537,6 +517,12 @@ def get_distribution(dist="normal", **params) -> Distribution:
                 "set them on the instance instead"
             )
         return dist
+    if isinstance(dist, torch.Tensor):
+        raise TypeError(
+            "`dist` got a tensor: `spike_grad=localzo.make` was probably passed without "
+            "calling it, so the neuron called make(mem_shift); write "
+            "`spike_grad=localzo.make()`"
+        )
     if not isinstance(dist, str):
         raise TypeError(
             f"`dist` must be a name or a Distribution, got {type(dist).__name__}"
@@ -547,7 +533,6 @@ def get_distribution(dist="normal", **params) -> Distribution:
         raise ValueError(
             f"unknown `dist` {dist!r}; expected one of {sorted(DISTRIBUTIONS)}"
         ) from None
-    params = {k: v for k, v in params.items() if v is not None}
     allowed = set(cls().params())
     extra = set(params) - allowed
     if extra:

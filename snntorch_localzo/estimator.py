@@ -8,6 +8,8 @@ from typing import Optional
 import torch
 
 from ._checks import check_float_tensor
+from ._ops import layout
+from ._ops.spec import ZOSpec, spec_of
 from ._ops.spike import spike
 from .distributions import Distribution, get_distribution
 from .stats import ActivityMeter
@@ -100,6 +102,7 @@ class LocalZO:
             dist, delta=delta, alpha=alpha, slope=slope
         )
         self.samples = _check_samples(samples)
+        self._spec = spec_of(self.dist, self.samples)
         if not isinstance(track, bool):
             raise TypeError(f"`track` must be a bool, got {type(track).__name__}")
         self.meter: Optional[ActivityMeter] = ActivityMeter() if track else None
@@ -109,7 +112,12 @@ class LocalZO:
         """Spikes ``(mem_shift > 0)`` in ``mem_shift``'s dtype, with the
         LocalZO backward."""
         check_float_tensor("mem_shift", mem_shift)
-        return spike(mem_shift, self.dist, self.samples, self.meter)
+        return spike(mem_shift, self.spec, self.meter)
+
+    @property
+    def spec(self) -> ZOSpec:
+        """The estimate's constants as the operators take them (built once)."""
+        return self._spec
 
     # ------------------------------------------------------------------ theory
     @property
@@ -136,7 +144,9 @@ class LocalZO:
         from ._ops.spike.reference import draw_estimate
 
         check_float_tensor("mem_shift", mem_shift)
-        return draw_estimate(mem_shift.detach(), self.dist, self.samples, self.meter)
+        u = mem_shift.detach()
+        spec = self.spec
+        return draw_estimate(u, spec, spec.table(u.device), layout.accumulator(self.meter, u.device))
 
     def sample(self, shape, **kwargs) -> torch.Tensor:
         """Draws directions :math:`z` (keyword arguments as ``torch.randn``)."""
@@ -158,7 +168,8 @@ class LocalZO:
     @property
     def active_fraction(self) -> float:
         """Fraction of non-zero estimates over the backward calls since the
-        last :meth:`reset_stats` (needs ``track=True``)."""
+        last :meth:`reset_stats` (needs ``track=True``; 0.0 before the first
+        counted backward pass)."""
         if self.meter is None:
             raise RuntimeError(
                 "sparsity is not tracked; create with make(..., track=True) "
@@ -194,6 +205,7 @@ class LocalZO:
     def __setstate__(self, state):
         self.dist = state["dist"]
         self.samples = state["samples"]
+        self._spec = spec_of(self.dist, self.samples)
         self.meter = ActivityMeter() if state["track"] else None
 
 

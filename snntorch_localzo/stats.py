@@ -6,10 +6,9 @@ from typing import Dict
 
 import torch
 
-__all__ = ["ActivityMeter"]
+from ._ops.layout import ACTIVE, CALLS, LAST_ACTIVE, LAST_TOTAL, METER_SLOTS, TOTAL
 
-# layout of an accumulator: counts since the last reset, then the last call's
-ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(5)
+__all__ = ["ActivityMeter"]
 
 
 class ActivityMeter:
@@ -33,7 +32,7 @@ class ActivityMeter:
             device = torch.device("cuda", torch.cuda.current_device())
         acc = self._acc.get(device)
         if acc is None:
-            acc = self._acc[device] = torch.zeros(5, dtype=torch.int64, device=device)
+            acc = self._acc[device] = torch.zeros(METER_SLOTS, dtype=torch.int64, device=device)
         return acc
 
     def reset(self) -> None:
@@ -61,47 +60,17 @@ class ActivityMeter:
 
     @property
     def fraction(self) -> float:
-        """Fraction of non-zero estimates since the last reset (nan if none)."""
+        """Fraction of non-zero estimates since the last reset (0.0 before the
+        first counted backward pass)."""
         total = self.total
-        return self.active / total if total else float("nan")
+        return self.active / total if total else 0.0
 
     @property
     def last_fraction(self) -> float:
         """Fraction of non-zero estimates in the most recent backward call (of
         each device)."""
         total = self._sum(LAST_TOTAL)
-        return self._sum(LAST_ACTIVE) / total if total else float("nan")
+        return self._sum(LAST_ACTIVE) / total if total else 0.0
 
     def __repr__(self) -> str:
         return f"ActivityMeter(active={self.active}, total={self.total}, calls={self.calls})"
-
-
-_NO_METER: Dict[torch.device, torch.Tensor] = {}
-
-
-def no_meter(device) -> torch.Tensor:
-    """The empty accumulator that stands for "not counting" in the operators
-    (an operator that mutates an argument takes a tensor, not None)."""
-    device = torch.device(device)
-    if device not in _NO_METER:
-        _NO_METER[device] = torch.zeros(0, dtype=torch.int64, device=device)
-    return _NO_METER[device]
-
-
-def record(acc: torch.Tensor, active: torch.Tensor, total: int) -> None:
-    """Adds one backward call to an accumulator: ``active`` (0-d) of ``total``."""
-    active = active.to(acc.dtype)
-    acc[ACTIVE] += active
-    acc[TOTAL] += total
-    acc[LAST_ACTIVE] = active
-    acc[LAST_TOTAL] = total
-    acc[CALLS] += 1
-
-
-def prepare_for_kernel(acc: torch.Tensor, total: int) -> None:
-    """Before a kernel atomically adds its count to ``ACTIVE`` and
-    ``LAST_ACTIVE``: start the last-call slots and count the call."""
-    acc[LAST_ACTIVE] = 0
-    acc[LAST_TOTAL] = total
-    acc[TOTAL] += total
-    acc[CALLS] += 1

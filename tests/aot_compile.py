@@ -2,6 +2,12 @@
 ahead of time, without a GPU: Triton's front end, LLVM and ptxas all run on
 the CPU. Run by test_compile.py in a subprocess without TRITON_INTERPRET (the
 interpreter would replace the kernels). Prints the number of kernels built.
+
+Each kernel is compiled twice: without specialisations, and with the ones a
+real launch gets from torch's allocations (every pointer 16-byte aligned,
+every integer argument divisible by 16; Triton marks them ``tt.divisibility``
+and vectorises loads and stores accordingly), so the variants that run on a
+GPU are the ones checked here.
 """
 
 import inspect
@@ -15,70 +21,74 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from snntorch_localzo._ops import zo_triton as zt  # noqa: E402
+from snntorch_localzo._ops import triton_common as tc  # noqa: E402
 from snntorch_localzo._ops.leaky import triton as leaky  # noqa: E402
 from snntorch_localzo._ops.linear_leaky import triton as linear  # noqa: E402
 from snntorch_localzo._ops.spike import triton as spike  # noqa: E402
-from snntorch_localzo.distributions import TABLE_SIZE  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 DT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # pointers whose element type is not the data dtype
 FIXED_PTRS = {"code_ptr": "*u8", "seed_ptr": "*i64", "table_ptr": "*fp32", "absz_ptr": "*fp32",
               "count_ptr": "*i64", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32",
-              "pos_ptr": "*i64", "ptr_ptr": "*i64", "row_ptr": "*i32", "e_ptr": "*fp32",
               "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32"}
-INTS = {"n", "T", "t0", "steps", "nnz", "stride", "IN", "OUT"}
+INTS = {"n", "T", "t0", "steps", "total", "rows_total", "row0", "rows", "IN"}
 
 
-def compile_kernel(kernel, dtype, constexprs):
+def compile_kernel(kernel, dtype, constexprs, aligned):
     fn = kernel.fn if hasattr(kernel, "fn") else kernel
     params = inspect.signature(fn).parameters
     constexprs = dict(constexprs)
     for name, p in params.items():  # constexpr parameters with defaults
         if p.default is not inspect.Parameter.empty:
             constexprs.setdefault(name, p.default)
-    sig = {}
-    for name in params:
+    sig, attrs = {}, {}
+    for i, name in enumerate(params):
         if name in constexprs:
             sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
+            continue
+        if name.endswith("_ptr"):
             sig[name] = FIXED_PTRS.get(name, "*" + DT[dtype])
         elif name in INTS:
             sig[name] = "i32"
         else:
             sig[name] = "fp32"
-    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs)
-    return triton.compile(src, target=TARGET, options={"enable_fp_fusion": False, "num_warps": 4})
+        if aligned and sig[name] != "fp32":
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=TARGET, options=dict(tc.LAUNCH))
 
 
-def main():
-    common = {"TABLE_N": TABLE_SIZE, "TABLE_SCALE": zt.TABLE_SCALE, "BLOCK": zt.BLOCK}
-    built = 0
+def variants():
+    """(kernel, dtype, constexprs) of every configuration compiled here."""
     for dtype, kind, m, ext in itertools.product(DT, range(5), (1, 5), (False, True)):
         # every distribution and sample count in float32; the other dtypes and
         # the external-z hook once each
         if (dtype != "float32" or ext) and (kind, m) != (0, 5):
             continue
-        compile_kernel(spike.spike_bwd_kernel, dtype,
-                       dict(common, KIND=kind, P=-1 if kind == 4 else 1, M=m, EXTERNAL=ext, TRACK=ext))
-        built += 1
-    scan = dict(common, BLOCK=zt.SCAN_BLOCK)
-    for dtype, reset, has_mem in itertools.product(DT, range(3), (False, True)):
-        compile_kernel(leaky.leaky_fwd_kernel, dtype,
-                       dict(scan, RESET=reset, HAS_MEM=has_mem, KIND=3, M=2, EXTERNAL=False))
-        compile_kernel(leaky.leaky_bwd_kernel, dtype,
-                       dict(scan, RESET=reset, HAS_GSPK=has_mem, HAS_GMEM=True, NEED_GMEM0=has_mem,
-                            KIND=0, P=1, M=2, EXTERNAL=False, TRACK=has_mem))
-        built += 2
+        p = -1 if kind == 4 else 1
+        yield spike.spike_bwd_kernel, dtype, dict(
+            KIND=kind, P=p, M=m, EXTERNAL=ext, TRACK=ext, BLOCK=tc.BLOCK)
+        yield leaky.leaky_code_kernel, dtype, dict(
+            HAS_MEM=ext, KIND=kind, M=m, EXTERNAL=ext, BLOCK=tc.BLOCK)
+        yield leaky.leaky_estimate_kernel, dtype, dict(
+            KIND=kind, P=p, M=m, EXTERNAL=ext, TRACK=not ext, BLOCK=tc.BLOCK)
+    for dtype, reset, flag in itertools.product(DT, range(3), (False, True)):
+        yield leaky.leaky_scan_fwd_kernel, dtype, dict(RESET=reset, HAS_MEM=flag, BLOCK=tc.SCAN_BLOCK)
+        yield leaky.leaky_scan_bwd_kernel, dtype, dict(
+            RESET=reset, HAS_E=True, HAS_GMEM=flag, NEED_GMEM0=flag, BLOCK=tc.SCAN_BLOCK)
     for dtype in DT:
-        compile_kernel(linear.trace_kernel, dtype, {"BLOCK": zt.SCAN_BLOCK})
-        compile_kernel(linear.active_grad_kernel, dtype,
-                       dict(common, KIND=0, P=1, M=2, EXTERNAL=False))
-        compile_kernel(linear.sparse_dx_kernel, dtype, {"BLOCK_E": 64, "BLOCK_J": 64})
-        built += 3
-    compile_kernel(linear.sparse_dw_kernel, "float32", {"BLOCK_K": 16, "BLOCK_IN": 64})
-    built += 1
+        yield linear.trace_kernel, dtype, {"BLOCK": tc.SCAN_BLOCK}
+        yield linear.sparse_dw_kernel, dtype, {"BLOCK_R": linear.BLOCK_R, "BLOCK_IN": linear.BLOCK_IN}
+
+
+def main():
+    built = 0
+    for kernel, dtype, constexprs in variants():
+        # every configuration as real launches get it; without alignment in float32
+        for aligned in (True, False) if dtype == "float32" else (True,):
+            compile_kernel(kernel, dtype, constexprs, aligned)
+            built += 1
     print(f"compiled {built} kernels for sm_90 with triton {triton.__version__}")
 
 

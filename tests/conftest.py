@@ -1,5 +1,6 @@
-"""Test set-up: Triton kernels run through the interpreter when there is no GPU.
+"""Test set-up and helpers shared by the test files.
 
+Triton kernels run through the interpreter when there is no GPU:
 ``TRITON_INTERPRET`` must be set before any kernel is defined, so it is set
 here, before ``snntorch_localzo`` is imported by the tests.
 """
@@ -14,6 +15,20 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 import snntorch_localzo  # noqa: E402,F401  (registers snntorch.surrogate.localzo)
+from snntorch_localzo import _backend  # noqa: E402
+from snntorch_localzo._backend import Path  # noqa: E402
+
+#: The Triton kernels can run here (a GPU, or the interpreter on the CPU).
+KERNELS = _backend.kernels_testable()
+#: Device the op and neuron tests use.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+#: ``use_backend`` modes to run the module-level tests in: the reference,
+#: ``auto`` (the native path on CPU tensors, the kernels on CUDA) and the
+#: kernels through the interpreter.
+MODES = ["reference", "auto"] + (["triton"] if KERNELS and DEVICE == "cpu" else [])
+#: The fused paths an op test compares with the reference.
+FUSED = ([Path.NATIVE] if DEVICE == "cpu" else []) + ([Path.TRITON] if KERNELS else [])
+needs_kernels = pytest.mark.skipif(not KERNELS, reason="needs Triton (a GPU or the interpreter)")
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +52,35 @@ def made_by(tensor, function) -> bool:
             return True
         fn = fn.next_functions[0][0] if fn.next_functions else None
     return False
+
+
+def run_with_grads(fn, inputs, grads):
+    """Runs ``fn`` on fresh leaf clones of ``inputs`` (None stays None), back-
+    propagates ``grads`` (one per output, None to skip); returns
+    ``(outputs, input grads)``."""
+    xs = [None if x is None else x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    outs = fn(*xs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+    torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+    return outs, [None if x is None else x.grad for x in xs]
+
+
+def assert_identical(a, b):
+    """Two ``run_with_grads`` results agree bit for bit (dtype, shape, values)."""
+    for x, y in zip(a[0] + tuple(a[1]), b[0] + tuple(b[1])):
+        if x is None or y is None:
+            assert x is None and y is None
+            continue
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert torch.equal(x, y), (x.double() - y.double()).abs().max()
+
+
+def assert_close(a, b, rtol=1e-5, atol=1e-5):
+    """As ``assert_identical`` up to float rounding (sums in another order)."""
+    for x, y in zip(a[0] + tuple(a[1]), b[0] + tuple(b[1])):
+        if x is None or y is None:
+            assert x is None and y is None
+            continue
+        assert x.dtype == y.dtype and x.shape == y.shape
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)

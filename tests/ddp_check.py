@@ -1,5 +1,5 @@
 """Two CPU processes (gloo) train a small LocalZO network under
-DistributedDataParallel. Run by test_reliability.py; prints one JSON line.
+DistributedDataParallel. Run by test_distributed.py; prints one JSON line.
 
 Checks: every replica starts from the same seed, the replicas stay identical
 after each optimiser step, and the ranks draw their own directions (the same

@@ -1,6 +1,6 @@
 """Trains a small LocalZO network for many steps in a fresh process and prints
 one JSON line: the live tensors (count, bytes) after ``first`` and ``last``
-steps. Run by test_reliability.py, in its own process so that no other test's
+steps. Run by test_memory.py, in its own process so that no other test's
 tensors (caches, garbage freed late) enter the count.
 
     python tests/memory_check.py BACKEND FIRST LAST

@@ -53,11 +53,66 @@ def test_console_script_is_declared():
     assert scripts.get("snntorch-localzo") == "snntorch_localzo.demo.cli:main"
 
 
-def test_bad_arguments_are_rejected(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["--dist", "gauss"])
-    with pytest.raises(SystemExit):
-        cli.main(["--epochs", "0"])
+BAD_OPTIONS = [
+    (["--dist", "gauss"], "--dist"),
+    (["--epochs", "0"], "--epochs"),
+    (["--runs", "-2"], "--runs"),
+    (["--delta", "-1"], "--delta"),
+    (["--delta", "nan"], "--delta"),
+    (["--samples", "0"], "--samples"),
+    (["--samples", "1.5"], "--samples"),
+    (["--steps", "0"], "--steps"),
+    (["--hidden", "0"], "--hidden"),
+    (["--device", "gpu"], "--device"),
+    (["--dist", "atan", "--delta", "0.02"], "--delta"),
+    (["--dist", "normal", "--alpha", "2"], "--alpha"),
+    (["--dist", "atan", "--slope", "5"], "--slope"),
+    (["--json", "/nonexistent-folder/runs.json"], "--json"),
+    (["--plots", "/proc/version"], "--plots"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device")])
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.strip().splitlines()
+            if not line.startswith("usage:") and not line.startswith(" ")]
+
+
+@pytest.mark.parametrize("argv,option", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_option_ends_in_one_line_naming_it(argv, option, capsys):
+    """Checked before any training (nothing printed on stdout): exit code 2,
+    one line naming the option."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    lines = _error_lines(captured.err)
+    assert len(lines) == 1 and f"argument {option}" in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_bad_option_from_the_shell_has_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "snntorch_localzo", "--delta", "-1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert _error_lines(out.stderr) == ["snntorch-localzo: error: argument --delta: expected a "
+                                        "finite number > 0, got -1"]
+
+
+def test_twin_parameters_reach_the_estimator(capsys):
+    args = ["--epochs", "1", "--hidden", "8", "--steps", "3", "--device", "cpu", "--no-progress"]
+    assert cli.main(args + ["--dist", "atan", "--alpha", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "localzo.make('atan', alpha=3)" in text and "1 epoch," in text and "seed [0]" in text
+
+
+def test_linear_leaky_switch_trains_the_same_network(capsys):
+    args = ["--epochs", "1", "--hidden", "16", "--steps", "4", "--delta", "0.05", "--device", "cpu",
+            "--no-progress", "--linear-leaky"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    row = re.search(r"^LinearLeaky, localzo\.make\('normal', delta=0\.05\)\s+(\S+)\s+(\S+)", text, re.M)
+    assert row, text
+    assert 10.0 < float(row.group(1)) <= 100.0 and 0.0 < float(row.group(2)) < 50.0
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,7 @@
-"""Sequence mode of ``localzo.Leaky`` and the sparse ``localzo.LinearLeaky``,
-against the step mode and the dense reference (kernels through Triton's
-interpreter on CPU)."""
+"""Sequence mode: ``Leaky.forward_sequence`` and ``LinearLeaky`` against the
+step loop and snnTorch, on every path (reference; auto: the native path on
+CPU tensors; triton: the kernels through the interpreter), and the sparse
+backward of ``LinearLeaky`` against the dense reference."""
 
 import math
 
@@ -10,24 +11,40 @@ import torch.nn as nn
 import snntorch as snn
 
 import snntorch_localzo as localzo
-from conftest import made_by
-from snntorch_localzo import _backend, use_backend
+from conftest import DEVICE, KERNELS, MODES, made_by, needs_kernels
+from snntorch_localzo import use_backend
 from snntorch_localzo._ops import active
-from snntorch_localzo._ops.leaky import leaky_seq, leaky_step
-from snntorch_localzo._ops.leaky.autograd import FusedLeaky
+from snntorch_localzo._ops.leaky import LeakyParams, leaky_seq, leaky_step
+from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.linear_leaky import linear_leaky
+from snntorch_localzo._ops.linear_leaky import native as native_linear
 from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
-from snntorch_localzo._ops.linear_leaky.autograd import FusedLinearLeaky
+from snntorch_localzo._ops.linear_leaky.autograd import NativeLinearLeaky, TritonLinearLeaky
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
-TRITON = _backend.triton_available() and (_backend.interpreting() or torch.cuda.is_available())
-BACKENDS = ["reference"] + (["triton"] if TRITON else [])
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_kernels = pytest.mark.skipif(not TRITON, reason="needs Triton")
+BACKENDS = MODES
+FUSED_MODES = [m for m in MODES if m != "reference"]
+SEQ_FUNCTION = {"auto": NativeLeaky if DEVICE == "cpu" else TritonLeaky, "triton": TritonLeaky}
+LINEAR_FUNCTION = {"auto": NativeLinearLeaky if DEVICE == "cpu" else TritonLinearLeaky,
+                   "triton": TritonLinearLeaky}
 
 
 def scalar(v):
     return torch.tensor(v, dtype=torch.float32, device=DEVICE)
+
+
+def params(reset=0, beta=0.9, threshold=1.0, graded=1.0):
+    return LeakyParams(scalar(beta), scalar(threshold), scalar(graded), reset)
+
+
+@pytest.fixture
+def sparse_everywhere(monkeypatch):
+    """The size heuristics would keep these tiny layers dense: force the sparse sums."""
+    monkeypatch.setattr(native_linear, "SPARSE_MIN_OUT", 1)
+    monkeypatch.setattr(native_linear, "SPARSE_MAX_DENSITY", 1.0)
+    if KERNELS:
+        monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
+        monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
 
 
 # ------------------------------------------------------------ Leaky sequence mode
@@ -84,15 +101,16 @@ def test_forward_sequence_with_initial_membrane_and_snntorch(backend):
     assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
 
 
-@needs_kernels
-@pytest.mark.skipif(not MODERN_SNNTORCH, reason="fused kernels need snnTorch >= 0.8")
-def test_forward_sequence_runs_one_fused_kernel():
+@pytest.mark.skipif(not MODERN_SNNTORCH, reason="the fused paths need snnTorch >= 0.8")
+@pytest.mark.parametrize("mode", FUSED_MODES)
+def test_forward_sequence_runs_fused(mode):
     lif = localzo.Leaky(beta=0.9).to(DEVICE)
     x = torch.rand(5, 2, 8, device=DEVICE, requires_grad=True)
-    with use_backend("triton"):
+    with use_backend(mode):
         spk, _ = lif.forward_sequence(x)
-    assert made_by(spk, FusedLeaky)
-    assert active.code_of(spk) is not None
+    assert made_by(spk, SEQ_FUNCTION[mode])
+    # the native path marks the spikes with the active entries for a sparse layer above
+    assert (active.active_of(spk) is not None) == (SEQ_FUNCTION[mode] is NativeLeaky)
 
 
 def test_forward_sequence_rejects_bad_input():
@@ -116,17 +134,17 @@ def test_sequence_gradients_equal_chained_steps_given_z(reset, dtype, backend):
     m0 = torch.rand(shape, device=DEVICE).to(dtype)
     g_spk = torch.randn((T,) + shape, device=DEVICE).to(dtype)
     g_mem = torch.randn((T,) + shape, device=DEVICE).to(dtype)
-    params = (scalar(0.9), scalar(1.0), scalar(1.0), reset, est.dist, 2)
+    p = params(reset)
     with use_backend(backend):
         x, mem0 = x0.clone().requires_grad_(True), m0.clone().requires_grad_(True)
-        spk, mem = leaky_seq(x, mem0, *params, None, absz)
+        spk, mem = leaky_seq(x, mem0, p, est.spec, absz=absz)
         torch.autograd.backward([spk, mem], [g_spk, g_mem])
         seq = (spk, mem, x.grad, mem0.grad)
     x, mem0 = x0.clone().requires_grad_(True), m0.clone().requires_grad_(True)
     spikes, mems, m = [], [], mem0
     with use_backend(backend):
         for t in range(T):
-            s, m = leaky_step(x[t], m, *params, None, absz[:, t])
+            s, m = leaky_step(x[t], m, p, est.spec, absz=absz[:, t])
             spikes.append(s)
             mems.append(m)
     torch.autograd.backward([torch.stack(spikes), torch.stack(mems)], [g_spk, g_mem])
@@ -135,9 +153,9 @@ def test_sequence_gradients_equal_chained_steps_given_z(reset, dtype, backend):
         assert torch.equal(a, b)
 
 
-@needs_kernels
+@pytest.mark.parametrize("mode", FUSED_MODES)
 @pytest.mark.parametrize("name", ["normal", "atan"])
-def test_sequence_kernel_monte_carlo_mean(name):
+def test_sequence_monte_carlo_mean(name, mode):
     """beta = 0 and no reset make mem[t] = x[t]: the gradient of the input is
     the estimate at u = x - threshold, whose mean is the closed form."""
     torch.manual_seed(3)
@@ -145,8 +163,8 @@ def test_sequence_kernel_monte_carlo_mean(name):
     u = torch.linspace(-2 * est.delta, 2 * est.delta, 10, dtype=torch.float64)
     T, n = 40, 100
     x = (u.float() + 1.0).repeat(T, n, 1).to(DEVICE).requires_grad_(True)
-    with use_backend("triton"):
-        spk, _ = leaky_seq(x, None, scalar(0.0), scalar(1.0), scalar(1.0), 2, est.dist, 1)
+    with use_backend(mode):
+        spk, _ = leaky_seq(x, None, params(2, beta=0.0), est.spec)
         spk.backward(torch.ones_like(spk))
     grads = x.grad.double().reshape(-1, len(u)).cpu()
     closed = est.expected_grad(u)
@@ -154,13 +172,13 @@ def test_sequence_kernel_monte_carlo_mean(name):
     assert torch.all((grads.mean(0) - closed).abs() <= tol)
 
 
-@needs_kernels
-def test_sequence_kernel_meter():
+@pytest.mark.parametrize("mode", FUSED_MODES)
+def test_sequence_meter(mode):
     est = localzo.make("normal", delta=0.3, track=True)
     x = torch.rand(8, 50, device=DEVICE, requires_grad=True) * 1.5
     x.retain_grad()
-    with use_backend("triton"):
-        spk, _ = leaky_seq(x, None, scalar(0.0), scalar(1.0), scalar(1.0), 2, est.dist, 1, est.meter)
+    with use_backend(mode):
+        spk, _ = leaky_seq(x, None, params(2, beta=0.0), est.spec, est.meter)
         spk.backward(torch.ones_like(spk))
     assert est.meter.total == 400
     assert est.meter.active == torch.count_nonzero(x.grad).item() > 0
@@ -221,7 +239,7 @@ def test_linear_leaky_matches_snntorch_names():
     [
         ((torch.rand(4, 7),), r"`input_` must be a tensor of shape \[T, batch, in_features\]"),
         ((torch.rand(3, 2, 6),), "`input_` has 6 features, expected in_features=7"),
-        ((torch.rand(3, 2, 7), torch.rand(3, 5)), r"`mem` must have shape \(2, 5\)"),
+        ((torch.rand(3, 2, 7), torch.rand(3, 5)), r"`mem` has shape \(3, 5\) but must be \(2, 5\)"),
     ],
 )
 def test_linear_leaky_rejects_bad_shapes(args, match):
@@ -241,18 +259,18 @@ def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5):
     a1 = est.dist.abs_sample((2, T, B, H)).to(DEVICE)
     a2 = est.dist.abs_sample((2, T, B, OUT)).to(DEVICE)
     g = torch.randn(T, B, OUT, device=DEVICE)
-    common = (scalar(0.9), scalar(1.0), scalar(1.0), reset, est.dist, 2, None)
+    p = params(reset)
     with use_backend(backend):
-        s1, _ = linear_leaky(x, w1, b1, None, *common, a1, sparse)
-        s2, m2 = linear_leaky(s1, w2, None, None, *common, a2, sparse)
+        s1, _ = linear_leaky(x, w1, b1, None, p, est.spec, absz=a1, sparse=sparse)
+        s2, m2 = linear_leaky(s1, w2, None, None, p, est.spec, absz=a2, sparse=sparse)
         loss = (s2 * g).sum() + ((m2 * g).sum() if loss_on_mem else 0.0)
         loss.backward()
     return s1, s2, w1.grad, b1.grad, w2.grad
 
 
-@needs_kernels
+@pytest.mark.parametrize("mode", FUSED_MODES)
 @pytest.mark.parametrize("case", ["spikes", "mem_in_loss", "zero_reset", "no_reset"])
-def test_linear_leaky_gradients_equal_dense_reference(case):
+def test_linear_leaky_gradients_equal_dense_reference(case, mode, sparse_everywhere):
     """Sparse and dense fused backward against the reference with the same
     directions: dense identical, sparse equal to float32 rounding (the sums
     run in another order)."""
@@ -263,54 +281,80 @@ def test_linear_leaky_gradients_equal_dense_reference(case):
         "no_reset": {"reset": 2},
     }[case]
     ref = two_layers("reference", True, **kwargs)
-    dense = two_layers("triton", False, **kwargs)
-    sparse = two_layers("triton", True, **kwargs)
+    dense = two_layers(mode, False, **kwargs)
+    sparse = two_layers(mode, True, **kwargs)
     for r, d, s in zip(ref, dense, sparse):
         assert torch.equal(r, d)
         torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
     assert ref[2].abs().sum() > 0 and ref[4].abs().sum() > 0
 
 
+def _count_calls(monkeypatch, module, names, calls):
+    for name in names:
+        fn = getattr(module, name)
+
+        def wrapped(*a, _fn=fn, _name=name, **k):
+            calls[_name] += 1
+            return _fn(*a, **k)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+
+def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
+    calls = {"sparse_weight_grad": 0, "sparse_input_grad": 0}
+    _count_calls(monkeypatch, native_linear, list(calls), calls)
+    two_layers("auto", True)
+    assert calls == {"sparse_weight_grad": 2, "sparse_input_grad": 1}  # the input of layer 2 only
+    calls.update(sparse_weight_grad=0, sparse_input_grad=0)
+    two_layers("auto", True, loss_on_mem=True)  # layer 2's membrane in the loss
+    assert calls == {"sparse_weight_grad": 1, "sparse_input_grad": 1}
+    calls.update(sparse_weight_grad=0, sparse_input_grad=0)
+    two_layers("auto", False)
+    assert calls == {"sparse_weight_grad": 0, "sparse_input_grad": 0}
+
+
+def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
+    calls = {"sparse_weight_grad": 0}
+    _count_calls(monkeypatch, native_linear, list(calls), calls)
+    two_layers("auto", True)  # 24 and 6 neurons: below SPARSE_MIN_OUT
+    assert calls == {"sparse_weight_grad": 0}
+    assert not native_linear.use_sparse_weight_grad(64, 10, 1000)
+    assert native_linear.use_sparse_weight_grad(256, 10, 1000)
+    assert not native_linear.use_sparse_weight_grad(256, 500, 1000)  # too dense
+
+
 @needs_kernels
-def test_sparse_paths_are_taken(monkeypatch):
-    calls = {"dw": 0, "dx": 0}
-    dw, dx = sparse_kernels.sparse_weight_grad, sparse_kernels.sparse_input_grad
-
-    def count(name, fn):
-        def wrapped(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
-        return wrapped
-
-    monkeypatch.setattr(sparse_kernels, "sparse_weight_grad", count("dw", dw))
-    monkeypatch.setattr(sparse_kernels, "sparse_input_grad", count("dx", dx))
+def test_triton_sparse_weight_grad_is_taken(monkeypatch, sparse_everywhere):
+    calls = {"sparse_weight_grad": 0}
+    _count_calls(monkeypatch, sparse_kernels, list(calls), calls)
     two_layers("triton", True)
-    assert calls == {"dw": 2, "dx": 1}  # both weights; the input of layer 2 only
-    calls.update(dw=0, dx=0)
-    two_layers("triton", True, loss_on_mem=True)  # layer 2's membrane in the loss
-    assert calls == {"dw": 1, "dx": 1}
-    calls.update(dw=0, dx=0)
+    assert calls == {"sparse_weight_grad": 2}
+    calls.update(sparse_weight_grad=0)
+    two_layers("triton", True, loss_on_mem=True)
+    assert calls == {"sparse_weight_grad": 1}
+    calls.update(sparse_weight_grad=0)
     two_layers("triton", False)
-    assert calls == {"dw": 0, "dx": 0}
+    assert calls == {"sparse_weight_grad": 0}
 
 
-@needs_kernels
-def test_sparse_weight_grad_over_several_time_chunks(monkeypatch):
-    monkeypatch.setattr(sparse_kernels, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
+@pytest.mark.parametrize("mode", FUSED_MODES)
+def test_sparse_weight_grad_over_several_time_chunks(mode, monkeypatch, sparse_everywhere):
+    module = native_linear if mode == "auto" and DEVICE == "cpu" else sparse_kernels
+    monkeypatch.setattr(module, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
     ref = two_layers("reference", True, seed=6)
-    sparse = two_layers("triton", True, seed=6)
+    sparse = two_layers(mode, True, seed=6)
     for r, s in zip(ref, sparse):
         torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
 
 
-@needs_kernels
 def test_in_place_change_drops_the_sparse_input_mark():
     layer = localzo.LinearLeaky(0.9, 6, 5).to(DEVICE)
-    with use_backend("triton"):
+    with use_backend("auto"):
         spk, _ = layer(torch.rand(4, 2, 6, device=DEVICE, requires_grad=True))
-    assert made_by(spk, FusedLinearLeaky) and active.code_of(spk) is not None
+    if DEVICE == "cpu":
+        assert made_by(spk, NativeLinearLeaky) and active.active_of(spk) is not None
     spk.mul_(1.0)
-    assert active.code_of(spk) is None
+    assert active.active_of(spk) is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,26 +1,22 @@
 """snnTorch's own Leaky tests, run with ``snn.Leaky`` replaced by ``localzo.Leaky``.
 
-The test file comes from snnTorch's source distribution on PyPI (fetched with
-pip, cached under ~/.cache/snntorch-localzo). 0.9.4 and 1.0.0 ship no tests in
-their sdist; for them the newest earlier release that does (0.9.1) is used.
-It runs on both backends: the reference path and the fused kernels (through
-Triton's interpreter on CPU).
+The test file comes from snnTorch's source distribution on PyPI, fetched once
+per tox environment by ``tests/fetch_snntorch_tests.py`` into the folder named
+by ``SNNTORCH_LOCALZO_SNNTORCH_TESTS`` (tox.ini sets both). It runs in every
+mode: the reference path, the native CPU path (auto) and the fused kernels
+(through Triton's interpreter on CPU).
 """
 
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
-import snntorch
 
-from snntorch_localzo import _backend
+from conftest import MODES
 
-#: releases whose sdist contains tests/test_snntorch/test_leaky.py
-SDISTS_WITH_TESTS = ["0.7.0", "0.8.0", "0.8.1", "0.9.0", "0.9.1"]
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snntorch-localzo"
+FOLDER = os.environ.get("SNNTORCH_LOCALZO_SNNTORCH_TESTS")
 
 CONFTEST = """
 import snntorch
@@ -30,42 +26,21 @@ snntorch.Leaky = snntorch_localzo.Leaky  # every snn.Leaky(...) in the tests is 
 """
 
 
-def _version(v):
-    return tuple(int(p) for p in v.split(".")[:3])
+def _snntorch_test_file() -> Path:
+    if not FOLDER:
+        pytest.skip("SNNTORCH_LOCALZO_SNNTORCH_TESTS is not set: run "
+                    "`python tests/fetch_snntorch_tests.py DIR` and point it at DIR (tox does)")
+    path = Path(FOLDER) / "test_leaky.py"
+    if not path.is_file():
+        pytest.skip(f"snnTorch's test_leaky.py is not in {FOLDER}: the registry was not "
+                    "reachable when tests/fetch_snntorch_tests.py ran")
+    return path
 
 
-def source_release(installed: str) -> str:
-    candidates = [v for v in SDISTS_WITH_TESTS if _version(v) <= _version(installed)]
-    return max(candidates, key=_version)
-
-
-def fetch_test_leaky(release: str) -> str:
-    target = CACHE / f"snntorch-{release}-test_leaky.py"
-    if not target.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        download = CACHE / f"sdist-{release}"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", f"snntorch=={release}",
-             "-d", str(download)],
-            check=True, capture_output=True,
-        )
-        (archive,) = download.glob("snntorch-*.tar.gz")
-        with tarfile.open(archive) as tar:
-            member = tar.getmember(f"snntorch-{release}/tests/test_snntorch/test_leaky.py")
-            target.write_bytes(tar.extractfile(member).read())
-    return target.read_text()
-
-
-BACKENDS = ["reference"]
-if _backend.triton_available():
-    BACKENDS.append("triton")
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", MODES)
 def test_snntorch_leaky_tests_pass_with_localzo_leaky(tmp_path, backend):
-    release = source_release(snntorch.__version__)
-    (tmp_path / "test_leaky.py").write_text(fetch_test_leaky(release))
+    source = _snntorch_test_file()
+    (tmp_path / "test_leaky.py").write_text(source.read_text())
     (tmp_path / "conftest.py").write_text(CONFTEST)
     env = dict(os.environ, SNNTORCH_LOCALZO_BACKEND=backend)
     if backend == "triton":

@@ -1,4 +1,4 @@
-"""The theory of LOCALZO.md as tests: Monte-Carlo means against closed forms,
+"""The theory of docs/method.md as tests: Monte-Carlo means against closed forms,
 twins against snnTorch's own surrogates, integrals, active fractions.
 
 Tolerances: a Monte-Carlo mean must lie within 5 standard errors (estimated
@@ -134,7 +134,7 @@ def test_unit_second_moment(name):
 
 
 def test_normal_width_constants():
-    """E|z| = 0.7978 and E[max of 5 |z_i|] = 1.5698 for normal z (LOCALZO.md)."""
+    """E|z| = 0.7978 and E[max of 5 |z_i|] = 1.5698 for normal z (docs/method.md section 2)."""
     torch.manual_seed(3)
     z = localzo.make().dist.abs_sample((5, 400_000), dtype=torch.float64)
     assert z[0].mean().item() == pytest.approx(0.7978, abs=5 * z[0].std().item() / 632)

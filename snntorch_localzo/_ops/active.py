@@ -1,35 +1,44 @@
 """Which entries of a spike tensor have a non-zero LocalZO estimate.
 
-A fused LocalZO layer marks the spike tensor it returns with its code (one
-byte per entry, non-zero where the estimate is). A sparse layer that takes
-that very tensor as input knows that the layer below only ever reads the
-gradient at those entries, and computes its input gradient there alone.
-The mark is ignored once the tensor is modified in place.
+A fused LocalZO sequence layer marks the spike tensor it returns with its
+active set: the code bytes on the Triton path, the flat indices of the
+active entries on the native CPU path. A ``LinearLeaky`` that takes that very
+tensor as input knows that the layer below only ever reads the gradient at
+those entries, and computes its input gradient there alone. The mark is
+ignored once the tensor is modified in place, and inside ``torch.compile``
+(which traces no attributes on tensors: there the dense product runs).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 _ATTR = "_localzo_active"
 
 
-def mark(spk: torch.Tensor, code: torch.Tensor) -> None:
-    """Marks ``spk`` with its code (not inside ``torch.compile``, which traces
-    no attributes on tensors: there the layer above takes the dense path)."""
-    if torch.compiler.is_compiling():
+class ActiveSet(NamedTuple):
+    """``code``: uint8 code bytes shaped like the spikes (Triton path), or
+    ``index``: sorted flat indices of the active entries (native path)."""
+
+    code: Optional[torch.Tensor] = None
+    index: Optional[torch.Tensor] = None
+
+
+def mark(spk: torch.Tensor, active: ActiveSet) -> None:
+    """Marks ``spk`` with its active set (not while compiling)."""
+    if torch.compiler.is_compiling() or not spk.requires_grad:
         return
-    setattr(spk, _ATTR, (code, spk._version))
+    setattr(spk, _ATTR, (active, spk._version))
 
 
-def code_of(x: torch.Tensor) -> Optional[torch.Tensor]:
-    """The code of ``x`` if a fused LocalZO layer produced it unchanged, else None."""
+def active_of(x: torch.Tensor) -> Optional[ActiveSet]:
+    """The active set of ``x`` if a fused LocalZO layer produced it unchanged, else None."""
     info = None if torch.compiler.is_compiling() else getattr(x, _ATTR, None)
     if info is None:
         return None
-    code, version = info
-    if x._version != version or code.shape != x.shape:
+    active, version = info
+    if x._version != version:
         return None
-    return code
+    return active

@@ -1,37 +1,23 @@
 """Custom operators: how the ops stay whole under ``torch.compile``.
 
-Each kernel launch, and each random draw of the reference, is registered as
-a ``torch.library`` custom operator, which compiled graphs call as one opaque
-step: the kernels run as they do in eager mode and the random draws are the
-same, so compiled and eager results agree. In eager mode the implementation
-is called directly (no dispatcher overhead in the step loop).
+Each kernel launch, each native CPU computation and each random draw of the
+reference is registered as a ``torch.library`` custom operator, which
+compiled graphs call as one opaque step: it runs as it does in eager mode
+and the random draws are the same, so compiled and eager results agree. In
+eager mode the implementation is called directly (no dispatcher overhead in
+the step loop). Operators take plain ints, floats and tensors: a
+:class:`~snntorch_localzo._ops.spec.ZOSpec` is flattened with
+``spec.op_args(device)`` at the call.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, List, Tuple
+from typing import Callable
 
 import torch
 
-from ..distributions import DISTRIBUTIONS, Distribution
-
 NAMESPACE = "snntorch_localzo"
-
-
-def dist_args(dist: Distribution) -> Tuple[str, List[float]]:
-    """A distribution as operator arguments: its name and parameter values."""
-    return dist.name, [float(v) for v in dist.params().values()]
-
-
-@functools.lru_cache(maxsize=256)
-def _dist(name: str, params: Tuple[float, ...]) -> Distribution:
-    return DISTRIBUTIONS[name](*params)
-
-
-def dist_from(name: str, params: List[float]) -> Distribution:
-    """Inverse of :func:`dist_args` (cached)."""
-    return _dist(name, tuple(params))
 
 
 def register(name: str, impl: Callable, fake: Callable, mutates=(), seeded: bool = False):
@@ -50,3 +36,9 @@ def register(name: str, impl: Callable, fake: Callable, mutates=(), seeded: bool
 
     call.op = op
     return call
+
+
+def dynamic_size() -> int:
+    """In a fake (shape) function: the size of an output whose length depends
+    on the data, such as a list of active entries."""
+    return torch.library.get_ctx().new_dynamic_size()

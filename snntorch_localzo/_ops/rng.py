@@ -13,8 +13,11 @@ from typing import Optional
 
 import torch
 
-_PHILOX_SALT = 0x5BD1E995  # odd, below 2**31
-_GENERATOR_SALT = 0x9E3779B97F4A7C15 & (2**62 - 1)
+#: Seeds of the kernels' Philox streams have 62 bits (two calls collide with
+#: probability about ``calls**2 / 2**63``).
+SEED_BITS = 62
+_PHILOX_SALT = 0x5BD1E9955BD1E995 & (2**SEED_BITS - 1)
+_GENERATOR_SALT = 0x9E3779B97F4A7C15 & (2**SEED_BITS - 1)
 
 
 def rank_salt() -> int:
@@ -27,10 +30,10 @@ def rank_salt() -> int:
 
 def philox_seed(device: torch.device) -> torch.Tensor:
     """A kernel seed as a one-element int64 tensor on ``device`` (no host sync)."""
-    seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
+    seed = torch.randint(0, 2**SEED_BITS, (1,), dtype=torch.int64, device=device)
     salt = rank_salt()
     if salt:
-        seed = (seed + salt * _PHILOX_SALT) % (2**31 - 1)
+        seed = seed ^ (salt * _PHILOX_SALT % 2**SEED_BITS)
     return seed
 
 
@@ -40,7 +43,7 @@ def generator(device: torch.device) -> Optional[torch.Generator]:
     salt = rank_salt()
     if not salt:
         return None
-    base = int(torch.randint(0, 2**62, (1,), device=device).item())
+    base = int(torch.randint(0, 2**SEED_BITS, (1,), device=device).item())
     gen = torch.Generator(device=device)
-    gen.manual_seed(base ^ (salt * _GENERATOR_SALT % 2**62))
+    gen.manual_seed(base ^ (salt * _GENERATOR_SALT % 2**SEED_BITS))
     return gen

@@ -16,12 +16,14 @@ import statistics
 import sys
 from typing import List, Optional, Sequence
 
+import snntorch as snn
 import torch
 
-from .train import RunResult, SpikeGradProbe, batches_per_epoch, train_digits
-from .data import spiking_digits
 from ..distributions import DISTRIBUTIONS
 from ..estimator import LocalZO, make
+from . import args
+from .data import spiking_digits
+from .train import RunResult, SpikeGradProbe, batches_per_epoch, train_digits
 
 __all__ = ["main", "build_parser"]
 
@@ -45,40 +47,82 @@ def build_parser() -> argparse.ArgumentParser:
             "sparsity and time per epoch."
         ),
     )
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    p.add_argument("--epochs", type=args.positive_int, default=15, help="training epochs (default 15)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument(
-        "--runs", type=int, default=1, help="number of seeds, seed..seed+runs-1 (default 1)"
+        "--runs", type=args.positive_int, default=1,
+        help="number of seeds, seed..seed+runs-1 (default 1)",
     )
     p.add_argument(
-        "--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ..."
+        "--device", type=args.device, default="auto",
+        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...",
     )
     p.add_argument(
         "--dist", default="normal", choices=sorted(DISTRIBUTIONS), help="LocalZO distribution"
     )
     p.add_argument(
-        "--delta",
-        type=float,
-        default=0.008,
-        help="LocalZO step for normal/uniform/laplace (default 0.008, see README)",
+        "--delta", type=args.positive_float, default=None,
+        help=f"LocalZO step for {'/'.join(PAPER_LAWS)} (default {DEMO_DELTA}, see README)",
     )
-    p.add_argument("--samples", type=int, default=1, help="LocalZO directions per neuron")
-    p.add_argument("--hidden", type=int, default=128, help="hidden neurons (default 128)")
-    p.add_argument("--steps", type=int, default=25, help="time steps per sample (default 25)")
-    p.add_argument("--json", metavar="PATH", help="also write every run's measurements as JSON")
+    p.add_argument(
+        "--alpha", type=args.positive_float, default=None,
+        help="parameter of the atan twin, as snnTorch's surrogate.atan (default 2.0)",
+    )
+    p.add_argument(
+        "--slope", type=args.positive_float, default=None,
+        help="parameter of the sigmoid and fast_sigmoid twins, as snnTorch's (default 25)",
+    )
+    p.add_argument("--samples", type=args.positive_int, default=1,
+                   help="LocalZO directions per neuron (default 1)")
+    p.add_argument("--hidden", type=args.positive_int, default=128, help="hidden neurons (default 128)")
+    p.add_argument("--steps", type=args.positive_int, default=25,
+                   help="time steps per sample (default 25)")
+    p.add_argument(
+        "--linear-leaky", action="store_true",
+        help="train the LocalZO network built from localzo.LinearLeaky layers (one fused "
+        "sequence layer each: the native CPU path or the GPU kernels) instead of snn.Leaky "
+        "with spike_grad=localzo.make()",
+    )
+    p.add_argument("--json", metavar="PATH", type=args.json_path,
+                   help="also write every run's measurements as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--plots",
         metavar="DIR",
+        type=args.plot_dir,
         help="also save PNG figures in DIR: accuracy per epoch, active fraction per epoch, "
         "expected against estimated gradient (needs matplotlib)",
     )
     return p
 
 
-def _localzo_from_args(args) -> LocalZO:
-    twin = args.dist in ("atan", "sigmoid", "fast_sigmoid")
-    return make(args.dist, delta=None if twin else args.delta, samples=args.samples, track=True)
+#: the laws with a free ``delta``, and the demo's default for them
+PAPER_LAWS = ("normal", "uniform", "laplace")
+DEMO_DELTA = 0.008
+#: the parameter each twin takes
+TWIN_PARAMETER = {"atan": "alpha", "sigmoid": "slope", "fast_sigmoid": "slope"}
+
+
+def check_dist_options(parser: argparse.ArgumentParser, opts) -> None:
+    """Each distribution takes its own parameter: ``--delta`` for the paper's
+    laws, ``--alpha`` for the atan twin, ``--slope`` for the sigmoid twins."""
+    takes = TWIN_PARAMETER.get(opts.dist, "delta")
+    for name in ("delta", "alpha", "slope"):
+        if getattr(opts, name) is not None and name != takes:
+            parser.error(
+                f"argument --{name}: --dist {opts.dist} takes --{takes}"
+                + (" (a twin's delta is fixed by its surrogate parameter)" if name == "delta" else "")
+            )
+
+
+def _localzo_from_args(opts) -> LocalZO:
+    params = {}
+    if opts.dist in PAPER_LAWS:
+        params["delta"] = DEMO_DELTA if opts.delta is None else opts.delta
+    elif getattr(opts, TWIN_PARAMETER[opts.dist]) is not None:
+        name = TWIN_PARAMETER[opts.dist]
+        params[name] = getattr(opts, name)
+    return make(opts.dist, samples=opts.samples, track=True, **params)
 
 
 def _call_string(est) -> str:
@@ -192,36 +236,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import importlib
 
         return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
-    args = build_parser().parse_args(argv)
-    if args.epochs < 1 or args.runs < 1:
-        raise SystemExit("--epochs and --runs must be >= 1")
-    if args.plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise SystemExit("--plots needs matplotlib: pip install 'snntorch-localzo[plots]'")
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    check_dist_options(parser, opts)
+    device = opts.device
     import snntorch.surrogate as surrogate
 
-    localzo_name = _call_string(_localzo_from_args(args))
+    localzo_name = _call_string(_localzo_from_args(opts))
+    layer = snn_leaky = "snn.Leaky"
+    if opts.linear_leaky:
+        layer = "linear_leaky"
+        localzo_name = "LinearLeaky, " + localzo_name
     specs = [
-        ("snntorch.surrogate.atan()", lambda: SpikeGradProbe(surrogate.atan())),
-        (localzo_name, lambda: _localzo_from_args(args)),
+        ("snntorch.surrogate.atan()", lambda: SpikeGradProbe(surrogate.atan()), snn_leaky),
+        (localzo_name, lambda: _localzo_from_args(opts), layer),
     ]
-    seeds = list(range(args.seed, args.seed + args.runs))
+    seeds = list(range(opts.seed, opts.seed + opts.runs))
+    epochs = f"{opts.epochs} epoch{'s' if opts.epochs != 1 else ''}"
     print(
-        f"Spike-encoded digits (scikit-learn), 64-{args.hidden}-10 Leaky, T={args.steps}, "
-        f"{args.epochs} epochs, device {device}, seeds {seeds}",
+        f"Spike-encoded digits (scikit-learn), 64-{opts.hidden}-10 Leaky, T={opts.steps}, "
+        f"{epochs}, device {device}, seed{'s' if len(seeds) != 1 else ''} {seeds}",
         flush=True,
     )
     results: List[List[RunResult]] = [[] for _ in specs]
     for seed in seeds:
-        data = spiking_digits(num_steps=args.steps, seed=seed, device=device)
-        total = args.epochs * batches_per_epoch(data.x_train.shape[1], 64)
-        for i, (name, factory) in enumerate(specs):
-            bar, progress = _progress_bar(total, not args.no_progress)
+        data = spiking_digits(num_steps=opts.steps, seed=seed, device=device)
+        total = opts.epochs * batches_per_epoch(data.x_train.shape[1], 64)
+        for i, (name, factory, leaky) in enumerate(specs):
+            bar, progress = _progress_bar(total, not opts.no_progress)
             if bar is not None:
                 bar.set_description(f"seed {seed} {name}")
             results[i].append(
@@ -229,22 +271,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     factory(),
                     name=name,
                     seed=seed,
-                    epochs=args.epochs,
-                    hidden=args.hidden,
-                    num_steps=args.steps,
+                    epochs=opts.epochs,
+                    hidden=opts.hidden,
+                    num_steps=opts.steps,
                     device=device,
                     data=data,
                     progress=progress,
+                    leaky=snn.Leaky if leaky == snn_leaky else leaky,
                 )
             )
             if bar is not None:
                 bar.close()
     print(format_table(results), flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
+    if opts.json:
+        with open(opts.json, "w") as fh:
             json.dump([[r.__dict__ for r in runs] for runs in results], fh, indent=1)
-    if args.plots:
-        for path in save_plots(args.plots, results, _localzo_from_args(args)):
+    if opts.plots:
+        for path in save_plots(opts.plots, results, _localzo_from_args(opts)):
             print(f"wrote {path}")
     return 0
 

@@ -15,7 +15,8 @@ import torch.nn as nn
 import snntorch as snn
 
 from ..estimator import LocalZO
-from ..stats import ActivityMeter, record
+from .._ops.layout import record
+from ..stats import ActivityMeter
 from .data import SpikeDataset, spiking_digits
 from .models import DigitsNet
 

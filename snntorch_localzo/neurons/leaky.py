@@ -7,8 +7,9 @@ import inspect
 import snntorch as snn
 import torch
 
-from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, leaky_seq, leaky_step
+from .._backend import Path
 from .._checks import check_beta, check_float_tensor, check_state
+from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step, plan
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -40,20 +41,23 @@ class Leaky(snn.Leaky):
 
             U[t+1] = βU[t] + I_{\\rm in}[t+1] - RU_{\\rm thr}
 
-    On CUDA (float32, float16, bfloat16) with a LocalZO ``spike_grad``, each
-    time step runs as one fused Triton kernel (reset, state update,
-    threshold, spike, LocalZO directions drawn in-kernel from a Philox stream
-    seeded by torch's generator) and its backward as one more. Between the
-    passes it keeps one byte per neuron (which directions were active, and
-    the reset flag) instead of snnTorch's full-precision membrane copies.
+    With a LocalZO ``spike_grad`` each time step runs fused: on CUDA
+    (float32, float16, bfloat16) as Triton kernels (reset, state update,
+    threshold, spike; the LocalZO directions drawn in-kernel from a Philox
+    stream seeded by torch's generator), keeping one byte per neuron
+    between the passes (which directions were active, and the reset flag)
+    instead of snnTorch's full-precision membrane copies; on the CPU as the
+    native path, which draws directions only where the estimate can be
+    non-zero and keeps only the active entries.
 
-    Cases the kernels do not cover take snnTorch's own forward with the same
-    results: CPU tensors, ``inhibition``, ``state_quant``,
-    ``reset_delay=False``, learnable or per-neuron ``beta`` / ``threshold`` /
-    ``graded_spikes_factor``, a spike gradient other than LocalZO, more than
-    7 LocalZO samples, float64, and snnTorch 0.7. ``init_hidden``, ``output``,
-    ``snntorch.utils.reset``, ``detach_hidden`` and ``reset_hidden`` behave
-    as in snnTorch. When the fused path runs, ``self.reset`` is not updated.
+    Cases the fused paths do not cover take snnTorch's own forward with the
+    same results: ``inhibition``, ``state_quant``, ``reset_delay=False``,
+    learnable or per-neuron ``beta`` / ``threshold`` /
+    ``graded_spikes_factor``, a spike gradient other than LocalZO, and
+    snnTorch 0.7 (on CUDA also float64 and more than 7 LocalZO samples).
+    ``init_hidden``, ``output``, ``snntorch.utils.reset``, ``detach_hidden``
+    and ``reset_hidden`` behave as in snnTorch. When a fused path runs,
+    ``self.reset`` is not updated.
 
     Example::
 
@@ -115,48 +119,39 @@ class Leaky(snn.Leaky):
         # snnTorch fixes the state function when the neuron is built
         return _STATE_FUNCTIONS.get(getattr(self.state_function, "__func__", None))
 
+    def _params(self, reset_mechanism: int) -> LeakyParams:
+        return LeakyParams(self.beta, self.threshold, self.graded_spikes_factor, reset_mechanism)
+
     def forward(self, input_, *args, **kwargs):
         check_float_tensor("input_", input_)
         mem = args[0] if args else kwargs.get("mem")
-        check_state("mem", mem, "input_", input_, input_.shape)
+        state = check_state("mem", mem, "input_", input_, input_.shape)
         reset_mechanism = self._fused_reset_mechanism()
         if reset_mechanism is not None:
-            out = self._forward_fused(input_, mem, reset_mechanism)
+            out = self._forward_fused(input_, mem, state, reset_mechanism)
             if out is not None:
                 return out
         return super().forward(input_, *args, **kwargs)
 
-    def _forward_fused(self, input_, mem, reset_mechanism):
-        """snnTorch's forward with the fused step; None when it does not apply."""
-        from .._ops.leaky.autograd import fused_supported
-
-        state = self.mem if mem is None else mem
-        if not isinstance(state, torch.Tensor):
+    def _forward_fused(self, input_, mem, state, reset_mechanism):
+        """snnTorch's forward with the fused step; None when it does not apply.
+        ``state``: the checked ``mem`` argument (None: zero)."""
+        if mem is None:
+            state = self.mem if isinstance(self.mem, torch.Tensor) else None
+            if state is not None and state.shape != input_.shape:
+                state = None  # snnTorch starts from a zero membrane
+            if state is not None and state.dtype != input_.dtype:
+                return None  # snnTorch promotes
+        params = self._params(reset_mechanism)
+        spec = self.spike_grad.spec
+        path = plan(input_, state, params, spec)
+        if path is Path.REFERENCE:
             return None
-        if state.shape != input_.shape:
-            state = None  # snnTorch starts from a zero membrane
-        sg = self.spike_grad
-        if not fused_supported(
-            input_, state, self.beta, self.threshold, self.graded_spikes_factor, sg.samples
-        ):
-            return None
-        if mem is not None:
-            self.mem = mem
         if self.init_hidden and mem is not None:
             raise TypeError(
                 "`mem` should not be passed as an argument while `init_hidden=True`"
             )
-        spk, self.mem = leaky_step(
-            input_,
-            state,
-            self.beta,
-            self.threshold,
-            self.graded_spikes_factor,
-            reset_mechanism,
-            sg.dist,
-            sg.samples,
-            sg.meter,
-        )
+        spk, self.mem = leaky_step(input_, state, params, spec, self.spike_grad.meter, path)
         if self.output:
             return spk, self.mem
         elif self.init_hidden:
@@ -168,10 +163,10 @@ class Leaky(snn.Leaky):
         """Runs a whole sequence at once: ``input_`` of shape ``[T, batch, ...]``.
 
         Equal to calling the neuron T times (same spikes and membranes; same
-        gradients given the same LocalZO directions), but on CUDA with a
-        LocalZO ``spike_grad`` the time loop runs inside one Triton kernel
-        forward and one backward. Cases the kernels do not cover run the
-        step loop.
+        gradients given the same LocalZO directions), but with a LocalZO
+        ``spike_grad`` the time loop runs fused: inside Triton kernels on
+        CUDA, as the native scan on the CPU. Cases the fused paths do not
+        cover run the step loop.
 
         :param input_: input current of shape ``[T, batch, ...]``
         :param mem: initial membrane of shape ``[batch, ...]``; defaults to the
@@ -187,7 +182,7 @@ class Leaky(snn.Leaky):
                 "`input_` must be a sequence tensor of shape [T, batch, ...] (at least "
                 f"2 dimensions), got {tuple(input_.shape)}"
             )
-        check_state("mem", mem, "input_", input_, input_.shape[1:])
+        state = check_state("mem", mem, "input_", input_, input_.shape[1:])
         if input_.shape[0] == 0:  # an empty sequence: nothing happens
             empty = torch.zeros_like(input_)
             return empty if self.init_hidden and not self.output else (empty, empty.clone())
@@ -196,18 +191,15 @@ class Leaky(snn.Leaky):
                 "`mem` should not be passed as an argument while `init_hidden=True`"
             )
         reset_mechanism = self._fused_reset_mechanism()
-        state = mem
-        if state is None and MODERN_SNNTORCH and isinstance(self.mem, torch.Tensor):
+        if mem is None and MODERN_SNNTORCH and isinstance(self.mem, torch.Tensor):
             state = self.mem if self.mem.shape == input_.shape[1:] else None
-        from .._ops.leaky.autograd import fused_supported
-
-        sg = self.spike_grad
-        if reset_mechanism is not None and fused_supported(
-            input_, state, self.beta, self.threshold, self.graded_spikes_factor, sg.samples
-        ):
+        path = Path.REFERENCE
+        if reset_mechanism is not None and (state is None or state.dtype == input_.dtype):
+            params = self._params(reset_mechanism)
+            path = plan(input_, state, params, self.spike_grad.spec)
+        if path is not Path.REFERENCE:
             spk, mems = leaky_seq(
-                input_, state, self.beta, self.threshold, self.graded_spikes_factor,
-                reset_mechanism, sg.dist, sg.samples, sg.meter,
+                input_, state, params, self.spike_grad.spec, self.spike_grad.meter, path
             )
             self.mem = mems[-1]
         else:

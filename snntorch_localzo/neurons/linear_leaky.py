@@ -7,15 +7,13 @@ import torch
 from torch import nn
 import snntorch as snn
 
-from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
+from .._checks import check_beta, check_float_tensor, check_state
+from .._ops.leaky import RESETS, LeakyParams
 from .._ops.linear_leaky import linear_leaky
 from .._ops.linear_leaky import reference as linear_reference
-from .._checks import check_beta, check_float_tensor, check_state
 from ..estimator import LocalZO, make
 
 __all__ = ["LinearLeaky"]
-
-_RESETS = {"subtract": RESET_SUBTRACT, "zero": RESET_ZERO, "none": RESET_NONE}
 
 
 class LinearLeaky(snn.LIF):
@@ -37,22 +35,24 @@ class LinearLeaky(snn.LIF):
     times (snnTorch >= 0.8; 0.7's Leaky subtracted the threshold before the
     decay).
 
-    On CUDA with a LocalZO ``spike_grad`` the forward is one matrix product
-    for all steps and one fused Triton scan; the backward uses that LocalZO
-    gradients are exactly zero almost everywhere:
+    With a LocalZO ``spike_grad`` the forward is one matrix product for all
+    steps and one fused scan (Triton kernels on CUDA, the native path on the
+    CPU); the backward uses that LocalZO gradients are exactly zero almost
+    everywhere:
 
     * the weight gradient is summed over the active entries only, with the
       input trace ``trace[t] = β trace[t-1] + x[t]`` (subtractive or no
-      reset, fixed scalar ``beta``, membrane output unused by the loss;
-      otherwise one dense matrix product);
-    * the input gradient is computed only where the layer below has a
-      non-zero estimate, when that layer is a ``LinearLeaky`` or
+      reset, fixed scalar ``beta``, membrane output unused by the loss, and
+      a layer wide enough for the sparse sum to pay off; otherwise one dense
+      matrix product);
+    * on the CPU, the input gradient is computed only where the layer below
+      has a non-zero estimate, when that layer is a ``LinearLeaky`` or
       ``Leaky.forward_sequence`` of this package whose spikes come in
-      unchanged (otherwise one dense matrix product). The gradient of that
-      intermediate spike tensor is then zero wherever the layer below
-      ignores it.
+      unchanged (otherwise, and on CUDA, one dense matrix product). The
+      gradient of that intermediate spike tensor is then zero wherever the
+      layer below ignores it.
 
-    Other cases (CPU, learnable or per-neuron ``beta``/``threshold``/
+    Other cases (learnable or per-neuron ``beta``/``threshold``/
     ``graded_spikes_factor``, another spike gradient) run the dense
     reference with the same results.
 
@@ -155,24 +155,22 @@ class LinearLeaky(snn.LIF):
             )
         if mem is not None:
             check_float_tensor("mem", mem)
-            if mem.shape != (input_.shape[1], self.out_features):
-                raise ValueError(
-                    f"`mem` must have shape {(input_.shape[1], self.out_features)} "
-                    f"(batch, out_features), got {tuple(mem.shape)}"
-                )
-            check_state("mem", mem, "input_", input_, mem.shape)
-        reset = _RESETS[self.reset_mechanism]
+            mem = check_state(
+                "mem", mem, "input_", input_, (input_.shape[1], self.out_features)
+            )
+        params = LeakyParams(
+            self.beta, self.threshold, self.graded_spikes_factor, RESETS[self.reset_mechanism]
+        )
         sg = self.spike_grad
         if isinstance(sg, LocalZO) and not self.surrogate_disable:
             spk, mems = linear_leaky(
-                input_, self.linear.weight, self.linear.bias, mem, self.beta, self.threshold,
-                self.graded_spikes_factor, reset, sg.dist, sg.samples, sg.meter,
+                input_, self.linear.weight, self.linear.bias, mem, params, sg.spec, sg.meter,
                 sparse=self.sparse,
             )
         else:
             spk, mems = linear_reference.linear_leaky(
-                input_, self.linear.weight, self.linear.bias, mem, self.beta, self.threshold,
-                self.graded_spikes_factor, reset, [self.spike_grad] * input_.shape[0],
+                input_, self.linear.weight, self.linear.bias, mem, params,
+                [self.spike_grad] * input_.shape[0],
             )
         if self.output:
             return spk, mems

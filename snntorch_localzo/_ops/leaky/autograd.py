@@ -1,5 +1,13 @@
-"""Autograd glue of the Leaky neuron: the fused Triton kernels when they
-apply, the reference (PyTorch ops and the LocalZO spike function) otherwise."""
+"""Autograd glue of the Leaky neuron: the one place that picks its path.
+
+* ``Path.TRITON``: fused kernels (CUDA; CPU through Triton's interpreter).
+* ``Path.NATIVE``: the native CPU scan and sparse estimate.
+* ``Path.REFERENCE``: PyTorch ops and the LocalZO spike function, step by step.
+
+:func:`plan` decides from the tensors, the parameters and the spec; the
+neurons ask it once and pass the answer to :func:`leaky_step` or
+:func:`leaky_seq`.
+"""
 
 from __future__ import annotations
 
@@ -8,149 +16,201 @@ from typing import Optional, Tuple
 import torch
 
 from ... import _backend
-from ...distributions import Distribution
-from ...stats import ActivityMeter, no_meter
-from .. import active, oplib
-from .. import zo_triton as zt
+from ..._backend import Path
+from .. import active, layout
+from ..spec import ZOSpec, kernel_supports
 from ..spike import spike
-from . import reference
+from . import native, reference
+from .reference import LeakyParams
 
 
-class FusedLeaky(torch.autograd.Function):
+def _params_fused(params: LeakyParams, x: torch.Tensor, dtypes) -> bool:
+    return all(
+        p.numel() == 1 and not p.requires_grad and p.dtype in dtypes and p.device == x.device
+        for p in (params.beta, params.threshold, params.graded)
+    )
+
+
+def plan(
+    x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec
+) -> Path:
+    """The path of a Leaky step or sequence with input ``x`` and state ``mem``:
+    the fused paths need scalar, fixed ``beta``/``threshold``/``graded`` and a
+    state of the input's dtype and device; the kernels also a dtype and a
+    number of directions they cover."""
+    path = _backend.device_path(x)
+    if path is Path.REFERENCE:
+        return path
+    if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
+        return Path.REFERENCE
+    if path is Path.TRITON:
+        if kernel_supports(spec, x.dtype) and _params_fused(params, x, (torch.float32,)):
+            return path
+        path = Path.REFERENCE if x.is_cuda else Path.NATIVE
+    if path is Path.NATIVE and _params_fused(params, x, (torch.float32, torch.float64)):
+        return path
+    return Path.REFERENCE
+
+
+def _wants_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# --------------------------------------------------------------------- Triton
+class TritonLeaky(torch.autograd.Function):
     """Over ``[T, ...]`` (``steps = T``) or one step (``steps = 0``, no time
-    dimension); keeps one byte per neuron and step (active samples and reset
-    flag) and the Philox seed. Returns ``(spk, mem, code)`` shaped like ``x``."""
+    dimension); keeps one byte per neuron and step (active directions and
+    reset flag) and the Philox seed."""
 
     @staticmethod
-    def forward(
-        ctx, x, mem0, beta, threshold, graded, reset_mechanism, dist, samples, acc, absz, steps
-    ):
+    def forward(ctx, x, mem0, params, spec, acc, absz, steps):
         from . import triton as kernels
 
-        ctx.dist_args = oplib.dist_args(dist)
         spk, mem, code, seed = kernels.leaky_forward(
-            x, mem0, beta, threshold, graded, reset_mechanism, *ctx.dist_args, samples, absz,
-            steps,
+            x, mem0, params.beta, params.threshold, params.graded, params.reset,
+            *spec.op_args(x.device), absz, steps, True,
         )
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(code)
-        ctx.save_for_backward(code, seed, beta, graded, absz)
-        ctx.reset_mechanism, ctx.samples, ctx.acc = reset_mechanism, samples, acc
+        ctx.save_for_backward(code, seed, params.beta, params.graded, absz)
+        ctx.params, ctx.spec, ctx.acc = params, spec, acc
         ctx.dtype, ctx.steps, ctx.has_mem0 = x.dtype, steps, mem0 is not None
-        return spk, mem, code
+        return spk, mem
 
     @staticmethod
-    def backward(ctx, grad_spk, grad_mem, _grad_code):
+    def backward(ctx, grad_spk, grad_mem):
         from . import triton as kernels
 
         code, seed, beta, graded, absz = ctx.saved_tensors
         need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[1]
-        gx, gmem0 = kernels.leaky_backward(
-            grad_spk, grad_mem, code, seed, beta, graded, ctx.reset_mechanism, *ctx.dist_args,
-            ctx.samples, ctx.dtype, need_gmem0, absz,
-            ctx.acc if grad_spk is not None else no_meter(code.device), ctx.steps,
+        gx, gmem0, _ = kernels.leaky_backward(
+            grad_spk, grad_mem, code, seed, beta, graded, ctx.params.reset,
+            *ctx.spec.op_args(code.device), ctx.dtype, need_gmem0, absz,
+            ctx.acc if grad_spk is not None else layout.no_meter(code.device), ctx.steps,
         )
-        return (gx, gmem0 if need_gmem0 else None) + (None,) * 9
+        return gx, (gmem0 if need_gmem0 else None), None, None, None, None, None
 
 
-def fused_supported(
-    x: torch.Tensor,
-    mem: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    samples: int,
-    numel: Optional[int] = None,
-) -> bool:
-    """Whether the fused kernels cover these arguments (else: reference).
-    ``numel``: entries the kernels will process, if not ``x.numel()``."""
-    if not _backend.use_triton(x):
-        return False
-    from .. import zo_triton
-
-    if not zo_triton.supports(x.dtype, x.numel() if numel is None else numel, samples):
-        return False
-    if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
-        return False
-    for p in (beta, threshold, graded):
-        if p.numel() != 1 or p.requires_grad or p.dtype != torch.float32 or p.device != x.device:
-            return False
-    return True
+def _dense_layout(*tensors) -> bool:
+    """Whether the tensors share strides and are contiguous in some memory
+    format (channels-last included): then a kernel treats them as flat arrays."""
+    first = tensors[0]
+    dense = first.is_contiguous() or (
+        first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
+    ) or (first.dim() == 5 and first.is_contiguous(memory_format=torch.channels_last_3d))
+    return dense and all(t.stride() == first.stride() for t in tensors[1:])
 
 
-def _fused(x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, steps):
+def _triton(x, mem, params, spec, meter, absz, steps):
     """One step (``steps = 0``) keeps a dense layout it shares with ``mem``
     (channels-last stays channels-last); otherwise tensors are made contiguous."""
-    keep = steps == 0 and absz is None and zt.dense_layout(x, *([mem] if mem is not None else []))
-    if not keep:
+    if not (steps == 0 and absz is None and _dense_layout(x, *([mem] if mem is not None else []))):
         x = x.contiguous()
         mem = mem.contiguous() if mem is not None else None
     if absz is not None:
-        absz = absz.to(torch.float32).contiguous()
-    acc = meter.accumulator(x.device) if meter is not None else no_meter(x.device)
-    return FusedLeaky.apply(
-        x, mem, beta, threshold, graded, reset_mechanism, dist, samples, acc, absz, steps
-    )
+        absz = absz.to(device=x.device, dtype=torch.float32).contiguous()
+    if not _wants_grad(x, mem):
+        from . import triton as kernels
+
+        spk, mem, _, _ = kernels.leaky_forward(
+            x, mem, params.beta, params.threshold, params.graded, params.reset,
+            *spec.op_args(x.device), None, steps, False,
+        )
+        return spk, mem
+    return TritonLeaky.apply(x, mem, params, spec, layout.accumulator(meter, x.device), absz, steps)
 
 
+# --------------------------------------------------------------------- native
+class NativeLeaky(torch.autograd.Function):
+    """Over ``[T, ...]`` (``steps = T``) or one step (``steps = 0``); keeps the
+    active entries, their estimates and, for zero reset, the reset flags."""
+
+    @staticmethod
+    def forward(ctx, x, mem0, params, spec, acc, absz, steps):
+        spk, mem, index, g, resets = native.leaky_forward(
+            x, mem0, params.beta, params.threshold, params.graded, params.reset,
+            *spec.op_args(x.device), absz, steps,
+        )
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(index)
+        ctx.save_for_backward(index, g, resets, params.beta, params.graded)
+        ctx.reset, ctx.acc, ctx.dtype, ctx.shape = params.reset, acc, x.dtype, list(x.shape)
+        ctx.steps, ctx.has_mem0 = steps, mem0 is not None
+        return spk, mem, index
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_mem, _grad_index):
+        index, g, resets, beta, graded = ctx.saved_tensors
+        gx, gmem0 = native.leaky_backward(
+            grad_spk, grad_mem, index, g, resets, beta, graded, ctx.reset, ctx.dtype, ctx.shape,
+            ctx.steps, ctx.acc,
+        )
+        need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[1]
+        return gx, (gmem0 if need_gmem0 else None), None, None, None, None, None
+
+
+def _native(x, mem, params, spec, meter, absz, steps):
+    """Returns ``(spk, mem, index)`` (``index`` None without grad)."""
+    if not _wants_grad(x, mem):
+        spk, mem_seq, _ = native.scan(x, mem, params, steps)
+        return spk, mem_seq, None
+    if absz is not None:
+        absz = absz.to(x.device)
+    return NativeLeaky.apply(x, mem, params, spec, layout.accumulator(meter, x.device), absz, steps)
+
+
+# --------------------------------------------------------------------- entries
 def leaky_step(
     x: torch.Tensor,
     mem: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset_mechanism: int,
-    dist: Distribution,
-    samples: int = 1,
-    meter: Optional[ActivityMeter] = None,
+    params: LeakyParams,
+    spec: ZOSpec,
+    meter=None,
+    path: Optional[Path] = None,
     absz: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One Leaky step with the LocalZO spike function: ``(spk, mem')``.
 
     :param mem: previous membrane, or None for a zero membrane
+    :param meter: an ActivityMeter counting the non-zero estimates, or None
+    :param path: the answer of :func:`plan` (asked here when None)
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, *x.shape]``
     """
-    if fused_supported(x, mem, beta, threshold, graded, samples):
-        spk, mem, _ = _fused(
-            x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz, 0
-        )
-        return spk, mem
-    return reference.leaky_step(
-        x, mem, beta, threshold, graded, reset_mechanism,
-        lambda u: spike(u, dist, samples, meter, absz),
-    )
+    path = plan(x, mem, params, spec) if path is None else path
+    if path is Path.TRITON:
+        return _triton(x, mem, params, spec, meter, absz, 0)
+    if path is Path.NATIVE:
+        spk, new, _ = _native(x, mem, params, spec, meter, absz, 0)
+        return spk, new
+    return reference.leaky_step(x, mem, params, lambda u: spike(u, spec, meter, absz))
 
 
 def leaky_seq(
     x: torch.Tensor,
     mem: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset_mechanism: int,
-    dist: Distribution,
-    samples: int = 1,
-    meter: Optional[ActivityMeter] = None,
+    params: LeakyParams,
+    spec: ZOSpec,
+    meter=None,
+    path: Optional[Path] = None,
     absz: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """A whole sequence ``x: [T, ...]``: ``(spk [T, ...], mem [T, ...])``, equal
-    to ``leaky_step`` applied T times. With the fused kernels the spikes carry
-    the code of active entries, which a following sparse layer reads.
+    to :func:`leaky_step` applied T times. On the native path the spikes carry
+    the active entries, which a following sparse layer reads.
 
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, *x.shape]``
     """
     if x.shape[0] == 0:  # an empty sequence
         return torch.zeros_like(x), torch.zeros_like(x)
-    if fused_supported(x, mem, beta, threshold, graded, samples):
-        spk, mem_seq, code = _fused(
-            x, mem, beta, threshold, graded, reset_mechanism, dist, samples, meter, absz,
-            x.shape[0],
-        )
-        if spk.requires_grad:
-            active.mark(spk, code)
+    path = plan(x, mem, params, spec) if path is None else path
+    if path is Path.TRITON:
+        return _triton(x, mem, params, spec, meter, absz, x.shape[0])
+    if path is Path.NATIVE:
+        spk, mem_seq, index = _native(x, mem, params, spec, meter, absz, x.shape[0])
+        if index is not None:
+            active.mark(spk, active.ActiveSet(index=index))
         return spk, mem_seq
     fns = [
-        (lambda u, t=t: spike(u, dist, samples, meter, None if absz is None else absz[:, t]))
+        (lambda u, t=t: spike(u, spec, meter, None if absz is None else absz[:, t]))
         for t in range(x.shape[0])
     ]
-    return reference.leaky_seq(x, mem, beta, threshold, graded, reset_mechanism, fns)
+    return reference.leaky_seq(x, mem, params, fns)

@@ -9,61 +9,71 @@ sequence as the same step repeated.
     spk = spike_fn(mem' - thr) * graded
 
 ``beta`` is clamped to [0, 1]. Scalars are cast to the dtype of ``x`` before
-use (PyTorch's rule for a 0-d tensor on the device of ``x``), so the Triton
-kernel, which does the same operation by operation, matches it bit for bit.
+use (PyTorch's rule for a 0-d tensor on the device of ``x``), so the native
+and Triton paths, which do the same operation by operation, match it bit for
+bit.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 
 RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
+RESETS = {"subtract": RESET_SUBTRACT, "zero": RESET_ZERO, "none": RESET_NONE}
+
+
+class LeakyParams(NamedTuple):
+    """The neuron's parameters as the operators take them: 0-d or 1-element
+    tensors ``beta``, ``threshold``, ``graded`` (spike amplitude) and the
+    reset mechanism (``RESET_SUBTRACT``, ``RESET_ZERO`` or ``RESET_NONE``)."""
+
+    beta: torch.Tensor
+    threshold: torch.Tensor
+    graded: torch.Tensor
+    reset: int
+
+    def scalars(self, dtype: torch.dtype):
+        """``(beta clamped to [0, 1], threshold, graded)`` in ``dtype``."""
+        return self.beta.clamp(0, 1).to(dtype), self.threshold.to(dtype), self.graded.to(dtype)
 
 
 def leaky_step(
     x: torch.Tensor,
     mem: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset_mechanism: int,
+    params: LeakyParams,
     spike_fn: Callable[[torch.Tensor], torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(spk, mem')``; ``mem=None`` means a zero membrane."""
     dt = x.dtype
-    b = beta.clamp(0, 1).to(dt)
-    thr = threshold.to(dt)
+    b, thr, graded = params.scalars(dt)
     if mem is None:
         mem = torch.zeros_like(x)
     reset = (mem - thr > 0).to(dt).detach()
-    if reset_mechanism == RESET_SUBTRACT:
+    if params.reset == RESET_SUBTRACT:
         new = b * mem + x - reset * thr
-    elif reset_mechanism == RESET_ZERO:
+    elif params.reset == RESET_ZERO:
         new = b * ((1 - reset) * mem) + x
-    elif reset_mechanism == RESET_NONE:
+    elif params.reset == RESET_NONE:
         new = b * mem + x
     else:
-        raise ValueError(f"`reset_mechanism` must be 0, 1 or 2, got {reset_mechanism}")
-    spk = spike_fn(new - thr) * graded.to(dt)
+        raise ValueError(f"`reset_mechanism` must be 0, 1 or 2, got {params.reset}")
+    spk = spike_fn(new - thr) * graded
     return spk, new
 
 
 def leaky_seq(
     x: torch.Tensor,
     mem: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset_mechanism: int,
+    params: LeakyParams,
     spike_fns: List[Callable[[torch.Tensor], torch.Tensor]],
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``x``: ``[T, ...]``; ``spike_fns[t]`` is step t's spike function.
     Returns ``(spk [T, ...], mem [T, ...])``."""
     spikes, mems = [], []
     for t in range(x.shape[0]):
-        spk, mem = leaky_step(x[t], mem, beta, threshold, graded, reset_mechanism, spike_fns[t])
+        spk, mem = leaky_step(x[t], mem, params, spike_fns[t])
         spikes.append(spk)
         mems.append(mem)
     return torch.stack(spikes), torch.stack(mems)

@@ -1,13 +1,18 @@
-"""Fused Triton kernels of the Leaky neuron with the LocalZO spike function,
-over a whole sequence ``[T, n]`` (a single step is ``T = 1``).
+"""Triton kernels of the Leaky neuron with the LocalZO spike function, over a
+whole sequence ``[T, n]`` (a single step is ``T = 1``).
 
-Forward (one kernel, a time loop per block of neurons): reset, state update,
-threshold, spike, and the one-byte code of each step (active samples in bits
-0-6, the reset flag in bit 7). Backward (one kernel, the time loop reversed):
-the estimate from the code, the gradient of the input at every step, the
-gradient carried to the previous membrane. Every operation rounds like its
-PyTorch counterpart in ``reference.py`` (float16/bfloat16 round after each
-operation), so results equal the reference, and chained steps, bit for bit.
+Forward: ``leaky_scan_fwd_kernel`` walks the time loop for a block of
+neurons (reset, state update, threshold, spike); when a backward pass will
+follow, ``leaky_code_kernel`` then draws the directions for every entry in
+parallel and writes the one-byte code (``layout.py``). Under
+``torch.no_grad()`` nothing is drawn.
+
+Backward: ``leaky_estimate_kernel`` turns codes into the gradient reaching
+each membrane through its spike, in parallel and regenerating Philox only in
+blocks with an active entry; ``leaky_scan_bwd_kernel`` walks the time loop
+backwards. Every operation rounds like its PyTorch counterpart in
+``reference.py`` (float16/bfloat16 round after each operation), so results
+equal the reference, and chained steps, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,185 +23,204 @@ import torch
 import triton
 import triton.language as tl
 
-from ...distributions import TABLE_SIZE
-from ...stats import ACTIVE, LAST_ACTIVE, prepare_for_kernel
-from .. import oplib, rng
-from .. import zo_triton as zt
+from .. import layout, oplib, rng
+from .. import triton_common as tc
+from ..spec import ZOSpec
 
 
 @triton.jit
-def leaky_fwd_kernel(
-    x_ptr,
-    mem0_ptr,
-    spk_ptr,
-    mem_ptr,
-    code_ptr,
-    seed_ptr,
-    absz_ptr,
-    table_ptr,
-    beta_ptr,
-    thr_ptr,
-    graded_ptr,
-    T,
-    n,
-    delta,
-    kparam,
-    RESET: tl.constexpr,
-    HAS_MEM: tl.constexpr,
-    KIND: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr,
-    TABLE_N: tl.constexpr,
-    TABLE_SCALE: tl.constexpr,
-    BLOCK: tl.constexpr,
+def leaky_scan_fwd_kernel(
+    x_ptr, mem0_ptr, spk_ptr, mem_ptr, beta_ptr, thr_ptr, graded_ptr, T, n,
+    RESET: tl.constexpr, HAS_MEM: tl.constexpr, BLOCK: tl.constexpr,
 ):
     DT: tl.constexpr = x_ptr.dtype.element_ty
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tc.block_offsets(BLOCK)
     mask = offs < n
     if HAS_MEM:
         m = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
         m = tl.zeros([BLOCK], dtype=tl.float32)
-    b = zt.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
-    thr = zt.round_to(tl.load(thr_ptr).to(tl.float32), DT)
-    gr = zt.round_to(tl.load(graded_ptr).to(tl.float32), DT)
-    seed = tl.load(seed_ptr)
-    stride = T * n
+    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+    thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
+    gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
     for t in range(T):
         step = t * n + offs
         x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
-        reset = tl.where(zt.round_to(m - thr, DT) > 0.0, 1.0, 0.0)
+        reset = tl.where(tc.round_to(m - thr, DT) > 0.0, 1.0, 0.0)
         if RESET == 1:  # zero
             m = (1.0 - reset) * m
-        m = zt.round_to(zt.round_to(b * m, DT) + x, DT)
+        m = tc.round_to(tc.round_to(b * m, DT) + x, DT)
         if RESET == 0:  # subtract
-            m = zt.round_to(m - reset * thr, DT)
-        u = zt.round_to(m - thr, DT)
-        code = zt.zo_code(
-            tl.abs(u), step, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
-            KIND, M, EXTERNAL, TABLE_N, TABLE_SCALE,
-        )
-        code = code | (reset.to(tl.int32) << 7)
-        tl.store(spk_ptr + step, zt.cast(tl.where(u > 0.0, gr, 0.0), DT), mask=mask)
-        tl.store(mem_ptr + step, zt.cast(m, DT), mask=mask)
-        tl.store(code_ptr + step, code.to(tl.uint8), mask=mask)
+            m = tc.round_to(m - reset * thr, DT)
+        u = tc.round_to(m - thr, DT)
+        tl.store(spk_ptr + step, tc.cast(tl.where(u > 0.0, gr, 0.0), DT), mask=mask)
+        tl.store(mem_ptr + step, tc.cast(m, DT), mask=mask)
 
 
 @triton.jit
-def leaky_bwd_kernel(
-    gspk_ptr,
-    gmem_ptr,
-    code_ptr,
-    gx_ptr,
-    gmem0_ptr,
-    count_ptr,
-    seed_ptr,
-    absz_ptr,
-    table_ptr,
-    beta_ptr,
-    graded_ptr,
-    T,
-    n,
-    coef,
-    kparam,
-    RESET: tl.constexpr,
-    HAS_GSPK: tl.constexpr,
-    HAS_GMEM: tl.constexpr,
-    NEED_GMEM0: tl.constexpr,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr,
-    TRACK: tl.constexpr,
-    TABLE_N: tl.constexpr,
-    TABLE_SCALE: tl.constexpr,
+def leaky_code_kernel(
+    mem_ptr, mem0_ptr, code_ptr, seed_ptr, absz_ptr, table_ptr, thr_ptr, total, n, delta, kparam,
+    HAS_MEM: tl.constexpr, KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
     BLOCK: tl.constexpr,
-    ACTIVE_SLOT: tl.constexpr = ACTIVE,
-    LAST_ACTIVE_SLOT: tl.constexpr = LAST_ACTIVE,
+):
+    """Code of every entry of ``mem [T, n]`` (``total = T n``): the active
+    directions at ``u = mem - thr`` and the reset flag ``mem[t-1] > thr``."""
+    DT: tl.constexpr = mem_ptr.dtype.element_ty
+    offs = tc.block_offsets(BLOCK)
+    mask = offs < total
+    thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
+    m = tl.load(mem_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    first = offs < n
+    prev = tl.load(mem_ptr + offs - n, mask=mask & (offs >= n), other=0.0).to(tl.float32)
+    if HAS_MEM:
+        prev0 = tl.load(mem0_ptr + offs, mask=mask & first, other=0.0).to(tl.float32)
+        prev = tl.where(first, prev0, prev)
+    reset = (tc.round_to(prev - thr, DT) > 0.0).to(tl.int32)
+    u = tc.round_to(m - thr, DT)
+    seed = tl.load(seed_ptr)
+    code = tc.zo_code(
+        tl.abs(u), offs, total, mask, seed, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL,
+    )
+    code = code | (reset << tc.RESET_BIT)
+    tl.store(code_ptr + offs, code.to(tl.uint8), mask=mask)
+
+
+@triton.jit
+def leaky_estimate_kernel(
+    gspk_ptr, code_ptr, e_ptr, count_ptr, seed_ptr, absz_ptr, table_ptr, graded_ptr, total,
+    coef, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
+    TRACK: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """``e = round(round(gspk * graded) * G)`` for every entry: what reaches the
+    membrane through the spike. Philox runs only in blocks with an active code."""
+    DT: tl.constexpr = e_ptr.dtype.element_ty
+    offs = tc.block_offsets(BLOCK)
+    mask = offs < total
+    code = tl.load(code_ptr + offs, mask=mask, other=0).to(tl.int32)
+    if tl.max(code & tc.SAMPLE_MASK, axis=0) != 0:
+        seed = tl.load(seed_ptr)
+        g = tc.zo_grad(
+            code, offs, total, mask, seed, absz_ptr, table_ptr, coef, kparam, KIND, P, M, EXTERNAL,
+        )
+    else:
+        g = tl.zeros([BLOCK], dtype=tl.float32)
+    gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
+    gs = tl.load(gspk_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    e = tc.round_to(tc.round_to(gs * gr, DT) * g, DT)
+    tl.store(e_ptr + offs, tc.cast(e, DT), mask=mask)
+    if TRACK:  # the meter's accumulator: this call's and the window's count
+        active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
+        tl.atomic_add(count_ptr + tc.ACTIVE_SLOT, active)
+        tl.atomic_add(count_ptr + tc.LAST_ACTIVE_SLOT, active)
+
+
+@triton.jit
+def leaky_scan_bwd_kernel(
+    e_ptr, gmem_ptr, code_ptr, gx_ptr, gmem0_ptr, beta_ptr, T, n,
+    RESET: tl.constexpr, HAS_E: tl.constexpr, HAS_GMEM: tl.constexpr,
+    NEED_GMEM0: tl.constexpr, BLOCK: tl.constexpr,
 ):
     DT: tl.constexpr = gx_ptr.dtype.element_ty
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tc.block_offsets(BLOCK)
     mask = offs < n
-    b = zt.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
-    gr = zt.round_to(tl.load(graded_ptr).to(tl.float32), DT)
-    seed = tl.load(seed_ptr)
-    stride = T * n
+    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
     carry = tl.zeros([BLOCK], dtype=tl.float32)  # gradient reaching mem[t] from step t + 1
-    active = tl.zeros([BLOCK], dtype=tl.int32)
     for i in range(T):
         t = T - 1 - i
         step = t * n + offs
-        code = tl.load(code_ptr + step, mask=mask, other=0).to(tl.int32)
         # what autograd accumulates on mem[t]: the caller's gradient plus the next step's
         if HAS_GMEM:
-            gm = zt.round_to(tl.load(gmem_ptr + step, mask=mask, other=0.0).to(tl.float32) + carry, DT)
+            gm = tc.round_to(tl.load(gmem_ptr + step, mask=mask, other=0.0).to(tl.float32) + carry, DT)
         else:
             gm = carry
-        if HAS_GSPK:
-            g = zt.zo_grad(
-                code, step, stride, mask, seed, absz_ptr, table_ptr, coef, kparam,
-                KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE,
-            )
-            gs = tl.load(gspk_ptr + step, mask=mask, other=0.0).to(tl.float32)
-            gm = zt.round_to(gm + zt.round_to(zt.round_to(gs * gr, DT) * g, DT), DT)
-        tl.store(gx_ptr + step, zt.cast(gm, DT), mask=mask)
-        carry = zt.round_to(gm * b, DT)
+        if HAS_E:
+            gm = tc.round_to(gm + tl.load(e_ptr + step, mask=mask, other=0.0).to(tl.float32), DT)
+        tl.store(gx_ptr + step, tc.cast(gm, DT), mask=mask)
+        carry = tc.round_to(gm * b, DT)
         if RESET == 1:  # zero: d mem[t] / d mem[t-1] = beta * (1 - reset[t])
-            carry = tl.where((code & 128) != 0, 0.0 * carry, carry)
-        if TRACK:
-            active += ((code & 127) != 0).to(tl.int32)
+            code = tl.load(code_ptr + step, mask=mask, other=0).to(tl.int32)
+            carry = tl.where((code & tc.RESET_FLAG) != 0, 0.0 * carry, carry)
     if NEED_GMEM0:
-        tl.store(gmem0_ptr + offs, zt.cast(carry, DT), mask=mask)
-    if TRACK:  # the meter's accumulator: this call's and the window's count
-        total = tl.sum(active, axis=0).to(tl.int64)
-        tl.atomic_add(count_ptr + ACTIVE_SLOT, total)
-        tl.atomic_add(count_ptr + LAST_ACTIVE_SLOT, total)
+        tl.store(gmem0_ptr + offs, tc.cast(carry, DT), mask=mask)
 
 
+# ------------------------------------------------------------------ launchers
 def _forward(
     x: torch.Tensor,
     mem0: Optional[torch.Tensor],
     beta: torch.Tensor,
     threshold: torch.Tensor,
     graded: torch.Tensor,
-    reset_mechanism: int,
-    dist_name: str,
-    dist_params: List[float],
-    samples: int,
+    reset: int,
+    spec_ints: List[int],
+    spec_floats: List[float],
+    table: torch.Tensor,
     absz: Optional[torch.Tensor],
     steps: int,
+    need_code: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x``: dense, ``steps`` time steps along its first dimension, or one step
     without a time dimension when ``steps == 0``; ``mem0`` (optional) with the
-    strides of one step of ``x``. Returns ``(spk, mem, code, seed)`` like ``x``."""
-    dist = oplib.dist_from(dist_name, dist_params)
-    spec = zt.zo_spec(dist, samples)
+    strides of one step of ``x``. Returns ``(spk, mem, code, seed)`` like
+    ``x`` (``code`` and ``seed`` empty unless ``need_code``)."""
     T = max(steps, 1)
     n = x.numel() // T
     spk = torch.empty_like(x)
     mem = torch.empty_like(x)
-    code = torch.empty_like(x, dtype=torch.uint8)
-    seed = rng.philox_seed(x.device)
-    table = zt.table_arg(dist, x.device)
-    leaky_fwd_kernel[zt.scan_grid(n)](
-        x, x if mem0 is None else mem0, spk, mem, code, seed,
-        table if absz is None else absz, table, beta, threshold, graded,
-        T, n, spec.delta, spec.kparam,
-        RESET=reset_mechanism, HAS_MEM=mem0 is not None, KIND=spec.kind, M=samples,
-        EXTERNAL=absz is not None, TABLE_N=TABLE_SIZE, TABLE_SCALE=zt.TABLE_SCALE,
-        BLOCK=zt.SCAN_BLOCK, **zt.launch_options(x.device),
-    )
+    with tc.on_device(x):
+        leaky_scan_fwd_kernel[tc.scan_grid(n)](
+            x, x if mem0 is None else mem0, spk, mem, beta, threshold, graded, T, n,
+            RESET=reset, HAS_MEM=mem0 is not None, BLOCK=tc.SCAN_BLOCK, **tc.LAUNCH,
+        )
+        if not need_code:
+            return spk, mem, x.new_empty(0, dtype=torch.uint8), x.new_empty(0, dtype=torch.int64)
+        spec = ZOSpec.unflat(spec_ints, spec_floats)
+        code = torch.empty_like(x, dtype=torch.uint8)
+        seed = rng.philox_seed(x.device)
+        leaky_code_kernel[tc.grid(x.numel())](
+            mem, mem if mem0 is None else mem0, code, seed, table if absz is None else absz, table,
+            threshold, x.numel(), n, spec.delta, spec.kparam,
+            HAS_MEM=mem0 is not None, KIND=spec.kind, M=spec.samples, EXTERNAL=absz is not None,
+            BLOCK=tc.BLOCK, **tc.LAUNCH,
+        )
     return spk, mem, code, seed
 
 
-def _forward_fake(x, mem0, beta, threshold, graded, reset_mechanism, dist_name, dist_params,
-                  samples, absz, steps):
+def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
+                  steps, need_code):
+    code_shape = x.shape if need_code else (0,)
     return (
-        torch.empty_like(x),
-        torch.empty_like(x),
-        torch.empty_like(x, dtype=torch.uint8),
-        torch.empty(1, dtype=torch.int64, device=x.device),
+        torch.empty_like(x), torch.empty_like(x), x.new_empty(code_shape, dtype=torch.uint8),
+        x.new_empty(1 if need_code else 0, dtype=torch.int64),
     )
+
+
+def spike_grads(
+    grad_spk: torch.Tensor,
+    code: torch.Tensor,
+    seed: torch.Tensor,
+    graded: torch.Tensor,
+    spec: ZOSpec,
+    table: torch.Tensor,
+    absz: Optional[torch.Tensor],
+    acc: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The gradient reaching each membrane through its spike, like ``code``
+    (counted into the meter ``acc`` unless it is empty)."""
+    e = torch.empty_like(code, dtype=dtype)
+    track = acc.numel() > 0
+    if track:
+        layout.prepare_for_kernel(acc, code.numel())
+    with tc.on_device(code):
+        leaky_estimate_kernel[tc.grid(code.numel())](
+            grad_spk, code, e, acc if track else table, seed, table if absz is None else absz,
+            table, graded, code.numel(), spec.coef, spec.kparam,
+            KIND=spec.kind, P=spec.p, M=spec.samples, EXTERNAL=absz is not None, TRACK=track,
+            BLOCK=tc.BLOCK, **tc.LAUNCH,
+        )
+    return e
 
 
 def _state_like(code: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
@@ -212,48 +236,45 @@ def _backward(
     seed: torch.Tensor,
     beta: torch.Tensor,
     graded: torch.Tensor,
-    reset_mechanism: int,
-    dist_name: str,
-    dist_params: List[float],
-    samples: int,
+    reset: int,
+    spec_ints: List[int],
+    spec_floats: List[float],
+    table: torch.Tensor,
     dtype: torch.dtype,
     need_grad_mem0: bool,
     absz: Optional[torch.Tensor],
     acc: torch.Tensor,
     steps: int,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(grad_x like code, grad_mem0)`` (``grad_mem0`` is empty when
-    not needed). Incoming gradients are brought to ``code``'s layout; the
-    non-zero estimates are counted into the meter ``acc`` unless it is empty."""
-    dist = oplib.dist_from(dist_name, dist_params)
-    spec = zt.zo_spec(dist, samples)
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(grad_x, grad_mem0, e)``, like ``code`` (``grad_mem0`` empty when
+    not needed, ``e`` empty without a spike gradient). Incoming gradients are
+    brought to ``code``'s layout; the non-zero estimates are counted into the
+    meter ``acc`` unless it is empty."""
+    spec = ZOSpec.unflat(spec_ints, spec_floats)
     T = max(steps, 1)
     n = code.numel() // T
     gx = torch.empty_like(code, dtype=dtype)
     gmem0 = _state_like(code, steps, dtype) if need_grad_mem0 else gx.new_empty(0)
-    table = zt.table_arg(dist, code.device)
-    gspk = zt.like(grad_spk, gx) if grad_spk is not None else None
-    gmem = zt.like(grad_mem, gx) if grad_mem is not None else None
-    track = acc.numel() > 0
-    if track:
-        prepare_for_kernel(acc, code.numel())
-    leaky_bwd_kernel[zt.scan_grid(n)](
-        gx if gspk is None else gspk, gx if gmem is None else gmem, code, gx,
-        gmem0 if need_grad_mem0 else gx, acc if track else table, seed,
-        table if absz is None else absz, table, beta, graded, T, n, spec.coef, spec.kparam,
-        RESET=reset_mechanism, HAS_GSPK=gspk is not None, HAS_GMEM=gmem is not None,
-        NEED_GMEM0=need_grad_mem0, KIND=spec.kind, P=spec.p, M=samples,
-        EXTERNAL=absz is not None, TRACK=track, TABLE_N=TABLE_SIZE,
-        TABLE_SCALE=zt.TABLE_SCALE, BLOCK=zt.SCAN_BLOCK, **zt.launch_options(code.device),
-    )
-    return gx, gmem0
+    e = gx.new_empty(0)
+    if grad_spk is not None:
+        e = spike_grads(tc.like(grad_spk, gx), code, seed, graded, spec, table, absz, acc, dtype)
+    gmem = tc.like(grad_mem, gx) if grad_mem is not None else None
+    with tc.on_device(code):
+        leaky_scan_bwd_kernel[tc.scan_grid(n)](
+            e if grad_spk is not None else gx, gx if gmem is None else gmem, code, gx,
+            gmem0 if need_grad_mem0 else gx, beta, T, n,
+            RESET=reset, HAS_E=grad_spk is not None, HAS_GMEM=gmem is not None,
+            NEED_GMEM0=need_grad_mem0, BLOCK=tc.SCAN_BLOCK, **tc.LAUNCH,
+        )
+    return gx, gmem0, e
 
 
-def _backward_fake(grad_spk, grad_mem, code, seed, beta, graded, reset_mechanism, dist_name,
-                   dist_params, samples, dtype, need_grad_mem0, absz, acc, steps):
+def _backward_fake(grad_spk, grad_mem, code, seed, beta, graded, reset, spec_ints, spec_floats,
+                   table, dtype, need_grad_mem0, absz, acc, steps):
     gx = torch.empty_like(code, dtype=dtype)
-    return gx, (_state_like(code, steps, dtype) if need_grad_mem0 else gx.new_empty(0))
+    gmem0 = _state_like(code, steps, dtype) if need_grad_mem0 else gx.new_empty(0)
+    return gx, gmem0, (gx.new_empty(code.shape) if grad_spk is not None else gx.new_empty(0))
 
 
-leaky_forward = oplib.register("leaky_forward", _forward, _forward_fake, seeded=True)
-leaky_backward = oplib.register("leaky_backward", _backward, _backward_fake, mutates=("acc",))
+leaky_forward = oplib.register("leaky_forward_triton", _forward, _forward_fake, seeded=True)
+leaky_backward = oplib.register("leaky_backward_triton", _backward, _backward_fake, mutates=("acc",))

@@ -1,12 +1,14 @@
-"""Autograd glue of the Linear + Leaky sequence layer.
+"""Autograd glue of the Linear + Leaky sequence layer: the one place that
+picks its path.
 
-Forward: one GEMM for all steps, then the fused Leaky scan kernel. Backward:
-the reverse scan gives dL/dI; then the weight gradient is sparse (from the
-active entries and the input trace) where LOCALZO.md section 4 holds
-(subtractive or no reset, fixed scalar beta, the membrane output unused by
-the loss), dense (one GEMM) otherwise; the input gradient is computed only at
-the active entries of the layer below when that layer is a fused LocalZO
-layer of this package, dense otherwise.
+Forward (fused paths): one matrix product for all steps, then the Leaky
+scan of the Triton or native path. Backward: the reverse scan gives
+``h = dL/dI``; the weight gradient is sparse (from the active entries and the
+input trace) where docs/method.md section 4 holds (subtractive or no reset,
+fixed scalar beta, the membrane output unused by the loss) and the size
+heuristic of the path expects a gain, dense (one matrix product) otherwise;
+on the native path the input gradient is computed only at the active entries
+of the layer below when that layer is a native LocalZO sequence layer.
 """
 
 from __future__ import annotations
@@ -16,73 +18,111 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ...distributions import Distribution
-from ...stats import ActivityMeter, no_meter
-from .. import active, oplib
-from ..leaky import RESET_NONE, RESET_SUBTRACT
-from ..leaky.autograd import fused_supported
+from ..._backend import Path
+from .. import active, layout
+from ..leaky import autograd as leaky_glue
+from ..leaky import native as leaky_native
+from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, LeakyParams
+from ..spec import ZOSpec
 from ..spike import spike
-from . import reference
+from . import native, reference
 
 
-class FusedLinearLeaky(torch.autograd.Function):
+def plan(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    mem: Optional[torch.Tensor],
+    params: LeakyParams,
+    spec: ZOSpec,
+) -> Path:
+    """The path of the layer: the Leaky step's (:func:`..leaky.plan`), when the
+    linear parameters share the input's dtype and device."""
+    path = leaky_glue.plan(x, mem, params, spec)
+    for p in (weight, bias):
+        if p is not None and (p.dtype != x.dtype or p.device != x.device):
+            return Path.REFERENCE
+    return path
+
+
+class TritonLinearLeaky(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx, x, weight, bias, mem0, beta, threshold, graded, reset_mechanism, dist, samples,
-        acc, absz, sparse,
-    ):
+    def forward(ctx, x, weight, bias, mem0, params, spec, acc, absz, sparse):
         from ..leaky import triton as leaky_kernels
 
-        ctx.dist_args = oplib.dist_args(dist)
         cur = F.linear(x, weight, bias)
         spk, mem, code, seed = leaky_kernels.leaky_forward(
-            cur, mem0, beta, threshold, graded, reset_mechanism, *ctx.dist_args, samples, absz,
-            cur.shape[0],
+            cur, mem0, params.beta, params.threshold, params.graded, params.reset,
+            *spec.op_args(x.device), absz, cur.shape[0], True,
         )
-        lower = active.code_of(x) if sparse else None
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(code)
-        ctx.save_for_backward(x, weight, code, seed, beta, graded, absz, lower)
-        ctx.reset_mechanism, ctx.samples, ctx.acc = reset_mechanism, samples, acc
-        ctx.sparse, ctx.has_bias, ctx.has_mem0 = sparse, bias is not None, mem0 is not None
-        return spk, mem, code
+        ctx.save_for_backward(x, weight, code, seed, params.beta, params.graded, absz)
+        ctx.params, ctx.spec, ctx.acc, ctx.sparse = params, spec, acc, sparse
+        ctx.has_bias, ctx.has_mem0 = bias is not None, mem0 is not None
+        return spk, mem
 
     @staticmethod
-    def backward(ctx, grad_spk, grad_mem, _grad_code):
+    def backward(ctx, grad_spk, grad_mem):
         from ..leaky import triton as leaky_kernels
         from . import triton as kernels
 
-        x, weight, code, seed, beta, graded, absz, lower = ctx.saved_tensors
+        x, weight, code, seed, beta, graded, absz = ctx.saved_tensors
         need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[3]
-        h, gmem0 = leaky_kernels.leaky_backward(
-            grad_spk, grad_mem, code, seed, beta, graded, ctx.reset_mechanism, *ctx.dist_args,
-            ctx.samples, x.dtype, need_gmem0, absz,
-            ctx.acc if grad_spk is not None else no_meter(code.device), code.shape[0],
+        h, gmem0, e = leaky_kernels.leaky_backward(
+            grad_spk, grad_mem, code, seed, beta, graded, ctx.params.reset,
+            *ctx.spec.op_args(code.device), x.dtype, need_gmem0, absz,
+            ctx.acc if grad_spk is not None else layout.no_meter(code.device), code.shape[0],
         )
-        gmem0 = gmem0 if need_gmem0 else None
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            if lower is not None:
-                gx = kernels.sparse_input_grad(h, weight, lower, x.dtype)
-            else:
-                gx = h @ weight
+            gx = h @ weight
         if ctx.needs_input_grad[1]:
             sparse_dw = (
-                ctx.sparse
-                and grad_mem is None
-                and grad_spk is not None
-                and ctx.reset_mechanism in (RESET_SUBTRACT, RESET_NONE)
+                ctx.sparse and grad_mem is None and grad_spk is not None
+                and ctx.params.reset in (RESET_SUBTRACT, RESET_NONE)
+                and kernels.use_sparse_weight_grad(weight.shape[0], weight.shape[1])
             )
             if sparse_dw:
-                gw = kernels.sparse_weight_grad(
-                    x, code, grad_spk, seed, beta, graded, *ctx.dist_args, ctx.samples, absz,
-                    weight.dtype,
-                )
+                gw = kernels.sparse_weight_grad(x, e, beta, weight.dtype)
             else:
                 gw = h.reshape(-1, h.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = h.sum((0, 1))
-        return (gx, gw, gb, gmem0) + (None,) * 9
+        return gx, gw, gb, (gmem0 if need_gmem0 else None), None, None, None, None, None
+
+
+class NativeLinearLeaky(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, mem0, params, spec, acc, absz, sparse):
+        cur = F.linear(x, weight, bias)
+        spk, mem, index, g, resets = leaky_native.leaky_forward(
+            cur, mem0, params.beta, params.threshold, params.graded, params.reset,
+            *spec.op_args(x.device), absz, cur.shape[0],
+        )
+        lower = active.active_of(x) if sparse else None
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(index)
+        ctx.save_for_backward(
+            x, weight, index, g, resets, params.beta, params.graded,
+            None if lower is None else lower.index,
+        )
+        ctx.reset, ctx.acc, ctx.sparse = params.reset, acc, sparse
+        ctx.has_bias, ctx.has_mem0 = bias is not None, mem0 is not None
+        return spk, mem, index
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_mem, _grad_index):
+        x, weight, index, g, resets, beta, graded, lower = ctx.saved_tensors
+        needs = [
+            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+            ctx.has_bias and ctx.needs_input_grad[2], ctx.has_mem0 and ctx.needs_input_grad[3],
+        ]
+        grads = native.backward(
+            grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, ctx.reset, lower,
+            ctx.sparse, needs, ctx.acc,
+        )
+        gx, gw, gb, gmem0 = (gr if need else None for gr, need in zip(grads, needs))
+        return gx, gw, gb, gmem0, None, None, None, None, None
 
 
 def linear_leaky(
@@ -90,43 +130,40 @@ def linear_leaky(
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
     mem: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset_mechanism: int,
-    dist: Distribution,
-    samples: int = 1,
-    meter: Optional[ActivityMeter] = None,
+    params: LeakyParams,
+    spec: ZOSpec,
+    meter=None,
+    path: Optional[Path] = None,
     absz: Optional[torch.Tensor] = None,
     sparse: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``x``: ``[T, B, in]`` -> ``(spk [T, B, out], mem [T, B, out])``.
 
     :param mem: initial membrane ``[B, out]`` or None (zero)
+    :param path: the answer of :func:`plan` (asked here when None)
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, T, B, out]``
     :param sparse: use the sparse backward where it applies
     """
-    numel = x.numel() // max(x.shape[-1], 1) * weight.shape[0]
-    if (
-        fused_supported(x, mem, beta, threshold, graded, samples, numel)
-        and weight.dtype == x.dtype
-        and weight.device == x.device
-        and (bias is None or (bias.dtype == x.dtype and bias.device == x.device))
-    ):
-        if absz is not None:
-            absz = absz.to(torch.float32).contiguous()
-        acc = meter.accumulator(x.device) if meter is not None else no_meter(x.device)
-        spk, mem_seq, code = FusedLinearLeaky.apply(
-            x.contiguous(), weight, bias, None if mem is None else mem.contiguous(), beta,
-            threshold, graded, reset_mechanism, dist, samples, acc, absz, sparse,
-        )
-        if spk.requires_grad:
-            active.mark(spk, code)
+    path = plan(x, weight, bias, mem, params, spec) if path is None else path
+    if path is Path.REFERENCE:
+        fns = [
+            (lambda u, t=t: spike(u, spec, meter, None if absz is None else absz[:, t]))
+            for t in range(x.shape[0])
+        ]
+        return reference.linear_leaky(x, weight, bias, mem, params, fns)
+    x = x.contiguous()
+    mem = None if mem is None else mem.contiguous()
+    if not leaky_glue._wants_grad(x, weight, bias, mem):
+        cur = F.linear(x, weight, bias)
+        if path is Path.TRITON:
+            return leaky_glue._triton(cur, mem, params, spec, None, None, cur.shape[0])
+        spk, mem_seq, _ = leaky_native.scan(cur, mem, params, cur.shape[0])
         return spk, mem_seq
-    fns = [
-        (lambda u, t=t: spike(u, dist, samples, meter, None if absz is None else absz[:, t]))
-        for t in range(x.shape[0])
-    ]
-    return reference.linear_leaky(
-        x, weight, bias, mem, beta, threshold, graded, reset_mechanism, fns
-    )
+    acc = layout.accumulator(meter, x.device)
+    if path is Path.TRITON:
+        if absz is not None:
+            absz = absz.to(device=x.device, dtype=torch.float32).contiguous()
+        return TritonLinearLeaky.apply(x, weight, bias, mem, params, spec, acc, absz, sparse)
+    spk, mem_seq, index = NativeLinearLeaky.apply(x, weight, bias, mem, params, spec, acc, absz, sparse)
+    active.mark(spk, active.ActiveSet(index=index))
+    return spk, mem_seq

@@ -1,5 +1,5 @@
 """The LocalZO spike function ``S = H(u)`` with its zeroth-order backward."""
 
-from .autograd import spike
+from .autograd import plan, spike
 
-__all__ = ["spike"]
+__all__ = ["spike", "plan"]

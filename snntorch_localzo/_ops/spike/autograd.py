@@ -1,4 +1,4 @@
-"""Autograd glue of the spike function: picks the Triton kernels or the reference."""
+"""Autograd glue of the spike function: the one place that picks its path."""
 
 from __future__ import annotations
 
@@ -7,55 +7,68 @@ from typing import Optional
 import torch
 
 from ... import _backend
-from ...distributions import Distribution
-from ...stats import ActivityMeter, no_meter
-from .. import oplib
-from . import reference
+from ..._backend import Path
+from .. import layout
+from ..spec import ZOSpec, kernel_supports
+from . import native, reference
+
+#: Entries below which the native path's bookkeeping costs more than drawing
+#: for every entry (measured on the development machine's CPU).
+NATIVE_MIN_NUMEL = 2**14
+
+
+def plan(u: torch.Tensor, spec: ZOSpec) -> Path:
+    """The path of the spike function's backward for ``u``."""
+    path = _backend.device_path(u)
+    if path is Path.TRITON and not kernel_supports(spec, u.dtype):
+        return Path.REFERENCE if u.is_cuda else Path.NATIVE
+    if path is Path.NATIVE and u.numel() < NATIVE_MIN_NUMEL:
+        return Path.REFERENCE
+    return path
+
+
+def _backward_impl(path: Path):
+    if path is Path.TRITON:
+        from .triton import spike_backward
+
+        return spike_backward
+    return native.backward if path is Path.NATIVE else reference.backward
 
 
 class LocalZOSpike(torch.autograd.Function):
     """Heaviside forward; saves ``u`` (as snnTorch's surrogates do). The
-    backward draws the directions from torch's generator of ``u``'s device:
-    one fused Triton kernel (``fused=True``) or the PyTorch reference."""
+    backward draws the directions from torch's generator of ``u``'s device."""
 
     @staticmethod
-    def forward(ctx, u, dist, samples, acc, absz, fused):
+    def forward(ctx, u, spec, acc, absz, path):
         # the meter's accumulator changes in every backward: kept aside, not saved
-        ctx.dist_args, ctx.samples, ctx.acc, ctx.fused = oplib.dist_args(dist), samples, acc, fused
+        ctx.spec, ctx.acc, ctx.path = spec, acc, path
         ctx.save_for_backward(u, absz)
         return reference.spike_forward(u)
 
     @staticmethod
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
-        if ctx.fused:
-            from .triton import spike_backward
-        else:
-            spike_backward = reference.backward
-        grad_in = spike_backward(grad_out, u, *ctx.dist_args, ctx.samples, absz, ctx.acc)
-        return grad_in, None, None, None, None, None
+        grad_in = _backward_impl(ctx.path)(grad_out, u, *ctx.spec.op_args(u.device), absz, ctx.acc)
+        return grad_in, None, None, None, None
 
 
 def spike(
     u: torch.Tensor,
-    dist: Distribution,
-    samples: int = 1,
-    meter: Optional[ActivityMeter] = None,
+    spec: ZOSpec,
+    meter=None,
     absz: Optional[torch.Tensor] = None,
+    path: Optional[Path] = None,
 ) -> torch.Tensor:
     """LocalZO spike function of ``u = mem - threshold``.
 
-    :param absz: test hook: fixed magnitudes ``|z|`` of shape
-        ``[samples, *u.shape]`` instead of random ones
+    :param meter: an ActivityMeter counting the non-zero estimates, or None
+    :param absz: test hook: fixed magnitudes ``|z|`` of shape ``[samples, *u.shape]``
+    :param path: force a path (tests); by default :func:`plan` decides
     """
     if not (torch.is_grad_enabled() and u.requires_grad):
         return reference.spike_forward(u)  # no backward: no random numbers
-    acc = meter.accumulator(u.device) if meter is not None else no_meter(u.device)
-    fused = False
-    if _backend.use_triton(u):
-        from .. import zo_triton
-
-        fused = zo_triton.supports(u.dtype, u.numel(), samples)
-        if fused and absz is not None:
-            absz = absz.to(torch.float32).contiguous()
-    return LocalZOSpike.apply(u, dist, samples, acc, absz, fused)
+    path = plan(u, spec) if path is None else path
+    if absz is not None:
+        absz = absz.to(device=u.device, dtype=torch.float32 if path is Path.TRITON else absz.dtype).contiguous()
+    return LocalZOSpike.apply(u, spec, layout.accumulator(meter, u.device), absz, path)

@@ -4,8 +4,8 @@ The forward is the Heaviside step (one PyTorch op) and saves ``u``, as
 snnTorch's surrogates do: snnTorch also calls the spike function to compute
 its detached reset, so drawing anything in forward would be wasted there.
 The backward is one kernel: it draws the directions from a Philox stream
-seeded by torch's generator, computes the estimate and multiplies the
-incoming gradient, and optionally counts the non-zero estimates.
+seeded by torch's generator, computes the estimate, multiplies the incoming
+gradient, and optionally counts the non-zero estimates.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ...distributions import TABLE_SIZE
-from ...stats import ACTIVE, LAST_ACTIVE, prepare_for_kernel
-from .. import oplib, rng
-from .. import zo_triton as zt
+from .. import layout, oplib, rng
+from .. import triton_common as tc
+from ..spec import ZOSpec
 
 
 @triton.jit
@@ -40,61 +39,56 @@ def spike_bwd_kernel(
     M: tl.constexpr,
     EXTERNAL: tl.constexpr,
     TRACK: tl.constexpr,
-    TABLE_N: tl.constexpr,
-    TABLE_SCALE: tl.constexpr,
     BLOCK: tl.constexpr,
-    ACTIVE_SLOT: tl.constexpr = ACTIVE,
-    LAST_ACTIVE_SLOT: tl.constexpr = LAST_ACTIVE,
 ):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tc.block_offsets(BLOCK)
     mask = offs < n
     u = tl.load(u_ptr + offs, mask=mask, other=float("inf")).to(tl.float32)
     seed = tl.load(seed_ptr)
-    g = zt.zo_estimate(
+    g = tc.zo_estimate(
         tl.abs(u), offs, n, mask, seed, absz_ptr, table_ptr, delta, coef, kparam,
-        KIND, P, M, EXTERNAL, TABLE_N, TABLE_SCALE,
+        KIND, P, M, EXTERNAL,
     )
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs, zt.cast(grad * g, out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, tc.cast(grad * g, out_ptr.dtype.element_ty), mask=mask)
     if TRACK:  # the meter's accumulator: this call's and the window's count
         active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
-        tl.atomic_add(count_ptr + ACTIVE_SLOT, active)
-        tl.atomic_add(count_ptr + LAST_ACTIVE_SLOT, active)
+        tl.atomic_add(count_ptr + tc.ACTIVE_SLOT, active)
+        tl.atomic_add(count_ptr + tc.LAST_ACTIVE_SLOT, active)
 
 
 def _backward(
     grad_out: torch.Tensor,
     u: torch.Tensor,
-    dist_name: str,
-    dist_params: List[float],
-    samples: int,
+    spec_ints: List[int],
+    spec_floats: List[float],
+    table: torch.Tensor,
     absz: Optional[torch.Tensor],
     acc: torch.Tensor,
 ) -> torch.Tensor:
     """``grad_out * G(u)``; adds the number of non-zero estimates to the meter
     ``acc`` (unless it is empty)."""
-    dist = oplib.dist_from(dist_name, dist_params)
-    spec = zt.zo_spec(dist, samples)
+    spec = ZOSpec.unflat(spec_ints, spec_floats)
     u = u.contiguous()
     n = u.numel()
-    grad_out = zt.like(grad_out, u)
-    out = torch.empty_like(grad_out)
-    table = zt.table_arg(dist, u.device)
+    grad_out = grad_out.contiguous()
+    out = torch.empty_like(u, dtype=grad_out.dtype)
     seed = rng.philox_seed(u.device)
     track = acc.numel() > 0
     if track:
-        prepare_for_kernel(acc, n)
-    spike_bwd_kernel[zt.grid(n)](
-        grad_out, u, out, acc if track else table, seed,
-        table if absz is None else absz, table, n, spec.delta, spec.coef, spec.kparam,
-        KIND=spec.kind, P=spec.p, M=samples, EXTERNAL=absz is not None,
-        TRACK=track, TABLE_N=TABLE_SIZE, TABLE_SCALE=zt.TABLE_SCALE,
-        BLOCK=zt.BLOCK, **zt.launch_options(u.device),
-    )
+        layout.prepare_for_kernel(acc, n)
+    with tc.on_device(u):
+        spike_bwd_kernel[tc.grid(n)](
+            grad_out, u, out, acc if track else table, seed,
+            table if absz is None else absz, table, n, spec.delta, spec.coef, spec.kparam,
+            KIND=spec.kind, P=spec.p, M=spec.samples, EXTERNAL=absz is not None,
+            TRACK=track, BLOCK=tc.BLOCK, **tc.LAUNCH,
+        )
     return out
 
 
 spike_backward = oplib.register(
-    "spike_backward", _backward, lambda grad_out, u, *args: torch.empty_like(u, dtype=grad_out.dtype),
+    "spike_backward_triton", _backward,
+    lambda grad_out, u, *args: torch.empty_like(u, dtype=grad_out.dtype),
     mutates=("acc",), seeded=True,
 )

@@ -1,6 +1,7 @@
 """``localzo.Leaky`` against ``snn.Leaky``: constructor, forward values for
 every option, state handling, gradients through time, fused and fallback
-paths (the fused kernels run through Triton's interpreter on CPU)."""
+paths, in every mode (reference; auto: the native path on CPU tensors;
+triton: the kernels through Triton's interpreter on CPU)."""
 
 import inspect
 
@@ -11,20 +12,21 @@ import snntorch as snn
 from snntorch import surrogate, utils
 
 import snntorch_localzo as localzo
-from conftest import made_by
-from snntorch_localzo import _backend, use_backend
-from snntorch_localzo._ops.leaky import leaky_step
-from snntorch_localzo._ops.leaky.autograd import FusedLeaky
+from conftest import DEVICE, MODES, made_by
+from snntorch_localzo import use_backend
+from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
+from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
-TRITON = _backend.triton_available() and (_backend.interpreting() or torch.cuda.is_available())
-BACKENDS = ["reference"] + (["triton"] if TRITON else [])
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = MODES
+FUSED_MODES = [m for m in MODES if m != "reference"]
 HAS_RESET_DELAY = "reset_delay" in inspect.signature(snn.Leaky.__init__).parameters
 fused_expected = pytest.mark.skipif(
-    not (TRITON and MODERN_SNNTORCH), reason="fused kernels need Triton and snnTorch >= 0.8"
+    not MODERN_SNNTORCH, reason="the fused paths need snnTorch >= 0.8"
 )
+#: the autograd Function each mode's fused step runs in
+FUNCTION = {"auto": NativeLeaky if DEVICE == "cpu" else TritonLeaky, "triton": TritonLeaky}
 
 
 def test_same_constructor_arguments_as_installed_snntorch():
@@ -113,16 +115,16 @@ def test_forward_equals_snntorch(case, backend):
 
 
 @fused_expected
+@pytest.mark.parametrize("mode", FUSED_MODES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_fused_path_taken_exactly_where_documented(case):
+def test_fused_path_taken_exactly_where_documented(case, mode):
     ours, _ = build_pair(case)
     ours = ours.to(DEVICE)
     x = torch.rand(3, 24, device=DEVICE, requires_grad=True)
-    with use_backend("triton"):
+    with use_backend(mode):
         out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
     spk = out[0] if isinstance(out, tuple) else out
-    fused = made_by(spk, FusedLeaky)
-    assert fused == (case in FUSED)
+    assert made_by(spk, FUNCTION[mode]) == (case in FUSED)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -144,13 +146,13 @@ class InjectedSpike:
     """LocalZO spike function with given |z| for each step: snnTorch calls the
     spike gradient twice per step (reset, then fire)."""
 
-    def __init__(self, dist, absz):
-        self.dist, self.absz, self.calls = dist, absz, 0
+    def __init__(self, spec, absz):
+        self.spec, self.absz, self.calls = spec, absz, 0
 
     def __call__(self, u):
         step = self.calls // 2
         self.calls += 1
-        return spike(u, self.dist, self.absz.shape[1], None, self.absz[step])
+        return spike(u, self.spec, None, self.absz[step])
 
 
 @pytest.mark.skipif(
@@ -167,6 +169,7 @@ def test_gradients_through_time_equal_snntorch_given_z(reset, backend):
     T, shape = 8, (4, 30)
     est = localzo.make("normal", delta=0.3, samples=2)
     absz = est.dist.abs_sample((T, 2) + shape).to(DEVICE)
+    params = LeakyParams(*(torch.tensor(c, device=DEVICE) for c in (0.9, 1.0, 1.0)), reset)
     x = (torch.rand((T,) + shape, device=DEVICE) * 1.3).requires_grad_(True)
     w = torch.randn((T,) + shape, device=DEVICE)
     v = torch.randn(shape, device=DEVICE)
@@ -174,16 +177,15 @@ def test_gradients_through_time_equal_snntorch_given_z(reset, backend):
     def loss(spikes, mem):
         return (torch.stack(spikes) * w).sum() + (mem * v).sum()
 
-    beta, thr, graded = (torch.tensor(c, device=DEVICE) for c in (0.9, 1.0, 1.0))
     with use_backend(backend):
         mem, spikes = None, []
         for t in range(T):
-            spk, mem = leaky_step(x[t], mem, beta, thr, graded, reset, est.dist, 2, None, absz[t])
+            spk, mem = leaky_step(x[t], mem, params, est.spec, absz=absz[t])
             spikes.append(spk)
         (gx_ours,) = torch.autograd.grad(loss(spikes, mem), x)
 
     lif = snn.Leaky(
-        beta=0.9, spike_grad=InjectedSpike(est.dist, absz),
+        beta=0.9, spike_grad=InjectedSpike(est.spec, absz),
         reset_mechanism=["subtract", "zero"][reset],
     ).to(DEVICE)
     mem, spikes = lif.init_leaky(), []

@@ -1,0 +1,76 @@
+"""Bit and slot layouts shared by every kernel, its reference and the meter.
+
+**Code byte.** Between the forward and the backward pass the fused layers
+keep one byte per neuron and time step: bit ``i`` (``i < MAX_SAMPLES``) is set
+when direction ``i`` is active (``|u| < delta |z_i|``), bit ``RESET_BIT`` when
+the neuron was reset at that step (zero reset needs it in backward).
+
+**Meter slots.** An :class:`~snntorch_localzo.ActivityMeter` keeps one int64
+accumulator per device; backward passes add to these slots in place, on the
+device, without synchronising.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Bit of the code byte that records the reset; the bits below it record the
+#: active directions, so at most ``RESET_BIT`` directions per neuron fit.
+RESET_BIT = 7
+RESET_FLAG = 1 << RESET_BIT
+SAMPLE_MASK = RESET_FLAG - 1
+MAX_SAMPLES = RESET_BIT
+
+#: Meter slots: counts since the last reset, then the last backward call's.
+ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(5)
+METER_SLOTS = 5
+
+
+def active_mask(code: torch.Tensor) -> torch.Tensor:
+    """Where a code byte says the estimate is non-zero."""
+    return (code & SAMPLE_MASK) != 0
+
+
+def reset_mask(code: torch.Tensor) -> torch.Tensor:
+    """Where a code byte records a reset."""
+    return (code & RESET_FLAG) != 0
+
+
+# ----------------------------------------------------------------- the meter
+_NO_METER = {}
+
+
+def no_meter(device) -> torch.Tensor:
+    """The empty accumulator that stands for "not counting" in the operators
+    (an operator that mutates an argument takes a tensor, not None)."""
+    device = torch.device(device)
+    if device not in _NO_METER:
+        _NO_METER[device] = torch.zeros(0, dtype=torch.int64, device=device)
+    return _NO_METER[device]
+
+
+def accumulator(meter, device) -> torch.Tensor:
+    """``meter``'s accumulator on ``device``, or the empty one when ``meter`` is None."""
+    return meter.accumulator(device) if meter is not None else no_meter(device)
+
+
+def record(acc: torch.Tensor, active: torch.Tensor, total: int) -> None:
+    """Adds one backward call to an accumulator (no-op when it is empty):
+    ``active`` non-zero estimates (0-d tensor or int) of ``total``."""
+    if not acc.numel():
+        return
+    active = torch.as_tensor(active, device=acc.device).to(acc.dtype)
+    acc[ACTIVE] += active
+    acc[TOTAL] += total
+    acc[LAST_ACTIVE] = active
+    acc[LAST_TOTAL] = total
+    acc[CALLS] += 1
+
+
+def prepare_for_kernel(acc: torch.Tensor, total: int) -> None:
+    """Before a kernel atomically adds its count to ``ACTIVE`` and
+    ``LAST_ACTIVE``: start the last-call slots and count the call."""
+    acc[LAST_ACTIVE] = 0
+    acc[LAST_TOTAL] = total
+    acc[TOTAL] += total
+    acc[CALLS] += 1

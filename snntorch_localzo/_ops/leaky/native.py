@@ -1,0 +1,203 @@
+"""Native CPU path of the Leaky neuron over a sequence ``[T, ...]`` (one step
+is ``T = 1``).
+
+Forward: the membrane scan, one vectorised update per time step with no
+autograd bookkeeping, then the spikes of all steps at once and one draw of
+the LocalZO estimate where it can be non-zero (``sampling.sparse_estimate``):
+only the active entries and their estimates are kept for backward (a few
+bytes per active entry), plus the reset flags for zero reset.
+
+Backward: the incoming spike gradient times the estimate at the active
+entries (``grad * 0`` elsewhere, as the reference), then the reverse scan.
+
+Every operation is the reference's (``reference.py``) in the same order and
+dtype, so spikes, membranes and, given the same ``|z|`` (``absz``), gradients
+equal the reference's bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from .. import layout, oplib, rng
+from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
+from ..spec import ZOSpec
+from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams
+
+
+def scan(
+    x: torch.Tensor, mem0: Optional[torch.Tensor], params: LeakyParams, steps: int
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """``x``: ``steps`` time steps along its first dimension, or one step
+    without a time dimension when ``steps == 0``. Returns ``(spk, mem,
+    resets)`` shaped like ``x`` (not views: a state the caller may detach in
+    place), and for zero reset the reset flag of every step (bool)."""
+    dt = x.dtype
+    b, thr, gr = params.scalars(dt)
+    mem = torch.empty_like(x, memory_format=torch.contiguous_format)
+    xs, mems = (x, mem) if steps else (x.unsqueeze(0), mem.unsqueeze(0))
+    m = torch.zeros_like(xs[0]) if mem0 is None else mem0
+    # the reset of the first step; ``a > thr`` is ``a - thr > 0`` in IEEE arithmetic
+    fired = m > thr
+    resets = torch.empty(mem.shape, dtype=torch.bool) if params.reset == RESET_ZERO else None
+    reset_steps = None if resets is None else (resets if steps else resets.unsqueeze(0))
+    reset_thr = fired * thr if params.reset == RESET_SUBTRACT else None
+    for t in range(xs.shape[0]):
+        new = mems[t]
+        if params.reset == RESET_ZERO:
+            reset_steps[t] = fired
+            torch.mul(b, (~fired).to(dt) * m, out=new)  # beta * ((1 - reset) * mem)
+        else:
+            torch.mul(b, m, out=new)
+        new += xs[t]
+        if params.reset == RESET_SUBTRACT:
+            new -= reset_thr  # reset * thr
+        if params.reset != RESET_NONE and t + 1 < xs.shape[0]:
+            fired = new > thr
+            if params.reset == RESET_SUBTRACT:
+                reset_thr = fired * thr
+        m = new
+    spk = (mem > thr).to(dt)
+    if float(gr) != 1.0:  # (a CPU scalar: reading it costs nothing)
+        spk = spk * gr
+    return spk, mem, resets
+
+
+def _forward(
+    x: torch.Tensor,
+    mem0: Optional[torch.Tensor],
+    beta: torch.Tensor,
+    threshold: torch.Tensor,
+    graded: torch.Tensor,
+    reset: int,
+    spec_ints: List[int],
+    spec_floats: List[float],
+    table: torch.Tensor,
+    absz: Optional[torch.Tensor],
+    steps: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scan and one draw of the estimate: ``(spk, mem, index, g, resets)``
+    (``resets`` empty unless zero reset; ``index`` flat into ``x``)."""
+    params = LeakyParams(beta, threshold, graded, reset)
+    spk, mem, resets = scan(x, mem0, params, steps)
+    spec = ZOSpec.unflat(spec_ints, spec_floats)
+    u = mem - params.threshold.to(x.dtype)
+    if absz is not None:
+        index, g = sparse_estimate(u, spec, table, absz=absz)
+    else:
+        uabs = u.to(compute_dtype(u.dtype)).abs_()
+        index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
+    if resets is None:
+        resets = torch.empty(0, dtype=torch.bool)
+    return spk, mem, index, g, resets
+
+
+def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
+                  steps):
+    k = oplib.dynamic_size()
+    cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return (
+        torch.empty_like(x), torch.empty_like(x), x.new_empty(k, dtype=torch.int64),
+        x.new_empty(k, dtype=cdtype),
+        x.new_empty(x.shape if reset == RESET_ZERO else (0,), dtype=torch.bool),
+    )
+
+
+def spike_grads(
+    grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(e, e_active)``: the gradient reaching the membrane through the spike,
+    ``round(round(grad_spk * graded) * G)``, dense (``grad * 0`` where ``G``
+    is zero, as the reference) and at the active entries."""
+    e = torch.empty(grad_spk.shape, dtype=grad_spk.dtype)
+    gsgr = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
+    torch.mul(gsgr, 0, out=e)
+    e_active = active_spike_grads(grad_spk, index, g, graded)
+    e.view(-1)[index] = e_active
+    return e, e_active
+
+
+def active_spike_grads(
+    grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
+) -> torch.Tensor:
+    """``round(round(grad_spk * graded) * G)`` at the active entries only (an
+    expanded incoming gradient, such as that of a sum over time, is read in
+    place, not materialised)."""
+    if grad_spk.is_contiguous():
+        gs = grad_spk.reshape(-1)[index]
+    else:
+        gs = grad_spk[torch.unravel_index(index, grad_spk.shape)]
+    if float(graded) != 1.0:
+        gs = gs * graded.to(gs.dtype)
+    return (gs.to(g.dtype) * g).to(grad_spk.dtype)
+
+
+def reverse_scan(
+    e: Optional[torch.Tensor],
+    grad_mem: Optional[torch.Tensor],
+    resets: Optional[torch.Tensor],
+    beta: torch.Tensor,
+    dtype: torch.dtype,
+    shape,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of the input at every step ``[T, ...]`` and of the initial
+    membrane: 
+    ``gm[t] = grad_mem[t] + carry`` (what autograd accumulates on mem[t]),
+    ``gm[t] += e[t]``, ``carry = beta * gm[t]`` (zeroed where zero reset fired)."""
+    b = beta.clamp(0, 1).to(dtype)
+    gx = torch.empty(shape, dtype=dtype)
+    carry = torch.zeros(shape[1:], dtype=dtype)
+    e = None if e is None else e.reshape(shape)
+    grad_mem = None if grad_mem is None else grad_mem.reshape(shape)
+    resets = None if resets is None else resets.reshape(shape)
+    for t in range(shape[0] - 1, -1, -1):
+        gm = gx[t]
+        if grad_mem is not None:
+            torch.add(grad_mem[t], carry, out=gm)
+            if e is not None:
+                gm += e[t]
+        elif e is not None:
+            torch.add(carry, e[t], out=gm)
+        else:
+            gm.copy_(carry)
+        carry = gm * b
+        if resets is not None:
+            carry = torch.where(resets[t], 0.0 * carry, carry)
+    return gx, carry
+
+
+def _backward(
+    grad_spk: Optional[torch.Tensor],
+    grad_mem: Optional[torch.Tensor],
+    index: torch.Tensor,
+    g: torch.Tensor,
+    resets: torch.Tensor,
+    beta: torch.Tensor,
+    graded: torch.Tensor,
+    reset: int,
+    dtype: torch.dtype,
+    shape: List[int],
+    steps: int,
+    acc: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(grad_x, grad_mem0)``, ``grad_x`` of the input's ``shape`` (``steps``
+    as in :func:`scan`); counts the active entries into the meter ``acc``."""
+    e = None
+    if grad_spk is not None:
+        e, _ = spike_grads(grad_spk, index, g, graded)
+        layout.record(acc, index.numel(), e.numel())
+    seq = tuple(shape) if steps else (1,) + tuple(shape)
+    gx, gmem0 = reverse_scan(e, grad_mem, resets if reset == RESET_ZERO else None, beta, dtype, seq)
+    return gx.reshape(shape), gmem0
+
+
+def _backward_fake(grad_spk, grad_mem, index, g, resets, beta, graded, reset, dtype, shape, steps,
+                   acc):
+    seq = tuple(shape) if steps else (1,) + tuple(shape)
+    return torch.empty(shape, dtype=dtype), torch.empty(seq[1:], dtype=dtype)
+
+
+leaky_forward = oplib.register("leaky_forward_native", _forward, _forward_fake, seeded=True)
+leaky_backward = oplib.register("leaky_backward_native", _backward, _backward_fake, mutates=("acc",))

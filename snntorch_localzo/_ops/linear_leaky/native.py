@@ -1,0 +1,187 @@
+"""Native CPU backward of the Linear + Leaky sequence layer.
+
+With ``e = G * dL/dS`` non-zero only at the active entries (a few percent),
+subtractive or no reset, a scalar beta and the membrane output unused:
+
+* **weight gradient** ``dW = E^T @ trace`` with ``E`` the sparse ``[T B, out]``
+  matrix of ``e`` and the input trace ``trace[t] = beta trace[t-1] + x[t]``
+  (docs/method.md section 4): a sparse-dense product instead of the dense
+  ``[out, T B] @ [T B, in]`` one, with the trace built chunk by chunk in time;
+* **bias gradient** ``db[j] = sum over active (t, b, j) of e * c[t]``,
+  ``c[t] = beta c[t-1] + 1`` (the trace of ones);
+* **input gradient** at the active entries of the layer below only (when it
+  is a native LocalZO sequence layer whose spikes come in unchanged): a
+  sampled dense-dense product ``(h @ W)`` at those entries, ``h = dL/dI``.
+
+Elsewhere, the dense products. The sparse sums run in another order than the
+dense ones: they agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+
+from .. import layout, oplib
+from ..leaky import native as leaky_native
+from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
+from .reference import input_trace
+
+#: Memory the time chunk of the input trace may take.
+TRACE_BUDGET_BYTES = 64 * 2**20
+#: The sparse weight gradient pays off from this many neurons: its input trace
+#: costs about as much as a dense product with ~100 outputs on the
+#: development machine's CPU.
+SPARSE_MIN_OUT = 128
+#: ... and up to this fraction of active entries.
+SPARSE_MAX_DENSITY = 0.125
+
+
+def _csr(crow, col, values, size):
+    """A CSR matrix built without checks (the indices come from ``nonzero``) and
+    without torch's "beta feature" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
+def use_sparse_weight_grad(out_features: int, active: int, entries: int) -> bool:
+    """Whether the sparse weight gradient is expected to beat the dense product."""
+    return out_features >= SPARSE_MIN_OUT and active <= SPARSE_MAX_DENSITY * entries
+
+
+def sparse_weight_grad(
+    x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor, out_features: int
+) -> torch.Tensor:
+    """``dW`` (float32, float64 for float64 ``x``; ``[out, in]``) from the active entries (flat ``index`` into
+    ``[T, B, out]``, values ``e_active``) and the input trace of ``x [T, B, in]``."""
+    T, B, IN = x.shape
+    dw = torch.zeros(out_features, IN, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    if index.numel() == 0:
+        return dw
+    rows = index // out_features  # t * B + b
+    cols = index % out_features
+    chunk = max(1, min(T, TRACE_BUDGET_BYTES // max(1, B * IN * 4)))
+    carry = None
+    bounds = torch.searchsorted(rows, torch.arange(0, T + chunk, chunk).clamp(max=T) * B)
+    for ci, t0 in enumerate(range(0, T, chunk)):
+        steps = min(chunk, T - t0)
+        lo, hi = int(bounds[ci]), int(bounds[ci + 1])
+        trace = input_trace(x, beta, t0, steps, carry)
+        carry = trace[-1]
+        if hi == lo:
+            continue
+        j, order = torch.sort(cols[lo:hi], stable=True)
+        crow = torch.zeros(out_features + 1, dtype=torch.int64)
+        crow[1:] = torch.cumsum(torch.bincount(j, minlength=out_features), 0)
+        mat = _csr(crow, rows[lo:hi][order] - t0 * B, e_active[lo:hi][order].to(dw.dtype),
+                   (out_features, steps * B))
+        dw += mat @ trace.reshape(steps * B, IN)
+    return dw
+
+
+def sparse_bias_grad(
+    index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor, shape, dtype: torch.dtype
+) -> torch.Tensor:
+    """``db`` from the active entries: ``sum e * c[t]``, ``c`` the trace of ones."""
+    T, B, OUT = shape
+    ones = torch.ones(T, 1, dtype=dtype)
+    c = input_trace(ones, beta).reshape(T)
+    t = index // (B * OUT)
+    db = torch.zeros(OUT, dtype=c.dtype)
+    db.index_add_(0, index % OUT, e_active.to(c.dtype) * c[t])
+    return db
+
+
+def sparse_input_grad(
+    h: torch.Tensor, weight: torch.Tensor, lower: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """``dL/dx`` at the flat positions ``lower`` of ``[T, B, in]`` (sorted), zero
+    elsewhere: ``(h @ W)`` sampled there. ``h``: ``dL/dI [T, B, out]``."""
+    T, B, OUT = h.shape
+    IN = weight.shape[1]
+    dx = torch.zeros(T, B, IN, dtype=dtype)
+    if lower.numel() == 0:
+        return dx
+    rows = lower // IN
+    crow = torch.zeros(T * B + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=T * B), 0)
+    pattern = _csr(crow, lower % IN, torch.zeros(lower.numel(), dtype=h.dtype), (T * B, IN))
+    values = torch.sparse.sampled_addmm(pattern, h.reshape(T * B, OUT), weight.to(h.dtype)).values()
+    dx.view(-1)[lower] = values.to(dtype)
+    return dx
+
+
+def _backward(
+    grad_spk: Optional[torch.Tensor],
+    grad_mem: Optional[torch.Tensor],
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    g: torch.Tensor,
+    resets: torch.Tensor,
+    beta: torch.Tensor,
+    graded: torch.Tensor,
+    reset: int,
+    lower: Optional[torch.Tensor],
+    sparse: bool,
+    needs: List[bool],
+    acc: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(grad_x, grad_w, grad_b, grad_mem0)`` (empty where ``needs`` is False:
+    ``[x, weight, bias, mem0]``)."""
+    T, B, _ = x.shape
+    OUT = weight.shape[0]
+    shape = (T, B, OUT)
+    need_x, need_w, need_b, need_m = needs
+    sparse_w = (
+        sparse and grad_mem is None and grad_spk is not None
+        and reset in (RESET_SUBTRACT, RESET_NONE)
+        and use_sparse_weight_grad(OUT, index.numel(), T * B * OUT)
+    )
+    need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
+    e = e_active = None
+    if grad_spk is not None:
+        if need_h:
+            e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded)
+        else:  # only the active entries are read
+            e_active = leaky_native.active_spike_grads(grad_spk, index, g, graded)
+        layout.record(acc, index.numel(), T * B * OUT)
+    empty = x.new_empty(0)
+    h = gmem0 = None
+    if need_h:
+        h, gmem0 = leaky_native.reverse_scan(
+            e, grad_mem, resets if reset == RESET_ZERO else None, beta, x.dtype, shape
+        )
+    gx = gw = gb = empty
+    if need_x:
+        if lower is not None and x.dtype in (torch.float32, torch.float64):
+            gx = sparse_input_grad(h, weight, lower, x.dtype)
+        else:
+            gx = h @ weight
+    if need_w:
+        if sparse_w:
+            gw = sparse_weight_grad(x, index, e_active, beta, OUT).to(weight.dtype)
+        else:
+            gw = h.reshape(-1, OUT).t() @ x.reshape(-1, x.shape[-1])
+    if need_b:
+        gb = sparse_bias_grad(index, e_active, beta, shape, x.dtype).to(x.dtype) if sparse_w else h.sum((0, 1))
+    return gx, gw, gb, (gmem0 if need_m else empty)
+
+
+def _backward_fake(grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, reset, lower,
+                   sparse, needs, acc):
+    T, B, IN = x.shape
+    OUT = weight.shape[0]
+    empty = x.new_empty(0)
+    return (
+        x.new_empty(x.shape) if needs[0] else empty,
+        weight.new_empty(weight.shape) if needs[1] else empty,
+        x.new_empty(OUT) if needs[2] else empty,
+        x.new_empty(B, OUT) if needs[3] else empty,
+    )
+
+
+backward = oplib.register("linear_leaky_backward_native", _backward, _backward_fake, mutates=("acc",))

@@ -1,0 +1,184 @@
+"""Drawing ``|z|`` and computing the LocalZO estimate in PyTorch.
+
+* :func:`estimate` is the estimate's definition, given the magnitudes
+  ``|z|``: every path is tested against it bit for bit (the kernels through
+  the ``absz`` test hook).
+* :func:`draw_abs_z` draws ``|z|`` for every entry (the reference path).
+* :func:`sparse_estimate` draws only what decides the few non-zero
+  estimates (the native CPU path), with the same law:
+
+  For a uniform ``U``, ``|z| = Q(U)`` with ``Q`` the quantile function of
+  ``|z|``. Split ``U`` at ``1 - TAIL``: with probability ``TAIL`` (a *tail
+  event*) ``|z| >= z_hi = Q(1 - TAIL)``, otherwise ``|z| < z_hi``. An entry
+  with ``|u| >= delta * z_hi`` (almost all of them) can only be active through
+  a tail event, and tail events are rare: their positions over all entries
+  are drawn as a Bernoulli(``TAIL``) process with geometric gaps, so their
+  cost does not grow with the number of entries that are far from
+  threshold. Entries near threshold (``|u| < delta * z_hi``) draw their ``U``
+  below ``1 - TAIL`` unless a tail event hit them. Every ``U`` is then
+  uniform on [0, 1) as the definition asks, and ``|z|`` is drawn (in float64,
+  from ``q = 1 - U``, so that far tails keep their precision) only for the
+  entries that can be active.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ..distributions import TABLE_SIZE, compute_dtype, table_lookup, table_lookup_x  # noqa: F401
+from .spec import KIND_EXPONENTIAL, KIND_LOMAX2, KIND_NORMAL, KIND_TABLE, KIND_UNIFORM, ZOSpec
+
+#: Probability of a tail event per entry and direction.
+TAIL = 2.0**-8
+#: Relative margin on ``z_hi``: float rounding of the quantile function never
+#: moves a draw below ``1 - TAIL`` above it.
+_MARGIN = 1e-5
+
+
+def estimate(u: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> torch.Tensor:
+    """``G_m(u)`` from given magnitudes ``absz`` (``[m, *u.shape]``), in the
+    compute dtype (float32, float64 for float64 ``u``):
+    ``coef * sum_i |z_i|**p * 1[|u| < delta |z_i|]``."""
+    cdtype = compute_dtype(u.dtype)
+    uabs = u.to(cdtype).abs()
+    acc = torch.zeros_like(uabs)
+    for i in range(absz.shape[0]):
+        a = absz[i].to(cdtype)
+        w = a if spec.p == 1 else 1.0 / a
+        acc = acc + torch.where(uabs < spec.delta * a, w, torch.zeros_like(w))
+    return acc * spec.coef
+
+
+def draw_abs_z(
+    spec: ZOSpec,
+    table: torch.Tensor,
+    shape,
+    *,
+    device,
+    dtype: torch.dtype = torch.float32,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """``spec.samples`` draws of ``|z|`` per entry: shape ``[samples, *shape]``."""
+    shape = (spec.samples,) + tuple(shape)
+    if spec.kind == KIND_NORMAL:
+        return torch.randn(shape, device=device, dtype=dtype, generator=generator).abs_().mul_(spec.kparam)
+    r = torch.rand(shape, device=device, dtype=dtype, generator=generator)
+    if spec.kind == KIND_UNIFORM:
+        return r.mul_(spec.kparam)
+    if spec.kind == KIND_EXPONENTIAL:
+        return torch.log1p(-r).mul_(-spec.kparam)
+    if spec.kind == KIND_TABLE:
+        return table_lookup(table, r.float()).to(dtype)
+    if spec.kind == KIND_LOMAX2:
+        s = r.sqrt_()
+        return (s / (1.0 - s)).mul_(spec.kparam)
+    raise ValueError(f"unknown sampler kind {spec.kind}")
+
+
+def abs_z_from_q(spec: ZOSpec, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The quantile ``Q(1 - q)`` of ``|z|`` for float64 ``q`` in (0, 1]."""
+    if spec.kind == KIND_NORMAL:
+        return torch.special.ndtri(0.5 * q).neg_().mul_(spec.kparam)
+    if spec.kind == KIND_UNIFORM:
+        return (1.0 - q).mul_(spec.kparam)
+    if spec.kind == KIND_EXPONENTIAL:
+        return torch.log(q).mul_(-spec.kparam)
+    if spec.kind == KIND_TABLE:
+        return table_lookup_x(table, -torch.log2(q))
+    if spec.kind == KIND_LOMAX2:
+        s = torch.sqrt(1.0 - q)
+        return (s * (1.0 + s) / q).mul_(spec.kparam)
+    raise ValueError(f"unknown sampler kind {spec.kind}")
+
+
+_Z_HI = {}
+
+
+def _z_hi(spec: ZOSpec, table: torch.Tensor) -> float:
+    """``Q(1 - TAIL)`` with its margin (cached per sampler)."""
+    key = (spec.kind, spec.kparam, table.data_ptr() if spec.kind == KIND_TABLE else 0)
+    if key not in _Z_HI:
+        q = torch.tensor([TAIL], dtype=torch.float64)
+        _Z_HI[key] = float(abs_z_from_q(spec, table.cpu(), q)) * (1.0 + _MARGIN)
+    return _Z_HI[key]
+
+
+def _bernoulli_positions(n: int, p: float, generator, device) -> torch.Tensor:
+    """Sorted positions in ``[0, n)`` of a Bernoulli(``p``) process, drawn as
+    geometric gaps (cost proportional to the number of events)."""
+    log1mp = torch.log1p(torch.tensor(-p, dtype=torch.float64)).item()
+    parts, end = [], -1
+    while True:
+        mean = (n - end) * p
+        k = int(mean + 6.0 * mean**0.5 + 16)
+        v = 1.0 - torch.rand(k, dtype=torch.float64, generator=generator, device=device)
+        gaps = torch.floor(torch.log(v) / log1mp).to(torch.int64) + 1
+        pos = end + torch.cumsum(gaps, 0)
+        parts.append(pos[pos < n])
+        if pos[-1].item() >= n:
+            return torch.cat(parts)
+        end = int(pos[-1].item())
+
+
+def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Sorted flat indices of the True entries of a bool tensor. At the low
+    densities met here, finding the non-zero 8-byte words first, then the
+    entries inside them, reads the mask once instead of twice."""
+    flat = mask.reshape(-1)
+    n = flat.numel()
+    if n % 8 or not flat.is_contiguous() or n < 2**16:
+        return torch.nonzero(flat, as_tuple=True)[0]
+    words = torch.nonzero(flat.view(torch.int64), as_tuple=True)[0]
+    rows, cols = torch.nonzero(flat.view(-1, 8)[words], as_tuple=True)
+    return words[rows] * 8 + cols
+
+
+def sparse_estimate(
+    u: torch.Tensor,
+    spec: ZOSpec,
+    table: torch.Tensor,
+    *,
+    generator: Optional[torch.Generator] = None,
+    absz: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The non-zero entries of one draw of ``G_m(u)``: ``(index, values)``,
+    ``index`` the sorted flat indices (int64) into ``u``, ``values`` in the
+    compute dtype. ``absz`` (test hook, ``[m, *u.shape]``) fixes the
+    magnitudes; then the values equal :func:`estimate`'s bit for bit."""
+    if absz is not None:
+        g = estimate(u, absz, spec).reshape(-1)
+        index = torch.nonzero(g, as_tuple=True)[0]
+        return index, g[index]
+    return sparse_estimate_abs(u.to(compute_dtype(u.dtype)).abs(), spec, table, generator=generator)
+
+
+def sparse_estimate_abs(
+    uabs: torch.Tensor,
+    spec: ZOSpec,
+    table: torch.Tensor,
+    *,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sparse_estimate` from ``|u|``, already in the compute dtype."""
+    cdtype = uabs.dtype
+    uabs = uabs.reshape(-1)
+    n, m = uabs.numel(), spec.samples
+    near_thr = spec.delta * torch.tensor(_z_hi(spec, table), dtype=cdtype)
+    near = flat_nonzero(uabs < near_thr)
+    tail = _bernoulli_positions(n * m, TAIL, generator, uabs.device)
+    cand = torch.unique(torch.cat([near, tail % n]))  # sorted
+    k = cand.numel()
+    # q = 1 - U per direction: 1 (|z| = 0, inactive) unless near or a tail event
+    q = torch.ones(m, k, dtype=torch.float64, device=uabs.device)
+    if near.numel():
+        v = torch.rand(m, near.numel(), dtype=torch.float64, generator=generator, device=uabs.device)
+        q[:, torch.searchsorted(cand, near)] = TAIL + (1.0 - TAIL) * (1.0 - v)
+    if tail.numel():
+        w = torch.rand(tail.numel(), dtype=torch.float64, generator=generator, device=uabs.device)
+        q[tail // n, torch.searchsorted(cand, tail % n)] = TAIL * (1.0 - w)
+    absz_c = abs_z_from_q(spec, table, q).to(cdtype)
+    g = estimate(uabs[cand], absz_c, spec)
+    keep = g != 0
+    return cand[keep], g[keep]

@@ -1,0 +1,326 @@
+"""Triton building blocks shared by every LocalZO kernel.
+
+A code kernel turns ``|u|`` into a *code* (``layout.py``): bit ``i`` is set
+when direction ``i`` is active, ``|u| < delta * |z_i|``. An estimate kernel
+turns the code back into ``G = coef * sum_{i active} |z_i|**p``,
+regenerating ``|z_i|`` from the same Philox stream, or reading them from an
+external tensor (the test hook). One byte per neuron and step is all that is
+kept between the passes.
+
+Random numbers are addressed by ``(seed, counter)``: an element's counter is
+its flat index ``rng_offs`` into the ``[T, n]`` (or ``[n]``) tensor, plus
+``group * stride`` for directions ``4 group .. 4 group + 3`` (``stride`` =
+the tensor's numel). Counters and pointer offsets are int64, so tensors past
+``2**31`` entries index correctly. External magnitudes have the layout
+``[samples, *shape]``: direction ``i`` of an element sits at
+``i * stride + rng_offs``.
+
+The arithmetic is the reference's (``sampling.estimate``), operation by
+operation, so the two agree bit for bit given the same ``|z|``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from ..distributions import TABLE_SIZE, TABLE_XMAX
+from . import layout
+from .spec import KIND_EXPONENTIAL, KIND_LOMAX2, KIND_NORMAL, KIND_TABLE, KIND_UNIFORM
+
+#: Entries per program of the elementwise kernels.
+BLOCK = 1024
+#: Neurons per program in kernels that loop over time: small, so that many
+#: programs run side by side while each walks its time loop.
+SCAN_BLOCK = 128
+TABLE_SCALE = (TABLE_SIZE - 1) / TABLE_XMAX
+
+# the layouts, as compile-time constants of the kernels
+SAMPLE_MASK: tl.constexpr = tl.constexpr(layout.SAMPLE_MASK)
+RESET_BIT: tl.constexpr = tl.constexpr(layout.RESET_BIT)
+RESET_FLAG: tl.constexpr = tl.constexpr(layout.RESET_FLAG)
+ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.ACTIVE)
+LAST_ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.LAST_ACTIVE)
+TABLE_N: tl.constexpr = tl.constexpr(TABLE_SIZE)
+TABLE_SCALE_C: tl.constexpr = tl.constexpr(TABLE_SCALE)
+K_NORMAL: tl.constexpr = tl.constexpr(KIND_NORMAL)
+K_UNIFORM: tl.constexpr = tl.constexpr(KIND_UNIFORM)
+K_EXPONENTIAL: tl.constexpr = tl.constexpr(KIND_EXPONENTIAL)
+K_TABLE: tl.constexpr = tl.constexpr(KIND_TABLE)
+K_LOMAX2: tl.constexpr = tl.constexpr(KIND_LOMAX2)
+
+
+def grid(n: int):
+    return (triton.cdiv(max(n, 1), BLOCK),)
+
+
+def scan_grid(n: int):
+    return (triton.cdiv(max(n, 1), SCAN_BLOCK),)
+
+
+#: No fused multiply-add: results must round like PyTorch's separate ops.
+LAUNCH = {"enable_fp_fusion": False, "num_warps": 4}
+
+
+def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of ``ref`` (a copy only when they differ)."""
+    if t.stride() == ref.stride():
+        return t
+    return torch.empty_like(ref, dtype=t.dtype).copy_(t)
+
+
+def on_device(t: torch.Tensor):
+    """Launches inside this context go to ``t``'s GPU, whatever the current
+    device is (a model on ``cuda:1`` without ``torch.cuda.set_device(1)``)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------ jit helpers
+@triton.jit
+def block_offsets(BLOCK: tl.constexpr):
+    """This program's block of int64 element offsets (no wrap past 2**31)."""
+    return tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+
+
+@triton.jit
+def bf16_rtne(x):
+    """float32 ``x`` rounded to the nearest bfloat16 (ties to even), still
+    float32. Done on the bits because Triton's interpreter truncates when it
+    converts to bfloat16; the result converts exactly on every backend."""
+    b = x.to(tl.int32, bitcast=True)
+    b = b + (0x7FFF + ((b >> 16) & 1))
+    b = b & -65536
+    return tl.where(x == x, b.to(tl.float32, bitcast=True), x)  # NaN stays NaN
+
+
+@triton.jit
+def cast(x, DTYPE: tl.constexpr):
+    """float32 ``x`` to ``DTYPE`` with round-to-nearest-even, as PyTorch."""
+    if DTYPE == tl.bfloat16:
+        y = bf16_rtne(x).to(tl.bfloat16)
+    else:
+        y = x.to(DTYPE)
+    return y
+
+
+@triton.jit
+def round_to(x, DTYPE: tl.constexpr):
+    """Rounds float32 ``x`` to ``DTYPE`` and back: how PyTorch's elementwise
+    ops on float16/bfloat16 round each result."""
+    if DTYPE == tl.bfloat16:
+        y = bf16_rtne(x)
+    elif DTYPE == tl.float16:
+        y = x.to(tl.float16).to(tl.float32)
+    else:
+        y = x
+    return y
+
+
+@triton.jit
+def abs_z(r, kparam, table_ptr, KIND: tl.constexpr):
+    """``|z|`` from a standard normal (K_NORMAL) or uniform draw ``r``."""
+    if KIND == K_NORMAL:
+        a = tl.abs(r) * kparam
+    else:
+        r = tl.minimum(r, 0.99999994)  # 1 - 2**-24: Philox floats can round up to 1.0
+        if KIND == K_UNIFORM:
+            a = r * kparam
+        elif KIND == K_EXPONENTIAL:
+            a = -tl.log(1.0 - r) * kparam
+        elif KIND == K_TABLE:
+            pos = -tl.log2(1.0 - r) * TABLE_SCALE_C
+            pos = tl.minimum(tl.maximum(pos, 0.0), TABLE_N - 1.0)
+            i0 = tl.minimum(pos.to(tl.int32), TABLE_N - 2)
+            frac = pos - i0.to(tl.float32)
+            lo = tl.load(table_ptr + i0)
+            hi = tl.load(table_ptr + i0 + 1)
+            a = lo + frac * (hi - lo)
+        else:  # K_LOMAX2
+            s = tl.sqrt(r)
+            a = s / (1.0 - s) * kparam
+    return a
+
+
+@triton.jit
+def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr):
+    """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3."""
+    o = rng_offs + GROUP * stride
+    if KIND == K_NORMAL:
+        r0, r1, r2, r3 = tl.randn4x(seed, o)
+    else:
+        r0, r1, r2, r3 = tl.rand4x(seed, o)
+    return r0, r1, r2, r3
+
+
+@triton.jit
+def sample_abs_z(
+    I: tl.constexpr,
+    r,
+    rng_offs,
+    stride,
+    mask,
+    absz_ptr,
+    table_ptr,
+    kparam,
+    KIND: tl.constexpr,
+    EXTERNAL: tl.constexpr
+):
+    """``|z_I|`` for each element: drawn from ``r`` or read from ``absz``."""
+    if EXTERNAL:
+        a = tl.load(absz_ptr + I * stride + rng_offs, mask=mask, other=1.0).to(tl.float32)
+    else:
+        a = abs_z(r, kparam, table_ptr, KIND)
+    return a
+
+
+@triton.jit
+def code_bit(
+    code,
+    uabs,
+    I: tl.constexpr,
+    r,
+    rng_offs,
+    stride,
+    mask,
+    absz_ptr,
+    table_ptr,
+    delta,
+    kparam,
+    KIND: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr
+):
+    if I < M:
+        a = sample_abs_z(
+            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
+        )
+        code = code | ((uabs < delta * a).to(tl.int32) << I)
+    return code
+
+
+@triton.jit
+def zo_code(
+    uabs,
+    rng_offs,
+    stride,
+    mask,
+    seed,
+    absz_ptr,
+    table_ptr,
+    delta,
+    kparam,
+    KIND: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr
+):
+    """Bit ``i`` set where sample ``i`` is active: ``|u| < delta * |z_i|``."""
+    code = tl.zeros(rng_offs.shape, dtype=tl.int32)
+    for g in tl.static_range((M + 3) // 4):
+        if EXTERNAL:
+            r0 = uabs
+            r1 = uabs
+            r2 = uabs
+            r3 = uabs
+        else:
+            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
+        code = code_bit(code, uabs, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
+        code = code_bit(code, uabs, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
+        code = code_bit(code, uabs, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
+        code = code_bit(code, uabs, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
+    return code
+
+
+@triton.jit
+def grad_term(
+    acc,
+    code,
+    I: tl.constexpr,
+    r,
+    rng_offs,
+    stride,
+    mask,
+    absz_ptr,
+    table_ptr,
+    kparam,
+    KIND: tl.constexpr,
+    P: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr
+):
+    if I < M:
+        a = sample_abs_z(
+            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
+        )
+        if P == 1:
+            w = a
+        else:
+            w = tl.math.div_rn(1.0, a)  # IEEE division, as torch's reciprocal
+        acc = acc + tl.where(((code >> I) & 1) != 0, w, 0.0)
+    return acc
+
+
+@triton.jit
+def zo_grad(
+    code,
+    rng_offs,
+    stride,
+    mask,
+    seed,
+    absz_ptr,
+    table_ptr,
+    coef,
+    kparam,
+    KIND: tl.constexpr,
+    P: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr
+):
+    """The estimate ``G`` (float32) from the code of the forward pass."""
+    acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
+    for g in tl.static_range((M + 3) // 4):
+        if EXTERNAL:
+            r0 = acc
+            r1 = acc
+            r2 = acc
+            r3 = acc
+        else:
+            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
+        acc = grad_term(acc, code, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
+        acc = grad_term(acc, code, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
+        acc = grad_term(acc, code, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
+        acc = grad_term(acc, code, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
+    return acc * coef
+
+
+@triton.jit
+def zo_estimate(
+    uabs,
+    rng_offs,
+    stride,
+    mask,
+    seed,
+    absz_ptr,
+    table_ptr,
+    delta,
+    coef,
+    kparam,
+    KIND: tl.constexpr,
+    P: tl.constexpr,
+    M: tl.constexpr,
+    EXTERNAL: tl.constexpr
+):
+    """The estimate ``G`` (float32) at ``|u|`` within one kernel: the code,
+    then the estimate from it (the Philox draws are recomputed, which costs
+    far less than the memory traffic of the kernel)."""
+    code = zo_code(
+        uabs, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
+        KIND, M, EXTERNAL,
+    )
+    return zo_grad(
+        code, rng_offs, stride, mask, seed, absz_ptr, table_ptr, coef, kparam,
+        KIND, P, M, EXTERNAL,
+    )
+

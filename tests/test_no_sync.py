@@ -1,0 +1,81 @@
+"""The Triton path never waits for the host: no ``nonzero``, ``bincount``,
+``unique``, ``masked_select`` or ``.item()`` in the forward or backward pass of
+any fused layer (those read device memory back, which stalls a GPU and rules
+out CUDA graphs). Checked on the CPU through the interpreter by recording
+every aten operation under a ``TorchDispatchMode``; on a GPU,
+``test_gpu.py`` also runs with ``torch.cuda.set_sync_debug_mode("error")``.
+The native CPU path may use them: on the CPU they cost no synchronisation."""
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import snntorch_localzo as localzo
+from conftest import DEVICE, needs_kernels
+from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
+
+SYNCING = {"nonzero", "bincount", "unique", "_unique", "_unique2", "unique_consecutive",
+           "unique_dim", "masked_select", "_local_scalar_dense", "is_nonzero", "item",
+           "nonzero_static", "equal", "allclose"}
+
+
+class Recorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        sg = localzo.make("normal", delta=0.3, track=True)
+        self.l1 = localzo.LinearLeaky(0.9, 32, 128, spike_grad=sg)
+        self.l2 = localzo.LinearLeaky(0.9, 128, 16, spike_grad=sg)
+        self.fc = nn.Linear(16, 8)
+        self.lif = localzo.Leaky(beta=0.9, spike_grad=sg)
+        self.seq = localzo.Leaky(beta=0.8, spike_grad=localzo.make("atan", samples=3))
+        self.sg = sg
+
+    def forward(self, x):
+        s1, _ = self.l1(x)
+        s2, _ = self.l2(s1)
+        mem = torch.zeros(x.shape[1], 8, device=x.device)
+        outs = []
+        for t in range(x.shape[0]):  # the fused step, with snnTorch's state handling
+            spk, mem = self.lif(self.fc(s2[t]), mem)
+            outs.append(spk)
+        out, _ = self.seq.forward_sequence(torch.stack(outs), torch.zeros_like(mem))
+        return out.sum() + self.sg(s2 - 0.5).sum()
+
+
+@needs_kernels
+@pytest.mark.interpreter
+def test_triton_forward_and_backward_do_not_synchronise(monkeypatch):
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)  # the sparse weight gradient too
+    torch.manual_seed(0)
+    net = Net().to(DEVICE)
+    x = (torch.rand(6, 4, 32, device=DEVICE) < 0.3).float()
+    with localzo.use_backend("triton"):
+        net(x)  # warm-up: tables, caches
+        rec = Recorder()
+        with rec:
+            loss = net(x)
+            loss.backward()
+    assert "linear" in rec.ops or "addmm" in rec.ops or "mm" in rec.ops  # the recorder saw the pass
+    assert not SYNCING & set(rec.ops), sorted(SYNCING & set(rec.ops))
+    assert net.l1.linear.weight.grad.abs().sum() > 0
+
+
+def test_the_recorder_catches_a_synchronising_op():
+    """Guards the test above: nonzero and .item() are seen."""
+    rec = Recorder()
+    with rec:
+        t = torch.tensor([0.0, 1.0])
+        torch.nonzero(t)
+        t.sum().item()
+    assert {"nonzero", "_local_scalar_dense"} <= set(rec.ops)
