@@ -16,7 +16,7 @@ class ActivityMeter:
 
     The counts live in a small int64 tensor on each device the estimates are
     computed on; the backward passes add to it in place without
-    synchronising (also inside ``torch.compile``d graphs), and reading
+    synchronising (also inside graphs compiled with ``torch.compile``), and reading
     :attr:`fraction` synchronises once. :meth:`reset` starts a new window
     (for example each epoch).
     """

@@ -16,6 +16,7 @@ from snntorch_localzo._ops.linear_leaky import linear_leaky
 from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
 
 pytestmark = [
+    pytest.mark.version_free,
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]

@@ -15,6 +15,8 @@ import snntorch_localzo as localzo
 from conftest import DEVICE, needs_kernels
 from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
 
+pytestmark = pytest.mark.version_free
+
 SYNCING = {"nonzero", "bincount", "unique", "_unique", "_unique2", "unique_consecutive",
            "unique_dim", "masked_select", "_local_scalar_dense", "is_nonzero", "item",
            "nonzero_static", "equal", "allclose"}

@@ -21,6 +21,8 @@ from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import autograd as spike_glue
 from snntorch_localzo._ops.spike import spike
 
+pytestmark = pytest.mark.version_free
+
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DISTS = {
     "normal": {"delta": 0.3},

@@ -122,6 +122,7 @@ def test_forward_sequence_rejects_bad_input():
         hidden.forward_sequence(torch.rand(3, 2), torch.rand(2))
 
 
+@pytest.mark.version_free
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reset", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -153,6 +154,7 @@ def test_sequence_gradients_equal_chained_steps_given_z(reset, dtype, backend):
         assert torch.equal(a, b)
 
 
+@pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
 @pytest.mark.parametrize("name", ["normal", "atan"])
 def test_sequence_monte_carlo_mean(name, mode):
@@ -172,6 +174,7 @@ def test_sequence_monte_carlo_mean(name, mode):
     assert torch.all((grads.mean(0) - closed).abs() <= tol)
 
 
+@pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
 def test_sequence_meter(mode):
     est = localzo.make("normal", delta=0.3, track=True)
@@ -268,6 +271,7 @@ def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5):
     return s1, s2, w1.grad, b1.grad, w2.grad
 
 
+@pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
 @pytest.mark.parametrize("case", ["spikes", "mem_in_loss", "zero_reset", "no_reset"])
 def test_linear_leaky_gradients_equal_dense_reference(case, mode, sparse_everywhere):
@@ -300,6 +304,7 @@ def _count_calls(monkeypatch, module, names, calls):
         monkeypatch.setattr(module, name, wrapped)
 
 
+@pytest.mark.version_free
 def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
     calls = {"sparse_weight_grad": 0, "sparse_input_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
@@ -313,6 +318,7 @@ def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
     assert calls == {"sparse_weight_grad": 0, "sparse_input_grad": 0}
 
 
+@pytest.mark.version_free
 def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
     calls = {"sparse_weight_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
@@ -323,6 +329,7 @@ def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
     assert not native_linear.use_sparse_weight_grad(256, 500, 1000)  # too dense
 
 
+@pytest.mark.version_free
 @needs_kernels
 def test_triton_sparse_weight_grad_is_taken(monkeypatch, sparse_everywhere):
     calls = {"sparse_weight_grad": 0}
@@ -337,6 +344,7 @@ def test_triton_sparse_weight_grad_is_taken(monkeypatch, sparse_everywhere):
     assert calls == {"sparse_weight_grad": 0}
 
 
+@pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
 def test_sparse_weight_grad_over_several_time_chunks(mode, monkeypatch, sparse_everywhere):
     module = native_linear if mode == "auto" and DEVICE == "cpu" else sparse_kernels

@@ -221,15 +221,15 @@ torch.manual_seed(0)
 history_sparse = train(Net(spike_grad=sparse_grad).to(device), spike_grad=sparse_grad)
 
 # %% [markdown]
-# ## 5. `localzo.Leaky`: the same neuron, with fused GPU kernels
+# ## 5. `localzo.Leaky`: the same neuron, fused
 #
 # `localzo.Leaky` subclasses `snn.Leaky` and takes exactly the same arguments; its
 # `spike_grad` defaults to `localzo.make()`. Its forward values are bit for bit those of
-# `snn.Leaky`. On a CUDA GPU each time step runs as one fused Triton kernel (state
-# update, threshold, spike and the random LocalZO directions), and the backward as one
-# more, keeping one byte per neuron between the two passes instead of a copy of the
-# membrane. On the CPU it simply runs snnTorch's own forward, so this notebook gives the
-# same numbers everywhere. Tutorial 4 measures the difference on your GPU.
+# `snn.Leaky`. Each time step runs fused: on a CUDA GPU as Triton kernels (state update,
+# threshold, spike, and the random LocalZO directions in a parallel kernel), keeping one
+# byte per neuron between the two passes instead of a copy of the membrane; on the CPU
+# as the *native path*, which draws random directions only for the neurons that can get
+# a non-zero estimate and keeps only those for backward. Tutorial 4 measures both.
 
 # %%
 fused_grad = localzo.make(delta=0.008, track=True)
@@ -245,10 +245,10 @@ print("localzo.Leaky is an snn.Leaky:", isinstance(net_fused.lif1, snn.Leaky))
 history_fused = train(net_fused, spike_grad=fused_grad)
 
 # %% [markdown]
-# On a CPU these epochs repeat the `delta=0.008` run of section 4 number for number: same
-# weights, same forward, and the same random stream for the LocalZO directions. On a GPU
-# the fused kernels draw their directions from a stream of their own (same distribution,
-# different numbers), so the two runs differ slightly there.
+# These epochs start from the same weights and see the same batches as the `delta=0.008`
+# run of section 4, with the same forward pass; the fused paths draw their directions
+# their own way (the same distribution, other numbers), so the two runs differ a little
+# from the first backward pass on, by chance alone.
 
 # %% [markdown]
 # ## 6. Pictures

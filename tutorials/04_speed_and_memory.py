@@ -12,15 +12,16 @@
 # ---
 
 # %% [markdown]
-# # Tutorial 4: measure speed and memory on your own GPU
+# # Tutorial 4: measure speed and memory on your own machine
 #
 # LocalZO's promise is a cheaper backward pass: most spike gradients are exactly zero,
-# so fused, sparse GPU kernels can skip most of the work. Whether that pays off depends
-# on your GPU, your network and your sequence length, so this tutorial shows you how to
-# **measure it yourself**, fairly:
+# so fused, sparse code can skip most of the work: Triton kernels on a GPU, the native
+# path on a CPU. Whether that pays off depends on your hardware, your network and your
+# sequence length, so this tutorial shows you how to **measure it yourself**, fairly:
 #
-# * forward and backward time, each timed with CUDA events after warm-up,
-# * peak GPU memory of a training step, with `torch.cuda.max_memory_allocated`,
+# * forward and backward time, each timed after warm-up (CUDA events on a GPU),
+# * memory: the peak GPU memory of a training step (`torch.cuda.max_memory_allocated`),
+#   and on any device what autograd keeps between the passes,
 # * the fraction of neurons that received a gradient,
 #
 # for the same three-layer network written five ways: snnTorch's step loop with its ATan
@@ -28,10 +29,9 @@
 # `localzo.Leaky`, `nn.Linear` + `localzo.Leaky.forward_sequence`, and the sparse
 # `localzo.LinearLeaky`.
 #
-# **On a CPU** this notebook still runs (with tiny sizes in the fast mode of the test
-# suite), but the fused kernels only run on CUDA GPUs: on a CPU every variant runs
-# PyTorch's reference code, so **CPU timings say nothing about the GPU kernels**. Run it
-# on a machine with a CUDA GPU to see what LocalZO buys you.
+# **On a CPU** the LocalZO variants run the native CPU path (the Triton kernels need a
+# CUDA GPU): CPU timings tell you what LocalZO buys on a laptop, not what the GPU
+# kernels do. Run it on a machine with a CUDA GPU for those.
 
 # %%
 import os
@@ -63,8 +63,8 @@ if device.type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = False  # compare in full float32
     print("GPU:", torch.cuda.get_device_name(device))
 else:
-    print("No CUDA GPU: every variant runs PyTorch reference code on the CPU.\n"
-          "These CPU timings mean nothing for the GPU kernels; run this on a GPU.")
+    print("No CUDA GPU: the LocalZO variants run the native CPU path.\n"
+          "These timings are the CPU's; run this on a GPU for the kernels'.")
 print(f"T={num_steps}, batch={batch_size}, {n_in}-{hidden}-{hidden}-{n_out}")
 
 # %% [markdown]
@@ -215,7 +215,7 @@ panels = [
 ]
 if device.type == "cuda":
     panels.append(dict(values=[r["peak_mib"] for r in results.values()], xlabel="peak MiB"))
-where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (reference code only)"
+where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (native path)"
 fig = plots.bars_figure(names, panels,
                         title=f"One training step, T={num_steps}, batch {batch_size}, {where}")
 plots.save(fig, FIGURES / "04_speed_memory.png")
@@ -224,16 +224,17 @@ fig
 # %% [markdown]
 # ## Reading the numbers
 #
-# * **Step loop vs sequence layers.** In the step loop every layer and time step launches
-#   a handful of small kernels; for long sequences this launch overhead, not arithmetic,
-#   tends to set the time. `forward_sequence` and `LinearLeaky` run the time loop inside
-#   one kernel per layer and pass, which is designed to remove that overhead: compare
-#   them at several `num_steps` to see how the gap changes on your GPU.
+# * **Step loop vs sequence layers.** In the step loop every layer and time step runs a
+#   handful of small operations; for long sequences this overhead, not arithmetic, tends
+#   to set the time. `forward_sequence` and `LinearLeaky` run the time loop once per
+#   layer and pass (inside one kernel on a GPU), which removes that overhead: compare
+#   them at several `num_steps` to see how the gap changes on your machine.
 # * **The backward.** `LinearLeaky`'s weight gradient only visits the active entries (the
-#   `active %` column), so its work follows that fraction rather than the layer size.
-#   `localzo.Leaky` keeps one byte per neuron and step between the passes instead of a
-#   float copy of the membrane; the peak MiB column shows how much of that reaches the
-#   peak of a whole training step on your GPU.
+#   `active %` column), so its work follows that fraction rather than the layer size;
+#   on the CPU its input gradient too. `localzo.Leaky` keeps one byte per neuron and step
+#   between the passes on a GPU (only the active entries on the CPU) instead of a float
+#   copy of the membrane; the peak MiB column shows how much of that reaches the peak of
+#   a whole training step on your GPU.
 # * **Same network, same forward.** We checked above that all five compute the same
 #   outputs; only the backward differs between ATan and LocalZO.
 #
