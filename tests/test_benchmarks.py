@@ -9,11 +9,10 @@ import pytest
 import torch
 
 import snntorch_localzo as localzo
-from snntorch_localzo import _backend
+from conftest import KERNELS
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-TRITON = _backend.triton_available() and (_backend.interpreting() or torch.cuda.is_available())
 
 
 def load(name):
@@ -39,10 +38,11 @@ def test_compare_smoke(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == [i for i in compare.IMPLS if compare.available(i)]
     keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
-            "device", "torch", "triton"}
+            "device", "torch", "triton", "saved_mib", "energy_j"}
     assert all(set(r) == keys for r in rows)
     assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows)
     assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient
+    assert all(r["saved_mib"] > 0 for r in rows) and all(r["energy_j"] is None for r in rows)
     assert "snntorch_atan" in table
 
 
@@ -54,7 +54,7 @@ def format_rows(text):
     return lines[start:end + 1]
 
 
-@pytest.mark.skipif(not TRITON, reason="needs Triton")
+@pytest.mark.skipif(not KERNELS, reason="needs Triton")
 @pytest.mark.skipif(not MODERN_SNNTORCH, reason="localzo.Leaky takes snnTorch 0.7's own forward "
                     "(its Leaky keeps state differently): no fused step to measure")
 def test_fused_leaky_keeps_one_byte_per_neuron_step():
@@ -66,7 +66,7 @@ def test_fused_leaky_keeps_one_byte_per_neuron_step():
     assert theirs >= 4.0
 
 
-@pytest.mark.skipif(not TRITON, reason="needs Triton")
+@pytest.mark.skipif(not KERNELS, reason="needs Triton")
 def test_compare_localzo_impls_on_the_kernels(tmp_path):
     compare = load("compare")
     out = tmp_path / "r.json"
@@ -88,3 +88,17 @@ def test_train_active_smoke(tmp_path):
     result = json.loads(out.read_text())
     assert [r["step"] for r in result["log"]] == [2, 4]
     assert all(0.0 <= r["active_frac"] <= 1.0 for r in result["log"])
+
+
+def test_gpu_check_quick_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py end to end at toy sizes (no tests, no energy on
+    the CPU): versions, profiles and both compare runs land in its JSON."""
+    check = load("gpu_check")
+    assert check.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--skip-tests"]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["versions"]["torch"] == torch.__version__
+    assert [p["impl"] for p in report["profile"]] == ["snntorch_atan", "localzo_dense", "localzo_sparse"]
+    assert all(p["kernels"] > 0 for p in report["profile"])
+    for name in report["compare"]:
+        rows = json.loads((tmp_path / name).read_text())
+        assert rows and all(r["fwd_ms"] > 0 for r in rows)

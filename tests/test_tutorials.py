@@ -136,7 +136,7 @@ def test_tutorial_notebook_matches_source(source):
 
 
 def test_tutorials_are_listed():
-    assert [s.name[:3] for s in SOURCES] == ["01_", "02_", "03_", "04_"]
+    assert [s.name[:3] for s in SOURCES] == ["01_", "02_", "03_", "04_", "05_", "06_"]
     readme = (TUTORIALS / "README.md").read_text()
     assert all(s.with_suffix(".ipynb").name in readme for s in SOURCES)
 
