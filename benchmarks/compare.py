@@ -359,9 +359,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--energy", action="store_true",
                    help="also joules per training step from the GPU's energy counter (NVML)")
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice)")
+    p.add_argument("--malloc", choices=("default", "retain"), default="default",
+                   help="'retain': glibc keeps freed memory for reuse instead of faulting large "
+                   "tensors in again at every step (snntorch_localzo.demo.malloc; Linux)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "retain":
+        from snntorch_localzo.demo import malloc
+
+        if not malloc.retain():
+            p.error("argument --malloc: glibc's mallopt is not available here")
     if args.replot:
         if not args.out:
             p.error("--replot needs --out (the JSON to read)")
@@ -373,7 +381,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     env = environment(device)
-    print(f"device: {env['device']}, torch {env['torch']}, triton {env['triton']}", flush=True)
+    env["threads"] = torch.get_num_threads()
+    env["malloc"] = args.malloc
+    print(f"device: {env['device']}, torch {env['torch']}, triton {env['triton']}, "
+          f"{env['threads']} threads, malloc {env['malloc']}", flush=True)
     rows = []
     for hidden in args.hidden:
         for T in args.T:

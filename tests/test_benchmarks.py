@@ -38,7 +38,7 @@ def test_compare_smoke(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == [i for i in compare.IMPLS if compare.available(i)]
     keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
-            "device", "torch", "triton", "saved_mib", "energy_j"}
+            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc"}
     assert all(set(r) == keys for r in rows)
     assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows)
     assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient

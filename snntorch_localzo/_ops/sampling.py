@@ -28,6 +28,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..distributions import TABLE_SIZE, compute_dtype, table_lookup, table_lookup_x  # noqa: F401
+from .workspace import scratch
 from .spec import KIND_EXPONENTIAL, KIND_LOMAX2, KIND_NORMAL, KIND_TABLE, KIND_UNIFORM, ZOSpec
 
 #: Probability of a tail event per entry and direction.
@@ -166,7 +167,7 @@ def sparse_estimate_abs(
     uabs = uabs.reshape(-1)
     n, m = uabs.numel(), spec.samples
     near_thr = spec.delta * torch.tensor(_z_hi(spec, table), dtype=cdtype)
-    near = flat_nonzero(uabs < near_thr)
+    near = flat_nonzero(torch.lt(uabs, near_thr, out=scratch("near", uabs.shape, torch.bool)))
     tail = _bernoulli_positions(n * m, TAIL, generator, uabs.device)
     cand = torch.unique(torch.cat([near, tail % n]))  # sorted
     k = cand.numel()

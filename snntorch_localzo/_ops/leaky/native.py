@@ -22,6 +22,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import layout, oplib, rng
+from ..workspace import scratch
 from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
 from ..spec import ZOSpec
 from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams
@@ -59,7 +60,8 @@ def scan(
             if params.reset == RESET_SUBTRACT:
                 reset_thr = fired * thr
         m = new
-    spk = (mem > thr).to(dt)
+    fired_all = torch.gt(mem, thr, out=scratch("fired", mem.shape, torch.bool))
+    spk = fired_all.to(dt)
     if float(gr) != 1.0:  # (a CPU scalar: reading it costs nothing)
         spk = spk * gr
     return spk, mem, resets
@@ -83,11 +85,13 @@ def _forward(
     params = LeakyParams(beta, threshold, graded, reset)
     spk, mem, resets = scan(x, mem0, params, steps)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
-    u = mem - params.threshold.to(x.dtype)
+    thr = params.threshold.to(x.dtype)
     if absz is not None:
-        index, g = sparse_estimate(u, spec, table, absz=absz)
-    else:
-        uabs = u.to(compute_dtype(u.dtype)).abs_()
+        index, g = sparse_estimate(mem - thr, spec, table, absz=absz)
+    else:  # |u| = |mem - thr|, rounded to x's dtype as the reference does, then widened
+        u = torch.sub(mem, thr, out=scratch("u", mem.shape, x.dtype))
+        cdtype = compute_dtype(x.dtype)
+        uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
     if resets is None:
         resets = torch.empty(0, dtype=torch.bool)
@@ -110,8 +114,9 @@ def spike_grads(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(e, e_active)``: the gradient reaching the membrane through the spike,
     ``round(round(grad_spk * graded) * G)``, dense (``grad * 0`` where ``G``
-    is zero, as the reference) and at the active entries."""
-    e = torch.empty(grad_spk.shape, dtype=grad_spk.dtype)
+    is zero, as the reference; a scratch tensor, valid until the next call)
+    and at the active entries."""
+    e = scratch("e", grad_spk.shape, grad_spk.dtype)
     gsgr = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
     torch.mul(gsgr, 0, out=e)
     e_active = active_spike_grads(grad_spk, index, g, graded)

@@ -25,12 +25,13 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import layout, oplib
+from ..workspace import scratch
 from ..leaky import native as leaky_native
 from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from .reference import input_trace
 
 #: Memory the time chunk of the input trace may take.
-TRACE_BUDGET_BYTES = 64 * 2**20
+TRACE_BUDGET_BYTES = 16 * 2**20
 #: The sparse weight gradient pays off from this many neurons: its input trace
 #: costs about as much as a dense product with ~100 outputs on the
 #: development machine's CPU.
@@ -69,7 +70,8 @@ def sparse_weight_grad(
     for ci, t0 in enumerate(range(0, T, chunk)):
         steps = min(chunk, T - t0)
         lo, hi = int(bounds[ci]), int(bounds[ci + 1])
-        trace = input_trace(x, beta, t0, steps, carry)
+        out = scratch("trace", (steps,) + tuple(x.shape[1:]), dw.dtype)
+        trace = input_trace(x, beta, t0, steps, None if carry is None else carry.clone(), out)
         carry = trace[-1]
         if hi == lo:
             continue

@@ -25,18 +25,19 @@ def linear_leaky(
 
 
 def input_trace(x: torch.Tensor, beta: torch.Tensor, t0: int = 0, steps: Optional[int] = None,
-                carry: Optional[torch.Tensor] = None) -> torch.Tensor:
+                carry: Optional[torch.Tensor] = None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``trace[t] = b * trace[t - 1] + x[t]`` in float32 (float64 for float64
     ``x``) for ``t`` in
     ``[t0, t0 + steps)``, from ``carry = trace[t0 - 1]`` (zero by default);
     ``b`` is ``beta`` clamped to [0, 1] and rounded to ``x``'s dtype, as the
     neuron uses it. The weight gradient of a Leaky layer with subtractive or no
     reset is ``sum over active (t, b, j) of e[t, b, j] * trace[t, b, :]``
-    (docs/method.md section 4)."""
+    (docs/method.md section 4). ``out``: where to write it (else a new tensor)."""
     steps = x.shape[0] - t0 if steps is None else steps
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     b = beta.clamp(0, 1).to(x.dtype).to(dtype)
-    out = torch.empty((steps,) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
+    if out is None:
+        out = torch.empty((steps,) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
     tr = torch.zeros(x.shape[1:], dtype=dtype, device=x.device) if carry is None else carry
     for i in range(steps):
         torch.mul(tr, b, out=out[i])
