@@ -17,6 +17,7 @@ from snntorch_localzo import use_backend
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import spike
+from snntorch_localzo._ops.spike.autograd import NATIVE_MIN_NUMEL
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
 BACKENDS = MODES
@@ -120,7 +121,10 @@ def test_forward_equals_snntorch(case, backend):
 def test_fused_path_taken_exactly_where_documented(case, mode):
     ours, _ = build_pair(case)
     ours = ours.to(DEVICE)
-    x = torch.rand(3, 24, device=DEVICE, requires_grad=True)
+    # the native CPU step runs from NATIVE_MIN_NUMEL entries (below, the reference's dense
+    # draw is cheaper: test_small_cpu_steps_take_the_reference)
+    rows = -(-NATIVE_MIN_NUMEL // 24) if mode == "auto" and DEVICE == "cpu" else 3
+    x = torch.rand(rows, 24, device=DEVICE, requires_grad=True)
     with use_backend(mode):
         out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
     spk = out[0] if isinstance(out, tuple) else out
@@ -251,3 +255,13 @@ def test_init_hidden_rejects_mem_argument():
     lif = localzo.Leaky(beta=0.5, init_hidden=True)
     with pytest.raises(TypeError):
         lif(torch.ones(2), torch.ones(2))
+
+
+@pytest.mark.skipif(DEVICE != "cpu" or not MODERN_SNNTORCH, reason="the native path is the CPU's")
+def test_small_cpu_steps_take_the_reference():
+    lif = localzo.Leaky(beta=0.9)
+    small = torch.rand(4, 24, requires_grad=True)
+    spk, _ = lif(small, lif.init_leaky())
+    assert not made_by(spk, NativeLeaky)
+    spk_seq, _ = lif.forward_sequence(small.unsqueeze(0))  # a sequence decides at once: fused
+    assert made_by(spk_seq, NativeLeaky)

@@ -30,8 +30,10 @@ def dense_draws(est, u, repeats):
 @pytest.mark.parametrize("samples", [1, 3])
 @pytest.mark.parametrize("name,kw", LAWS, ids=[n for n, _ in LAWS])
 def test_sparse_draws_have_the_estimates_law(name, kw, samples):
-    """Mean within 5 standard errors (+0.1% of the peak) of the closed form;
-    non-zero fraction within 5 binomial standard errors of 1 - F(|u|/delta)^m."""
+    """Mean within 5 standard errors (+0.1% of the peak) of the closed form,
+    where at least 20 of the draws are expected to be non-zero (elsewhere the
+    sample standard error says nothing); non-zero fraction within 5 binomial
+    standard errors of 1 - F(|u|/delta)^m everywhere."""
     torch.manual_seed(0)
     est = localzo.make(name, samples=samples, **kw)
     u = torch.linspace(-5 * est.delta, 5 * est.delta, 21, dtype=torch.float64)
@@ -39,7 +41,9 @@ def test_sparse_draws_have_the_estimates_law(name, kw, samples):
     G = dense_draws(est, u, n)
     closed = est.expected_grad(u).double()
     tol = 5 * G.std(0) / math.sqrt(n) + 1e-3 * closed.max()
-    assert torch.all((G.mean(0) - closed).abs() <= tol)
+    informative = est.active_prob(u) * n >= 20
+    assert informative.sum() >= 5
+    assert torch.all(((G.mean(0) - closed).abs() <= tol)[informative])
     p = est.active_prob(u)
     frac = (G != 0).double().mean(0)
     assert torch.all((frac - p).abs() <= 5 * torch.sqrt(p * (1 - p) / n) + 1e-3)

@@ -79,7 +79,8 @@ def draw_abs_z(
 
 
 def abs_z_from_q(spec: ZOSpec, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """The quantile ``Q(1 - q)`` of ``|z|`` for float64 ``q`` in (0, 1]."""
+    """The quantile ``Q(1 - q)`` of ``|z|`` for ``q`` in (0, 1], in ``q``'s dtype
+    (float64 for far tails, float32 is enough for ``q > 2**-8``)."""
     if spec.kind == KIND_NORMAL:
         return torch.special.ndtri(0.5 * q).neg_().mul_(spec.kparam)
     if spec.kind == KIND_UNIFORM:
@@ -164,22 +165,31 @@ def sparse_estimate_abs(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """:func:`sparse_estimate` from ``|u|``, already in the compute dtype."""
     cdtype = uabs.dtype
+    device = uabs.device
     uabs = uabs.reshape(-1)
     n, m = uabs.numel(), spec.samples
     near_thr = spec.delta * torch.tensor(_z_hi(spec, table), dtype=cdtype)
     near = flat_nonzero(torch.lt(uabs, near_thr, out=scratch("near", uabs.shape, torch.bool)))
-    tail = _bernoulli_positions(n * m, TAIL, generator, uabs.device)
-    cand = torch.unique(torch.cat([near, tail % n]))  # sorted
-    k = cand.numel()
-    # q = 1 - U per direction: 1 (|z| = 0, inactive) unless near or a tail event
-    q = torch.ones(m, k, dtype=torch.float64, device=uabs.device)
-    if near.numel():
-        v = torch.rand(m, near.numel(), dtype=torch.float64, generator=generator, device=uabs.device)
-        q[:, torch.searchsorted(cand, near)] = TAIL + (1.0 - TAIL) * (1.0 - v)
-    if tail.numel():
-        w = torch.rand(tail.numel(), dtype=torch.float64, generator=generator, device=uabs.device)
-        q[tail // n, torch.searchsorted(cand, tail % n)] = TAIL * (1.0 - w)
-    absz_c = abs_z_from_q(spec, table, q).to(cdtype)
-    g = estimate(uabs[cand], absz_c, spec)
-    keep = g != 0
-    return cand[keep], g[keep]
+    # near entries: U below 1 - TAIL, q = 1 - U in (TAIL, 1] (float32 is precise there)
+    v = torch.rand(m, near.numel(), dtype=cdtype, generator=generator, device=device)
+    z_near = abs_z_from_q(spec, table, v.mul_(TAIL - 1.0).add_(1.0))
+    # tail events, q in (0, TAIL] in float64 (far tails keep their precision)
+    tail = _bernoulli_positions(n * m, TAIL, generator, device)
+    w = torch.rand(tail.numel(), dtype=torch.float64, generator=generator, device=device)
+    z_tail = abs_z_from_q(spec, table, w.mul_(-TAIL).add_(TAIL)).to(cdtype)
+    tail_dir, tail_entry = tail // n, tail % n
+    # a tail event on a near entry replaces that direction's draw
+    slot = torch.searchsorted(near, tail_entry)
+    hit = slot < near.numel()
+    hit[hit.clone()] = near[slot[hit]] == tail_entry[hit]
+    z_near[tail_dir[hit], slot[hit]] = z_tail[hit]
+    # the other tail events: entries far from threshold, |z| = 0 in their other directions
+    far, far_slot = torch.unique(tail_entry[~hit], return_inverse=True)
+    z_far = torch.zeros(m, far.numel(), dtype=cdtype, device=device)
+    z_far[tail_dir[~hit], far_slot] = z_tail[~hit]
+    g_near = estimate(uabs[near], z_near, spec)
+    g_far = estimate(uabs[far], z_far, spec)
+    index = torch.cat([near[g_near != 0], far[g_far != 0]])
+    values = torch.cat([g_near[g_near != 0], g_far[g_far != 0]])
+    index, order = torch.sort(index)
+    return index, values[order]

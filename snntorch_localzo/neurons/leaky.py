@@ -196,7 +196,7 @@ class Leaky(snn.Leaky):
         path = Path.REFERENCE
         if reset_mechanism is not None and (state is None or state.dtype == input_.dtype):
             params = self._params(reset_mechanism)
-            path = plan(input_, state, params, self.spike_grad.spec)
+            path = plan(input_, state, params, self.spike_grad.spec, input_.shape[0])
         if path is not Path.REFERENCE:
             spk, mems = leaky_seq(
                 input_, state, params, self.spike_grad.spec, self.spike_grad.meter, path

@@ -20,6 +20,7 @@ from ..._backend import Path
 from .. import active, layout
 from ..spec import ZOSpec, kernel_supports
 from ..spike import spike
+from ..spike.autograd import NATIVE_MIN_NUMEL
 from . import native, reference
 from .reference import LeakyParams
 
@@ -32,12 +33,15 @@ def _params_fused(params: LeakyParams, x: torch.Tensor, dtypes) -> bool:
 
 
 def plan(
-    x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec
+    x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec,
+    steps: int = 0,
 ) -> Path:
-    """The path of a Leaky step or sequence with input ``x`` and state ``mem``:
-    the fused paths need scalar, fixed ``beta``/``threshold``/``graded`` and a
-    state of the input's dtype and device; the kernels also a dtype and a
-    number of directions they cover."""
+    """The path of a Leaky step (``steps = 0``) or sequence with input ``x`` and
+    state ``mem``: the fused paths need scalar, fixed ``beta``/``threshold``/
+    ``graded`` and a state of the input's dtype and device; the kernels also a
+    dtype and a number of directions they cover. On the CPU a single step
+    smaller than ``NATIVE_MIN_NUMEL`` entries takes the reference, whose dense
+    draw costs less there than the native path's bookkeeping."""
     path = _backend.device_path(x)
     if path is Path.REFERENCE:
         return path
@@ -48,6 +52,8 @@ def plan(
             return path
         path = Path.REFERENCE if x.is_cuda else Path.NATIVE
     if path is Path.NATIVE and _params_fused(params, x, (torch.float32, torch.float64)):
+        if steps == 0 and x.numel() < NATIVE_MIN_NUMEL:
+            return Path.REFERENCE
         return path
     return Path.REFERENCE
 
@@ -201,7 +207,7 @@ def leaky_seq(
     """
     if x.shape[0] == 0:  # an empty sequence
         return torch.zeros_like(x), torch.zeros_like(x)
-    path = plan(x, mem, params, spec) if path is None else path
+    path = plan(x, mem, params, spec, x.shape[0]) if path is None else path
     if path is Path.TRITON:
         return _triton(x, mem, params, spec, meter, absz, x.shape[0])
     if path is Path.NATIVE:

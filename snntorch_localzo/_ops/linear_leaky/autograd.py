@@ -38,7 +38,7 @@ def plan(
 ) -> Path:
     """The path of the layer: the Leaky step's (:func:`..leaky.plan`), when the
     linear parameters share the input's dtype and device."""
-    path = leaky_glue.plan(x, mem, params, spec)
+    path = leaky_glue.plan(x, mem, params, spec, max(x.shape[0], 1))
     for p in (weight, bias):
         if p is not None and (p.dtype != x.dtype or p.device != x.device):
             return Path.REFERENCE

@@ -12,9 +12,10 @@ from .. import layout
 from ..spec import ZOSpec, kernel_supports
 from . import native, reference
 
-#: Entries below which the native path's bookkeeping costs more than drawing
-#: for every entry (measured on the development machine's CPU).
-NATIVE_MIN_NUMEL = 2**14
+#: Entries below which drawing for every entry (the reference) costs less than
+#: the native path's bookkeeping: on the development machine's CPU (one
+#: thread) the two cross between 2**15 and 2**17 entries.
+NATIVE_MIN_NUMEL = 2**17
 
 
 def plan(u: torch.Tensor, spec: ZOSpec) -> Path:
