@@ -30,3 +30,42 @@ def scratch(role: str, shape, dtype: torch.dtype) -> torch.Tensor:
     if buf is None or buf.numel() < numel:
         buf = buffers[(role, dtype)] = torch.empty(numel, dtype=dtype)
     return buf[:numel].view(tuple(shape))
+
+
+# ------------------------------------------------------------------ outputs
+#: Tensors kept per (role, shape, dtype) for reuse as outputs.
+POOL_SIZE = 4
+
+
+def _use_count(t: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+_LONE = _use_count(torch.empty(1)) if hasattr(torch._C, "_storage_Use_Count") else None
+
+
+def output(role: str, shape, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised contiguous CPU tensor of ``shape`` for an operator's
+    output (returned to autograd or the user). Recycled from this thread's
+    pool when an earlier output of the same role and shape is no longer
+    referenced anywhere else (its storage is held by the pool alone), else
+    allocated and kept in the pool (``POOL_SIZE`` per role and shape)."""
+    shape = tuple(shape)
+    if _LONE is None:
+        return torch.empty(shape, dtype=dtype)
+    pools = getattr(_LOCAL, "pools", None)
+    if pools is None:
+        pools = _LOCAL.pools = {}
+    pool = pools.setdefault((role, shape, dtype), [])
+    for t in pool:
+        if _use_count(t) == _LONE:
+            return t
+    t = torch.empty(shape, dtype=dtype)
+    if len(pool) < POOL_SIZE:
+        pool.append(t)
+    return t
+
+
+def clear() -> None:
+    """Drops this thread's scratch tensors and output pools."""
+    _LOCAL.__dict__.clear()

@@ -157,7 +157,7 @@ class NativeLeaky(torch.autograd.Function):
 def _native(x, mem, params, spec, meter, absz, steps):
     """Returns ``(spk, mem, index)`` (``index`` None without grad)."""
     if not _wants_grad(x, mem):
-        spk, mem_seq, _ = native.scan(x, mem, params, steps)
+        spk, mem_seq, _, _ = native.scan(x, mem, params, steps)
         return spk, mem_seq, None
     if absz is not None:
         absz = absz.to(x.device)

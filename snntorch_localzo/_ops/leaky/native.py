@@ -12,33 +12,77 @@ entries (``grad * 0`` elsewhere, as the reference), then the reverse scan.
 
 Every operation is the reference's (``reference.py``) in the same order and
 dtype, so spikes, membranes and, given the same ``|z|`` (``absz``), gradients
-equal the reference's bit for bit.
+equal the reference's bit for bit. The time loops run in C (``_scan.c``,
+built with the package where a C compiler is at hand) for float32 and
+float64, as vectorised PyTorch operations otherwise (and with
+``SNNTORCH_LOCALZO_NO_C=1``); both give the same bits.
 """
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Tuple
 
 import torch
 
 from .. import layout, oplib, rng
-from ..workspace import scratch
+from ..workspace import output, scratch
 from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
 from ..spec import ZOSpec
 from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams
 
+try:
+    from . import _scan
+except ImportError:  # built without a C compiler
+    _scan = None
+
+_C_DTYPES = (torch.float32, torch.float64)
+
+
+def use_c(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether the C loops run for these tensors (float32 or float64, all alike)."""
+    if _scan is None or os.environ.get("SNNTORCH_LOCALZO_NO_C", "0") not in ("", "0"):
+        return False
+    present = [t for t in tensors if t is not None]
+    return present[0].dtype in _C_DTYPES and all(t.dtype == present[0].dtype for t in present)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
 
 def scan(
-    x: torch.Tensor, mem0: Optional[torch.Tensor], params: LeakyParams, steps: int
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    x: torch.Tensor, mem0: Optional[torch.Tensor], params: LeakyParams, steps: int,
+    want_uabs: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``x``: ``steps`` time steps along its first dimension, or one step
     without a time dimension when ``steps == 0``. Returns ``(spk, mem,
-    resets)`` shaped like ``x`` (not views: a state the caller may detach in
-    place), and for zero reset the reset flag of every step (bool)."""
+    resets, uabs)`` shaped like ``x`` (``spk`` and ``mem`` not views: a state
+    the caller may detach in place); ``resets``: for zero reset the reset flag
+    of every step (bool); ``uabs``: ``|mem - thr|`` in the compute dtype (a
+    scratch tensor) when the C loop computed it on the way and ``want_uabs``,
+    else None."""
     dt = x.dtype
     b, thr, gr = params.scalars(dt)
-    mem = torch.empty_like(x, memory_format=torch.contiguous_format)
+    mem = output("mem", x.shape, dt)
     xs, mems = (x, mem) if steps else (x.unsqueeze(0), mem.unsqueeze(0))
+    if use_c(x, mem0):
+        spk = output("spk", x.shape, dt)
+        uabs = scratch("u", mem.shape, dt) if want_uabs else None
+        zero = params.reset == RESET_ZERO
+        fired = scratch("fired", mem.shape, torch.bool) if zero else None
+        xc = xs.contiguous()
+        m0 = None if mem0 is None else mem0.contiguous()
+        _scan.leaky_scan(xc.data_ptr(), _ptr(m0), mem.data_ptr(), spk.data_ptr(), _ptr(uabs),
+                         _ptr(fired), xs.shape[0], mem.numel() // xs.shape[0], float(b), float(thr),
+                         float(gr), params.reset, dt == torch.float64)
+        resets = None
+        if zero:  # the reset of step t is the spike of step t - 1
+            resets = torch.empty(mem.shape, dtype=torch.bool)
+            rs, fs = (resets, fired) if steps else (resets.unsqueeze(0), fired.unsqueeze(0))
+            rs[0] = (torch.zeros_like(xs[0]) if mem0 is None else mem0) > thr
+            rs[1:] = fs[:-1]
+        return spk, mem, resets, uabs
     m = torch.zeros_like(xs[0]) if mem0 is None else mem0
     # the reset of the first step; ``a > thr`` is ``a - thr > 0`` in IEEE arithmetic
     fired = m > thr
@@ -64,7 +108,7 @@ def scan(
     spk = fired_all.to(dt)
     if float(gr) != 1.0:  # (a CPU scalar: reading it costs nothing)
         spk = spk * gr
-    return spk, mem, resets
+    return spk, mem, resets, None
 
 
 def _forward(
@@ -83,15 +127,16 @@ def _forward(
     """Scan and one draw of the estimate: ``(spk, mem, index, g, resets)``
     (``resets`` empty unless zero reset; ``index`` flat into ``x``)."""
     params = LeakyParams(beta, threshold, graded, reset)
-    spk, mem, resets = scan(x, mem0, params, steps)
+    spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
     thr = params.threshold.to(x.dtype)
     if absz is not None:
         index, g = sparse_estimate(mem - thr, spec, table, absz=absz)
     else:  # |u| = |mem - thr|, rounded to x's dtype as the reference does, then widened
-        u = torch.sub(mem, thr, out=scratch("u", mem.shape, x.dtype))
-        cdtype = compute_dtype(x.dtype)
-        uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()
+        if uabs is None:
+            u = torch.sub(mem, thr, out=scratch("u", mem.shape, x.dtype))
+            cdtype = compute_dtype(x.dtype)
+            uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
     if resets is None:
         resets = torch.empty(0, dtype=torch.bool)
@@ -124,6 +169,21 @@ def spike_grads(
     return e, e_active
 
 
+def spike_grads_for_scan(
+    grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
+):
+    """What :func:`reverse_scan` takes for the spike gradient, and the values at
+    the active entries: ``(e, sparse_e, e_active)``. With the C loop and a
+    finite incoming gradient, ``e`` stays sparse (only the active entries
+    are read); otherwise it is made dense, ``grad * 0`` elsewhere as the
+    reference (a NaN or infinite gradient then propagates as there)."""
+    e_active = active_spike_grads(grad_spk, index, g, graded)
+    if use_c(grad_spk) and bool(torch.isfinite(grad_spk).all()):
+        return None, (index, e_active), e_active
+    e, _ = spike_grads(grad_spk, index, g, graded)
+    return e, None, e_active
+
+
 def active_spike_grads(
     grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
 ) -> torch.Tensor:
@@ -146,17 +206,31 @@ def reverse_scan(
     beta: torch.Tensor,
     dtype: torch.dtype,
     shape,
+    sparse_e: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The gradient of the input at every step ``[T, ...]`` and of the initial
     membrane: 
     ``gm[t] = grad_mem[t] + carry`` (what autograd accumulates on mem[t]),
-    ``gm[t] += e[t]``, ``carry = beta * gm[t]`` (zeroed where zero reset fired)."""
+    ``gm[t] += e[t]``, ``carry = beta * gm[t]`` (zeroed where zero reset fired).
+    ``sparse_e``: ``(index, values)``, ``e`` zero away from those flat indices
+    (the C loop only; the other entries then skip the ``+ 0``)."""
     b = beta.clamp(0, 1).to(dtype)
-    gx = torch.empty(shape, dtype=dtype)
+    gx = output("grad", shape, dtype)
     carry = torch.zeros(shape[1:], dtype=dtype)
     e = None if e is None else e.reshape(shape)
     grad_mem = None if grad_mem is None else grad_mem.reshape(shape)
     resets = None if resets is None else resets.reshape(shape)
+    if use_c(gx, e, grad_mem, None if sparse_e is None else sparse_e[1]):
+        e, grad_mem = (None if t is None else t.contiguous() for t in (e, grad_mem))
+        resets = None if resets is None else resets.contiguous()
+        index, values = sparse_e if sparse_e is not None else (None, None)
+        _scan.reverse_scan(_ptr(e), _ptr(index), _ptr(values), 0 if index is None else index.numel(),
+                           _ptr(grad_mem), _ptr(resets), gx.data_ptr(), carry.data_ptr(),
+                           shape[0], carry.numel(), float(b), dtype == torch.float64)
+        return gx, carry
+    if sparse_e is not None:
+        e = torch.zeros(shape, dtype=dtype)
+        e.view(-1)[sparse_e[0]] = sparse_e[1]
     for t in range(shape[0] - 1, -1, -1):
         gm = gx[t]
         if grad_mem is not None:
@@ -189,12 +263,13 @@ def _backward(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_mem0)``, ``grad_x`` of the input's ``shape`` (``steps``
     as in :func:`scan`); counts the active entries into the meter ``acc``."""
-    e = None
+    e = sparse_e = None
     if grad_spk is not None:
-        e, _ = spike_grads(grad_spk, index, g, graded)
-        layout.record(acc, index.numel(), e.numel())
+        e, sparse_e, _ = spike_grads_for_scan(grad_spk, index, g, graded)
+        layout.record(acc, index.numel(), grad_spk.numel())
     seq = tuple(shape) if steps else (1,) + tuple(shape)
-    gx, gmem0 = reverse_scan(e, grad_mem, resets if reset == RESET_ZERO else None, beta, dtype, seq)
+    gx, gmem0 = reverse_scan(e, grad_mem, resets if reset == RESET_ZERO else None, beta, dtype, seq,
+                             sparse_e)
     return gx.reshape(shape), gmem0
 
 

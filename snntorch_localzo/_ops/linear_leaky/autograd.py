@@ -94,7 +94,7 @@ class TritonLinearLeaky(torch.autograd.Function):
 class NativeLinearLeaky(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, mem0, params, spec, acc, absz, sparse):
-        cur = F.linear(x, weight, bias)
+        cur = native.linear(x, weight, bias)
         spk, mem, index, g, resets = leaky_native.leaky_forward(
             cur, mem0, params.beta, params.threshold, params.graded, params.reset,
             *spec.op_args(x.device), absz, cur.shape[0],
@@ -157,7 +157,7 @@ def linear_leaky(
         cur = F.linear(x, weight, bias)
         if path is Path.TRITON:
             return leaky_glue._triton(cur, mem, params, spec, None, None, cur.shape[0])
-        spk, mem_seq, _ = leaky_native.scan(cur, mem, params, cur.shape[0])
+        spk, mem_seq, _, _ = leaky_native.scan(cur, mem, params, cur.shape[0])
         return spk, mem_seq
     acc = layout.accumulator(meter, x.device)
     if path is Path.TRITON:

@@ -23,9 +23,10 @@ import warnings
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .. import layout, oplib
-from ..workspace import scratch
+from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from .reference import input_trace
@@ -40,6 +41,21 @@ SPARSE_MIN_OUT = 128
 SPARSE_MAX_DENSITY = 0.125
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.linear`` over all steps into a scratch tensor (the input current is
+    only read by the scan that follows)."""
+    if torch.compiler.is_compiling():
+        return F.linear(x, weight, bias)
+    T, B, IN = x.shape
+    out = scratch("cur", (T * B, weight.shape[0]), x.dtype)
+    x2 = x.reshape(T * B, IN)
+    if bias is None:
+        torch.mm(x2, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x2, weight.t(), out=out)
+    return out.view(T, B, weight.shape[0])
+
+
 def _csr(crow, col, values, size):
     """A CSR matrix built without checks (the indices come from ``nonzero``) and
     without torch's "beta feature" warning."""
@@ -51,6 +67,22 @@ def _csr(crow, col, values, size):
 def use_sparse_weight_grad(out_features: int, active: int, entries: int) -> bool:
     """Whether the sparse weight gradient is expected to beat the dense product."""
     return out_features >= SPARSE_MIN_OUT and active <= SPARSE_MAX_DENSITY * entries
+
+
+def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
+                carry: Optional[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """Writes the input trace of steps ``[t0, t0 + steps)`` into ``out`` (the
+    reference's ``input_trace``; its C loop where it runs) and returns the
+    carry for the next chunk, a tensor of its own."""
+    if leaky_native.use_c(x, out):
+        xc = x.contiguous()
+        carry = torch.zeros(x.shape[1:], dtype=out.dtype) if carry is None else carry
+        b = beta.clamp(0, 1).to(x.dtype).to(out.dtype)
+        leaky_native._scan.trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
+                                 carry.numel(), float(b), out.dtype == torch.float64)
+        return carry
+    input_trace(x, beta, t0, steps, None if carry is None else carry.clone(), out)
+    return out[-1].clone()
 
 
 def sparse_weight_grad(
@@ -71,8 +103,8 @@ def sparse_weight_grad(
         steps = min(chunk, T - t0)
         lo, hi = int(bounds[ci]), int(bounds[ci + 1])
         out = scratch("trace", (steps,) + tuple(x.shape[1:]), dw.dtype)
-        trace = input_trace(x, beta, t0, steps, None if carry is None else carry.clone(), out)
-        carry = trace[-1]
+        carry = trace_chunk(x, beta, t0, steps, carry, out)
+        trace = out
         if hi == lo:
             continue
         j, order = torch.sort(cols[lo:hi], stable=True)
@@ -104,7 +136,7 @@ def sparse_input_grad(
     elsewhere: ``(h @ W)`` sampled there. ``h``: ``dL/dI [T, B, out]``."""
     T, B, OUT = h.shape
     IN = weight.shape[1]
-    dx = torch.zeros(T, B, IN, dtype=dtype)
+    dx = output("grad_input", (T, B, IN), dtype).zero_()
     if lower.numel() == 0:
         return dx
     rows = lower // IN
@@ -144,10 +176,10 @@ def _backward(
         and use_sparse_weight_grad(OUT, index.numel(), T * B * OUT)
     )
     need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
-    e = e_active = None
+    e = sparse_e = e_active = None
     if grad_spk is not None:
         if need_h:
-            e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded)
+            e, sparse_e, e_active = leaky_native.spike_grads_for_scan(grad_spk, index, g, graded)
         else:  # only the active entries are read
             e_active = leaky_native.active_spike_grads(grad_spk, index, g, graded)
         layout.record(acc, index.numel(), T * B * OUT)
@@ -155,7 +187,7 @@ def _backward(
     h = gmem0 = None
     if need_h:
         h, gmem0 = leaky_native.reverse_scan(
-            e, grad_mem, resets if reset == RESET_ZERO else None, beta, x.dtype, shape
+            e, grad_mem, resets if reset == RESET_ZERO else None, beta, x.dtype, shape, sparse_e
         )
     gx = gw = gb = empty
     if need_x:

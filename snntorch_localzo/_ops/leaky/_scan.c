@@ -1,0 +1,213 @@
+/* Time loops of the native CPU path, in C.
+ *
+ * The vectorised PyTorch loops in native.py run a handful of small tensor
+ * operations per time step; their dispatch costs more than their arithmetic.
+ * These functions run the same loops over raw float32/float64 buffers,
+ * operation for operation: every product and sum is rounded to the buffer's
+ * type before the next (compiled without fused multiply-add and without
+ * fast-math), so the results equal PyTorch's bit for bit. Selections are
+ * written branch-free (a ? b : c on values) so that the compiler vectorises
+ * the inner loops.
+ *
+ * Arguments are addresses (Python ints from Tensor.data_ptr(), 0 for none)
+ * and sizes; the caller (native.py) checks dtypes, contiguity and shapes.
+ * The GIL is released while a loop runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+
+#define RESET_SUBTRACT 0
+#define RESET_ZERO 1
+#define RESET_NONE 2
+
+/* One time step for neurons [0, n): the membrane, the spike times graded,
+ * |mem - thr| (optional) and the spike flag (optional), from the previous
+ * membrane prev (NULL: zero).
+ *   subtract: mem = b * prev + x - (prev > thr ? thr : 0)
+ *   zero:     mem = b * (prev > thr ? 0 * prev : prev) + x
+ *   none:     mem = b * prev + x                                            */
+#define LEAKY_STEP(NAME, T_, RESET)                                                   \
+    static void NAME(const T_ *restrict x, const T_ *restrict prev, T_ *restrict mem,  \
+                     T_ *restrict spk, T_ *restrict uabs, uint8_t *restrict fired,     \
+                     int64_t n, T_ b, T_ thr, T_ gr)                                  \
+    {                                                                                 \
+        const T_ zero_gr = (T_)0 * gr;                                                \
+        for (int64_t i = 0; i < n; i++) {                                             \
+            T_ m = prev ? prev[i] : (T_)0;                                            \
+            T_ v;                                                                     \
+            if (RESET == RESET_ZERO) {                                                \
+                T_ kept = m > thr ? (T_)0 * m : m;                                    \
+                v = b * kept;                                                         \
+            } else {                                                                  \
+                v = b * m;                                                            \
+            }                                                                         \
+            v = v + x[i];                                                             \
+            if (RESET == RESET_SUBTRACT) v = v - (m > thr ? thr : (T_)0);             \
+            mem[i] = v;                                                               \
+            T_ u = v - thr;                                                           \
+            spk[i] = u > (T_)0 ? gr : zero_gr;                                        \
+            if (uabs) uabs[i] = u < (T_)0 ? -u : u;                                   \
+            if (fired) fired[i] = u > (T_)0;                                          \
+        }                                                                             \
+    }
+
+LEAKY_STEP(step_sub_f32, float, RESET_SUBTRACT)
+LEAKY_STEP(step_zero_f32, float, RESET_ZERO)
+LEAKY_STEP(step_none_f32, float, RESET_NONE)
+LEAKY_STEP(step_sub_f64, double, RESET_SUBTRACT)
+LEAKY_STEP(step_zero_f64, double, RESET_ZERO)
+LEAKY_STEP(step_none_f64, double, RESET_NONE)
+
+#define LEAKY_SCAN(NAME, T_, SUB, ZERO, NONE)                                         \
+    static void NAME(const T_ *x, const T_ *mem0, T_ *mem, T_ *spk, T_ *uabs,          \
+                     uint8_t *fired, int64_t steps, int64_t n, T_ b, T_ thr, T_ gr,   \
+                     int reset)                                                       \
+    {                                                                                 \
+        for (int64_t t = 0; t < steps; t++) {                                         \
+            const int64_t o = t * n;                                                  \
+            const T_ *prev = t ? mem + o - n : mem0;                                  \
+            T_ *ua = uabs ? uabs + o : NULL;                                          \
+            uint8_t *f = fired ? fired + o : NULL;                                    \
+            if (reset == RESET_SUBTRACT)                                              \
+                SUB(x + o, prev, mem + o, spk + o, ua, f, n, b, thr, gr);             \
+            else if (reset == RESET_ZERO)                                             \
+                ZERO(x + o, prev, mem + o, spk + o, ua, f, n, b, thr, gr);            \
+            else                                                                      \
+                NONE(x + o, prev, mem + o, spk + o, ua, f, n, b, thr, gr);            \
+        }                                                                             \
+    }
+
+LEAKY_SCAN(leaky_scan_f32, float, step_sub_f32, step_zero_f32, step_none_f32)
+LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
+
+/* Backward of the scan, for t from the last step down:
+ *   gm = grad_mem[t] + carry (or carry); gm = gm + e[t]; gx[t] = gm;
+ *   carry = gm * b, zeroed (0 * carry) where resets[t].
+ * e is dense (e_dense) or sparse: sorted flat indices e_index into [steps, n]
+ * with values e_val, zero elsewhere (then gm + 0 is skipped: the same value
+ * up to the sign of a zero). */
+#define REVERSE_SCAN(NAME, T_)                                                        \
+    static void NAME(const T_ *e_dense, const int64_t *e_index, const T_ *e_val,        \
+                     int64_t e_count, const T_ *gmem, const uint8_t *resets, T_ *gx,    \
+                     T_ *carry, int64_t steps, int64_t n, T_ b)                       \
+    {                                                                                 \
+        int64_t k = e_count - 1;                                                      \
+        for (int64_t i = 0; i < n; i++) carry[i] = (T_)0;                             \
+        for (int64_t t = steps - 1; t >= 0; t--) {                                    \
+            const int64_t o = t * n;                                                  \
+            T_ *g = gx + o;                                                           \
+            if (gmem)                                                                 \
+                for (int64_t i = 0; i < n; i++) g[i] = gmem[o + i] + carry[i];        \
+            else                                                                      \
+                for (int64_t i = 0; i < n; i++) g[i] = carry[i];                      \
+            if (e_dense)                                                              \
+                for (int64_t i = 0; i < n; i++) g[i] = g[i] + e_dense[o + i];         \
+            for (; k >= 0 && e_index[k] >= o; k--) g[e_index[k] - o] += e_val[k];     \
+            if (resets) {                                                             \
+                const uint8_t *r = resets + o;                                        \
+                for (int64_t i = 0; i < n; i++) {                                     \
+                    T_ c = g[i] * b;                                                  \
+                    carry[i] = r[i] ? (T_)0 * c : c;                                  \
+                }                                                                     \
+            } else {                                                                  \
+                for (int64_t i = 0; i < n; i++) carry[i] = g[i] * b;                  \
+            }                                                                         \
+        }                                                                             \
+    }
+
+REVERSE_SCAN(reverse_scan_f32, float)
+REVERSE_SCAN(reverse_scan_f64, double)
+
+/* out[s] = b * tr + x[t0 + s], tr = out[s], from tr = carry (in place: the
+ * last step's trace on return). */
+#define TRACE(NAME, T_)                                                               \
+    static void NAME(const T_ *x, T_ *out, T_ *carry, int64_t t0, int64_t steps,        \
+                     int64_t n, T_ b)                                                 \
+    {                                                                                 \
+        for (int64_t s = 0; s < steps; s++) {                                         \
+            const T_ *restrict xt = x + (t0 + s) * n;                                 \
+            T_ *restrict o = out + s * n;                                             \
+            for (int64_t i = 0; i < n; i++) {                                         \
+                T_ v = b * carry[i];                                                  \
+                v = v + xt[i];                                                        \
+                o[i] = v;                                                             \
+                carry[i] = v;                                                         \
+            }                                                                         \
+        }                                                                             \
+    }
+
+TRACE(trace_f32, float)
+TRACE(trace_f64, double)
+
+static PyObject *py_leaky_scan(PyObject *self, PyObject *args)
+{
+    unsigned long long x, mem0, mem, spk, uabs, fired;
+    long long steps, n;
+    double b, thr, gr;
+    int reset, f64;
+    if (!PyArg_ParseTuple(args, "KKKKKKLLdddii", &x, &mem0, &mem, &spk, &uabs, &fired, &steps, &n,
+                          &b, &thr, &gr, &reset, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64)
+        leaky_scan_f64((const double *)x, (const double *)mem0, (double *)mem, (double *)spk,
+                       (double *)uabs, (uint8_t *)fired, steps, n, b, thr, gr, reset);
+    else
+        leaky_scan_f32((const float *)x, (const float *)mem0, (float *)mem, (float *)spk,
+                       (float *)uabs, (uint8_t *)fired, steps, n, (float)b, (float)thr, (float)gr,
+                       reset);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_reverse_scan(PyObject *self, PyObject *args)
+{
+    unsigned long long e_dense, e_index, e_val, gmem, resets, gx, carry;
+    long long e_count, steps, n;
+    double b;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKKLKKKKLLdi", &e_dense, &e_index, &e_val, &e_count, &gmem,
+                          &resets, &gx, &carry, &steps, &n, &b, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64)
+        reverse_scan_f64((const double *)e_dense, (const int64_t *)e_index, (const double *)e_val,
+                         e_count, (const double *)gmem, (const uint8_t *)resets, (double *)gx,
+                         (double *)carry, steps, n, b);
+    else
+        reverse_scan_f32((const float *)e_dense, (const int64_t *)e_index, (const float *)e_val,
+                         e_count, (const float *)gmem, (const uint8_t *)resets, (float *)gx,
+                         (float *)carry, steps, n, (float)b);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_trace(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out, carry;
+    long long t0, steps, n;
+    double b;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKKLLLdi", &x, &out, &carry, &t0, &steps, &n, &b, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64)
+        trace_f64((const double *)x, (double *)out, (double *)carry, t0, steps, n, b);
+    else
+        trace_f32((const float *)x, (float *)out, (float *)carry, t0, steps, n, (float)b);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"leaky_scan", py_leaky_scan, METH_VARARGS, "Leaky membrane scan (see _scan.c)."},
+    {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
+    {"trace", py_trace, METH_VARARGS, "Input trace of the sparse weight gradient."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }
