@@ -12,6 +12,7 @@ next call. They stay allocated for the life of the thread.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 
 import torch
@@ -37,32 +38,46 @@ def scratch(role: str, shape, dtype: torch.dtype) -> torch.Tensor:
 POOL_SIZE = 4
 
 
-def _use_count(t: torch.Tensor) -> int:
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+def _counts(t: torch.Tensor):
+    """References to ``t``: Python's, C++'s (autograd's saved tensors, views'
+    bases) and its storage's (other tensors on it)."""
+    return (sys.getrefcount(t), t._use_count(),
+            torch._C._storage_Use_Count(t.untyped_storage()._cdata))
 
 
-_LONE = _use_count(torch.empty(1)) if hasattr(torch._C, "_storage_Use_Count") else None
+def _baseline():
+    """The counts of a tensor held by a pool alone, seen from output()'s loop."""
+    if not (hasattr(torch.Tensor, "_use_count") and hasattr(torch._C, "_storage_Use_Count")):
+        return None
+    pool = [torch.empty(1)]
+    for t in pool:  # the same references as in output()'s loop
+        return _counts(t)
+
+
+_BASE = _baseline()
 
 
 def output(role: str, shape, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor of ``shape`` for an operator's
-    output (returned to autograd or the user). Recycled from this thread's
-    pool when an earlier output of the same role and shape is no longer
-    referenced anywhere else (its storage is held by the pool alone), else
-    allocated and kept in the pool (``POOL_SIZE`` per role and shape)."""
+    output (returned to autograd or the user): always a new tensor (no
+    autograd history, hooks or attributes of an earlier one), on memory
+    recycled from this thread's pool when no tensor of an earlier output of
+    the same role and shape is left (not held by Python, autograd or a view),
+    else on new memory kept in the pool (``POOL_SIZE`` per role and shape)."""
     shape = tuple(shape)
-    if _LONE is None:
+    if _BASE is None:
         return torch.empty(shape, dtype=dtype)
     pools = getattr(_LOCAL, "pools", None)
     if pools is None:
         pools = _LOCAL.pools = {}
     pool = pools.setdefault((role, shape, dtype), [])
     for t in pool:
-        if _use_count(t) == _LONE:
-            return t
+        if _counts(t) == _BASE:  # its memory is held by the pool alone
+            return torch.empty(0, dtype=dtype).set_(t.untyped_storage(), 0, shape)
     t = torch.empty(shape, dtype=dtype)
     if len(pool) < POOL_SIZE:
         pool.append(t)
+        return torch.empty(0, dtype=dtype).set_(t.untyped_storage(), 0, shape)
     return t
 
 

@@ -1,0 +1,154 @@
+"""The native path's C time loops (``_ops/leaky/_scan.c``) against its
+PyTorch loops, bit for bit, and the output pool's reuse rules.
+
+CI builds the C loops with the package (tox sets
+``SNNTORCH_LOCALZO_REQUIRE_C=1``, so a broken build fails here); without a
+compiler the package runs the PyTorch loops, which test_sequence.py and
+test_neuron_leaky.py compare with snnTorch and the reference."""
+
+import os
+
+import pytest
+import torch
+
+from snntorch_localzo._ops import workspace
+from snntorch_localzo._ops.leaky import native
+from snntorch_localzo._ops.leaky.reference import LeakyParams
+from snntorch_localzo._ops.linear_leaky import native as linear_native
+
+pytestmark = pytest.mark.version_free
+needs_c = pytest.mark.skipif(native._scan is None, reason="the C loops were not built here")
+
+
+def test_c_loops_are_built_where_ci_requires_them():
+    if os.environ.get("SNNTORCH_LOCALZO_REQUIRE_C", "0") in ("", "0"):
+        pytest.skip("SNNTORCH_LOCALZO_REQUIRE_C is not set")
+    assert native._scan is not None and native.use_c(torch.zeros(1))
+
+
+def both(monkeypatch, fn):
+    """``fn()`` with the C loops, then with the PyTorch loops."""
+    monkeypatch.delenv("SNNTORCH_LOCALZO_NO_C", raising=False)
+    assert native.use_c(torch.zeros(1))
+    with_c = fn()
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    assert not native.use_c(torch.zeros(1))
+    return with_c, fn()
+
+
+def same(a, b):
+    """Bit for bit, NaN for NaN (a zero's sign may differ: the C loop skips adding zeros)."""
+    for p, q in zip(a, b):
+        if p is None or q is None:
+            assert p is None and q is None
+        else:
+            assert p.dtype == q.dtype
+            torch.testing.assert_close(p, q, rtol=0, atol=0, equal_nan=True)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reset", [0, 1, 2])
+@pytest.mark.parametrize("steps", [0, 7])
+@pytest.mark.parametrize("with_mem0", [False, True])
+def test_scan_in_c_equals_torch(monkeypatch, dtype, reset, steps, with_mem0):
+    torch.manual_seed(0)
+    shape = (steps, 5, 33) if steps else (5, 33)
+    x = (torch.randn(shape) * 0.8 + 0.5).to(dtype)
+    x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    mem0 = (torch.rand(5, 33) * 2).to(dtype) if with_mem0 else None
+    params = LeakyParams(torch.tensor(0.875), torch.tensor(0.75), torch.tensor(1.5), reset)
+
+    def run():
+        spk, mem, resets, _ = native.scan(x, mem0, params, steps)
+        return spk.clone(), mem.clone(), None if resets is None else resets.clone()
+
+    c, t = both(monkeypatch, run)
+    same(c, t)
+    assert 0 < c[0].count_nonzero() < c[0].numel()
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad_mem", [False, True])
+@pytest.mark.parametrize("zero_reset", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_reverse_scan_in_c_equals_torch(monkeypatch, dtype, grad_mem, zero_reset, sparse):
+    torch.manual_seed(1)
+    shape = (9, 4, 21)
+    e = torch.randn(shape, dtype=dtype) * (torch.rand(shape) < 0.1)
+    gm = torch.randn(shape, dtype=dtype) if grad_mem else None
+    resets = torch.rand(shape) < 0.3 if zero_reset else None
+    index = torch.nonzero(e.reshape(-1)).reshape(-1)
+    sparse_e = (index, e.reshape(-1)[index]) if sparse else None
+    beta = torch.tensor(0.9)
+
+    def run():
+        gx, carry = native.reverse_scan(None if sparse else e, gm, resets, beta, dtype, shape,
+                                        sparse_e)
+        return gx.clone(), carry.clone()
+
+    same(*both(monkeypatch, run))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_trace_in_c_equals_torch(monkeypatch, dtype):
+    x = (torch.rand(12, 3, 17) < 0.3).to(dtype)
+    beta = torch.tensor(0.8)
+
+    def run():
+        out1 = torch.empty(5, 3, 17, dtype=dtype)
+        out2 = torch.empty(7, 3, 17, dtype=dtype)
+        carry = linear_native.trace_chunk(x, beta, 0, 5, None, out1)
+        carry = linear_native.trace_chunk(x, beta, 5, 7, carry, out2)
+        return out1.clone(), out2.clone(), carry.clone()
+
+    same(*both(monkeypatch, run))
+
+
+def _pointers(n, held):
+    """Storage addresses of ``n`` outputs taken one after the other (each freed
+    before the next), outside any assert statement (pytest keeps their values)."""
+    out = []
+    for _ in range(n):
+        t = workspace.output("test", (3, 4), torch.float32)
+        out.append(t.untyped_storage().data_ptr())
+        del t
+    return out
+
+
+def test_output_pool_reuses_only_what_nobody_holds():
+    """A pooled output comes back only when no Python name, view, other tensor
+    on its storage or autograd saved tensor holds it."""
+    if workspace._BASE is None:
+        pytest.skip("this torch cannot count references: no pool")
+    workspace.clear()
+    y = torch.ones(3, 4, requires_grad=True)
+    a = workspace.output("test", (3, 4), torch.float32)  # held by a name
+    view = workspace.output("test", (3, 4), torch.float32)[1:]  # held by a view only
+    c = workspace.output("test", (3, 4), torch.float32)
+    out = c * y  # held by autograd only
+    held = {a.untyped_storage().data_ptr(), view.untyped_storage().data_ptr(),
+            c.untyped_storage().data_ptr()}
+    del c
+    taken = _pointers(3, held)
+    assert len(held) == 3 and not held & set(taken)
+    assert len(set(taken)) == 1  # the pool's fourth tensor, free again after each use
+    out.sum().backward()
+    del out, view
+    pool = {t.untyped_storage().data_ptr()
+            for t in workspace._LOCAL.pools[("test", (3, 4), torch.float32)]}
+    again = _pointers(2, held)
+    assert set(again) <= pool - {a.untyped_storage().data_ptr()}  # recycled, never a
+    # a recycled output is a new tensor: nothing of an earlier one's autograd state
+    first = workspace.output("test", (3, 4), torch.float32)
+    first.requires_grad_(True)
+    first.register_hook(lambda g: g * 2)
+    first.marked = True
+    ptr = first.untyped_storage().data_ptr()
+    del first
+    second = workspace.output("test", (3, 4), torch.float32)
+    assert second.untyped_storage().data_ptr() == ptr
+    assert not second.requires_grad and not hasattr(second, "marked") and not second._backward_hooks
+    workspace.clear()
