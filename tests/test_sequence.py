@@ -378,3 +378,29 @@ def test_linear_leaky_trains_with_reference_fallbacks(backend):
         assert torch.isfinite(layer.linear.weight.grad).all()
         assert layer.linear.weight.grad.abs().sum() > 0
     assert layer is not None and isinstance(layer, nn.Module)
+
+
+@pytest.mark.version_free
+@pytest.mark.parametrize("mode", FUSED_MODES)
+def test_non_finite_incoming_gradient_propagates_as_in_the_reference(mode):
+    """A NaN reaching the spikes where the estimate is zero still poisons the
+    gradient, as in the reference (grad * 0 = NaN): the fused paths take their
+    dense form for it."""
+    torch.manual_seed(9)
+    est = localzo.make("normal", delta=0.3)
+    x = torch.rand(6, 2, 12, device=DEVICE) * 1.3
+    absz = est.dist.abs_sample((1, 6, 2, 12)).to(DEVICE)
+    g = torch.randn(6, 2, 12, device=DEVICE)
+    g[5, 1, 3] = float("nan")
+
+    def grads(m):
+        xx = x.clone().requires_grad_(True)
+        with use_backend(m):
+            spk, _ = leaky_seq(xx, None, params(0), est.spec, absz=absz)
+            spk.backward(g)
+        return xx.grad
+
+    ref, fused = grads("reference"), grads(mode)
+    assert torch.isnan(ref).any()
+    assert torch.equal(torch.isnan(fused), torch.isnan(ref))
+    torch.testing.assert_close(fused, ref, rtol=0, atol=0, equal_nan=True)

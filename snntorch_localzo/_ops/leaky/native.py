@@ -20,6 +20,7 @@ float64, as vectorised PyTorch operations otherwise (and with
 
 from __future__ import annotations
 
+import math
 import os
 from typing import List, Optional, Tuple
 
@@ -178,7 +179,9 @@ def spike_grads_for_scan(
     are read); otherwise it is made dense, ``grad * 0`` elsewhere as the
     reference (a NaN or infinite gradient then propagates as there)."""
     e_active = active_spike_grads(grad_spk, index, g, graded)
-    if use_c(grad_spk) and bool(torch.isfinite(grad_spk).all()):
+    # one pass: a NaN or an infinity anywhere makes the sum non-finite (so does an
+    # overflow of finite values, which then just takes the dense path)
+    if use_c(grad_spk) and math.isfinite(float(grad_spk.sum())):
         return None, (index, e_active), e_active
     e, _ = spike_grads(grad_spk, index, g, graded)
     return e, None, e_active
