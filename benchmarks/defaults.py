@@ -1,0 +1,660 @@
+"""Does ``spike_grad=localzo.make()`` train any snnTorch model? (issue 10)
+
+Four snnTorch-style networks on scikit-learn's digits, each trained with each
+spike gradient of a small registry, several seeds, on the CPU:
+
+    fc_tut5    snnTorch tutorial 5's stack: Linear(784, 1000)-Leaky-Linear(1000, 10)-Leaky,
+               beta 0.95, the image fed at every step, cross-entropy of the output
+               membrane summed over steps, Adam 5e-4, read out by spike count;
+               T=25, batch 32, 6 epochs
+    conv_tut6  snnTorch tutorial 6's stack: Conv2d(1, 12, 5)-MaxPool2d(2)-Leaky-
+               Conv2d(12, 64, 5)-MaxPool2d(2)-Leaky-Flatten-Linear(64*4*4, 10)-Leaky,
+               init_hidden=True, beta 0.5, the image at every step,
+               snntorch.functional.ce_rate_loss, Adam 1e-2, read out by spike count;
+               T=10, batch 64, 10 epochs
+    demo       the package demo's DigitsNet (64-128-10, beta 0.9) on rate-coded 8x8
+               digits, cross-entropy of the mean output membrane, Adam 2e-3;
+               T=25, batch 64, 15 epochs (the demo's settings)
+    deep_conv  a deeper conv stack in tutorial 6's style (5 Leaky layers): Conv2d(1, 8, 5)-
+               MaxPool2d(2)-Leaky-Conv2d(8, 16, 3, padding 1)-Leaky-Conv2d(16, 32, 3)-
+               MaxPool2d(2)-Leaky-Conv2d(32, 64, 3)-Leaky-Flatten-Linear(576, 10)-Leaky,
+               otherwise as conv_tut6 but Adam 5e-3
+
+Deviations from the tutorials, for one CPU thread and 1437 training images:
+batch 32/64 instead of 128 (more optimizer steps per epoch), T=10 instead of
+50 for the conv nets, a few epochs instead of one MNIST epoch. Every spike
+gradient gets the same settings. The 8x8 digits (pixels / 16) are upsampled
+to 28x28 (bilinear) for the tutorial nets; the train/test split is the
+package's (stratified, random_state=0: 1437 / 360 images). The same seed gives
+the same initial weights and the same batch order for every spike gradient.
+
+Spike gradients (``--list``; the default set is the first four):
+
+    fast_sigmoid  snntorch.surrogate.fast_sigmoid()   (tutorial 6's choice, slope 25)
+    atan          snntorch.surrogate.atan()           (snnTorch's default, alpha 2)
+    old_default   localzo.make('normal', delta=0.05)  (make() before issue 10)
+    new_default   make() new default: for now the prototype of the rule picked in
+                  issue 10 (``PICKED_RULE``, benchmarks/_adaptive_prototype.py);
+                  ``new_default()`` becomes ``localzo.make()`` once integrated
+    ...           the other candidate rules studied for issue 10
+
+One spike-gradient object is shared by all layers of a network (as users
+write it); each layer's calls go through its own probe, which counts the
+non-zero entries of the gradient that reaches that layer's membrane
+(``mem - threshold``) in backward. "Active %" is that count over all
+entries in epochs 2 and later (the first epoch is reported separately).
+
+    python benchmarks/defaults.py                  # 4 nets x 4 spike gradients x 3 seeds
+    python benchmarks/defaults.py --nets conv_tut6 --grads old_default,new_default --seeds 1
+    python benchmarks/defaults.py --table          # table again from the JSON
+    python benchmarks/defaults.py --replot         # table and plot again from the JSON
+
+Writes benchmarks/results/defaults_cpu.json (one row per net, spike gradient
+and seed) and docs/img/defaults_cpu.png (needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import snntorch
+import snntorch as snn
+import snntorch.functional as SF
+import snntorch.surrogate as surrogate
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from snntorch import utils as snn_utils
+
+import snntorch_localzo as localzo
+from snntorch_localzo.demo.models import DigitsNet
+from snntorch_localzo._ops.layout import record
+from snntorch_localzo.stats import ActivityMeter
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import _adaptive_prototype as proto  # noqa: E402
+
+
+# --------------------------------------------------------------------------- spike gradients
+@dataclass(frozen=True)
+class SpikeGrad:
+    """A named spike gradient: ``factory()`` gives a fresh object, shared by
+    all layers of a network unless ``per_layer`` (then one per layer)."""
+
+    key: str
+    label: str
+    factory: Callable
+    per_layer: bool = False
+
+
+#: The rule issue 10 picked (benchmarks/_adaptive_prototype.py): per call, the
+#: step delta at which 2% of the call's entries expect an estimate (30% while
+#: under 1% of them fire), at least one per sample, and every neuron's nearest
+#: entry along the batch active with probability >= 0.1.
+PICKED_RULE = dict(rho=0.02, rho_silent=0.3, rate=0.01, per_row=1, column_p=0.1)
+
+
+def new_default():
+    """The spike gradient the benchmark calls "make() new default". Until the
+    library integrates the rule picked in issue 10 it is the prototype; once
+    ``localzo.make()`` implements it, this becomes ``return localzo.make()``."""
+    return proto.AdaptiveLocalZO(proto.Bootstrap(**PICKED_RULE), log_deltas=True)
+
+
+NEW_DEFAULT_LABEL = "make() new default [prototype Bootstrap(0.02, 0.3, col 0.1)]"
+
+
+def _proto(rule, samples: int = 1):
+    return lambda: proto.AdaptiveLocalZO(rule(), samples=samples, log_deltas=True)
+
+
+SPIKE_GRADS: Dict[str, SpikeGrad] = {
+    s.key: s
+    for s in (
+        SpikeGrad("fast_sigmoid", "snntorch.surrogate.fast_sigmoid()", lambda: surrogate.fast_sigmoid()),
+        SpikeGrad("atan", "snntorch.surrogate.atan()", lambda: surrogate.atan()),
+        SpikeGrad("old_default", "localzo.make('normal', delta=0.05)",
+                  lambda: localzo.make("normal", delta=0.05)),
+        SpikeGrad("new_default", NEW_DEFAULT_LABEL, new_default),
+        # candidates studied for issue 10 (not in the default set)
+        SpikeGrad("paper_conv", "localzo.make('normal', delta=0.5, samples=5)",
+                  lambda: localzo.make("normal", delta=0.5, samples=5)),
+        SpikeGrad("fs_twin", "localzo.make('fast_sigmoid')", lambda: localzo.make("fast_sigmoid")),
+        SpikeGrad("atan_twin", "localzo.make('atan')", lambda: localzo.make("atan")),
+        SpikeGrad("af_1", "ActiveFraction(0.01, per_row=1)",
+                  _proto(lambda: proto.ActiveFraction(0.01, per_row=1))),
+        SpikeGrad("af_5", "ActiveFraction(0.05, per_row=1)",
+                  _proto(lambda: proto.ActiveFraction(0.05, per_row=1))),
+        SpikeGrad("af_20", "ActiveFraction(0.2, per_row=1)",
+                  _proto(lambda: proto.ActiveFraction(0.2, per_row=1))),
+        SpikeGrad("af_2_col", "ActiveFraction(0.02, per_row=1, column_p=0.1)",
+                  _proto(lambda: proto.ActiveFraction(0.02, per_row=1, column_p=0.1))),
+        SpikeGrad("boot_1", "Bootstrap(0.01, 0.2, 0.01, per_row=1)",
+                  _proto(lambda: proto.Bootstrap(0.01, 0.2, 0.01, per_row=1))),
+        SpikeGrad("boot_2", "Bootstrap(0.02, 0.3, 0.01, per_row=1)",
+                  _proto(lambda: proto.Bootstrap(0.02, 0.3, 0.01, per_row=1))),
+        SpikeGrad("boot_1_col", "Bootstrap(0.01, 0.3, 0.01, per_row=1, column_p=0.1)",
+                  _proto(lambda: proto.Bootstrap(0.01, 0.3, 0.01, per_row=1, column_p=0.1))),
+        SpikeGrad("controller_layer", "Controller(rho=0.01), one object per layer",
+                  _proto(lambda: proto.Controller(0.01)), per_layer=True),
+    )
+}
+DEFAULT_GRADS = ("fast_sigmoid", "atan", "old_default", "new_default")
+
+
+class LayerProbe:
+    """One layer's view of a (possibly shared) spike gradient: counts the
+    non-zero entries of the gradient reaching the layer's ``mem - threshold``
+    and, for the prototypes, the mean ``delta`` of its backward calls."""
+
+    def __init__(self, spike_grad):
+        self.spike_grad = spike_grad
+        self.meter = ActivityMeter()
+        self.delta_sum = torch.zeros((), dtype=torch.float64)
+        self.delta_calls = 0
+
+    def __call__(self, mem_shift: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and mem_shift.requires_grad:
+            mem_shift.register_hook(self._count)
+        return self.spike_grad(mem_shift)
+
+    def _count(self, grad: torch.Tensor) -> None:
+        record(self.meter.accumulator(grad.device), torch.count_nonzero(grad), grad.numel())
+        deltas = getattr(self.spike_grad, "deltas", None)
+        if deltas:  # the wrapped backward ran just before this hook
+            self.delta_sum = self.delta_sum + deltas.pop().to("cpu", torch.float64)
+            self.delta_calls += 1
+            deltas.clear()
+
+    def reset(self) -> None:
+        self.meter.reset()
+        self.delta_sum = torch.zeros((), dtype=torch.float64)
+        self.delta_calls = 0
+
+
+def spiking_layers(model: nn.Module) -> List[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, snn.SpikingNeuron)]
+
+
+def attach_probes(model: nn.Module, grad: SpikeGrad, shared) -> List[LayerProbe]:
+    """Gives each spiking layer its probe (around ``shared``, or a fresh
+    object per layer when ``grad.per_layer``)."""
+    probes = []
+    for layer in spiking_layers(model):
+        probe = LayerProbe(grad.factory() if grad.per_layer else shared)
+        layer.spike_grad = probe
+        probes.append(probe)
+    return probes
+
+
+# --------------------------------------------------------------------------- data
+class Digits:
+    """scikit-learn digits with the package's split: 8x8 pixels in [0, 1]."""
+
+    def __init__(self, train_limit: Optional[int] = None, test_limit: Optional[int] = None):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        X, y = load_digits(return_X_y=True)
+        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+        self.x8_train = torch.tensor(X_tr[:train_limit], dtype=torch.float32).view(-1, 1, 8, 8) / 16
+        self.x8_test = torch.tensor(X_te[:test_limit], dtype=torch.float32).view(-1, 1, 8, 8) / 16
+        self.y_train = torch.tensor(y_tr[:train_limit])
+        self.y_test = torch.tensor(y_te[:test_limit])
+
+    def static28(self):
+        up = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)  # noqa: E731
+        return up(self.x8_train).clamp(0, 1), up(self.x8_test).clamp(0, 1)
+
+    def rate8(self, num_steps: int, seed: int):
+        """Bernoulli rate code of the 8x8 pixels, ``[T, N, 64]`` (the demo's encoding)."""
+        gen = torch.Generator().manual_seed(seed)
+
+        def enc(x):
+            p = x.reshape(x.shape[0], 64)
+            return torch.bernoulli(p.unsqueeze(0).expand(num_steps, *p.shape), generator=gen)
+
+        return enc(self.x8_train), enc(self.x8_test)
+
+
+# --------------------------------------------------------------------------- networks
+class TutorialFC(nn.Module):
+    """snnTorch tutorial 5's network: returns output spikes and membranes ``[T, B, 10]``."""
+
+    def __init__(self, spike_grad, num_steps: int, beta: float = 0.95, threshold: float = 1.0):
+        super().__init__()
+        self.num_steps = num_steps
+        self.fc1 = nn.Linear(28 * 28, 1000)
+        self.lif1 = snn.Leaky(beta=beta, spike_grad=spike_grad, threshold=threshold)
+        self.fc2 = nn.Linear(1000, 10)
+        self.lif2 = snn.Leaky(beta=beta, spike_grad=spike_grad, threshold=threshold)
+
+    def forward(self, x):
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for _ in range(self.num_steps):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def tutorial_conv(spike_grad, beta: float = 0.5, threshold: float = 1.0) -> nn.Sequential:
+    """snnTorch tutorial 6's ``nn.Sequential`` (one time step per call)."""
+    kw = dict(beta=beta, spike_grad=spike_grad, threshold=threshold, init_hidden=True)
+    return nn.Sequential(
+        nn.Conv2d(1, 12, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
+        nn.Conv2d(12, 64, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 10), snn.Leaky(output=True, **kw),
+    )
+
+
+def deep_conv(spike_grad, beta: float = 0.5, threshold: float = 1.0) -> nn.Sequential:
+    """Five Leaky layers in tutorial 6's style (28x28 -> 12 -> 12 -> 5 -> 3 -> 10)."""
+    kw = dict(beta=beta, spike_grad=spike_grad, threshold=threshold, init_hidden=True)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
+        nn.Conv2d(8, 16, 3, padding=1), snn.Leaky(**kw),
+        nn.Conv2d(16, 32, 3), nn.MaxPool2d(2), snn.Leaky(**kw),
+        nn.Conv2d(32, 64, 3), snn.Leaky(**kw),
+        nn.Flatten(), nn.Linear(64 * 3 * 3, 10), snn.Leaky(output=True, **kw),
+    )
+
+
+def run_sequential(model: nn.Sequential, x: torch.Tensor, num_steps: int):
+    """Tutorial 6's ``forward_pass``: reset the hidden states, the same input at
+    every step; output spikes and membranes ``[T, B, 10]``."""
+    snn_utils.reset(model)
+    spk_rec, mem_rec = [], []
+    for _ in range(num_steps):
+        spk, mem = model(x)
+        spk_rec.append(spk)
+        mem_rec.append(mem)
+    return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+@dataclass
+class NetSpec:
+    key: str
+    description: str
+    data: str  # "static28" or "rate8"
+    num_steps: int
+    epochs: int
+    batch: int
+    lr: float
+    loss: str  # "ce_mem_sum", "ce_rate", "ce_mem_mean"
+    readout: str  # "spike_count" or "mem_mean"
+
+    def build(self, spike_grad, threshold: float = 1.0) -> nn.Module:
+        if self.key == "fc_tut5":
+            return TutorialFC(spike_grad, self.num_steps, threshold=threshold)
+        if self.key == "conv_tut6":
+            return tutorial_conv(spike_grad, threshold=threshold)
+        if self.key == "deep_conv":
+            return deep_conv(spike_grad, threshold=threshold)
+        if self.key == "demo":
+            if threshold != 1.0:
+                raise ValueError("the demo net has threshold 1 only")
+            return DigitsNet(spike_grad)
+        raise ValueError(f"unknown net {self.key!r}")
+
+    def forward(self, model, x):
+        """Spikes (or None) and membranes ``[T, B, 10]`` for inputs ``x``."""
+        if self.key == "fc_tut5":
+            return model(x.flatten(1))
+        if self.key == "demo":
+            return None, model(x)
+        return run_sequential(model, x, self.num_steps)
+
+    def loss_value(self, spk, mem, y):
+        if self.loss == "ce_mem_sum":
+            return sum(F.cross_entropy(mem[t], y) for t in range(mem.shape[0]))
+        if self.loss == "ce_rate":
+            return SF.ce_rate_loss()(spk, y)
+        return F.cross_entropy(mem.mean(0), y)
+
+    def predict(self, spk, mem):
+        return (spk.sum(0) if self.readout == "spike_count" else mem.mean(0)).argmax(1)
+
+
+NETS: Dict[str, NetSpec] = {
+    n.key: n
+    for n in (
+        NetSpec("fc_tut5", "tutorial 5: 784-1000-10 Leaky (beta 0.95), CE on membrane summed over steps",
+                "static28", num_steps=25, epochs=6, batch=32, lr=5e-4, loss="ce_mem_sum",
+                readout="spike_count"),
+        NetSpec("conv_tut6", "tutorial 6: 12C5-MP2-64C5-MP2-FC10 Leaky (beta 0.5), ce_rate_loss",
+                "static28", num_steps=10, epochs=10, batch=64, lr=1e-2, loss="ce_rate",
+                readout="spike_count"),
+        NetSpec("demo", "demo DigitsNet: 64-128-10 Leaky (beta 0.9), rate-coded 8x8, CE on mean membrane",
+                "rate8", num_steps=25, epochs=15, batch=64, lr=2e-3, loss="ce_mem_mean",
+                readout="mem_mean"),
+        NetSpec("deep_conv", "deeper conv: 8C5-MP2-16C3-32C3-MP2-64C3-FC10, 5 Leaky (beta 0.5), ce_rate_loss",
+                "static28", num_steps=10, epochs=10, batch=64, lr=5e-3, loss="ce_rate",
+                readout="spike_count"),
+    )
+}
+
+
+# --------------------------------------------------------------------------- training
+def layer_fraction(active: List[float], total: List[float]) -> float:
+    s = sum(total)
+    return sum(active) / s if s else float("nan")
+
+
+def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict:
+    """One training run; returns its row."""
+    if spec.data == "rate8":
+        x_train, x_test = digits.rate8(spec.num_steps, seed)
+        n_train, batch_dim = x_train.shape[1], 1
+    else:
+        x_train, x_test = digits.static28()
+        n_train, batch_dim = x_train.shape[0], 0
+    y_train, y_test = digits.y_train, digits.y_test
+    torch.manual_seed(seed)
+    shared = grad.factory()
+    model = spec.build(shared)
+    probes = attach_probes(model, grad, shared)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(0.9, 0.999))
+    order_gen = torch.Generator().manual_seed(seed)
+    acc_per_epoch, epoch_s, loss_per_epoch = [], [], []
+    active_counts, deltas = [], []  # per epoch: per layer [active, total]; mean delta
+    for _ in range(spec.epochs):
+        for p in probes:
+            p.reset()
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n_train, generator=order_gen)
+        losses = []
+        for first in range(0, n_train, spec.batch):
+            idx = order[first:first + spec.batch]
+            xb = x_train.index_select(batch_dim, idx)
+            spk, mem = spec.forward(model, xb)
+            loss = spec.loss_value(spk, mem, y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        epoch_s.append(time.perf_counter() - start)
+        loss_per_epoch.append(statistics.mean(losses))
+        active_counts.append([[p.meter.active, p.meter.total] for p in probes])
+        deltas.append([float(p.delta_sum) / p.delta_calls if p.delta_calls else None
+                       for p in probes])
+        acc_per_epoch.append(evaluate(spec, model, x_test, y_test, batch_dim))
+    later = active_counts[1:] or active_counts
+    n_layers = len(probes)
+    per_layer = [layer_fraction([e[i][0] for e in later], [e[i][1] for e in later])
+                 for i in range(n_layers)]
+    first = [layer_fraction([active_counts[0][i][0]], [active_counts[0][i][1]])
+             for i in range(n_layers)]
+    overall = layer_fraction([a for e in later for a, _ in e], [t for e in later for _, t in e])
+    return {
+        "net": spec.key, "spike_grad": grad.key, "label": grad.label, "seed": seed,
+        "test_acc": acc_per_epoch[-1], "test_acc_per_epoch": acc_per_epoch,
+        "train_loss_per_epoch": loss_per_epoch,
+        "active_per_layer": per_layer, "active_overall": overall,
+        "active_per_layer_epoch1": first,
+        "active_counts_per_epoch": active_counts,
+        "delta_per_layer_per_epoch": deltas,
+        "epoch_s": epoch_s,
+    }
+
+
+def evaluate(spec: NetSpec, model, x_test, y_test, batch_dim: int, chunk: int = 128) -> float:
+    model.eval()
+    correct = 0
+    n = y_test.shape[0]
+    with torch.no_grad():
+        for first in range(0, n, chunk):
+            xb = x_test[first:first + chunk] if batch_dim == 0 else x_test[:, first:first + chunk]
+            spk, mem = spec.forward(model, xb)
+            correct += int((spec.predict(spk, mem) == y_test[first:first + chunk]).sum())
+    return correct / n
+
+
+# --------------------------------------------------------------------------- report
+def mean_std(values: List[float]):
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: List[Dict]) -> List[Dict]:
+    """One entry per (net, spike gradient), in the order first seen."""
+    groups: Dict = {}
+    for r in rows:
+        groups.setdefault((r["net"], r["spike_grad"]), []).append(r)
+    out = []
+    for (net, key), rs in groups.items():
+        acc = mean_std([r["test_acc"] for r in rs])
+        n_layers = len(rs[0]["active_per_layer"])
+        layers = [mean_std([r["active_per_layer"][i] for r in rs])[0] for i in range(n_layers)]
+        layers1 = [mean_std([r["active_per_layer_epoch1"][i] for r in rs])[0] for i in range(n_layers)]
+        out.append({
+            "net": net, "spike_grad": key, "label": rs[0]["label"], "seeds": [r["seed"] for r in rs],
+            "test_acc_mean": acc[0], "test_acc_std": acc[1],
+            "test_acc_per_seed": [r["test_acc"] for r in rs],
+            "active_per_layer": layers, "active_per_layer_epoch1": layers1,
+            "active_overall": mean_std([r["active_overall"] for r in rs])[0],
+            "epoch_s": statistics.mean(statistics.median(r["epoch_s"]) for r in rs),
+        })
+    return out
+
+
+def _pct(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "-"
+    return f"{100 * x:.2f}" if x < 0.9995 else "100"
+
+
+def format_table(summary: List[Dict]) -> str:
+    w = max([len("spike_grad")] + [len(s["label"]) for s in summary])
+    header = (f"{'net':<10} {'spike_grad':<{w}} {'test acc %':>14}  {'active % ep2+ per layer':<34}"
+              f"{'all':>7}  {'ep1 per layer':<34}{'s/ep':>6}")
+    lines = [header, "-" * len(header)]
+    best = {}
+    for s in summary:
+        if s["spike_grad"] in ("fast_sigmoid", "atan"):
+            best[s["net"]] = max(best.get(s["net"], 0.0), s["test_acc_mean"])
+    last_net = None
+    for s in summary:
+        if last_net is not None and s["net"] != last_net:
+            lines.append("")
+        last_net = s["net"]
+        acc = f"{100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f}"
+        layers = " / ".join(_pct(x) for x in s["active_per_layer"])
+        layers1 = " / ".join(_pct(x) for x in s["active_per_layer_epoch1"])
+        flag = ""
+        if s["net"] in best and s["spike_grad"] not in ("fast_sigmoid", "atan"):
+            gap = 100 * (best[s["net"]] - s["test_acc_mean"])
+            flag = " *" if gap > 2.0 else ""
+        lines.append(f"{s['net']:<10} {s['label']:<{w}} {acc:>14}{flag:<2}{layers:<34}"
+                     f"{_pct(s['active_overall']):>7}  {layers1:<34}{s['epoch_s']:>6.1f}")
+    lines.append("")
+    lines.append("active %: non-zero entries of the gradient reaching each spiking layer's "
+                 "mem - threshold (input to output; '-': no gradient reaches it), epochs 2+; "
+                 "all: over all layers; ep1: first epoch. *: more than 2 points below the best "
+                 "snnTorch surrogate on that net.")
+    return "\n".join(lines)
+
+
+def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(dict.fromkeys(s["net"] for s in summary))
+    keys = list(dict.fromkeys(s["spike_grad"] for s in summary))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(2, len(nets), figsize=(3.6 * len(nets), 6.2), squeeze=False)
+    for j, net in enumerate(nets):
+        rows = {s["spike_grad"]: s for s in summary if s["net"] == net}
+        for i, key in enumerate(keys):
+            if key not in rows:
+                continue
+            s = rows[key]
+            c = colors[i % len(colors)]
+            axes[0][j].bar(i, 100 * s["test_acc_mean"], yerr=100 * s["test_acc_std"], color=c,
+                           label=s["label"] if j == 0 else None, capsize=3)
+            act = s["active_overall"]
+            if math.isnan(act) or act <= 0.0:  # no gradient at all: marked, not drawn
+                axes[1][j].plot(i, 0.13, "x", color=c, ms=8, mew=2)
+            else:
+                axes[1][j].bar(i, 100 * act, color=c)
+        axes[0][j].set_title(net)
+        axes[0][j].set_ylim(0, 100)
+        axes[0][j].set_xticks([])
+        axes[1][j].set_yscale("log")
+        axes[1][j].set_ylim(0.1, 150)
+        axes[1][j].set_xticks([])
+        axes[1][j].axhline(5.0, color="gray", lw=0.8, ls="--")
+    axes[0][0].set_ylabel("test accuracy % (mean ± std)")
+    axes[1][0].set_ylabel("active % in backward (epochs 2+;\nx: no gradient at all)")
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(f"snnTorch-style nets on digits, {len(settings['seeds'])} seeds, {settings['machine']}",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} thread(s)"
+
+
+# --------------------------------------------------------------------------- main
+def _names(text: Optional[str], known: Dict, what: str, default) -> List[str]:
+    if not text:
+        return list(default)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}; expected some of {sorted(known)}")
+    return names
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"`{name}` must be an integer >= 1, got {text!r}")
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"`{name}` must be an integer >= 1, got {value}")
+        return value
+    return parse
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nets", help=f"comma-separated, from {list(NETS)} (default all)")
+    p.add_argument("--grads", help=f"comma-separated spike gradients (default {','.join(DEFAULT_GRADS)}); "
+                   "--list shows all")
+    p.add_argument("--list", action="store_true", help="list nets and spike gradients and exit")
+    p.add_argument("--seeds", type=_positive("--seeds"), default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--epochs", type=_positive("--epochs"), help="override every net's epochs")
+    p.add_argument("--T", type=_positive("--T"), help="override every net's time steps")
+    p.add_argument("--batch", type=_positive("--batch"), help="override every net's batch size")
+    p.add_argument("--train-limit", type=_positive("--train-limit"),
+                   help="use only the first N training images (smoke tests)")
+    p.add_argument("--test-limit", type=_positive("--test-limit"), help="use only the first N test images")
+    p.add_argument("--threads", type=_positive("--threads"), default=1, help="torch threads (default 1)")
+    p.add_argument("--out", help="JSON path (default benchmarks/results/defaults_cpu.json)")
+    p.add_argument("--plot", help="PNG path (default docs/img/defaults_cpu.png); 'none': no plot")
+    p.add_argument("--table", action="store_true", help="train nothing: print the table from the JSON")
+    p.add_argument("--replot", action="store_true", help="train nothing: table and plot from the JSON")
+    args = p.parse_args(argv)
+    out = Path(args.out) if args.out else HERE / "results" / "defaults_cpu.json"
+    png = Path(args.plot) if args.plot else ROOT / "docs" / "img" / "defaults_cpu.png"
+    if args.list:
+        for spec in NETS.values():
+            print(f"net  {spec.key:<12} {spec.description}")
+        for g in SPIKE_GRADS.values():
+            mark = "*" if g.key in DEFAULT_GRADS else " "
+            print(f"grad {g.key:<18}{mark} {g.label}")
+        return 0
+    if args.table or args.replot:
+        if not out.is_file():
+            raise SystemExit(f"no results at {out}: run the benchmark first (or pass --out)")
+        saved = json.loads(out.read_text())
+        summary = summarise(saved["rows"])
+        print(format_table(summary))
+        if args.replot and args.plot != "none":
+            print(f"wrote {plot(summary, saved['settings'], png)}")
+        return 0
+    nets = _names(args.nets, NETS, "net(s)", NETS)
+    grads = _names(args.grads, SPIKE_GRADS, "spike gradient(s)", DEFAULT_GRADS)
+    torch.set_num_threads(args.threads)
+    specs = []
+    for key in nets:
+        s = NETS[key]
+        specs.append(NetSpec(s.key, s.description, s.data, args.T or s.num_steps, args.epochs or s.epochs,
+                             args.batch or s.batch, s.lr, s.loss, s.readout))
+    digits = Digits(args.train_limit, args.test_limit)
+    settings = {
+        "dataset": "scikit-learn digits, split stratified random_state=0; 8x8 upsampled to 28x28 "
+                   "(bilinear) for fc_tut5/conv_tut6/deep_conv, rate-coded 8x8 for demo",
+        "nets": {s.key: {"description": s.description, "T": s.num_steps, "epochs": s.epochs,
+                         "batch": s.batch, "lr": s.lr, "loss": s.loss, "readout": s.readout}
+                 for s in specs},
+        "spike_grads": {g: SPIKE_GRADS[g].label for g in grads},
+        "seeds": list(range(args.seeds)),
+        "n_train": int(digits.y_train.shape[0]), "n_test": int(digits.y_test.shape[0]),
+        "machine": machine(), "torch": torch.__version__, "snntorch": snntorch.__version__,
+    }
+    print(f"defaults benchmark: nets {nets}, spike gradients {grads}, seeds {settings['seeds']}; "
+          f"{settings['machine']}; torch {torch.__version__}, snnTorch {snntorch.__version__}")
+    for s in specs:
+        print(f"  {s.key}: T={s.num_steps}, {s.epochs} epochs, batch {s.batch}, Adam lr {s.lr:g}")
+    rows = []
+    start = time.perf_counter()
+    for spec in specs:
+        for seed in settings["seeds"]:
+            for key in grads:
+                t0 = time.perf_counter()
+                row = train_one(spec, SPIKE_GRADS[key], seed, digits)
+                row["run_s"] = time.perf_counter() - t0
+                rows.append(row)
+                print(f"  {spec.key} seed {seed} {key}: {100 * row['test_acc']:.2f}%  active "
+                      f"{' / '.join(_pct(x) for x in row['active_per_layer'])}  "
+                      f"({row['run_s']:.0f} s)", flush=True)
+    total = time.perf_counter() - start
+    settings["total_s"] = total
+    summary = summarise(rows)
+    print()
+    print(format_table(summary))
+    print(f"\n(total {total:.0f} s)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": settings, "summary": summary, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+    if args.plot != "none":
+        print(f"wrote {plot(summary, settings, png)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
