@@ -126,6 +126,14 @@ class Leaky(snn.Leaky):
         check_float_tensor("input_", input_)
         mem = args[0] if args else kwargs.get("mem")
         state = check_state("mem", mem, "input_", input_, input_.shape)
+        if state is None and isinstance(mem, torch.Tensor) and mem.numel() > 1:
+            # a zero state of another shape or dtype means zero; snnTorch 0.7
+            # cannot take one, so hand every snnTorch the zero it means
+            mem = torch.zeros_like(input_)
+            if args:
+                args = (mem,) + tuple(args[1:])
+            else:
+                kwargs["mem"] = mem
         reset_mechanism = self._fused_reset_mechanism()
         if reset_mechanism is not None:
             out = self._forward_fused(input_, mem, state, reset_mechanism)
