@@ -59,8 +59,12 @@ def test_tutorial_01_quickstart(run_tutorial):
     # a smaller delta gives a sparser backward
     assert g["history_sparse"]["active"][-1] < g["history_localzo"]["active"][-1]
     assert g["history_atan"]["active"] == []  # no meter on the surrogate
-    # localzo.Leaky draws its directions its own way: another run, as sparse
-    assert g["history_fused"] != g["history_sparse"]
+    # on the CPU a step of this small net takes the reference path, as snn.Leaky with
+    # make() does: the same draws, the same run; the GPU kernels draw their own
+    if str(g["device"]) == "cpu":
+        assert g["history_fused"] == g["history_sparse"]
+    else:
+        assert g["history_fused"] != g["history_sparse"]
     ratio = g["history_fused"]["active"][-1] / g["history_sparse"]["active"][-1]
     assert 0.5 < ratio < 2.0, ratio
     assert_pngs(figures, ["01_training.png"])

@@ -227,9 +227,11 @@ history_sparse = train(Net(spike_grad=sparse_grad).to(device), spike_grad=sparse
 # `spike_grad` defaults to `localzo.make()`. Its forward values are bit for bit those of
 # `snn.Leaky`. Each time step runs fused: on a CUDA GPU as Triton kernels (state update,
 # threshold, spike, and the random LocalZO directions in a parallel kernel), keeping one
-# byte per neuron between the two passes instead of a copy of the membrane; on the CPU
-# as the *native path*, which draws random directions only for the neurons that can get
-# a non-zero estimate and keeps only those for backward. Tutorial 4 measures both.
+# byte per neuron between the two passes instead of a copy of the membrane; on the CPU,
+# from 2^17 neurons per step (batch times layer width), as the *native path*, which draws
+# random directions only for the neurons that can get a non-zero estimate and keeps only
+# those for backward. Smaller CPU steps, like this network's, run the plain PyTorch
+# reference, as `snn.Leaky` with `localzo.make()` does. Tutorial 4 measures both.
 
 # %%
 fused_grad = localzo.make(delta=0.008, track=True)
@@ -246,9 +248,10 @@ history_fused = train(net_fused, spike_grad=fused_grad)
 
 # %% [markdown]
 # These epochs start from the same weights and see the same batches as the `delta=0.008`
-# run of section 4, with the same forward pass; the fused paths draw their directions
-# their own way (the same distribution, other numbers), so the two runs differ a little
-# from the first backward pass on, by chance alone.
+# run of section 4, with the same forward pass. On the CPU this small network takes the
+# same reference path, so the run is that of section 4, draw for draw. On a GPU the
+# kernels draw their directions their own way (the same distribution, other numbers), so
+# the two runs differ a little from the first backward pass on, by chance alone.
 
 # %% [markdown]
 # ## 6. Pictures
