@@ -258,8 +258,10 @@ history_fused = train(net_fused, spike_grad=fused_grad)
 #
 # Accuracy per epoch for the four runs, and the fraction of neurons that received a
 # gradient (log scale). The ATan run has no curve on the right: a surrogate gradient is
-# non-zero for every neuron, 100% by construction. The figure is saved in the `FIGURES`
-# folder and shown below in a notebook.
+# non-zero for every neuron, 100% by construction. On the CPU the last two runs are the
+# same run (section 5), so their curves lie on top of each other; each run has its own
+# line style and marker to tell them apart. The figure is saved in the `FIGURES` folder
+# and shown below in a notebook.
 
 # %%
 runs = {

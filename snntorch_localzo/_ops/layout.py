@@ -67,6 +67,13 @@ def record(acc: torch.Tensor, active: torch.Tensor, total: int) -> None:
     acc[CALLS] += 1
 
 
+def record_nonzero(acc: torch.Tensor, g: torch.Tensor) -> None:
+    """:func:`record` of the non-zero entries of ``g``, counted only when the
+    meter is on (``acc`` not empty)."""
+    if acc.numel():
+        record(acc, torch.count_nonzero(g), g.numel())
+
+
 def prepare_for_kernel(acc: torch.Tensor, total: int) -> None:
     """Before a kernel atomically adds its count to ``ACTIVE`` and
     ``LAST_ACTIVE``: start the last-call slots and count the call."""

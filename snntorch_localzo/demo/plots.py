@@ -190,11 +190,12 @@ def training_figure(histories: Mapping[str, Mapping[str, Sequence[float]]], titl
     ax_acc, ax_act = fig.subplots(1, 2)
     for i, (name, h) in enumerate(histories.items()):
         epochs = list(range(1, len(h["test_acc"]) + 1))
-        ax_acc.plot(epochs, [100 * a for a in h["test_acc"]], marker="o", ms=3,
-                    color=f"C{i}", label=name)
+        # a style of its own per run: runs that coincide stay visible
+        style = dict(color=f"C{i}", label=name, ms=4 - i % 2, marker="os^v"[i % 4],
+                     linestyle=("-", "--", "-.", ":")[i % 4], fillstyle=("full", "none")[i % 2])
+        ax_acc.plot(epochs, [100 * a for a in h["test_acc"]], **style)
         if h.get("active"):
-            ax_act.plot(epochs, [100 * a for a in h["active"]], marker="o", ms=3,
-                        color=f"C{i}", label=name)
+            ax_act.plot(epochs, [100 * a for a in h["active"]], **style)
     ax_acc.set_ylabel("test accuracy %")
     ax_act.set_ylabel("non-zero spike gradients in backward %")
     ax_act.set_yscale("log")

@@ -25,7 +25,7 @@ def draw_estimate(u: torch.Tensor, spec: ZOSpec, table: torch.Tensor, acc: torch
         generator=rng.generator(u.device),
     )
     g = estimate(u, absz, spec)
-    layout.record(acc, torch.count_nonzero(g), g.numel())
+    layout.record_nonzero(acc, g)
     return g
 
 
@@ -45,7 +45,7 @@ def _backward(
         g = draw_estimate(u, spec, table, acc)
     else:
         g = estimate(u, absz, spec)
-        layout.record(acc, torch.count_nonzero(g), g.numel())
+        layout.record_nonzero(acc, g)
     return (grad_out.to(g.dtype) * g).to(grad_out.dtype)
 
 
