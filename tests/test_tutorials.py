@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 SOURCES = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
@@ -117,6 +118,62 @@ def test_tutorial_04_speed_and_memory(run_tutorial):
     for name in g["names"][1:]:
         assert 0.0 <= results[name]["active"] < 0.5, (name, results[name])
     assert_pngs(figures, ["04_speed_memory.png"])
+
+
+@pytest.mark.tutorial
+def test_tutorial_05_opzo(run_tutorial):
+    threads = torch.get_num_threads()
+    try:
+        g, figures = run_tutorial("05_opzo.py")
+    finally:
+        torch.set_num_threads(threads)  # the tutorial sets one thread
+    assert g["same_forward"]
+    # the feedback estimate converges, faster with dual noise
+    assert g["cos_dual"][-1][1] > 0.99
+    assert g["cos_dual"][-1][1] > g["cos_single"][-1][1]
+    histories = g["histories"]
+    assert set(histories) == {"momentum", "backprop", "random", "zo"}
+    for name in ("momentum", "backprop"):
+        h = histories[name]
+        assert h["loss"][-1] < h["loss"][0], (name, h["loss"])
+        assert h["test_acc"][-1] > 0.3, (name, h["test_acc"])  # chance is 0.1
+    # LocalZO's psi: sparse updates
+    assert 0.0 < g["active"] < 0.5
+    assert g["history_localzo"]["test_acc"][-1] > 0.1
+    # memory: OPZO's peak does not grow with T, backpropagation through time's does
+    peak = g["peak"]
+    assert peak[("OPZO", 64)] <= 1.2 * peak[("OPZO", 8)] + 0.05
+    assert peak[("BPTT", 64)] > 2 * peak[("BPTT", 8)]
+    assert {k for k in g["state"] if k.startswith("feedback")} == {
+        "feedback_0", "feedback_1", "feedback_steps"}
+    assert_pngs(figures, ["05_feedback_estimate.png", "05_training.png"])
+
+
+@pytest.mark.tutorial
+def test_tutorial_06_conversion(run_tutorial):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many tiny operations: no waiting on threads on a loaded CPU
+    try:
+        g, figures = run_tutorial("06_conversion.py")
+    finally:
+        torch.set_num_threads(threads)
+
+    assert g["ann_acc"] > 0.8  # the QCFS ANN learned (chance is 0.1)
+    assert g["same_as_qcfs"]  # T = L: the first spiking layer fires the QCFS activation
+    # FTBC cuts the per-step error of every layer, on the calibration data
+    err_plain, err_ftbc = g["err_plain"], g["err_ftbc"]
+    assert err_plain.shape == err_ftbc.shape == (3, g["T_MAX"])
+    assert err_ftbc.mean() < 0.3 * err_plain.mean()
+    # and helps where plain conversion is weak, without hurting the largest T
+    acc_plain, acc_ftbc = g["acc_plain"], g["acc_ftbc"]
+    assert acc_ftbc[2] > acc_plain[2] + 0.2
+    assert acc_ftbc[g["T_MAX"]] >= acc_plain[g["T_MAX"]] - 0.02
+    assert g["prefix_equal"] and g["restored_equal"]
+    # LocalZO fine-tuning at T=2 trains (sparse backward) and does not lose accuracy
+    hist = g["tune_history"]
+    assert all(0.0 < a < 0.5 for a in hist["active"]), hist["active"]
+    assert hist["test_acc"][-1] >= g["acc_before"]
+    assert_pngs(figures, ["06_residual.png", "06_accuracy.png"])
 
 
 @pytest.mark.tutorial
