@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +42,9 @@ from snntorch_localzo.demo.data import spiking_digits
 from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import machine  # noqa: E402
 
 
 def spike_grads(delta: float) -> Dict[str, Callable]:
@@ -74,18 +76,6 @@ def non_finite_backward(specs: Dict[str, Callable]) -> List[str]:
             notes.append(f"{name}: backward is {value} (float32) at mem - threshold = {nearest:g}, "
                          f"the nearest such point to the threshold in [-10, 10]")
     return notes
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {model}, {torch.get_num_threads()} threads"
 
 
 def summary(runs: List[RunResult]) -> Dict:

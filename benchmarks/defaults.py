@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -85,6 +84,7 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 import _adaptive_prototype as proto  # noqa: E402
+from _common import machine  # noqa: E402
 
 
 # --------------------------------------------------------------------------- spike gradients
@@ -534,16 +534,6 @@ def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {model}, {torch.get_num_threads()} thread(s)"
 
 
 # --------------------------------------------------------------------------- main

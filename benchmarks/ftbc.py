@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -41,21 +40,12 @@ import torch
 from snntorch_localzo.demo import ftbc
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import machine  # noqa: E402
 NETS = {"mlp-4": ("mlp", 4, 60), "mlp-8": ("mlp", 8, 60), "conv-4": ("conv", 4, 30),
         "conv-8": ("conv", 8, 30)}
 TARGET_NET = "mlp L=4"
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {model}, {torch.get_num_threads()} thread(s)"
 
 
 def _mean(rows: List[Dict], net: str, method: str, T) -> Optional[float]:

@@ -51,20 +51,11 @@ from snntorch_localzo.demo.opzo import METHODS, _images, conv_net, fc_net, train
 from snntorch_localzo.opzo import OPZO
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import machine  # noqa: E402
 FC_METHODS = ["opzo", "ottt_backprop", "dfa", "zo", "opzo_localzo"]
 CONV_METHODS = ["opzo", "ottt_backprop", "dfa", "zo"]
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = "CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {model}, {torch.get_num_threads()} thread(s)"
 
 
 def peak_mib(fn, device: torch.device) -> float:
