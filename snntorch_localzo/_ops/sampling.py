@@ -189,7 +189,8 @@ def sparse_estimate_abs(
     z_far[tail_dir[~hit], far_slot] = z_tail[~hit]
     g_near = estimate(uabs[near], z_near, spec)
     g_far = estimate(uabs[far], z_far, spec)
-    index = torch.cat([near[g_near != 0], far[g_far != 0]])
-    values = torch.cat([g_near[g_near != 0], g_far[g_far != 0]])
+    keep_near, keep_far = g_near != 0, g_far != 0
+    index = torch.cat([near[keep_near], far[keep_far]])
+    values = torch.cat([g_near[keep_near], g_far[keep_far]])
     index, order = torch.sort(index)
     return index, values[order]

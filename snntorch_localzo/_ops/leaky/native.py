@@ -155,35 +155,25 @@ def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_float
     )
 
 
-def spike_grads(
-    grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(e, e_active)``: the gradient reaching the membrane through the spike,
-    ``round(round(grad_spk * graded) * G)``, dense (``grad * 0`` where ``G``
-    is zero, as the reference; a scratch tensor, valid until the next call)
-    and at the active entries."""
-    e = scratch("e", grad_spk.shape, grad_spk.dtype)
-    gsgr = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
-    torch.mul(gsgr, 0, out=e)
-    e_active = active_spike_grads(grad_spk, index, g, graded)
-    e.view(-1)[index] = e_active
-    return e, e_active
-
-
 def spike_grads_for_scan(
     grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
 ):
     """What :func:`reverse_scan` takes for the spike gradient, and the values at
-    the active entries: ``(e, sparse_e, e_active)``. With the C loop and a
-    finite incoming gradient, ``e`` stays sparse (only the active entries
-    are read); otherwise it is made dense, ``grad * 0`` elsewhere as the
-    reference (a NaN or infinite gradient then propagates as there)."""
+    the active entries: ``(e, sparse_e, e_active)``, ``e_active =
+    round(round(grad_spk * graded) * G)`` there. With the C loop and a finite
+    incoming gradient, ``e`` stays sparse (only the active entries are read);
+    otherwise it is made dense, ``grad * 0`` elsewhere as the reference (a NaN
+    or infinite gradient then propagates as there; a scratch tensor, valid
+    until the next call)."""
     e_active = active_spike_grads(grad_spk, index, g, graded)
     # one pass: a NaN or an infinity anywhere makes the sum non-finite (so does an
     # overflow of finite values, which then just takes the dense path)
     if use_c(grad_spk) and math.isfinite(float(grad_spk.sum())):
         return None, (index, e_active), e_active
-    e, _ = spike_grads(grad_spk, index, g, graded)
+    e = scratch("e", grad_spk.shape, grad_spk.dtype)
+    gsgr = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
+    torch.mul(gsgr, 0, out=e)
+    e.view(-1)[index] = e_active
     return e, None, e_active
 
 

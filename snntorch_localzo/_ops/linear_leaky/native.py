@@ -64,6 +64,14 @@ def _csr(crow, col, values, size):
         return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
+def _row_pointers(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR row pointers of an ``n``-row matrix from the sorted row index of
+    each of its entries."""
+    crow = torch.zeros(n + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return crow
+
+
 def use_sparse_weight_grad(out_features: int, active: int, entries: int) -> bool:
     """Whether the sparse weight gradient is expected to beat the dense product."""
     return out_features >= SPARSE_MIN_OUT and active <= SPARSE_MAX_DENSITY * entries
@@ -104,15 +112,12 @@ def sparse_weight_grad(
         lo, hi = int(bounds[ci]), int(bounds[ci + 1])
         out = scratch("trace", (steps,) + tuple(x.shape[1:]), dw.dtype)
         carry = trace_chunk(x, beta, t0, steps, carry, out)
-        trace = out
         if hi == lo:
             continue
         j, order = torch.sort(cols[lo:hi], stable=True)
-        crow = torch.zeros(out_features + 1, dtype=torch.int64)
-        crow[1:] = torch.cumsum(torch.bincount(j, minlength=out_features), 0)
-        mat = _csr(crow, rows[lo:hi][order] - t0 * B, e_active[lo:hi][order].to(dw.dtype),
-                   (out_features, steps * B))
-        dw += mat @ trace.reshape(steps * B, IN)
+        mat = _csr(_row_pointers(j, out_features), rows[lo:hi][order] - t0 * B,
+                   e_active[lo:hi][order].to(dw.dtype), (out_features, steps * B))
+        dw += mat @ out.reshape(steps * B, IN)
     return dw
 
 
@@ -139,10 +144,8 @@ def sparse_input_grad(
     dx = output("grad_input", (T, B, IN), dtype).zero_()
     if lower.numel() == 0:
         return dx
-    rows = lower // IN
-    crow = torch.zeros(T * B + 1, dtype=torch.int64)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=T * B), 0)
-    pattern = _csr(crow, lower % IN, torch.zeros(lower.numel(), dtype=h.dtype), (T * B, IN))
+    pattern = _csr(_row_pointers(lower // IN, T * B), lower % IN,
+                   torch.zeros(lower.numel(), dtype=h.dtype), (T * B, IN))
     values = torch.sparse.sampled_addmm(pattern, h.reshape(T * B, OUT), weight.to(h.dtype)).values()
     dx.view(-1)[lower] = values.to(dtype)
     return dx
