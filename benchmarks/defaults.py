@@ -76,8 +76,7 @@ from snntorch import utils as snn_utils
 
 import snntorch_localzo as localzo
 from snntorch_localzo.demo.models import DigitsNet
-from snntorch_localzo._ops.layout import record
-from snntorch_localzo.stats import ActivityMeter
+from snntorch_localzo.demo.train import SpikeGradProbe
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -154,24 +153,18 @@ SPIKE_GRADS: Dict[str, SpikeGrad] = {
 DEFAULT_GRADS = ("fast_sigmoid", "atan", "old_default", "new_default")
 
 
-class LayerProbe:
+class LayerProbe(SpikeGradProbe):
     """One layer's view of a (possibly shared) spike gradient: counts the
     non-zero entries of the gradient reaching the layer's ``mem - threshold``
     and, for the prototypes, the mean ``delta`` of its backward calls."""
 
     def __init__(self, spike_grad):
-        self.spike_grad = spike_grad
-        self.meter = ActivityMeter()
+        super().__init__(spike_grad)
         self.delta_sum = torch.zeros((), dtype=torch.float64)
         self.delta_calls = 0
 
-    def __call__(self, mem_shift: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and mem_shift.requires_grad:
-            mem_shift.register_hook(self._count)
-        return self.spike_grad(mem_shift)
-
     def _count(self, grad: torch.Tensor) -> None:
-        record(self.meter.accumulator(grad.device), torch.count_nonzero(grad), grad.numel())
+        super()._count(grad)
         deltas = getattr(self.spike_grad, "deltas", None)
         if deltas:  # the wrapped backward ran just before this hook
             self.delta_sum = self.delta_sum + deltas.pop().to("cpu", torch.float64)
