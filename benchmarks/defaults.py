@@ -33,9 +33,8 @@ Spike gradients (``--list``; the default set is the first four):
     fast_sigmoid  snntorch.surrogate.fast_sigmoid()   (tutorial 6's choice, slope 25)
     atan          snntorch.surrogate.atan()           (snnTorch's default, alpha 2)
     old_default   localzo.make('normal', delta=0.05)  (make() before issue 10)
-    new_default   make() new default: for now the prototype of the rule picked in
-                  issue 10 (``PICKED_RULE``, benchmarks/_adaptive_prototype.py);
-                  ``new_default()`` becomes ``localzo.make()`` once integrated
+    new_default   localzo.make(): the adaptive step (snntorch_localzo/adaptive.py),
+                  the rule the study below picked
     ...           the other candidate rules studied for issue 10
 
 One spike-gradient object is shared by all layers of a network (as users
@@ -98,21 +97,12 @@ class SpikeGrad:
     per_layer: bool = False
 
 
-#: The rule issue 10 picked (benchmarks/_adaptive_prototype.py): per call, the
-#: step delta at which 2% of the call's entries expect an estimate (30% while
-#: under 1% of them fire), at least one per sample, and every neuron's nearest
-#: entry along the batch active with probability >= 0.1.
-PICKED_RULE = dict(rho=0.02, rho_silent=0.3, rate=0.01, per_row=1, column_p=0.1)
-
-
 def new_default():
-    """The spike gradient the benchmark calls "make() new default". Until the
-    library integrates the rule picked in issue 10 it is the prototype; once
-    ``localzo.make()`` implements it, this becomes ``return localzo.make()``."""
-    return proto.AdaptiveLocalZO(proto.Bootstrap(**PICKED_RULE), log_deltas=True)
+    """The spike gradient the benchmark calls "make() new default": the library's."""
+    return localzo.make()
 
 
-NEW_DEFAULT_LABEL = "make() new default [prototype Bootstrap(0.02, 0.3, col 0.1)]"
+NEW_DEFAULT_LABEL = "localzo.make() (adaptive step)"
 
 
 def _proto(rule, samples: int = 1):

@@ -19,6 +19,7 @@ import importlib
 from ._version import __version__
 from . import distributions
 from ._backend import get_backend, set_backend, use_backend
+from .adaptive import AdaptiveDelta
 from .estimator import LocalZO, make
 from .neurons import Leaky, LinearLeaky
 from .stats import ActivityMeter
@@ -27,6 +28,7 @@ __all__ = [
     "__version__",
     "make",
     "LocalZO",
+    "AdaptiveDelta",
     "Leaky",
     "LinearLeaky",
     "ActivityMeter",

@@ -9,6 +9,7 @@ import torch
 
 from ._checks import check_float_tensor
 from ._ops import layout
+from .adaptive import LAWS as ADAPTIVE_LAWS, AdaptiveDelta, peak
 from ._ops.spec import ZOSpec, spec_of
 from ._ops.spike import spike
 from .distributions import Distribution, get_distribution
@@ -50,12 +51,21 @@ class LocalZO:
     from threshold (the sparsity LocalZO trains with) and its expected value
     is a surrogate gradient, available as :meth:`expected_grad`.
 
+    By default (``delta=None`` with ``normal``, ``uniform`` or ``laplace``) the
+    step is *adaptive*: each call computes :math:`δ_t` from its own membrane
+    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`: about 2% of a firing
+    layer's entries active, more in a silent layer, every neuron reachable),
+    and the expected value is the law's surrogate of width :math:`δ_t` scaled
+    to height one at threshold (for ``normal`` the bump
+    :math:`\\exp(-u^2/2δ_t^2)`). A number ``delta`` fixes the step.
+
     Example::
 
         import snntorch as snn
         import snntorch_localzo as localzo
 
-        lif = snn.Leaky(beta=0.9, spike_grad=localzo.make("normal", delta=0.05))
+        lif = snn.Leaky(beta=0.9, spike_grad=localzo.make())             # adaptive step
+        lif = snn.Leaky(beta=0.9, spike_grad=localzo.make(delta=0.05))   # fixed step
 
     :param dist: distribution of :math:`z`: ``"normal"``, ``"uniform"``,
         ``"laplace"`` (parameter ``delta``), or the twin of an snnTorch
@@ -66,8 +76,10 @@ class LocalZO:
     :type dist: str or Distribution, optional
 
     :param delta: step :math:`δ > 0` of the estimate, for ``normal``,
-        ``uniform`` and ``laplace``. Defaults to 0.05
-    :type delta: float, optional
+        ``uniform`` and ``laplace``, or an
+        :class:`~snntorch_localzo.adaptive.AdaptiveDelta` rule. Defaults to
+        None: ``AdaptiveDelta()``
+    :type delta: float or AdaptiveDelta, optional
 
     :param samples: number of directions :math:`m` averaged per neuron.
         Defaults to 1
@@ -96,13 +108,21 @@ class LocalZO:
         slope: Optional[float] = None,
         track: bool = False,
     ):
-        if isinstance(dist, str) and dist in ("normal", "uniform", "laplace") and delta is None:
-            delta = 0.05
+        self.rule: Optional[AdaptiveDelta] = None
+        if isinstance(dist, str) and dist in ADAPTIVE_LAWS and (
+            delta is None or isinstance(delta, AdaptiveDelta)
+        ):
+            self.rule = AdaptiveDelta() if delta is None else delta
+            delta = 1.0  # the unit step the operators see (spec.py)
+        elif isinstance(delta, AdaptiveDelta):
+            raise TypeError(
+                f"an AdaptiveDelta `delta` needs dist in {ADAPTIVE_LAWS}, got {dist!r}"
+            )
         self.dist: Distribution = get_distribution(
             dist, delta=delta, alpha=alpha, slope=slope
         )
         self.samples = _check_samples(samples)
-        self._spec = spec_of(self.dist, self.samples)
+        self._spec = spec_of(self.dist, self.samples, self.rule)
         if not isinstance(track, bool):
             raise TypeError(f"`track` must be a bool, got {type(track).__name__}")
         self.meter: Optional[ActivityMeter] = ActivityMeter() if track else None
@@ -121,18 +141,45 @@ class LocalZO:
 
     # ------------------------------------------------------------------ theory
     @property
-    def delta(self) -> float:
-        """Step :math:`δ` of the estimate (fixed by the surrogate for twins)."""
-        return self.dist.delta
+    def adaptive(self) -> bool:
+        """Whether the step is adaptive (:attr:`rule`) rather than fixed."""
+        return self.rule is not None
+
+    @property
+    def delta(self):
+        """Step :math:`δ` of the estimate (fixed by the surrogate for twins),
+        or the :class:`~snntorch_localzo.adaptive.AdaptiveDelta` rule."""
+        return self.rule if self.rule is not None else self.dist.delta
+
+    def step(self, u: torch.Tensor) -> torch.Tensor:
+        """The step :math:`δ_t` a backward call on ``u = mem - threshold``
+        uses: the rule's (``[1, *neurons]`` for ``u`` of shape ``[batch,
+        *neurons]``), or the fixed :math:`δ` as a 0-d tensor."""
+        u = torch.as_tensor(u)
+        if self.rule is None:
+            return torch.tensor(self.dist.delta, dtype=torch.float32, device=u.device)
+        return self._spec.step(u)
 
     def expected_grad(self, u: torch.Tensor) -> torch.Tensor:
-        """The surrogate gradient the estimate equals on average, at ``u``."""
-        return self.dist.expected_grad(torch.as_tensor(u))
+        """The surrogate gradient the estimate equals on average, at ``u``.
+        With the adaptive step: given the call's :math:`δ_t` (:meth:`step`,
+        computed from this ``u`` as one call), :math:`g_1(u/δ_t)/g_1(0)`, the
+        law's surrogate of width :math:`δ_t` scaled to height one (for the
+        normal law :math:`\\exp(-u^2/2δ_t^2)`)."""
+        u = torch.as_tensor(u)
+        if self.rule is None:
+            return self.dist.expected_grad(u)
+        d = self.step(u).to(torch.float64)
+        return self.dist.expected_grad(u.to(torch.float64) / d) / peak(self.dist)
 
     def active_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Probability that the estimate at ``u`` is non-zero:
-        :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|`."""
-        return self.dist.active_prob(u, self.samples)
+        :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|` (with the
+        adaptive step, :math:`δ = δ_t` of ``u`` as one call)."""
+        u = torch.as_tensor(u)
+        if self.rule is None:
+            return self.dist.active_prob(u, self.samples)
+        return self.dist.active_prob(u.to(torch.float64) / self.step(u).to(torch.float64), self.samples)
 
     def estimate(self, mem_shift: torch.Tensor) -> torch.Tensor:
         """One draw of the estimate :math:`G_m` of :math:`∂S/∂U` at
@@ -143,10 +190,15 @@ class LocalZO:
         tracking."""
         from ._ops.spike.reference import draw_estimate
 
+        from ._ops.spike.autograd import scale
+
         check_float_tensor("mem_shift", mem_shift)
         u = mem_shift.detach()
         spec = self.spec
-        return draw_estimate(u, spec, spec.table(u.device), layout.accumulator(self.meter, u.device))
+        acc = layout.accumulator(self.meter, u.device)
+        if self.rule is None:
+            return draw_estimate(u, spec, spec.table(u.device), acc)
+        return draw_estimate(scale(u, spec.step(u)), spec, spec.table(u.device), acc)
 
     def sample(self, shape, **kwargs) -> torch.Tensor:
         """Draws directions :math:`z` (keyword arguments as ``torch.randn``)."""
@@ -184,7 +236,10 @@ class LocalZO:
 
     # ------------------------------------------------------------------ dunder
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v:g}" for k, v in self.dist.params().items())
+        if self.rule is not None:
+            params = f"delta={self.rule!r}"
+        else:
+            params = ", ".join(f"{k}={v:g}" for k, v in self.dist.params().items())
         extra = ", track=True" if self.track else ""
         return f"LocalZO(dist={self.dist.name!r}, {params}, samples={self.samples}{extra})"
 
@@ -193,19 +248,21 @@ class LocalZO:
             isinstance(other, LocalZO)
             and self.dist == other.dist
             and self.samples == other.samples
+            and self.rule == other.rule
         )
 
     def __hash__(self) -> int:
-        return hash((self.dist, self.samples))
+        return hash((self.dist, self.samples, self.rule))
 
     def __getstate__(self):
         # counts are runtime state: a copy or a loaded model starts afresh
-        return {"dist": self.dist, "samples": self.samples, "track": self.track}
+        return {"dist": self.dist, "samples": self.samples, "track": self.track, "rule": self.rule}
 
     def __setstate__(self, state):
         self.dist = state["dist"]
         self.samples = state["samples"]
-        self._spec = spec_of(self.dist, self.samples)
+        self.rule = state.get("rule")  # pickles from before the adaptive step have none
+        self._spec = spec_of(self.dist, self.samples, self.rule)
         self.meter = ActivityMeter() if state["track"] else None
 
 
@@ -220,7 +277,10 @@ def make(
 ) -> LocalZO:
     """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
 
-    ``make()`` is LocalZO with normal directions and ``delta = 0.05``;
+    ``make()`` is LocalZO with normal directions and the adaptive step
+    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`), which trains
+    fully connected and convolutional snnTorch networks alike
+    (``benchmarks/defaults.py``); ``make(delta=0.05)`` fixes the step;
     ``make("atan", alpha=2.0)`` has exactly the expected gradient of
     ``snntorch.surrogate.atan(alpha=2.0)`` (likewise ``"sigmoid"`` and
     ``"fast_sigmoid"`` with ``slope``). Arguments as :class:`LocalZO`.
@@ -231,5 +291,6 @@ def make(
         import snntorch_localzo as localzo
 
         lif = snn.Leaky(beta=0.9, spike_grad=localzo.make())
+        lif = snn.Leaky(beta=0.9, spike_grad=localzo.make(delta=0.05))  # fixed step
     """
     return LocalZO(dist, delta, samples, alpha=alpha, slope=slope, track=track)

@@ -31,8 +31,8 @@ DT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # pointers whose element type is not the data dtype
 FIXED_PTRS = {"code_ptr": "*u8", "seed_ptr": "*i64", "table_ptr": "*fp32", "absz_ptr": "*fp32",
               "count_ptr": "*i64", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32",
-              "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32"}
-INTS = {"n", "T", "t0", "steps", "total", "rows_total", "row0", "rows", "IN"}
+              "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32", "step_ptr": "*fp32"}
+INTS = {"n", "dn", "T", "t0", "steps", "total", "rows_total", "row0", "rows", "IN"}
 
 
 def compile_kernel(kernel, dtype, constexprs, aligned):
@@ -70,7 +70,10 @@ def variants():
         yield spike.spike_bwd_kernel, dtype, dict(
             KIND=kind, P=p, M=m, EXTERNAL=ext, TRACK=ext, BLOCK=tc.BLOCK)
         yield leaky.leaky_code_kernel, dtype, dict(
-            HAS_MEM=ext, KIND=kind, M=m, EXTERNAL=ext, BLOCK=tc.BLOCK)
+            HAS_MEM=ext, KIND=kind, M=m, EXTERNAL=ext, ADAPTIVE=False, BLOCK=tc.BLOCK)
+        if kind in (0, 1, 2) and not ext:  # the laws of the adaptive step (make()'s default)
+            yield leaky.leaky_code_kernel, dtype, dict(
+                HAS_MEM=False, KIND=kind, M=m, EXTERNAL=False, ADAPTIVE=True, BLOCK=tc.BLOCK)
         yield leaky.leaky_estimate_kernel, dtype, dict(
             KIND=kind, P=p, M=m, EXTERNAL=ext, TRACK=not ext, BLOCK=tc.BLOCK)
     for dtype, reset, flag in itertools.product(DT, range(3), (False, True)):

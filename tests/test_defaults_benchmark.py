@@ -163,14 +163,13 @@ def test_bootstrap_target_and_column_floor():
     assert f_out == pytest.approx(0.3, rel=0.05)  # silent: rho_silent > per_row / n = 0.1
 
 
-def test_new_default_prototype_is_unbiased_for_its_per_neuron_gaussian():
+def test_new_default_is_make_and_unbiased_for_its_per_neuron_gaussian():
     defaults = load("defaults")
     torch.manual_seed(0)
     sg = defaults.new_default()
-    sg.log_deltas = False
+    assert sg == localzo.make() and sg.adaptive
     u = torch.tensor([[-0.3, -0.05, 0.0, 0.1, -1.0], [-0.2, 0.02, -0.6, 0.3, -0.9]])
-    delta = sg.delta(u)
-    assert delta.shape in ((), (1, 5))
+    assert sg.step(u).shape == (1, 5)
     n = 4000
     draws = torch.stack([sg.estimate(u) for _ in range(n)])
     mean, se = draws.mean(0).double(), draws.std(0).double() / math.sqrt(n)

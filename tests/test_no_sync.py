@@ -33,9 +33,8 @@ class Recorder(TorchDispatchMode):
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, sg):
         super().__init__()
-        sg = localzo.make("normal", delta=0.3, track=True)
         self.l1 = localzo.LinearLeaky(0.9, 32, 128, spike_grad=sg)
         self.l2 = localzo.LinearLeaky(0.9, 128, 16, spike_grad=sg)
         self.fc = nn.Linear(16, 8)
@@ -57,10 +56,11 @@ class Net(nn.Module):
 
 @needs_kernels
 @pytest.mark.interpreter
-def test_triton_forward_and_backward_do_not_synchronise(monkeypatch):
+@pytest.mark.parametrize("delta", [0.3, None], ids=["fixed", "adaptive"])
+def test_triton_forward_and_backward_do_not_synchronise(monkeypatch, delta):
     monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)  # the sparse weight gradient too
     torch.manual_seed(0)
-    net = Net().to(DEVICE)
+    net = Net(localzo.make("normal", delta=delta, track=True)).to(DEVICE)
     x = (torch.rand(6, 4, 32, device=DEVICE) < 0.3).float()
     with localzo.use_backend("triton"):
         net(x)  # warm-up: tables, caches

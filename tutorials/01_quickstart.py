@@ -172,7 +172,7 @@ history_atan = train(net_atan)
 # weights:
 
 # %%
-spike_grad = localzo.make(track=True)  # normal z, delta = 0.05; track=True counts (section 4)
+spike_grad = localzo.make(track=True)  # normal z, adaptive step; track=True counts (section 4)
 print(spike_grad)
 
 torch.manual_seed(0)
@@ -209,11 +209,14 @@ print(f"most recent backward call: {100 * spike_grad.meter.last_fraction:.2f}%")
 # %% [markdown]
 # ### Choosing delta
 #
-# The fraction of active neurons grows linearly with `delta`: roughly
+# `make()` picks its step `delta` at every call from the layer's membranes (about 2% of a
+# firing layer active, more while it is silent). A fixed `delta` is one argument away. The
+# fraction of active neurons grows linearly with it: roughly
 # $2\,\mathbb{E}|z|\,\delta\,\rho$, where $\rho$ is how densely the membrane potentials
 # crowd around the threshold. In this small network many membranes sit near the
-# threshold, so a smaller `delta` than the default 0.05 keeps the backward sparser. Try
-# `delta=0.008`, the value the package's command line uses on this network:
+# threshold, so a small fixed step keeps the backward sparser still. Try `delta=0.008`,
+# the value the package's command line uses on this network (and a fixed step is what
+# `localzo.Leaky`'s fused paths take, below):
 
 # %%
 sparse_grad = localzo.make(delta=0.008, track=True)

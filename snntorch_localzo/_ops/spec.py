@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from .. import distributions as D
+from ..adaptive import AdaptiveDelta, peak
 from . import layout
 
 KIND_NORMAL, KIND_UNIFORM, KIND_EXPONENTIAL, KIND_TABLE, KIND_LOMAX2 = range(5)
@@ -44,6 +45,9 @@ _SAMPLERS = {
     D.Laplace: (KIND_EXPONENTIAL, 1.0 / math.sqrt(2.0)),
     D.FastSigmoidTwin: (KIND_LOMAX2, 1.0),
 }
+
+#: The law an adaptive spec's kind samples (the laws :mod:`..adaptive` solves for).
+_LAW_OF_KIND = {KIND_NORMAL: "normal", KIND_UNIFORM: "uniform", KIND_EXPONENTIAL: "laplace"}
 
 #: Directions per neuron that the code byte holds.
 MAX_SAMPLES = layout.MAX_SAMPLES
@@ -61,6 +65,12 @@ class ZOSpec:
     :param coef: ``c / (2 delta m)``
     :param kparam: scale the sampler applies to its standard draw
     :param dist: the distribution (for its table; not part of the operators' arguments)
+    :param rule: the adaptive step (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`),
+        or None for a fixed step. With a rule, ``delta = 1`` and ``coef`` are
+        the unit step's over its height at threshold: the operators get
+        ``u / delta_t`` from the autograd glue (or, fused, compute it) and
+        ``G = G_1(u / delta_t) / g_1(0)``
+    :param law: name of the distribution (what the rule solves with)
     """
 
     kind: int
@@ -70,11 +80,22 @@ class ZOSpec:
     coef: float
     kparam: float
     dist: Optional[D.Distribution] = field(default=None, compare=False, repr=False)
+    rule: Optional[AdaptiveDelta] = None
+    law: str = field(default="", compare=False, repr=False)
+
+    def step(self, u: torch.Tensor, steps: int = 0) -> torch.Tensor:
+        """The rule's ``delta_t`` for ``u = mem - threshold`` (see
+        :meth:`AdaptiveDelta.delta`); only for an adaptive spec."""
+        return self.rule.delta(u, self.law, self.samples, steps)
 
     # ------------------------------------------------------------- operators
     def op_args(self, device) -> Tuple[List[int], List[float], torch.Tensor]:
-        """The spec as operator arguments: ints, floats and the table on ``device``."""
-        return [self.kind, self.p, self.samples], [self.delta, self.coef, self.kparam], self.table(device)
+        """The spec as operator arguments: ints, floats and the table on
+        ``device``; an adaptive spec appends its rule's fields to the floats."""
+        floats = [self.delta, self.coef, self.kparam]
+        if self.rule is not None:
+            floats += [float(getattr(self.rule, f.name)) for f in fields(AdaptiveDelta)]
+        return [self.kind, self.p, self.samples], floats, self.table(device)
 
     @staticmethod
     def unflat(ints: List[int], floats: List[float]) -> "ZOSpec":
@@ -95,17 +116,26 @@ class ZOSpec:
 @functools.lru_cache(maxsize=256)
 def _unflat(ints: Tuple[int, ...], floats: Tuple[float, ...]) -> ZOSpec:
     kind, p, samples = ints
-    delta, coef, kparam = floats
-    return ZOSpec(kind, p, samples, delta, coef, kparam)
+    delta, coef, kparam = floats[:3]
+    rule = None
+    if len(floats) > 3:
+        names = [f for f in fields(AdaptiveDelta)]
+        rule = AdaptiveDelta(**{f.name: (int(v) if f.type in (int, "int") else v)
+                                for f, v in zip(names, floats[3:])})
+    return ZOSpec(kind, p, samples, delta, coef, kparam, rule=rule, law=_LAW_OF_KIND.get(kind, ""))
 
 
 @functools.lru_cache(maxsize=256)
-def spec_of(dist: D.Distribution, samples: int) -> ZOSpec:
-    """The spec of a distribution and a number of directions (cached)."""
+def spec_of(dist: D.Distribution, samples: int, rule: Optional[AdaptiveDelta] = None) -> ZOSpec:
+    """The spec of a distribution, a number of directions and, for an
+    adaptive step, its rule (then ``dist`` has the unit step). Cached."""
     kind, kparam = _SAMPLERS.get(type(dist), (KIND_TABLE, 1.0))
+    coef = dist.scale / samples
+    if rule is not None:  # height 1 at threshold (adaptive.py): coef / g_1(0)
+        coef = coef / peak(dist)
     return ZOSpec(
         kind=kind, p=dist.p, samples=samples, delta=dist.delta,
-        coef=dist.scale / samples, kparam=kparam, dist=dist,
+        coef=coef, kparam=kparam, dist=dist, rule=rule, law=dist.name,
     )
 
 

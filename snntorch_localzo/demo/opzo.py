@@ -100,7 +100,7 @@ def train_opzo(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     options = dict(METHODS.get(method, dict(feedback=method)))
     if options.pop("local_grad", None) == "localzo" and local_grad is None:
-        local_grad = make(track=True)
+        local_grad = make(delta=0.05, track=True)  # the fixed step docs/opzo.md measured
     options.update(opzo_options)
     if data is None:
         data = spiking_digits(num_steps=num_steps, seed=seed, device=device)

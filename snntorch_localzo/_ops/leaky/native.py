@@ -131,13 +131,18 @@ def _forward(
     spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
     thr = params.threshold.to(x.dtype)
+    # the adaptive step of each time step, from its membranes (as the spike function's)
+    d = None if spec.rule is None else spec.step(mem - thr, steps)
     if absz is not None:
-        index, g = sparse_estimate(mem - thr, spec, table, absz=absz)
+        u = mem - thr
+        index, g = sparse_estimate(u if d is None else (u / d).to(u.dtype), spec, table, absz=absz)
     else:  # |u| = |mem - thr|, rounded to x's dtype as the reference does, then widened
         if uabs is None:
             u = torch.sub(mem, thr, out=scratch("u", mem.shape, x.dtype))
             cdtype = compute_dtype(x.dtype)
             uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()
+        if d is not None:
+            uabs = (uabs / d).to(uabs.dtype)
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
     if resets is None:
         resets = torch.empty(0, dtype=torch.bool)

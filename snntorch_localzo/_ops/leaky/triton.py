@@ -59,12 +59,16 @@ def leaky_scan_fwd_kernel(
 
 @triton.jit
 def leaky_code_kernel(
-    mem_ptr, mem0_ptr, code_ptr, seed_ptr, absz_ptr, table_ptr, thr_ptr, total, n, delta, kparam,
+    mem_ptr, mem0_ptr, code_ptr, seed_ptr, absz_ptr, table_ptr, thr_ptr, step_ptr, total, n, dn,
+    delta, kparam,
     HAS_MEM: tl.constexpr, KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
-    BLOCK: tl.constexpr,
+    ADAPTIVE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Code of every entry of ``mem [T, n]`` (``total = T n``): the active
-    directions at ``u = mem - thr`` and the reset flag ``mem[t-1] > thr``."""
+    directions at ``u = mem - thr`` and the reset flag ``mem[t-1] > thr``.
+    ``ADAPTIVE``: at ``u / delta_t`` instead, ``delta_t`` of step ``t`` from
+    ``step_ptr [T, dn]`` (``dn`` divides ``n``: per neuron, or 1), divided
+    with IEEE rounding as the reference's ``u / delta_t``."""
     DT: tl.constexpr = mem_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < total
@@ -77,6 +81,9 @@ def leaky_code_kernel(
         prev = tl.where(first, prev0, prev)
     reset = (tc.round_to(prev - thr, DT) > 0.0).to(tl.int32)
     u = tc.round_to(m - thr, DT)
+    if ADAPTIVE:
+        d = tl.load(step_ptr + (offs // n) * dn + offs % dn, mask=mask, other=1.0).to(tl.float32)
+        u = tc.round_to(tl.math.div_rn(u, d), DT)
     seed = tl.load(seed_ptr)
     code = tc.zo_code(
         tl.abs(u), offs, total, mask, seed, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL,
@@ -178,13 +185,27 @@ def _forward(
         spec = ZOSpec.unflat(spec_ints, spec_floats)
         code = torch.empty_like(x, dtype=torch.uint8)
         seed = rng.philox_seed(x.device)
+        step = None if spec.rule is None else _step_like(spec, mem, threshold, steps)
         leaky_code_kernel[tc.grid(x.numel())](
             mem, mem if mem0 is None else mem0, code, seed, table if absz is None else absz, table,
-            threshold, x.numel(), n, spec.delta, spec.kparam,
+            threshold, table if step is None else step, x.numel(), n,
+            1 if step is None else step.numel() // T, spec.delta, spec.kparam,
             HAS_MEM=mem0 is not None, KIND=spec.kind, M=spec.samples, EXTERNAL=absz is not None,
-            BLOCK=tc.BLOCK, **tc.LAUNCH,
+            ADAPTIVE=step is not None, BLOCK=tc.BLOCK, **tc.LAUNCH,
         )
     return spk, mem, code, seed
+
+
+def _step_like(spec: ZOSpec, mem: torch.Tensor, threshold: torch.Tensor, steps: int) -> torch.Tensor:
+    """The adaptive step of each time step, from its membranes, laid out as
+    the kernel reads it: ``[T, dn]`` with ``dn`` entries per step in the
+    memory order of one sample of ``mem`` (channels-last stays channels-last;
+    a batch is always the outermost dimension in memory here)."""
+    step = spec.step(mem - threshold.to(mem.dtype), steps)
+    if steps:  # mem is contiguous
+        return step.contiguous()
+    one = mem[:1] if mem.dim() >= 2 else mem
+    return torch.empty_like(one, dtype=step.dtype).copy_(step) if step.numel() > 1 else step
 
 
 def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,

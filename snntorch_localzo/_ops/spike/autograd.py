@@ -38,7 +38,10 @@ def _backward_impl(path: Path):
 
 class LocalZOSpike(torch.autograd.Function):
     """Heaviside forward; saves ``u`` (as snnTorch's surrogates do). The
-    backward draws the directions from torch's generator of ``u``'s device."""
+    backward draws the directions from torch's generator of ``u``'s device.
+    With an adaptive spec the backward computes the rule's ``delta_t`` from
+    ``u`` and runs the path on ``u / delta_t`` (:func:`scale`; the spec has
+    the unit step and the height-one coefficient)."""
 
     @staticmethod
     def forward(ctx, u, spec, acc, absz, path):
@@ -50,8 +53,16 @@ class LocalZOSpike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
-        grad_in = _backward_impl(ctx.path)(grad_out, u, *ctx.spec.op_args(u.device), absz, ctx.acc)
+        spec = ctx.spec
+        if spec.rule is not None:
+            u = scale(u, spec.step(u))
+        grad_in = _backward_impl(ctx.path)(grad_out, u, *spec.op_args(u.device), absz, ctx.acc)
         return grad_in, None, None, None, None
+
+
+def scale(u: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``u / delta_t`` in ``u``'s dtype: the membrane the unit-step estimate sees."""
+    return (u / d).to(u.dtype)
 
 
 def spike(

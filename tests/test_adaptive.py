@@ -1,0 +1,320 @@
+"""The adaptive step of ``make()`` (snntorch_localzo/adaptive.py): the rule
+does what its docstring says, the estimate averages to the law's surrogate of
+width delta_t, every path computes the same gradient, and a fixed ``delta``
+is today's estimator."""
+
+import math
+import pickle
+
+import pytest
+import snntorch as snn
+import torch
+import torch.nn as nn
+
+import snntorch_localzo as localzo
+from snntorch_localzo._backend import Path
+from snntorch_localzo._ops.leaky import autograd as leaky_glue
+from snntorch_localzo._ops.leaky.reference import LeakyParams
+from snntorch_localzo._ops.spec import spec_of
+from snntorch_localzo._ops.spike import spike
+from snntorch_localzo.adaptive import AdaptiveDelta, active_prob
+from snntorch_localzo.distributions import Normal
+
+#: The rule without its floors, solved on every entry: only step 2 acts.
+PLAIN = AdaptiveDelta(per_sample=0.0, neuron=0.0, subsample=10**9)
+
+
+def fraction(u, d, law="normal", samples=1):
+    return PLAIN.expected_active_fraction(u, d, law, samples).item()
+
+
+@pytest.mark.parametrize("law", ["normal", "uniform", "laplace"])
+@pytest.mark.parametrize("scale,shift", [(0.05, -0.02), (0.3, -0.5), (0.01, -3.0), (2.0, 0.0)])
+def test_step_gives_the_target_active_fraction(law, scale, shift):
+    """Step 2: at delta_t the expected active fraction is the target (2% for a
+    firing layer, 30% for a silent one), up to the grid interpolation (5%)."""
+    torch.manual_seed(0)
+    u = shift + scale * torch.randn(64, 300)
+    d = PLAIN.delta(u, law, 1)
+    assert d.shape == (1, 1)
+    fire = (u > 0).float().mean()
+    target = PLAIN.target(fire, 300).item()
+    fire = fire.item()
+    assert target == pytest.approx(0.02 if fire >= 0.01 else 0.02 + 0.28 * (1 - fire / 0.01), rel=1e-6)
+    assert fraction(u, d, law) == pytest.approx(target, rel=0.05)
+
+
+def test_step_is_clamped_to_floor_and_ceil():
+    assert PLAIN.delta(torch.zeros(4, 10), "normal", 1).item() == pytest.approx(1e-3)
+    assert PLAIN.delta(torch.full((4, 10), -1e6), "normal", 1).item() == pytest.approx(10.0)
+    # a NaN membrane counts as far away, it does not poison the step
+    u = -0.3 + 0.1 * torch.randn(16, 50)
+    u[0, 0] = float("nan")
+    assert torch.isfinite(PLAIN.delta(u, "normal", 1)).all()
+
+
+def test_floors_per_sample_and_per_neuron():
+    torch.manual_seed(0)
+    # a 10-neuron output layer that fires: at least one expected estimate per sample
+    out = -0.8 + 0.5 * torch.randn(64, 10)
+    rule = AdaptiveDelta(neuron=0.0, subsample=10**9)
+    assert fraction(out, rule.delta(out, "normal", 1)) == pytest.approx(0.1, rel=0.05)
+    # every neuron's nearest entry over the batch is active with probability >= 10%
+    u = -0.2 + 0.05 * torch.randn(32, 200)
+    u[:, :20] -= 2.0  # neurons far from threshold for every sample
+    d = AdaptiveDelta().delta(u, "normal", 1)
+    assert d.shape == (1, 200)
+    near = u.abs().amin(0, keepdim=True)
+    assert (active_prob("normal", near / d, 1) >= 0.1 - 1e-5).all()
+    assert (d[0, 20:] == d[0, 20:].min()).float().mean() > 0.5  # the floor only widens where needed
+    # with m directions the floor holds for the largest of them
+    d3 = AdaptiveDelta().delta(u, "normal", 3)
+    assert (active_prob("normal", near / d3, 3) >= 0.1 - 1e-5).all()
+
+
+def test_steps_mode_equals_separate_calls():
+    torch.manual_seed(0)
+    U = torch.randn(4, 16, 3, 5, 5) * 0.3 - 0.4
+    D = AdaptiveDelta().delta(U, "normal", 1, steps=4)
+    assert D.shape == (4, 1, 3, 5, 5)
+    for t in range(4):
+        assert torch.equal(D[t], AdaptiveDelta().delta(U[t], "normal", 1))
+
+
+@pytest.mark.parametrize("dist", ["normal", "uniform", "laplace"])
+def test_estimate_averages_to_the_height_one_surrogate_of_width_delta_t(dist):
+    """Monte Carlo mean of make(dist).estimate at fixed u against the closed
+    form g_1(u / delta_t) / g_1(0), exp(-u^2 / 2 delta_t^2) for the normal law
+    (5 standard errors + 1e-3 for entries rarely active)."""
+    torch.manual_seed(0)
+    sg = localzo.make(dist)
+    u = torch.tensor([[-0.3, -0.05, 0.0, 0.1, -1.0, 0.6], [-0.2, 0.02, -0.6, 0.3, -0.9, 0.05]])
+    n = 4000
+    draws = torch.stack([sg.estimate(u) for _ in range(n)]).double()
+    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
+    d = sg.step(u).double()
+    g1 = sg.dist.expected_grad
+    expected = g1(u.double() / d) / g1(torch.zeros((), dtype=torch.float64))
+    if dist == "normal":
+        assert torch.allclose(expected, torch.exp(-0.5 * (u.double() / d) ** 2))
+    assert torch.allclose(sg.expected_grad(u), expected)
+    assert ((mean - expected).abs() < 5 * se + 1e-3).all()
+    # and the non-zero frequency is active_prob at delta_t
+    freq = (draws != 0).double().mean(0)
+    assert ((freq - sg.active_prob(u)).abs() < 0.03).all()
+
+
+def test_estimate_by_hand_at_delta_t():
+    """Given |z|, the adaptive estimate is sqrt(2 pi) / 2 |z| 1[|u| < delta_t |z|]
+    (the normal law's height-one coefficient 1 / (2 g_1(0)))."""
+    torch.manual_seed(0)
+    sg = localzo.make()
+    u = (0.3 * torch.randn(32, 40) - 0.4).requires_grad_()
+    absz = torch.randn(1, 32, 40).abs()
+    spike(u, sg.spec, None, absz, Path.REFERENCE).sum().backward()
+    d = sg.step(u.detach())
+    expected = torch.where(u.detach().abs() < d * absz[0], absz[0] * (math.sqrt(2 * math.pi) / 2),
+                           torch.zeros(()))
+    # the scaled comparison |u / d| < |z| may differ from |u| < d |z| by one rounding
+    near_edge = ((u.detach().abs() / d) - absz[0]).abs() < 1e-5
+    assert torch.allclose(u.grad[~near_edge], expected[~near_edge], rtol=1e-6, atol=0)
+    assert 0 < (u.grad != 0).float().mean() < 0.5
+
+
+def test_every_spike_path_gives_the_same_gradient(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    sg = localzo.make()
+    u = (0.3 * torch.randn(64, 300) - 0.8).requires_grad_()
+    absz = torch.randn(1, 64, 300).abs()
+    paths = [Path.REFERENCE, Path.NATIVE]
+    try:
+        import triton  # noqa: F401
+
+        paths.append(Path.TRITON)
+    except ImportError:
+        pass
+    grads = []
+    for p in paths:
+        spike(u, sg.spec, None, absz, p).backward(torch.ones_like(u))
+        grads.append(u.grad.clone())
+        u.grad = None
+    for g in grads[1:]:
+        assert torch.equal(g, grads[0])
+    assert (grads[0] != 0).any()
+
+
+def test_fixed_delta_is_todays_estimator():
+    sg = localzo.make(delta=0.05)
+    assert not sg.adaptive and sg.delta == 0.05 and sg.rule is None
+    assert sg.spec == spec_of(Normal(0.05), 1)
+    torch.manual_seed(0)
+    u = (0.1 * torch.randn(16, 30)).requires_grad_()
+    absz = torch.randn(1, 16, 30).abs()
+    spike(u, sg.spec, None, absz, Path.REFERENCE).sum().backward()
+    expected = torch.where(u.detach().abs() < 0.05 * absz[0], absz[0] * (1.0 / (2 * 0.05)), torch.zeros(()))
+    assert torch.equal(u.grad, expected)
+
+
+def test_reproducible_and_picklable():
+    sg = localzo.make()
+
+    def grads():
+        torch.manual_seed(3)
+        u = (0.3 * torch.randn(16, 50) - 0.5).requires_grad_()
+        sg(u).sum().backward()
+        return u.grad
+
+    assert torch.equal(grads(), grads())
+    copy = pickle.loads(pickle.dumps(sg))
+    assert copy == sg and hash(copy) == hash(sg) and copy.rule == AdaptiveDelta()
+    assert repr(sg) == "LocalZO(dist='normal', delta=AdaptiveDelta(), samples=1)"
+    custom = localzo.make(delta=AdaptiveDelta(active=0.05))
+    assert custom != sg and repr(custom.rule) == "AdaptiveDelta(active=0.05)"
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(active=0.0), ValueError, "`active`"),
+    (dict(silent=1.0), ValueError, "`silent`"),
+    (dict(neuron=-0.1), ValueError, "`neuron`"),
+    (dict(per_sample=-1), ValueError, "`per_sample`"),
+    (dict(floor=1.0, ceil=0.5), ValueError, "`ceil`"),
+    (dict(subsample=0), ValueError, "`subsample`"),
+    (dict(grid="8"), TypeError, "`grid`"),
+])
+def test_bad_rule_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AdaptiveDelta(**kwargs)
+
+
+def test_adaptive_step_needs_a_law_it_solves_for():
+    with pytest.raises(TypeError, match="AdaptiveDelta"):
+        localzo.make("atan", delta=AdaptiveDelta())
+    assert not localzo.make("atan").adaptive  # twins keep the surrogate's step
+
+
+def test_leaky_with_the_adaptive_step_takes_the_fused_paths(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(5, 8, 20)
+    one = torch.tensor(1.0)
+    params = LeakyParams(torch.tensor(0.9), one, one, 0)
+    lif = localzo.Leaky(beta=0.9)
+    assert lif.spike_grad.adaptive
+    assert leaky_glue.plan(x, None, params, lif.spike_grad.spec, 5) is Path.NATIVE
+    # and localzo.Leaky equals snn.Leaky with the same spike gradient, gradients included
+    ref = snn.Leaky(beta=0.9, spike_grad=localzo.make())
+    outs = []
+    for layer in (lif, ref):
+        torch.manual_seed(0)
+        xi = x.clone().requires_grad_()
+        mem = layer.init_leaky()
+        spk_rec = []
+        for t in range(5):
+            spk, mem = layer(xi[t], mem)
+            spk_rec.append(spk)
+        torch.stack(spk_rec).sum().backward()
+        outs.append((torch.stack(spk_rec), xi.grad))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_tutorial_conv_net_gets_gradient_in_every_layer():
+    """Issue 10's failure: snnTorch tutorial 6's net with make() had exactly zero
+    gradients (delta = 0.05 never reaches the output membranes)."""
+    torch.manual_seed(0)
+    kw = dict(beta=0.5, spike_grad=localzo.make(), init_hidden=True)
+    net = nn.Sequential(
+        nn.Conv2d(1, 12, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
+        nn.Conv2d(12, 64, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 10), snn.Leaky(output=True, **kw),
+    )
+    x = torch.rand(16, 1, 28, 28)
+    from snntorch import utils
+
+    utils.reset(net)
+    spk_rec = [net(x)[0] for _ in range(4)]
+    nn.functional.cross_entropy(torch.stack(spk_rec).sum(0), torch.arange(16) % 10).backward()
+    # (the second layer is silent at first: the linear weights see zero input spikes)
+    for grad in (net[0].weight.grad, net[3].weight.grad, net[7].bias.grad):
+        assert grad.abs().sum() > 0
+
+
+def _fused_paths():
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return [(Path.NATIVE, torch.float32), (Path.NATIVE, torch.float64)]
+    return [(Path.NATIVE, torch.float32), (Path.NATIVE, torch.float64), (Path.TRITON, torch.float32)]
+
+
+@pytest.mark.parametrize("shape", [(6, 16, 40), (6, 40), (6, 4, 3, 5, 5)])
+@pytest.mark.parametrize("path,dtype", _fused_paths())
+def test_fused_sequence_equals_the_step_loop(shape, path, dtype, monkeypatch):
+    """The Leaky sequence on the native path and in the Triton kernels (the
+    adaptive step of every time step from its membranes) against the step
+    loop of the spike function: same spikes, membranes and gradients, bit for
+    bit, given the same |z|."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    x = (0.6 * torch.randn(shape, dtype=dtype) + 0.4).requires_grad_()
+    absz = torch.randn((1,) + shape, dtype=dtype).abs()
+    lif = localzo.Leaky(beta=0.8)
+    one = torch.tensor(1.0)
+    params = LeakyParams(torch.tensor(0.8), one, one, 0)
+    spk, mem = leaky_glue.leaky_seq(x, None, params, lif.spike_grad.spec, path=path, absz=absz)
+    (spk * torch.arange(1.0, shape[0] + 1).view((-1,) + (1,) * (len(shape) - 1))).sum().backward()
+    g_native, x.grad = x.grad.clone(), None
+    spk_r, mem_r = leaky_glue.leaky_seq(x, None, params, lif.spike_grad.spec, path=Path.REFERENCE,
+                                        absz=absz)
+    (spk_r * torch.arange(1.0, shape[0] + 1).view((-1,) + (1,) * (len(shape) - 1))).sum().backward()
+    assert torch.equal(spk, spk_r) and torch.equal(mem, mem_r)
+    assert torch.equal(g_native, x.grad) and (x.grad != 0).any()
+
+
+def test_fused_step_reads_per_neuron_steps_in_memory_order(monkeypatch):
+    """One Leaky step of a conv layer on the Triton path keeps channels-last;
+    the code kernel reads delta_t at ``(offs // n) * dn + offs % dn`` of the
+    step tensor laid out like one sample (``_step_like``): at every physical
+    offset that is the step of the entry stored there."""
+    triton_kernels = pytest.importorskip("snntorch_localzo._ops.leaky.triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    x = (0.8 * torch.randn(4, 3, 5, 6) + 0.3).contiguous(memory_format=torch.channels_last)
+    one = torch.tensor(1.0)
+    params = LeakyParams(torch.tensor(0.9), one, one, 0)
+    spec = localzo.make().spec
+    spk, mem = leaky_glue.leaky_step(x.requires_grad_(), None, params, spec, path=Path.TRITON)
+    assert spk.is_contiguous(memory_format=torch.channels_last)
+    spk.sum().backward()
+    physical = (0, 2, 3, 1)  # memory order of a channels-last tensor
+    step = triton_kernels._step_like(spec, mem.detach(), one, 0)
+    read = step.permute(physical).reshape(-1)
+    offs = torch.arange(mem.numel())
+    wanted = spec.step(mem.detach() - 1.0).expand_as(mem).permute(physical).reshape(-1)
+    assert torch.equal(read[offs % read.numel()], wanted)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fused_step_equals_the_reference(layout, monkeypatch):
+    """One Leaky step of a conv layer on the Triton path against the reference,
+    given the same |z| (a given |z| makes the layout contiguous)."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    x = 0.8 * torch.randn(4, 3, 5, 6) + 0.3
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    absz = torch.randn(1, 4, 3, 5, 6).abs()
+    one = torch.tensor(1.0)
+    params = LeakyParams(torch.tensor(0.9), one, one, 0)
+    spec = localzo.make().spec
+    mem0 = torch.full_like(x, 0.2)
+    grads = []
+    for path in (Path.TRITON, Path.REFERENCE):
+        spk, mem = leaky_glue.leaky_step(x, mem0, params, spec, path=path, absz=absz)
+        (spk * torch.arange(1.0, 7.0)).sum().backward()
+        grads.append((spk.detach().contiguous(), mem.detach().contiguous(), x.grad.clone()))
+        x.grad = None
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    assert (grads[0][2] != 0).any()
