@@ -140,7 +140,7 @@ class AdaptiveDelta:
     """The step rule of ``make()``'s default estimate (module docstring).
 
     :param active: target active fraction :math:`ρ` of a layer that fires.
-        Defaults to 0.02
+        Defaults to 0.05
     :param silent: target :math:`ρ_s` of a layer that does not fire.
         Defaults to 0.3
     :param rate: firing fraction :math:`r_0` from which a layer counts as
@@ -151,18 +151,18 @@ class AdaptiveDelta:
         the batch is active at least (0 turns the floor off). Defaults to 0.1
     :param floor: smallest step. Defaults to 1e-3
     :param ceil: largest step. Defaults to 10
-    :param subsample: entries the layer step is solved on. Defaults to 2048
+    :param subsample: entries the layer step is solved on. Defaults to 1024
     :param grid: points of the log grid of ``[floor, ceil]``. Defaults to 32
     """
 
-    active: float = 0.02
+    active: float = 0.05
     silent: float = 0.3
     rate: float = 0.01
     per_sample: float = 1.0
     neuron: float = 0.1
     floor: float = 1e-3
     ceil: float = 10.0
-    subsample: int = 2048
+    subsample: int = 1024
     grid: int = 32
 
     def __post_init__(self):

@@ -53,7 +53,7 @@ class LocalZO:
 
     By default (``delta=None`` with ``normal``, ``uniform`` or ``laplace``) the
     step is *adaptive*: each call computes :math:`δ_t` from its own membrane
-    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`: about 2% of a firing
+    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`: about 5% of a firing
     layer's entries active, more in a silent layer, every neuron reachable),
     and the expected value is the law's surrogate of width :math:`δ_t` scaled
     to height one at threshold (for ``normal`` the bump
