@@ -19,6 +19,7 @@ Implementations (``--impls``):
     localzo_seq          nn.Linear over all steps + localzo.Leaky.forward_sequence
     localzo_dense        localzo.LinearLeaky stack, dense fused backward (sparse=False)
     localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
+    localzo_adaptive     localzo_sparse with make()'s default adaptive step (the others: delta 0.05)
     spikingjelly_triton  SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed:
                          a benchmark-only dependency, never one of this package
 
@@ -90,8 +91,8 @@ class SpikingJellyMLP(nn.Module):
         return self.net(x).sum(0)
 
 
-def _localzo_sg(track: bool):
-    return localzo.make("normal", delta=0.05, track=track)
+def _localzo_sg(track: bool, adaptive: bool = False):
+    return localzo.make(track=track) if adaptive else localzo.make("normal", delta=0.05, track=track)
 
 
 def build(impl: str, hidden: int, track: bool) -> nn.Module:
@@ -108,9 +109,9 @@ def build(impl: str, hidden: int, track: bool) -> nn.Module:
     if impl == "localzo_seq":
         sg = _localzo_sg(track)
         return SequenceMLP(sizes(hidden), lambda a, b: LinearThenSequence(a, b, sg))
-    if impl in ("localzo_dense", "localzo_sparse"):
-        sg = _localzo_sg(track)
-        sparse = impl == "localzo_sparse"
+    if impl in ("localzo_dense", "localzo_sparse", "localzo_adaptive"):
+        sg = _localzo_sg(track, adaptive=impl == "localzo_adaptive")
+        sparse = impl != "localzo_dense"
         return SequenceMLP(
             sizes(hidden), lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))
         )
@@ -121,7 +122,7 @@ def build(impl: str, hidden: int, track: bool) -> nn.Module:
 
 IMPLS = [
     "snntorch_atan", "snntorch_localzo", "localzo_step", "localzo_seq", "localzo_dense",
-    "localzo_sparse", "spikingjelly_triton",
+    "localzo_sparse", "localzo_adaptive", "spikingjelly_triton",
 ]
 
 

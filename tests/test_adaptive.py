@@ -108,7 +108,7 @@ def test_estimate_by_hand_at_delta_t():
     """Given |z|, the adaptive estimate is sqrt(2 pi) / 2 |z| 1[|u| < delta_t |z|]
     (the normal law's height-one coefficient 1 / (2 g_1(0)))."""
     torch.manual_seed(0)
-    sg = localzo.make()
+    sg = localzo.make(samples=1)
     u = (0.3 * torch.randn(32, 40) - 0.4).requires_grad_()
     absz = torch.randn(1, 32, 40).abs()
     spike(u, sg.spec, None, absz, Path.REFERENCE).sum().backward()
@@ -126,7 +126,7 @@ def test_every_spike_path_gives_the_same_gradient(monkeypatch):
     torch.manual_seed(0)
     sg = localzo.make()
     u = (0.3 * torch.randn(64, 300) - 0.8).requires_grad_()
-    absz = torch.randn(1, 64, 300).abs()
+    absz = torch.randn(sg.samples, 64, 300).abs()
     paths = [Path.REFERENCE, Path.NATIVE]
     try:
         import triton  # noqa: F401
@@ -168,7 +168,8 @@ def test_reproducible_and_picklable():
     assert torch.equal(grads(), grads())
     copy = pickle.loads(pickle.dumps(sg))
     assert copy == sg and hash(copy) == hash(sg) and copy.rule == AdaptiveDelta()
-    assert repr(sg) == "LocalZO(dist='normal', delta=AdaptiveDelta(), samples=1)"
+    assert repr(sg) == "LocalZO(dist='normal', delta=AdaptiveDelta(), samples=2)"
+    assert sg.samples == 2 and localzo.make(delta=0.05).samples == 1
     custom = localzo.make(delta=AdaptiveDelta(active=0.02))
     assert custom != sg and repr(custom.rule) == "AdaptiveDelta(active=0.02)"
 
@@ -256,8 +257,8 @@ def test_fused_sequence_equals_the_step_loop(shape, path, dtype, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     torch.manual_seed(0)
     x = (0.6 * torch.randn(shape, dtype=dtype) + 0.4).requires_grad_()
-    absz = torch.randn((1,) + shape, dtype=dtype).abs()
     lif = localzo.Leaky(beta=0.8)
+    absz = torch.randn((lif.spike_grad.samples,) + shape, dtype=dtype).abs()
     one = torch.tensor(1.0)
     params = LeakyParams(torch.tensor(0.8), one, one, 0)
     spk, mem = leaky_glue.leaky_seq(x, None, params, lif.spike_grad.spec, path=path, absz=absz)
@@ -304,10 +305,10 @@ def test_fused_step_equals_the_reference(layout, monkeypatch):
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    absz = torch.randn(1, 4, 3, 5, 6).abs()
     one = torch.tensor(1.0)
     params = LeakyParams(torch.tensor(0.9), one, one, 0)
     spec = localzo.make().spec
+    absz = torch.randn(spec.samples, 4, 3, 5, 6).abs()
     mem0 = torch.full_like(x, 0.2)
     grads = []
     for path in (Path.TRITON, Path.REFERENCE):
