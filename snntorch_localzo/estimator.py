@@ -82,10 +82,7 @@ class LocalZO:
     :type delta: float or AdaptiveDelta, optional
 
     :param samples: number of directions :math:`m` averaged per neuron.
-        Defaults to None: 2 with the adaptive step (at the same active
-        fraction two directions halve the estimate's variance where it is
-        non-zero, which the deeper conv net of ``benchmarks/defaults.py``
-        needs), 1 with a fixed step
+        Defaults to 1
     :type samples: int, optional
 
     :param alpha: ``atan`` twin parameter (snnTorch's ATan ``alpha``).
@@ -105,7 +102,7 @@ class LocalZO:
         self,
         dist="normal",
         delta: Optional[float] = None,
-        samples: Optional[int] = None,
+        samples: int = 1,
         *,
         alpha: Optional[float] = None,
         slope: Optional[float] = None,
@@ -124,8 +121,6 @@ class LocalZO:
         self.dist: Distribution = get_distribution(
             dist, delta=delta, alpha=alpha, slope=slope
         )
-        if samples is None:
-            samples = 2 if self.rule is not None else 1
         self.samples = _check_samples(samples)
         self._spec = spec_of(self.dist, self.samples, self.rule)
         if not isinstance(track, bool):
@@ -274,7 +269,7 @@ class LocalZO:
 def make(
     dist="normal",
     delta: Optional[float] = None,
-    samples: Optional[int] = None,
+    samples: int = 1,
     *,
     alpha: Optional[float] = None,
     slope: Optional[float] = None,
@@ -282,8 +277,8 @@ def make(
 ) -> LocalZO:
     """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
 
-    ``make()`` is LocalZO with two normal directions per neuron and the
-    adaptive step (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`), which trains
+    ``make()`` is LocalZO with normal directions and the adaptive step
+    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`), which trains
     fully connected and convolutional snnTorch networks alike
     (``benchmarks/defaults.py``); ``make(delta=0.05)`` fixes the step;
     ``make("atan", alpha=2.0)`` has exactly the expected gradient of
