@@ -486,6 +486,7 @@ def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
     keys = list(dict.fromkeys(s["spike_grad"] for s in summary))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(2, len(nets), figsize=(3.6 * len(nets), 6.2), squeeze=False)
+    labelled = set()  # one legend entry per spike gradient, from the first net that has it
     for j, net in enumerate(nets):
         rows = {s["spike_grad"]: s for s in summary if s["net"] == net}
         for i, key in enumerate(keys):
@@ -494,7 +495,8 @@ def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
             s = rows[key]
             c = colors[i % len(colors)]
             axes[0][j].bar(i, 100 * s["test_acc_mean"], yerr=100 * s["test_acc_std"], color=c,
-                           label=s["label"] if j == 0 else None, capsize=3)
+                           label=None if key in labelled else s["label"], capsize=3)
+            labelled.add(key)
             act = s["active_overall"]
             if math.isnan(act) or act <= 0.0:  # no gradient at all: marked, not drawn
                 axes[1][j].plot(i, 0.13, "x", color=c, ms=8, mew=2)
