@@ -14,7 +14,7 @@ backward. Everything is measured in one run on one device.
 
 Implementations (``--impls``):
     snntorch_atan        snn.Leaky step loop, snnTorch's ATan surrogate
-    snntorch_localzo     snn.Leaky step loop, spike_grad=localzo.make()
+    snntorch_localzo     snn.Leaky step loop, spike_grad=localzo.make(delta=0.05)
     localzo_step         localzo.Leaky step loop (fused Triton step kernels on CUDA)
     localzo_seq          nn.Linear over all steps + localzo.Leaky.forward_sequence
     localzo_dense        localzo.LinearLeaky stack, dense fused backward (sparse=False)
