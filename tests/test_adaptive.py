@@ -243,7 +243,8 @@ def _fused_paths():
         import triton  # noqa: F401
     except ImportError:
         return [(Path.NATIVE, torch.float32), (Path.NATIVE, torch.float64)]
-    return [(Path.NATIVE, torch.float32), (Path.NATIVE, torch.float64), (Path.TRITON, torch.float32)]
+    return [(Path.NATIVE, torch.float32), (Path.NATIVE, torch.float64), (Path.TRITON, torch.float32),
+            (Path.TRITON, torch.float16), (Path.TRITON, torch.bfloat16)]
 
 
 @pytest.mark.parametrize("shape", [(6, 16, 40), (6, 40), (6, 4, 3, 5, 5)])
