@@ -11,12 +11,12 @@ alone (no state, nothing to save or synchronise), a step
 
 .. math::
 
-    G_m(u) = \frac{c}{2 m\, g_1(0)}\sum_{i=1}^m |z_i|^p\,\mathbb{1}[|u| < δ_t|z_i|],
-    \qquad \mathbb{E}_z[G_m(u) \mid δ_t] = \frac{g_1(u/δ_t)}{g_1(0)} = \frac{δ_t\, g_{δ_t}(u)}{g_1(0)},
+    G_m(u) = \\frac{c}{2 m\\, g_1(0)}\\sum_{i=1}^m |z_i|^p\\,\\mathbb{1}[|u| < δ_t|z_i|],
+    \\qquad \\mathbb{E}_z[G_m(u) \\mid δ_t] = \\frac{g_1(u/δ_t)}{g_1(0)} = \\frac{δ_t\\, g_{δ_t}(u)}{g_1(0)},
 
 with :math:`g_δ` the law's surrogate of width :math:`δ` (section 2 of
 ``docs/method.md``): for the normal law the Gaussian bump
-:math:`\exp(-u^2 / 2δ_t^2)`, of height one and width :math:`δ_t`, the
+:math:`\\exp(-u^2 / 2δ_t^2)`, of height one and width :math:`δ_t`, the
 convention of snnTorch's surrogates (ATan and fast sigmoid have height one at
 threshold). Scaled to height one rather than to area one, the estimate's
 size does not depend on :math:`δ_t`, which differs from layer to layer, step
