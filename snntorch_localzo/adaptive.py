@@ -240,7 +240,9 @@ class AdaptiveDelta:
         d = d.view(T, 1)
         if self.neuron > 0 and batch > 0 and n > 0:
             x = abs_quantile(law, (1.0 - self.neuron) ** (1.0 / samples))
-            near = rows.view(T, batch, neurons).abs().amin(dim=1)  # [T, neurons]
+            # [T, neurons]; a NaN membrane counts as far away (it must not widen or
+            # poison the step of the neuron's other entries)
+            near = torch.nan_to_num(rows.view(T, batch, neurons).abs(), nan=math.inf).amin(dim=1)
             d = torch.maximum(d, (near / x).clamp(max=self.ceil))
             return d.reshape((T, 1) + tuple(u.shape[2:]))
         return d.reshape((T,) + (1,) * (u.dim() - 1))

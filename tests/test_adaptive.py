@@ -47,10 +47,13 @@ def test_step_gives_the_target_active_fraction(law, scale, shift):
 def test_step_is_clamped_to_floor_and_ceil():
     assert PLAIN.delta(torch.zeros(4, 10), "normal", 1).item() == pytest.approx(1e-3)
     assert PLAIN.delta(torch.full((4, 10), -1e6), "normal", 1).item() == pytest.approx(10.0)
-    # a NaN membrane counts as far away, it does not poison the step
+    # a NaN membrane counts as far away, it does not poison the step (of its neuron either)
     u = -0.3 + 0.1 * torch.randn(16, 50)
+    clean = AdaptiveDelta().delta(u, "normal", 1)
     u[0, 0] = float("nan")
     assert torch.isfinite(PLAIN.delta(u, "normal", 1)).all()
+    d = AdaptiveDelta().delta(u, "normal", 1)
+    assert torch.isfinite(d).all() and d[0, 0] >= clean[0, 0] * 0.5
 
 
 def test_floors_per_sample_and_per_neuron():
