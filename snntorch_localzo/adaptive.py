@@ -20,8 +20,7 @@ with :math:`g_δ` the law's surrogate of width :math:`δ` (section 2 of
 convention of snnTorch's surrogates (ATan and fast sigmoid have height one at
 threshold). Scaled to height one rather than to area one, the estimate's
 size does not depend on :math:`δ_t`, which differs from layer to layer, step
-to step and neuron to neuron (on the tutorial conv nets this trained the
-deeper net 1.9 points better, ``benchmarks/defaults.py``).
+to step and neuron to neuron.
 
 The rule, for a call on ``u`` of shape
 ``[batch, *neurons]``:
@@ -43,8 +42,8 @@ The rule, for a call on ``u`` of shape
    probability at least ``neuron``, so no neuron is cut off from gradient.
 
 :math:`δ_t` is a detached function of ``u`` (per neuron, shape
-``[1, *neurons]``): every path (reference, native CPU, Triton spike function)
-runs unchanged on the scaled membrane :math:`u/δ_t` with the unit step and
+``[1, *neurons]``): every path (reference, native CPU, Triton) runs on the
+scaled membrane :math:`u/δ_t` with the unit step and
 the coefficient :math:`c / (2 m g_1(0))`, so all give the same bits.
 """
 

@@ -119,9 +119,8 @@ def _unflat(ints: Tuple[int, ...], floats: Tuple[float, ...]) -> ZOSpec:
     delta, coef, kparam = floats[:3]
     rule = None
     if len(floats) > 3:
-        names = [f for f in fields(AdaptiveDelta)]
         rule = AdaptiveDelta(**{f.name: (int(v) if f.type in (int, "int") else v)
-                                for f, v in zip(names, floats[3:])})
+                                for f, v in zip(fields(AdaptiveDelta), floats[3:])})
     return ZOSpec(kind, p, samples, delta, coef, kparam, rule=rule, law=_LAW_OF_KIND.get(kind, ""))
 
 
