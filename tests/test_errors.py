@@ -31,6 +31,12 @@ BAD_INPUTS = {
     "make: samples not an integer": (lambda: localzo.make(samples=2.5), TypeError, "`samples`"),
     "make: parameter of another dist": (lambda: localzo.make("normal", slope=3), TypeError, "takes"),
     "make: delta for a twin": (lambda: localzo.make("atan", delta=0.1), TypeError, "fixed by"),
+    "make: AdaptiveDelta for a twin": (
+        lambda: localzo.make("atan", delta=localzo.AdaptiveDelta()), TypeError, "AdaptiveDelta"),
+    "AdaptiveDelta: active not in (0, 1)": (
+        lambda: localzo.AdaptiveDelta(active=1.5), ValueError, "`active` must be in (0, 1)"),
+    "AdaptiveDelta: ceil <= floor": (
+        lambda: localzo.AdaptiveDelta(floor=1.0, ceil=0.5), ValueError, "`ceil`"),
     "spike_grad: integer tensor": (lambda: localzo.make()(torch.arange(3)), TypeError, "`mem_shift`"),
     "spike_grad: boolean tensor": (
         lambda: localzo.make()(torch.ones(3, dtype=torch.bool)), TypeError, "`mem_shift`"),
