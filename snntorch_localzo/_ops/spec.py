@@ -70,7 +70,6 @@ class ZOSpec:
         the unit step's over its height at threshold: the operators get
         ``u / delta_t`` from the autograd glue (or, fused, compute it) and
         ``G = G_1(u / delta_t) / g_1(0)``
-    :param law: name of the distribution (what the rule solves with)
     """
 
     kind: int
@@ -81,7 +80,12 @@ class ZOSpec:
     kparam: float
     dist: Optional[D.Distribution] = field(default=None, compare=False, repr=False)
     rule: Optional[AdaptiveDelta] = None
-    law: str = field(default="", compare=False, repr=False)
+
+    @property
+    def law(self) -> str:
+        """Name of the law the kind samples, which an adaptive rule solves with
+        (``""`` for the kinds the rule does not support)."""
+        return _LAW_OF_KIND.get(self.kind, "")
 
     def step(self, u: torch.Tensor, steps: int = 0) -> torch.Tensor:
         """The rule's ``delta_t`` for ``u = mem - threshold`` (see
@@ -121,7 +125,7 @@ def _unflat(ints: Tuple[int, ...], floats: Tuple[float, ...]) -> ZOSpec:
     if len(floats) > 3:
         rule = AdaptiveDelta(**{f.name: (int(v) if f.type in (int, "int") else v)
                                 for f, v in zip(fields(AdaptiveDelta), floats[3:])})
-    return ZOSpec(kind, p, samples, delta, coef, kparam, rule=rule, law=_LAW_OF_KIND.get(kind, ""))
+    return ZOSpec(kind, p, samples, delta, coef, kparam, rule=rule)
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,7 +138,7 @@ def spec_of(dist: D.Distribution, samples: int, rule: Optional[AdaptiveDelta] = 
         coef = coef / peak(dist)
     return ZOSpec(
         kind=kind, p=dist.p, samples=samples, delta=dist.delta,
-        coef=coef, kparam=kparam, dist=dist, rule=rule, law=dist.name,
+        coef=coef, kparam=kparam, dist=dist, rule=rule,
     )
 
 
