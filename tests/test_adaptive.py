@@ -322,3 +322,35 @@ def test_fused_step_equals_the_reference(layout, monkeypatch):
     for a, b in zip(*grads):
         assert torch.equal(a, b)
     assert (grads[0][2] != 0).any()
+
+
+def test_native_draw_sees_the_c_loops_magnitudes():
+    """With drawn |z| the native sequence path takes |u| from the C loop and
+    computes the signed u for the rule beside it: the draw must still see
+    |u| / delta_t (not u / delta_t), so it selects as few candidates as the
+    reference path makes active, and both paths have the same active fraction."""
+    from snntorch_localzo._ops import sampling
+
+    one = torch.tensor(1.0)
+    params = LeakyParams(torch.tensor(0.9), one, one, 0)
+    sg = localzo.make(track=True)
+    torch.manual_seed(0)
+    x = (0.5 * torch.randn(20, 64, 300) + 0.2).requires_grad_()
+    seen = []
+    real = sampling.sparse_estimate_abs
+
+    def spy(uabs, *args, **kwargs):
+        seen.append(bool((uabs >= 0).all()))
+        return real(uabs, *args, **kwargs)
+
+    fractions = []
+    for path in (Path.NATIVE, Path.REFERENCE):
+        sg.reset_stats()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("snntorch_localzo._ops.leaky.native.sparse_estimate_abs", spy)
+            spk, _ = leaky_glue.leaky_seq(x, None, params, sg.spec, sg.meter, path=path)
+        spk.sum().backward()
+        fractions.append(sg.active_fraction)
+        x.grad = None
+    assert seen == [True]  # the native path drew once, from magnitudes
+    assert fractions[0] == pytest.approx(fractions[1], rel=0.05)

@@ -131,16 +131,19 @@ def _forward(
     spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
     thr = params.threshold.to(x.dtype)
-    # the adaptive step of each time step, from its membranes (as the spike function's)
-    d = None if spec.rule is None else spec.step(mem - thr, steps)
+    # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
+    # step of each time step (as the spike function's), |z| given, or no |u| from the C loop
+    u = None
+    if spec.rule is not None or absz is not None or uabs is None:
+        # (its own scratch role: the C loop's |u| lives under "u")
+        u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
+    d = None if spec.rule is None else spec.step(u, steps)
     if absz is not None:
-        u = mem - thr
         index, g = sparse_estimate(u if d is None else (u / d).to(u.dtype), spec, table, absz=absz)
-    else:  # |u| = |mem - thr|, rounded to x's dtype as the reference does, then widened
+    else:  # |u|, widened to the compute dtype
         if uabs is None:
-            u = torch.sub(mem, thr, out=scratch("u", mem.shape, x.dtype))
             cdtype = compute_dtype(x.dtype)
-            uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()
+            uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()  # (d is computed)
         if d is not None:
             uabs = (uabs / d).to(uabs.dtype)
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
