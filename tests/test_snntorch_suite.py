@@ -139,32 +139,36 @@ def test_snntorch_leaky_tests_pass_with_localzo_leaky(tmp_path, backend):
 
 def _start_run(folder: Path, root: Path, make_default: bool):
     """Starts pytest on a copy of ``folder`` at ``root/tests`` (the sdist's layout:
-    test_nir.py reads ``tests/lif.nir``); returns the process and its outcomes file."""
+    test_nir.py reads ``tests/lif.nir``); returns the process and ``root``."""
     shutil.copytree(folder, root / "tests")
     (root / "plugin").mkdir()
     (root / "plugin" / "snntorch_suite_plugin.py").write_text(PLUGIN)
-    outcomes = root / "outcomes.json"
-    env = dict(os.environ, SNNTORCH_LOCALZO_OUTCOMES=str(outcomes),
+    env = dict(os.environ, SNNTORCH_LOCALZO_OUTCOMES=str(root / "outcomes.json"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(root / "plugin"),
                                                          os.environ.get("PYTHONPATH")])))
     env.pop("SNNTORCH_LOCALZO_DEFAULT_MAKE", None)
     if make_default:
         env["SNNTORCH_LOCALZO_DEFAULT_MAKE"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "-p", "snntorch_suite_plugin", "tests"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root,
-    )
-    return process, outcomes
+    with open(root / "output.txt", "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "-p", "snntorch_suite_plugin", "tests"],
+            stdout=output, stderr=subprocess.STDOUT, text=True, env=env, cwd=root,
+        )
+    return process, root
 
 
-def _finish_run(process, outcomes: Path) -> dict:
-    output = process.communicate()[0]
+def _finish_run(process, root: Path) -> dict:
+    process.wait()
+    outcomes = root / "outcomes.json"
     # 0: all passed, 1: some failed; anything else (no tests, a usage or plugin error) is ours
-    assert process.returncode in (0, 1) and outcomes.is_file(), output[-3000:]
+    assert process.returncode in (0, 1) and outcomes.is_file(), (
+        (root / "output.txt").read_text()[-3000:])
     return json.loads(outcomes.read_text())
 
 
+@pytest.mark.heavy
+@pytest.mark.snntorch_suite
 def test_snntorch_tests_that_pass_with_atan_pass_with_make_as_default(tmp_path):
     folder = _snntorch_tests()
     # both runs at once: each is a fresh process on its own copy of the folder
