@@ -100,6 +100,27 @@ def test_trace_past_2_31_elements():
     assert dw[1:].abs().sum() == 0
 
 
+def test_scans_past_2_31_elements():
+    """Int64 offsets in the forward and backward scans: ``T * n > 2**31``
+    (float16), spikes and gradients at the very end of the tensor."""
+    T, n = 2, 2**30 + 2**20
+    need = T * n * 12  # x, spk, mem, the gradients (float16) and the code byte
+    free, _ = torch.cuda.mem_get_info(DEVICE)
+    if free < need:
+        pytest.skip(f"needs {need / 2**30:.0f} GiB free on the GPU, has {free / 2**30:.0f}")
+    x = torch.zeros(T, n, device=DEVICE, dtype=torch.float16)
+    x[1, -8:] = 2.0
+    x.requires_grad_()
+    spk, mem = leaky_seq(x, None, params(), localzo.make("normal", delta=0.5).spec, None, Path.TRITON)
+    assert spk[1, -8:].eq(1).all() and spk[1, :-8].eq(0).all() and spk[0].eq(0).all()
+    del spk
+    g = torch.zeros_like(mem)
+    g[1, -1] = 1.0
+    (gx,) = torch.autograd.grad(mem, x, g)
+    assert gx[1, -1] == 1.0 and gx[0, -1] == torch.tensor(0.9, dtype=torch.float16)
+    assert gx[:, :-1].abs().sum() == 0
+
+
 def test_same_seed_same_gradients_on_the_gpu():
     est = localzo.make("laplace", delta=0.1, samples=2)
     layer = localzo.LinearLeaky(0.9, 64, 256, spike_grad=est).to(DEVICE)
