@@ -45,6 +45,7 @@ def sparse_everywhere(monkeypatch):
     if KERNELS:
         monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
         monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
+        monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 2**62)
 
 
 # ------------------------------------------------------------ Leaky sequence mode
@@ -343,6 +344,23 @@ def test_triton_sparse_weight_grad_is_taken(monkeypatch, sparse_everywhere):
     assert calls == {"sparse_weight_grad": 1}
     calls.update(sparse_weight_grad=0)
     two_layers("triton", False)
+    assert calls == {"sparse_weight_grad": 0}
+
+
+@pytest.mark.version_free
+@needs_kernels
+def test_triton_size_rule_takes_the_dense_product_for_long_walks(monkeypatch):
+    """The kernels' rule: narrow layers and many rows (each program walks all
+    ``T * B`` rows) take the dense product; the benchmark's T=100, B=128 does."""
+    rule = sparse_kernels.use_sparse_weight_grad
+    assert rule(256, 700, 25 * 128) and rule(1024, 256, 25 * 128)
+    assert not rule(256, 700, 100 * 128) and not rule(20, 256, 25 * 128) and not rule(256, 16, 128)
+    calls = {"sparse_weight_grad": 0}
+    _count_calls(monkeypatch, sparse_kernels, list(calls), calls)
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 9 * 4 - 1)  # two_layers: T * B = 36 rows
+    two_layers("triton", True)
     assert calls == {"sparse_weight_grad": 0}
 
 
