@@ -36,10 +36,14 @@ def test_compare_smoke(tmp_path, capsys):
     assert png.is_file()
     assert format_rows(capsys.readouterr().out) == format_rows(table)
     rows = json.loads(out.read_text())
-    assert [r["impl"] for r in rows] == [i for i in compare.IMPLS if compare.available(i)]
-    keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
-            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc"}
+    assert [r["impl"] for r in rows] == compare.IMPLS  # one row each, measured or not
+    assert [r["impl"] for r in compare.measured(rows)] == [i for i in compare.IMPLS if compare.available(i)]
+    keys = {"impl", "backend", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
+            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc", "error"}
     assert all(set(r) == keys for r in rows)
+    assert all(r["error"] == "not installed" for r in rows if not compare.available(r["impl"]))
+    rows = compare.measured(rows)
+    assert rows[0]["backend"] == "pytorch" and rows[2]["backend"] == "native"  # localzo_step on the CPU
     assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows)
     assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient
     assert all(r["saved_mib"] > 0 for r in rows) and all(r["energy_j"] is None for r in rows)
@@ -78,6 +82,35 @@ def test_compare_localzo_impls_on_the_kernels(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == ["localzo_step", "localzo_seq", "localzo_dense", "localzo_sparse"]
     assert all(0.0 <= r["active_frac"] < 0.5 for r in rows)
+    assert all(r["backend"] == "triton" and r["error"] is None for r in rows)
+
+
+def test_compare_keeps_going_past_a_failing_row_and_writes_as_it_goes(tmp_path, monkeypatch):
+    """A row that raises is recorded with its error and the next rows run;
+    the JSON on disk holds every row finished so far."""
+    compare = load("compare")
+    out = tmp_path / "r.json"
+    seen = []
+    real = compare.measure
+
+    def measure(impl, *args, **kwargs):
+        seen.append(json.loads(out.read_text()) if out.exists() else [])
+        if impl == "localzo_seq":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+        return real(impl, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "measure", measure)
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+            "--warmup", "0", "--out", str(out), "--plot", "none",
+            "--impls", "snntorch_atan,localzo_seq,localzo_dense"]
+    assert compare.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["error"] for r in rows] == [
+        None, "RuntimeError: CUDA error: an illegal memory access was encountered", None]
+    assert rows[1]["fwd_ms"] is None and rows[2]["fwd_ms"] > 0
+    assert [len(s) for s in seen] == [0, 1, 2]  # written after every row
+    assert compare.main(args + ["--deadline", "0"]) == 0
+    assert [r["error"] for r in json.loads(out.read_text())] == ["past --deadline"] * 3
 
 
 def test_train_active_smoke(tmp_path):
