@@ -135,3 +135,39 @@ def test_gpu_check_quick_run_on_the_cpu(tmp_path):
     for name in report["compare"]:
         rows = json.loads((tmp_path / name).read_text())
         assert rows and all(r["fwd_ms"] > 0 for r in rows)
+
+
+def test_spikingjelly_row_runs_its_fastest_backend(monkeypatch):
+    """On CUDA the peer row is SpikingJelly's Triton (else CuPy) backend, not
+    its default PyTorch loop; on the CPU its PyTorch loop. A stand-in module
+    plays SpikingJelly (a benchmark-only dependency, not installed here)."""
+    import sys
+    import types
+
+    compare = load("compare")
+    supported = ["torch", "cupy", "triton"]
+    built = []
+
+    class LIFNode:
+        def __init__(self, **kwargs):
+            built.append(kwargs.get("backend"))
+            self.supported_backends = tuple(supported)
+
+    sj = types.ModuleType("spikingjelly")
+    ab = types.ModuleType("spikingjelly.activation_based")
+    ab.neuron = types.SimpleNamespace(LIFNode=LIFNode)
+    ab.surrogate = types.SimpleNamespace(ATan=lambda: None)
+    for name, mod in [("spikingjelly", sj), ("spikingjelly.activation_based", ab),
+                      ("spikingjelly.activation_based.neuron", ab.neuron),
+                      ("spikingjelly.activation_based.surrogate", ab.surrogate)]:
+        monkeypatch.setitem(sys.modules, name, mod)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compare.spikingjelly_backend(cpu) == "torch"
+    assert compare.spikingjelly_backend(cuda) == ("triton" if KERNELS else "torch")
+    supported.remove("triton")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # CuPy not importable
+    assert compare.spikingjelly_backend(cuda) == "torch"
+    assert compare.backend_of("spikingjelly", cpu) == "torch"
+    built.clear()
+    compare._sj_lif(compare.spikingjelly_backend(cpu))
+    assert built == ["torch"]  # the backend reaches the neuron
