@@ -123,18 +123,53 @@ def test_train_active_smoke(tmp_path):
     assert all(0.0 <= r["active_frac"] <= 1.0 for r in result["log"])
 
 
-def test_gpu_check_quick_run_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.py end to end at toy sizes (no tests, no energy on
-    the CPU): versions, profiles and both compare runs land in its JSON."""
+def test_gpu_check_selftest_runs_every_phase_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py --selftest end to end (preflight, smoke launch,
+    tests, profile with sync check and launch counts, both sides of the weight
+    gradient's rule, compare rows): the kernels through the interpreter."""
     check = load("gpu_check")
-    assert check.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--skip-tests"]) == 0
+    assert check.main(["--out", str(tmp_path), "--selftest"]) == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["versions"]["torch"] == torch.__version__
-    assert [p["impl"] for p in report["profile"]] == ["snntorch_atan", "localzo_dense", "localzo_sparse"]
-    assert all(p["kernels"] > 0 for p in report["profile"])
-    for name in report["compare"]:
-        rows = json.loads((tmp_path / name).read_text())
-        assert rows and all(r["fwd_ms"] > 0 for r in rows)
+    assert report["versions"]["torch"] == torch.__version__ and report["problems"] == []
+    assert report["preflight"] == [] and report["smoke"]["returncode"] == 0
+    counts = report["tests"]["counts"]
+    assert counts["passed"] == 1 and counts["skipped"] > 0 and counts["failed"] == 0
+    steps = {p["impl"]: p for p in report["profile_steps"]}
+    assert list(steps) == list(check.PROFILED)
+    assert all(p["host_syncs"] == 0 and p["aten_kernels"] > 0 for p in steps.values())
+    assert steps["snntorch_atan"]["triton_launches"] == 0 and steps["localzo_sparse"]["triton_launches"] > 0
+    assert steps["localzo_sparse"]["backend"] == "triton"
+    assert steps["localzo_adaptive"]["aten_kernels"] > steps["localzo_sparse"]["aten_kernels"]  # the rule's solve
+    (side,) = report["weight_grad_rule"]
+    assert side["sparse_ms"] > 0 and side["dense_ms"] > 0 and side["rule"] == "dense"  # 8 outputs: narrow
+    (result,) = report["compare"]
+    rows = json.loads((tmp_path / result["json"]).read_text())
+    assert [r["impl"] for r in rows] == check.compare.IMPLS and result["failed_rows"] == []
+    assert {r["backend"] for r in rows if r["impl"].startswith("localzo")} == {"triton"}
+
+
+def test_gpu_check_counts_tests_from_pytest_lines():
+    """The tests' summary is counted from pytest -v lines (a run cut by its
+    time limit still counts), not pytest's last line."""
+    check = load("gpu_check")
+    log = ("tests/test_gpu.py::test_a[float32-0] PASSED                 [ 10%]\n"
+           "tests/test_gpu.py::test_b SKIPPED (needs a CUDA GPU)         [ 20%]\n"
+           "tests/test_x.py::test_c FAILED                               [ 30%]\n"
+           "some other line PASSED\n")
+    assert check.count_tests(log) == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "xfail": 0, "xpass": 0}
+
+
+def test_gpu_check_preflight_names_each_missing_piece(tmp_path, monkeypatch):
+    """One clear line per missing piece of Triton's toolchain, before any work."""
+    check = load("gpu_check")
+    monkeypatch.delenv("CC", raising=False)
+    (tmp_path / "Python.h").write_text("")
+    assert check.toolchain_problems(lambda name: "/usr/bin/" + name, str(tmp_path), "12.4", "12.4") == []
+    lines = check.toolchain_problems(lambda name: None, str(tmp_path / "none"), "12.8", "12.4")
+    assert len(lines) == 3 and "no C compiler" in lines[0]
+    assert any("Python.h" in line for line in lines)
+    assert any("ptxas is CUDA 12.8 but the driver supports CUDA 12.4" in line for line in lines)
+    assert not any("pytest" in line for line in check.missing_pieces(torch.device("cpu")))
 
 
 def test_spikingjelly_row_runs_its_fastest_backend(monkeypatch):
