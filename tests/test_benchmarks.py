@@ -123,6 +123,7 @@ def test_train_active_smoke(tmp_path):
     assert all(0.0 <= r["active_frac"] <= 1.0 for r in result["log"])
 
 
+@pytest.mark.version_free
 def test_gpu_check_selftest_runs_every_phase_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.py --selftest end to end (preflight, smoke launch,
     tests, profile with sync check and launch counts, both sides of the weight
