@@ -55,6 +55,8 @@ class OpRecorder(_dispatch_mode()):
         self.kernels = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if TritonLaunches.depth:  # the interpreter's own copies of a kernel's arguments
+            return func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
         if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].dim() == 0:
             name = "copy_from_host"
@@ -69,7 +71,11 @@ class OpRecorder(_dispatch_mode()):
 
 
 class TritonLaunches:
-    """Counts Triton kernel launches (compiled or interpreted) while active."""
+    """Counts Triton kernel launches (compiled or interpreted) while active;
+    ``depth`` is non-zero inside a launch (:class:`OpRecorder` then records
+    nothing: on the CPU the interpreter copies the arguments with aten ops)."""
+
+    depth = 0
 
     def __init__(self):
         self.count = 0
@@ -83,7 +89,11 @@ class TritonLaunches:
 
             def counted(kernel, *args, _run=run, **kwargs):
                 self.count += 1
-                return _run(kernel, *args, **kwargs)
+                TritonLaunches.depth += 1
+                try:
+                    return _run(kernel, *args, **kwargs)
+                finally:
+                    TritonLaunches.depth -= 1
 
             self._saved.append((cls, run))
             cls.run = counted

@@ -455,8 +455,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["profile_steps"], report["weight_grad_rule"] = measured["steps"], measured["weight_grad_rule"]
     for step in report.get("profile_steps", []):
         kernels = step["cuda_kernels"] if step["cuda_kernels"] is not None else step["aten_kernels"]
-        print(f"profile {step['impl']} ({step['backend']}): {kernels} kernels "
-              f"({step['triton_launches']} Triton), {step['host_syncs']} host syncs", flush=True)
+        what = "CUDA kernels" if step["cuda_kernels"] is not None else "aten kernels"
+        print(f"profile {step['impl']} ({step['backend']}): {kernels} {what}, "
+              f"{step['triton_launches']} Triton launches, {step['host_syncs']} host syncs", flush=True)
     for side in report.get("weight_grad_rule", []):
         print(f"weight grad {side['in']}->{side['out']} rows {side['rows']}: sparse {side['sparse_ms']:.3f} ms, "
               f"dense {side['dense_ms']:.3f} ms, rule {side['rule']}, faster {side['faster']}", flush=True)
