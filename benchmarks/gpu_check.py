@@ -10,7 +10,7 @@ what a phase finished before its limit is kept):
 1. **preflight**: versions (Python, torch, Triton, CUDA, driver, GPU,
    snnTorch) and, before any work, one line per missing piece: pytest, Triton,
    CUDA, a C compiler and ``Python.h`` (Triton builds a driver stub on its
-   first launch), Triton's ptxas against the driver's CUDA version, then one
+   first launch), Triton's ptxas against the driver's CUDA major version, then one
    Triton launch of the spike function (``smoke``);
 2. **tests**: the GPU tests and the op and neuron tests on CUDA (pytest ``-v``,
    passed/failed/skipped counted from its lines, so a run cut by its limit
@@ -118,7 +118,8 @@ def versions(device: torch.device) -> Dict[str, str]:
         info["triton"] = "not installed"
     if device.type == "cuda" and torch.cuda.is_available():
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        info["driver_cuda"] = _cuda_version(torch._C._cuda_getDriverVersion())
+        info["driver_cuda"] = str(_driver_cuda())
+        info["ptxas"] = str(_ptxas_release())
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=30)
@@ -128,9 +129,18 @@ def versions(device: torch.device) -> Dict[str, str]:
     return info
 
 
-def _cuda_version(code: int) -> str:
-    """``12040`` (the driver API's encoding) as ``12.4``."""
-    return f"{code // 1000}.{code % 1000 // 10}"
+def _driver_cuda() -> Optional[str]:
+    """The newest CUDA version the driver supports (``cuDriverGetVersion``,
+    ``12040`` -> ``12.4``), or None where libcuda cannot be loaded."""
+    import ctypes
+
+    try:
+        code = ctypes.c_int()
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(code)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return f"{code.value // 1000}.{code.value % 1000 // 10}"
 
 
 def _version_tuple(text: str):
@@ -150,16 +160,15 @@ def missing_pieces(device: torch.device) -> List[str]:
     if not torch.cuda.is_available():
         return problems + [f"CUDA is not available to torch {torch.__version__} (CUDA build: "
                            f"{torch.version.cuda}): a CPU build of torch, or no driver"]
-    return problems + toolchain_problems(
-        shutil.which, sysconfig.get_paths()["include"], _ptxas_release(),
-        _cuda_version(torch._C._cuda_getDriverVersion()),
-    )
+    return problems + toolchain_problems(shutil.which, sysconfig.get_paths()["include"], _ptxas_release(),
+                                         _driver_cuda())
 
 
 def toolchain_problems(which: Callable[[str], Optional[str]], include: str, ptxas_release: Optional[str],
-                       driver_cuda: str) -> List[str]:
+                       driver_cuda: Optional[str]) -> List[str]:
     """What Triton's first launch on a GPU needs: a C compiler and
-    ``Python.h`` for its driver stub, a ptxas no newer than the driver."""
+    ``Python.h`` for its driver stub, a ptxas of a CUDA major version the
+    driver supports."""
     problems = []
     if not (os.environ.get("CC") or which("cc") or which("gcc") or which("clang")):
         problems.append("no C compiler (cc, gcc, clang or $CC): Triton builds its CUDA driver stub "
@@ -167,7 +176,9 @@ def toolchain_problems(which: Callable[[str], Optional[str]], include: str, ptxa
     if not Path(include, "Python.h").is_file():
         problems.append(f"Python.h is not in {include}: Triton's driver stub needs the Python headers "
                         f"(apt-get install python{sys.version_info[0]}.{sys.version_info[1]}-dev)")
-    if ptxas_release and _version_tuple(ptxas_release) > _version_tuple(driver_cuda):
+    # a newer minor release builds binaries the driver loads (CUDA's minor version
+    # compatibility); a newer major one does not (the smoke launch tells for sure)
+    if ptxas_release and driver_cuda and _version_tuple(ptxas_release)[0] > _version_tuple(driver_cuda)[0]:
         problems.append(f"Triton's ptxas is CUDA {ptxas_release} but the driver supports CUDA {driver_cuda}: "
                         f"update the driver, or set TRITON_PTXAS_PATH to the ptxas of a CUDA <= {driver_cuda}")
     return problems

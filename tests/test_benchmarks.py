@@ -165,11 +165,11 @@ def test_gpu_check_preflight_names_each_missing_piece(tmp_path, monkeypatch):
     check = load("gpu_check")
     monkeypatch.delenv("CC", raising=False)
     (tmp_path / "Python.h").write_text("")
-    assert check.toolchain_problems(lambda name: "/usr/bin/" + name, str(tmp_path), "12.4", "12.4") == []
-    lines = check.toolchain_problems(lambda name: None, str(tmp_path / "none"), "12.8", "12.4")
+    assert check.toolchain_problems(lambda name: "/usr/bin/" + name, str(tmp_path), "12.8", "12.4") == []
+    lines = check.toolchain_problems(lambda name: None, str(tmp_path / "none"), "12.8", "11.8")
     assert len(lines) == 3 and "no C compiler" in lines[0]
     assert any("Python.h" in line for line in lines)
-    assert any("ptxas is CUDA 12.8 but the driver supports CUDA 12.4" in line for line in lines)
+    assert any("ptxas is CUDA 12.8 but the driver supports CUDA 11.8" in line for line in lines)
     assert not any("pytest" in line for line in check.missing_pieces(torch.device("cpu")))
 
 
