@@ -207,3 +207,27 @@ def test_spikingjelly_row_runs_its_fastest_backend(monkeypatch):
     built.clear()
     compare._sj_lif(compare.spikingjelly_backend(cpu))
     assert built == ["torch"]  # the backend reaches the neuron
+
+
+def test_gpu_check_names_why_a_run_fails():
+    """Each failed phase, test run, compare row or synchronising step is one
+    line of ``problems`` (the exit status is 1 then)."""
+    check = load("gpu_check")
+    ok = {"returncode": 0, "timed_out": False, "last_line": ""}
+    report = {
+        "preflight": [], "smoke": dict(ok, returncode=1, last_line="RuntimeError: PTX was compiled by an "
+                                       "unsupported toolchain."),
+        "tests": {"ok": False, "summary": "3 passed, 1 failed", "log": "gpu_tests.log"},
+        "profile": dict(ok, timed_out=True, returncode=-9),
+        "profile_steps": [{"impl": "localzo_sparse", "host_syncs": 2}, {"impl": "snntorch_atan", "host_syncs": 5}],
+        "compare": [dict(ok, json="compare_h256.json", failed_rows=["localzo_step T=100: RuntimeError: x"])],
+    }
+    problems = check.problems_of(report)
+    assert problems == [
+        "smoke: exit 1: RuntimeError: PTX was compiled by an unsupported toolchain. (see smoke.log)",
+        "profile: timed out (see profile.log)",
+        "tests: 3 passed, 1 failed (see gpu_tests.log)",
+        "profile: localzo_sparse synchronised with the host 2 times",
+        "compare compare_h256.json: localzo_step T=100: RuntimeError: x",
+    ]
+    assert check.problems_of({"preflight": [], "smoke": ok, "compare": []}) == []
