@@ -75,6 +75,7 @@ TEST_FILES = GPU_TESTS + ["tests/test_op_spike_and_step.py", "tests/test_sequenc
                           "tests/test_special_values.py"]
 PROFILED = ("snntorch_atan", "localzo_dense", "localzo_sparse", "localzo_adaptive")
 
+
 def _layers(*hidden: int) -> List[tuple]:
     """The (in, out) shapes of the benchmark network's layers for each hidden size."""
     return [shape for h in hidden for shape in zip(compare.sizes(h), compare.sizes(h)[1:])]
@@ -468,6 +469,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["tests"] = run_tests(out_dir, MODES[mode]["tests"], MODES[mode]["limits"]["tests"], env)
         print(f"tests: {report['tests']['summary']} ({report['tests']['seconds']} s)", flush=True)
         compare.write_json(path, report)
+    for stale in ["profile.json"] + [f"compare_h{h}.json" for h, _ in MODES[mode]["compare"]]:
+        (out_dir / stale).unlink(missing_ok=True)  # an earlier run's results are not this run's
     report["profile"] = _phase("profile", out_dir, mode, device, env)
     if (out_dir / "profile.json").exists():
         measured = json.loads((out_dir / "profile.json").read_text())
