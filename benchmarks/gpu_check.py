@@ -14,9 +14,10 @@ what a phase finished before its limit is kept):
    Triton launch of the spike function (``smoke``). Without CUDA nothing runs;
    without pytest the tests are skipped; otherwise the run goes on (what does
    not need the missing piece is still measured) and fails at the end;
-2. **tests**: the GPU tests and the op and neuron tests on CUDA (pytest ``-v``,
-   passed/failed/skipped counted from its lines, so a run cut by its limit
-   still says how far it got);
+2. **tests**: the GPU tests and the op and neuron tests on CUDA, one pytest
+   per file side by side (a cold Triton cache compiles on all CPU cores;
+   pytest ``-v``, passed/failed/skipped counted from its lines, so a run cut
+   by its limit still says how far it got);
 3. **profile**: one training step of the benchmark network (700-256-256-20,
    T = 100, B = 128) for snnTorch + ATan and the dense, sparse and adaptive
    ``LinearLeaky`` stacks: kernels launched per step (CUDA kernels from
@@ -233,31 +234,55 @@ def count_tests(log: str) -> Dict[str, int]:
 
 
 def run_tests(out_dir: Path, files: List[str], limit: float, env: Dict[str, str]) -> Dict:
+    """The test files side by side, one pytest each (Triton compiles its
+    kernels on the CPU: a cold cache compiles in parallel), all stopped at
+    ``limit`` seconds; their logs joined in ``gpu_tests.log``."""
+    logs = [out_dir / f"gpu_tests_{k}.log" for k in range(len(files))]
+    cmds = [[sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", f] for f in files]
+    results = _bounded_all(cmds, limit, env, logs)
     log = out_dir / "gpu_tests.log"
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *files]
-    result = _bounded(cmd, limit, env, log)
-    text = log.read_text()
-    counts = count_tests(text)
+    log.write_text("".join(f"===== {f}\n{part.read_text()}" for f, part in zip(files, logs)))
+    for part in logs:
+        part.unlink()
+    counts = count_tests(log.read_text())
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no test ran"
-    if result["timed_out"]:
-        summary += f" (stopped at the {limit:.0f} s limit)"
-    ok = result["returncode"] == 0 and counts["passed"] + counts["skipped"] > 0
-    return dict(result, counts=counts, summary=summary, ok=ok, log=log.name)
+    timed_out = [f for f, r in zip(files, results) if r["timed_out"]]
+    if timed_out:
+        summary += f" (stopped at the {limit:.0f} s limit: {', '.join(timed_out)})"
+    # pytest exits 5 when every test of a file was deselected or there were none
+    ok = all(r["returncode"] in (0, 5) and not r["timed_out"] for r in results)
+    ok = ok and counts["passed"] + counts["skipped"] > 0 and not counts["failed"] + counts["error"]
+    return {"returncode": max(r["returncode"] for r in results), "timed_out": bool(timed_out),
+            "seconds": max(r["seconds"] for r in results), "counts": counts, "summary": summary,
+            "ok": ok, "log": log.name}
 
 
 def _bounded(cmd: List[str], limit: float, env: Dict[str, str], log: Path) -> Dict:
     """Runs ``cmd`` with its output going to ``log`` as it comes, killed at
     ``limit`` seconds."""
+    return _bounded_all([cmd], limit, env, [log])[0]
+
+
+def _bounded_all(cmds: List[List[str]], limit: float, env: Dict[str, str], logs: List[Path]) -> List[Dict]:
+    """Runs ``cmds`` side by side, each one's output going to its log as it
+    comes; those still running at ``limit`` seconds are killed."""
     start = time.perf_counter()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    handles = [open(log, "w") for log in logs]
+    procs = [subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+             for cmd, fh in zip(cmds, handles)]
+    results = []
+    for proc in procs:
+        left = max(limit - (time.perf_counter() - start), 0.01)
         try:
-            returncode, timed_out = proc.wait(timeout=limit), False
+            returncode, timed_out = proc.wait(timeout=left), False
         except subprocess.TimeoutExpired:
             proc.kill()
             returncode, timed_out = proc.wait(), True
-    return {"returncode": returncode, "timed_out": timed_out,
-            "seconds": round(time.perf_counter() - start, 1)}
+        results.append({"returncode": returncode, "timed_out": timed_out,
+                        "seconds": round(time.perf_counter() - start, 1)})
+    for fh in handles:
+        fh.close()
+    return results
 
 
 # --------------------------------------------------------------------------- profile
