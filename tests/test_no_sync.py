@@ -67,13 +67,15 @@ def test_triton_forward_and_backward_do_not_synchronise(monkeypatch, delta):
     assert net.l1.linear.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("delta", [0.3, None], ids=["fixed", "default"])
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_the_meter_writes_no_host_numbers(backend):
-    """The meter's updates on every path a GPU runs (the reference path too):
-    in-place adds and fills, no number assigned into the accumulator."""
+def test_the_meter_writes_no_host_numbers(backend, delta):
+    """The meter's updates on every path a GPU runs (the reference path too),
+    for a fixed step and make()'s default: in-place adds and fills, no number
+    assigned into the accumulator."""
     if backend == "triton" and not KERNELS:
         pytest.skip("needs Triton (a GPU or the interpreter)")
-    sg = localzo.make("normal", delta=0.3, track=True)
+    sg = localzo.make(delta=delta, track=True)
     u = torch.randn(4, 16, device=DEVICE, requires_grad=True)
     with localzo.use_backend(backend):
         sg(u).sum().backward()  # warm-up: the accumulator exists
