@@ -20,3 +20,87 @@ def machine(device: Optional[torch.device] = None) -> str:
     except (OSError, StopIteration):
         pass
     return f"CPU {model}, {torch.get_num_threads()} thread(s)"
+
+
+# ------------------------------------------------------- what a step launches
+#: aten operations that read device memory back to the host (a synchronisation
+#: on a GPU) or turn a Python number into a tensor (then copied to the device:
+#: ``acc[i] = 3`` is ``lift_fresh`` and a blocking ``copy_``).
+HOST_SYNC_OPS = frozenset({
+    "nonzero", "bincount", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
+    "masked_select", "_local_scalar_dense", "is_nonzero", "item", "nonzero_static", "equal",
+    "allclose", "lift_fresh", "lift_fresh_copy", "scalar_tensor", "copy_from_host",
+})
+#: aten operations that launch no kernel (allocation, aliasing).
+NO_KERNEL_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "detach", "alias",
+                           "lift_fresh", "_local_scalar_dense", "set_"})
+
+
+def _dispatch_mode():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+class OpRecorder(_dispatch_mode()):
+    """Records the aten operations run under it (a ``TorchDispatchMode``):
+    ``ops`` their names, ``kernels`` how many of them launch a kernel (not a
+    view, not an allocation). On the CPU every copy is host to host: a copy
+    from a 0-d tensor is named ``copy_from_host``, standing for the copy a
+    number assigned into a device tensor makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if TritonLaunches.depth:  # the interpreter's own copies of a kernel's arguments
+            return func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].dim() == 0:
+            name = "copy_from_host"
+        self.ops.append(name)
+        if not func.is_view and name not in NO_KERNEL_OPS:
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def host_syncs(self) -> int:
+        return sum(op in HOST_SYNC_OPS for op in self.ops)
+
+
+class TritonLaunches:
+    """Counts Triton kernel launches (compiled or interpreted) while active;
+    ``depth`` is non-zero inside a launch (:class:`OpRecorder` then records
+    nothing: on the CPU the interpreter copies the arguments with aten ops)."""
+
+    depth = 0
+
+    def __init__(self):
+        self.count = 0
+        self._saved = []
+
+    def __enter__(self):
+        from triton.runtime import interpreter, jit
+
+        for cls in (jit.JITFunction, interpreter.InterpretedFunction):
+            run = cls.run
+
+            def counted(kernel, *args, _run=run, **kwargs):
+                self.count += 1
+                TritonLaunches.depth += 1
+                try:
+                    return _run(kernel, *args, **kwargs)
+                finally:
+                    TritonLaunches.depth -= 1
+
+            self._saved.append((cls, run))
+            cls.run = counted
+        return self
+
+    def __exit__(self, *exc):
+        for cls, run in self._saved:
+            cls.run = run
+        self._saved = []
+        return False

@@ -20,15 +20,23 @@ Implementations (``--impls``):
     localzo_dense        localzo.LinearLeaky stack, dense fused backward (sparse=False)
     localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
     localzo_adaptive     localzo_sparse with make()'s default adaptive step (the others: delta 0.05)
-    spikingjelly_triton  SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed:
-                         a benchmark-only dependency, never one of this package
+    spikingjelly         SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed: its
+                         fastest backend on CUDA (Triton, else CuPy, else its PyTorch loop), its
+                         PyTorch loop on the CPU; a benchmark-only dependency, never one of this
+                         package
 
 Results print as a table and go to ``benchmarks/results/<device>.json`` as a
-list of rows with keys impl, T, B, hidden, fwd_ms, bwd_ms, peak_mib,
-active_frac, device, torch, triton, saved_mib (what autograd keeps between
-the passes, on every device) and energy_j (joules per training step from the
-GPU's total-energy counter, with ``--energy`` on a GPU that reports it; else
-None), and a bar plot to ``docs/img/compare_<device>.png`` (``--plot``).
+list of rows with keys impl, backend (what ran: ``pytorch`` for snnTorch's
+loop, the LocalZO path ``triton``/``native``/``reference``, SpikingJelly's
+backend), T, B, hidden, fwd_ms, bwd_ms, peak_mib, active_frac, device,
+torch, triton, saved_mib (what autograd keeps between the passes, on every
+device), energy_j (joules per training step from the GPU's total-energy
+counter, with ``--energy`` on a GPU that reports it; else None) and error
+(None, or why the row has no numbers: an exception, not installed, past
+``--deadline``). The JSON is written again after every row, so an
+interrupted run keeps the rows it measured; a failing row does not stop
+the others. A bar plot goes to ``docs/img/compare_<device>.png`` (``--plot``).
+``--quick`` measures 3 repeats after 1 warm-up with a 0.5 s energy window.
 ``--replot --out FILE`` prints the table and draws the plot again from a JSON
 file. On the CPU, ``--threads`` fixes torch's thread count.
 """
@@ -64,26 +72,53 @@ def sizes(hidden: int) -> List[int]:
 
 
 # --------------------------------------------------------------------------- models
+def _sj_lif(backend: str = "torch"):
+    from spikingjelly.activation_based import neuron
+    from spikingjelly.activation_based import surrogate as sj_surrogate
+
+    return neuron.LIFNode(
+        tau=10.0, decay_input=False, v_threshold=1.0, v_reset=None,
+        surrogate_function=sj_surrogate.ATan(), detach_reset=True, step_mode="m", backend=backend,
+    )
+
+
+#: SpikingJelly's multi-step backends, fastest first.
+SJ_BACKENDS = ("triton", "cupy", "torch")
+
+
+def spikingjelly_backend(device: torch.device) -> str:
+    """SpikingJelly's backend for ``device``: its PyTorch loop on the CPU (the
+    others need CUDA), on CUDA the first of Triton and CuPy it supports and
+    can import, else its PyTorch loop."""
+    if device.type != "cuda":
+        return "torch"
+    supported = tuple(getattr(_sj_lif(), "supported_backends", ("torch",)))
+    for name in SJ_BACKENDS:
+        if name not in supported:
+            continue
+        try:
+            if name != "torch":
+                __import__(name)
+        except Exception:
+            continue
+        return name
+    return "torch"
+
+
 class SpikingJellyMLP(nn.Module):
     """SpikingJelly 2.0's multi-step LIF with the same dynamics up to when the
-    reset applies: tau = 10 without input decay (beta = 0.9), soft reset."""
+    reset applies: tau = 10 without input decay (beta = 0.9), soft reset;
+    ``backend`` is SpikingJelly's (``torch``, ``cupy``, ``triton``)."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, backend: str = "torch"):
         super().__init__()
-        from spikingjelly.activation_based import functional, neuron
-        from spikingjelly.activation_based import surrogate as sj_surrogate
+        from spikingjelly.activation_based import functional
 
         self.functional = functional
         mods = []
         widths = sizes(hidden)
         for a, b in zip(widths, widths[1:]):
-            mods += [
-                nn.Linear(a, b),
-                neuron.LIFNode(
-                    tau=10.0, decay_input=False, v_threshold=1.0, v_reset=None,
-                    surrogate_function=sj_surrogate.ATan(), detach_reset=True, step_mode="m",
-                ),
-            ]
+            mods += [nn.Linear(a, b), _sj_lif(backend)]
         self.net = nn.Sequential(*mods)
 
     def forward(self, x):
@@ -95,8 +130,9 @@ def _localzo_sg(track: bool, adaptive: bool = False):
     return localzo.make(track=track) if adaptive else localzo.make("normal", delta=0.05, track=track)
 
 
-def build(impl: str, hidden: int, track: bool) -> nn.Module:
-    """The network of one implementation (``track``: count non-zero spike gradients)."""
+def build(impl: str, hidden: int, track: bool, device: Optional[torch.device] = None) -> nn.Module:
+    """The network of one implementation (``track``: count non-zero spike
+    gradients) for ``device`` (default the CPU; SpikingJelly's backend depends on it)."""
     if impl == "snntorch_atan":
         sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
@@ -115,19 +151,33 @@ def build(impl: str, hidden: int, track: bool) -> nn.Module:
         return SequenceMLP(
             sizes(hidden), lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))
         )
-    if impl == "spikingjelly_triton":
-        return SpikingJellyMLP(hidden)
+    if impl == "spikingjelly":
+        return SpikingJellyMLP(hidden, spikingjelly_backend(torch.device(device or "cpu")))
     raise ValueError(f"unknown impl {impl!r}")
 
 
 IMPLS = [
     "snntorch_atan", "snntorch_localzo", "localzo_step", "localzo_seq", "localzo_dense",
-    "localzo_sparse", "localzo_adaptive", "spikingjelly_triton",
+    "localzo_sparse", "localzo_adaptive", "spikingjelly",
 ]
 
 
+def backend_of(impl: str, device: torch.device) -> str:
+    """What runs an implementation's neurons on ``device``: snnTorch's PyTorch
+    loop (ATan), SpikingJelly's backend, or the LocalZO path the current
+    ``use_backend`` mode gives (the spike function of ``snntorch_localzo``
+    included; its reference below the native path's minimum size on the CPU)."""
+    if impl == "snntorch_atan":
+        return "pytorch"
+    if impl == "spikingjelly":
+        return spikingjelly_backend(device)
+    from snntorch_localzo import _backend
+
+    return _backend.device_path(torch.empty(0, device=device)).value
+
+
 def available(impl: str) -> bool:
-    if impl != "spikingjelly_triton":
+    if impl != "spikingjelly":
         return True
     try:
         import spikingjelly.activation_based.neuron  # noqa: F401
@@ -185,7 +235,7 @@ class SavedBytes:
         return sum(self.storages.values()) / 2**20
 
 
-def energy_per_step(step: Callable[[], None], device: torch.device, seconds: float = 2.0) -> Optional[float]:
+def energy_per_step(step: Callable[[], None], device: torch.device, seconds: float = 0.5) -> Optional[float]:
     """Joules per call of ``step`` from NVML's total-energy counter (mJ since the
     driver loaded), over at least ``seconds``; None where it is not reported."""
     from snntorch_localzo.demo import nvml
@@ -207,13 +257,13 @@ def energy_per_step(step: Callable[[], None], device: torch.device, seconds: flo
 
 def measure(
     impl: str, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
-    energy: bool = False,
+    energy: bool = False, energy_seconds: float = 0.5,
 ) -> Dict:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = (torch.rand(T, B, IN_FEATURES, generator=gen) < 0.05).float().to(device)
     y = torch.randint(0, OUT_FEATURES, (B,), generator=gen).to(device)
     torch.manual_seed(0)
-    model = build(impl, hidden, track=False).to(device)
+    model = build(impl, hidden, track=False, device=device).to(device)
     loss_fn = nn.CrossEntropyLoss()
     timer = Timer(device)
     fwd, bwd, peak = [], [], []
@@ -241,10 +291,10 @@ def measure(
             model.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
 
-        joules = energy_per_step(step, device)
+        joules = energy_per_step(step, device, energy_seconds)
     # one more pass with the sparsity meters on (not timed), same initial weights
     torch.manual_seed(0)
-    tracked = build(impl, hidden, track=True).to(device)
+    tracked = build(impl, hidden, track=True, device=device).to(device)
     saved = SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
         loss = loss_fn(tracked(x), y)
@@ -254,6 +304,7 @@ def measure(
     active = sum(m.active for m in ms) / sum(m.total for m in ms) if ms else 1.0
     return {
         "impl": impl,
+        "backend": backend_of(impl, device),
         "T": T,
         "B": B,
         "hidden": hidden,
@@ -293,7 +344,14 @@ def _num3(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def measured(rows: List[Dict]) -> List[Dict]:
+    """The rows with numbers (not failed, skipped or not installed)."""
+    return [r for r in rows if not r.get("error")]
+
+
 def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
+    failed = [r for r in rows if r.get("error")]
+    rows = measured(rows)
     head = (
         f"{'impl':<22}{'T':>5}{'hidden':>8}{'fwd ms':>10}{'bwd ms':>10}{'peak MiB':>10}"
         f"{'saved MiB':>10}{'J/step':>8}{'active %':>10}{'fwd x':>8}{'bwd x':>8}{'total x':>9}"
@@ -316,6 +374,7 @@ def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
             f"{_num3(r.get('energy_j')):>8}{100 * r['active_frac']:>10.3f}{ratio('fwd_ms'):>8.1f}"
             f"{ratio('bwd_ms'):>8.1f}{ratio('fwd_ms', 'bwd_ms'):>9.1f}"
         )
+    lines += [f"{r['impl']:<22}{r['T']:>5}{r['hidden']:>8}  no numbers: {r['error']}" for r in failed]
     return "\n".join(lines) + f"\n(x: speed-up over {baseline} at the same T and hidden)"
 
 
@@ -324,6 +383,7 @@ def plot(rows: List[Dict], path: Path) -> Path:
     for the times, which span orders of magnitude); needs matplotlib."""
     from snntorch_localzo.demo import plots
 
+    rows = measured(rows)
     names = [f"{r['impl']} T={r['T']} h={r['hidden']}" for r in rows]
     panels = [
         dict(values=[r["fwd_ms"] for r in rows], xlabel="forward ms", log=True),
@@ -359,11 +419,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="measure nothing: table and plot again from the JSON given by --out")
     p.add_argument("--energy", action="store_true",
                    help="also joules per training step from the GPU's energy counter (NVML)")
+    p.add_argument("--energy-seconds", type=float, default=0.5,
+                   help="length of the energy window per row (default 0.5 s)")
+    p.add_argument("--quick", action="store_true",
+                   help="3 repeats after 1 warm-up, a 0.25 s energy window")
+    p.add_argument("--deadline", type=float,
+                   help="seconds after which rows not yet started are recorded as skipped")
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice)")
     p.add_argument("--malloc", choices=("default", "retain"), default="default",
                    help="'retain': glibc keeps freed memory for reuse instead of faulting large "
                    "tensors in again at every step (snntorch_localzo.demo.malloc; Linux)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup, args.energy_seconds = 3, 1, 0.25
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.malloc == "retain":
@@ -386,30 +454,57 @@ def main(argv: Optional[List[str]] = None) -> int:
     env["malloc"] = args.malloc
     print(f"device: {env['device']}, torch {env['torch']}, triton {env['triton']}, "
           f"{env['threads']} threads, malloc {env['malloc']}", flush=True)
+    out = Path(args.out) if args.out else RESULTS / (_slug(env["device"]) + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     rows = []
     for hidden in args.hidden:
         for T in args.T:
             for impl in args.impls.split(","):
-                if not available(impl):
-                    print(f"  {impl}: not installed, skipped", flush=True)
-                    continue
-                row = measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup,
-                              energy=args.energy)
+                late = args.deadline is not None and time.perf_counter() - start > args.deadline
+                row = run_row(impl, T, hidden, device, args, skip="past --deadline" if late else None)
                 row.update(env)
                 rows.append(row)
-                print(f"  {impl} T={T} hidden={hidden}: fwd {row['fwd_ms']:.2f} ms, "
-                      f"bwd {row['bwd_ms']:.2f} ms", flush=True)
+                write_json(out, rows)  # after every row: an interrupted run keeps what it measured
     print(format_table(rows))
-    out = Path(args.out) if args.out else RESULTS / (_slug(env["device"]) + ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1))
     print(f"wrote {out}")
     _write_plot(rows, args.plot)
     return 0
 
 
+def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Optional[str] = None) -> Dict:
+    """One row: measured, or with ``error`` set (and no numbers) when it is
+    skipped, not installed, or raises (the next rows still run)."""
+    row = {"impl": impl, "backend": None, "T": T, "B": args.batch, "hidden": hidden, "fwd_ms": None,
+           "bwd_ms": None, "peak_mib": None, "active_frac": None, "saved_mib": None, "energy_j": None}
+    if skip is None and not available(impl):
+        skip = "not installed"
+    if skip is not None:
+        print(f"  {impl} T={T} hidden={hidden}: skipped ({skip})", flush=True)
+        return dict(row, error=skip)
+    try:
+        row = dict(measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup,
+                           energy=args.energy, energy_seconds=args.energy_seconds), error=None)
+    except Exception as exc:  # recorded, and the next row runs
+        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        print(f"  {impl} T={T} hidden={hidden}: FAILED {message}", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return dict(row, error=message)
+    print(f"  {impl} ({row['backend']}) T={T} hidden={hidden}: fwd {row['fwd_ms']:.2f} ms, "
+          f"bwd {row['bwd_ms']:.2f} ms", flush=True)
+    return row
+
+
+def write_json(path: Path, rows: List[Dict]) -> None:
+    """Writes ``rows`` to ``path`` whole or not at all (a temporary file renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.replace(path)
+
+
 def _write_plot(rows: List[Dict], path: Optional[str]) -> None:
-    if path == "none" or not rows:
+    if path == "none" or not measured(rows):
         return
     try:
         import matplotlib  # noqa: F401

@@ -8,6 +8,10 @@ real launch gets from torch's allocations (every pointer 16-byte aligned,
 every integer argument divisible by 16; Triton marks them ``tt.divisibility``
 and vectorises loads and stores accordingly), so the variants that run on a
 GPU are the ones checked here.
+
+``--offsets`` compiles only the kernels that loop over time and checks, in
+their Triton IR, that no offset is multiplied in 32 bits (``t * n`` must be
+int64: it passes 2**31 once ``T * n`` does); the full run checks it too.
 """
 
 import inspect
@@ -85,14 +89,34 @@ def variants():
         yield linear.sparse_dw_kernel, dtype, {"BLOCK_R": linear.BLOCK_R, "BLOCK_IN": linear.BLOCK_IN}
 
 
+#: Kernels that walk a time loop: their offsets ``t * n`` must be int64.
+TIME_LOOPS = (leaky.leaky_scan_fwd_kernel, leaky.leaky_scan_bwd_kernel, linear.trace_kernel)
+
+
+def int32_products(compiled) -> list:
+    """The 32-bit integer multiplications in a compiled kernel's Triton IR."""
+    return [line.split(" loc(")[0].strip() for line in compiled.asm["ttir"].splitlines()
+            if "arith.muli" in line and line.split(" loc(")[0].rstrip().endswith(": i32")]
+
+
+def check_offsets(kernel, dtype, constexprs, compiled) -> None:
+    if kernel in TIME_LOOPS and int32_products(compiled):
+        raise SystemExit(f"{kernel.__name__} ({dtype}, {constexprs}) multiplies offsets in 32 bits: "
+                         + "; ".join(int32_products(compiled)))
+
+
 def main():
+    only_offsets = "--offsets" in sys.argv[1:]
     built = 0
     for kernel, dtype, constexprs in variants():
+        if only_offsets and (kernel not in TIME_LOOPS or dtype != "float32"):
+            continue
         # every configuration as real launches get it; without alignment in float32
         for aligned in (True, False) if dtype == "float32" else (True,):
-            compile_kernel(kernel, dtype, constexprs, aligned)
+            check_offsets(kernel, dtype, constexprs, compile_kernel(kernel, dtype, constexprs, aligned))
             built += 1
-    print(f"compiled {built} kernels for sm_90 with triton {triton.__version__}")
+    what = "time-loop kernels with int64 offsets" if only_offsets else "kernels"
+    print(f"compiled {built} {what} for sm_90 with triton {triton.__version__}")
 
 
 if __name__ == "__main__":

@@ -36,10 +36,14 @@ def test_compare_smoke(tmp_path, capsys):
     assert png.is_file()
     assert format_rows(capsys.readouterr().out) == format_rows(table)
     rows = json.loads(out.read_text())
-    assert [r["impl"] for r in rows] == [i for i in compare.IMPLS if compare.available(i)]
-    keys = {"impl", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
-            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc"}
+    assert [r["impl"] for r in rows] == compare.IMPLS  # one row each, measured or not
+    assert [r["impl"] for r in compare.measured(rows)] == [i for i in compare.IMPLS if compare.available(i)]
+    keys = {"impl", "backend", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
+            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc", "error"}
     assert all(set(r) == keys for r in rows)
+    assert all(r["error"] == "not installed" for r in rows if not compare.available(r["impl"]))
+    rows = compare.measured(rows)
+    assert rows[0]["backend"] == "pytorch" and rows[2]["backend"] == "native"  # localzo_step on the CPU
     assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in rows)
     assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient
     assert all(r["saved_mib"] > 0 for r in rows) and all(r["energy_j"] is None for r in rows)
@@ -78,6 +82,35 @@ def test_compare_localzo_impls_on_the_kernels(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == ["localzo_step", "localzo_seq", "localzo_dense", "localzo_sparse"]
     assert all(0.0 <= r["active_frac"] < 0.5 for r in rows)
+    assert all(r["backend"] == "triton" and r["error"] is None for r in rows)
+
+
+def test_compare_keeps_going_past_a_failing_row_and_writes_as_it_goes(tmp_path, monkeypatch):
+    """A row that raises is recorded with its error and the next rows run;
+    the JSON on disk holds every row finished so far."""
+    compare = load("compare")
+    out = tmp_path / "r.json"
+    seen = []
+    real = compare.measure
+
+    def measure(impl, *args, **kwargs):
+        seen.append(json.loads(out.read_text()) if out.exists() else [])
+        if impl == "localzo_seq":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+        return real(impl, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "measure", measure)
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+            "--warmup", "0", "--out", str(out), "--plot", "none",
+            "--impls", "snntorch_atan,localzo_seq,localzo_dense"]
+    assert compare.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["error"] for r in rows] == [
+        None, "RuntimeError: CUDA error: an illegal memory access was encountered", None]
+    assert rows[1]["fwd_ms"] is None and rows[2]["fwd_ms"] > 0
+    assert [len(s) for s in seen] == [0, 1, 2]  # written after every row
+    assert compare.main(args + ["--deadline", "0"]) == 0
+    assert [r["error"] for r in json.loads(out.read_text())] == ["past --deadline"] * 3
 
 
 def test_train_active_smoke(tmp_path):
@@ -90,15 +123,111 @@ def test_train_active_smoke(tmp_path):
     assert all(0.0 <= r["active_frac"] <= 1.0 for r in result["log"])
 
 
-def test_gpu_check_quick_run_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.py end to end at toy sizes (no tests, no energy on
-    the CPU): versions, profiles and both compare runs land in its JSON."""
+@pytest.mark.version_free
+def test_gpu_check_selftest_runs_every_phase_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py --selftest end to end (preflight, smoke launch,
+    tests, profile with sync check and launch counts, both sides of the weight
+    gradient's rule, compare rows): the kernels through the interpreter."""
     check = load("gpu_check")
-    assert check.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--skip-tests"]) == 0
+    assert check.main(["--out", str(tmp_path), "--selftest"]) == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["versions"]["torch"] == torch.__version__
-    assert [p["impl"] for p in report["profile"]] == ["snntorch_atan", "localzo_dense", "localzo_sparse"]
-    assert all(p["kernels"] > 0 for p in report["profile"])
-    for name in report["compare"]:
-        rows = json.loads((tmp_path / name).read_text())
-        assert rows and all(r["fwd_ms"] > 0 for r in rows)
+    assert report["versions"]["torch"] == torch.__version__ and report["problems"] == []
+    assert report["preflight"] == [] and report["smoke"]["returncode"] == 0
+    counts = report["tests"]["counts"]
+    assert counts["passed"] == 1 and counts["skipped"] > 0 and counts["failed"] == 0
+    steps = {p["impl"]: p for p in report["profile_steps"]}
+    assert list(steps) == list(check.PROFILED)
+    assert all(p["host_syncs"] == 0 and p["aten_kernels"] > 0 for p in steps.values())
+    assert steps["snntorch_atan"]["triton_launches"] == 0 and steps["localzo_sparse"]["triton_launches"] > 0
+    assert steps["localzo_sparse"]["backend"] == "triton"
+    assert steps["localzo_adaptive"]["aten_kernels"] > steps["localzo_sparse"]["aten_kernels"]  # the rule's solve
+    (side,) = report["weight_grad_rule"]
+    assert side["sparse_ms"] > 0 and side["dense_ms"] > 0 and side["rule"] == "dense"  # 8 outputs: narrow
+    (result,) = report["compare"]
+    rows = json.loads((tmp_path / result["json"]).read_text())
+    assert [r["impl"] for r in rows] == check.compare.IMPLS and result["failed_rows"] == []
+    assert {r["backend"] for r in rows if r["impl"].startswith("localzo")} == {"triton"}
+
+
+def test_gpu_check_counts_tests_from_pytest_lines():
+    """The tests' summary is counted from pytest -v lines (a run cut by its
+    time limit still counts), not pytest's last line."""
+    check = load("gpu_check")
+    log = ("tests/test_gpu.py::test_a[float32-0] PASSED                 [ 10%]\n"
+           "tests/test_gpu.py::test_b SKIPPED (needs a CUDA GPU)         [ 20%]\n"
+           "tests/test_x.py::test_c FAILED                               [ 30%]\n"
+           "some other line PASSED\n")
+    assert check.count_tests(log) == {"passed": 1, "failed": 1, "error": 0, "skipped": 1, "xfail": 0, "xpass": 0}
+
+
+def test_gpu_check_preflight_names_each_missing_piece(tmp_path, monkeypatch):
+    """One clear line per missing piece of Triton's toolchain, before any work."""
+    check = load("gpu_check")
+    monkeypatch.delenv("CC", raising=False)
+    (tmp_path / "Python.h").write_text("")
+    assert check.toolchain_problems(lambda name: "/usr/bin/" + name, str(tmp_path), "12.8", "12.4") == []
+    lines = check.toolchain_problems(lambda name: None, str(tmp_path / "none"), "12.8", "11.8")
+    assert len(lines) == 3 and "no C compiler" in lines[0]
+    assert any("Python.h" in line for line in lines)
+    assert any("ptxas is CUDA 12.8 but the driver supports CUDA 11.8" in line for line in lines)
+    assert not any("pytest" in line for line in check.missing_pieces(torch.device("cpu")))
+
+
+def test_spikingjelly_row_runs_its_fastest_backend(monkeypatch):
+    """On CUDA the peer row is SpikingJelly's Triton (else CuPy) backend, not
+    its default PyTorch loop; on the CPU its PyTorch loop. A stand-in module
+    plays SpikingJelly (a benchmark-only dependency, not installed here)."""
+    import sys
+    import types
+
+    compare = load("compare")
+    supported = ["torch", "cupy", "triton"]
+    built = []
+
+    class LIFNode:
+        def __init__(self, **kwargs):
+            built.append(kwargs.get("backend"))
+            self.supported_backends = tuple(supported)
+
+    sj = types.ModuleType("spikingjelly")
+    ab = types.ModuleType("spikingjelly.activation_based")
+    ab.neuron = types.SimpleNamespace(LIFNode=LIFNode)
+    ab.surrogate = types.SimpleNamespace(ATan=lambda: None)
+    for name, mod in [("spikingjelly", sj), ("spikingjelly.activation_based", ab),
+                      ("spikingjelly.activation_based.neuron", ab.neuron),
+                      ("spikingjelly.activation_based.surrogate", ab.surrogate)]:
+        monkeypatch.setitem(sys.modules, name, mod)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compare.spikingjelly_backend(cpu) == "torch"
+    assert compare.spikingjelly_backend(cuda) == ("triton" if KERNELS else "torch")
+    supported.remove("triton")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # CuPy not importable
+    assert compare.spikingjelly_backend(cuda) == "torch"
+    assert compare.backend_of("spikingjelly", cpu) == "torch"
+    built.clear()
+    compare._sj_lif(compare.spikingjelly_backend(cpu))
+    assert built == ["torch"]  # the backend reaches the neuron
+
+
+def test_gpu_check_names_why_a_run_fails():
+    """Each failed phase, test run, compare row or synchronising step is one
+    line of ``problems`` (the exit status is 1 then)."""
+    check = load("gpu_check")
+    ok = {"returncode": 0, "timed_out": False, "last_line": ""}
+    report = {
+        "preflight": [], "smoke": dict(ok, returncode=1, last_line="RuntimeError: PTX was compiled by an "
+                                       "unsupported toolchain."),
+        "tests": {"ok": False, "summary": "3 passed, 1 failed", "log": "gpu_tests.log"},
+        "profile": dict(ok, timed_out=True, returncode=-9),
+        "profile_steps": [{"impl": "localzo_sparse", "host_syncs": 2}, {"impl": "snntorch_atan", "host_syncs": 5}],
+        "compare": [dict(ok, json="compare_h256.json", failed_rows=["localzo_step T=100: RuntimeError: x"])],
+    }
+    problems = check.problems_of(report)
+    assert problems == [
+        "smoke: exit 1: RuntimeError: PTX was compiled by an unsupported toolchain. (see smoke.log)",
+        "profile: timed out (see profile.log)",
+        "tests: 3 passed, 1 failed (see gpu_tests.log)",
+        "profile: localzo_sparse synchronised with the host 2 times",
+        "compare compare_h256.json: localzo_step T=100: RuntimeError: x",
+    ]
+    assert check.problems_of({"preflight": [], "smoke": ok, "compare": []}) == []

@@ -139,3 +139,18 @@ def test_all_kernels_compile_for_sm90(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "compiled" in out.stdout and "for sm_90" in out.stdout
+
+
+@pytest.mark.aot
+@pytest.mark.skipif(not _backend.triton_available(), reason="needs Triton")
+def test_time_loops_index_in_64_bits(tmp_path):
+    """The scans and the input trace compute ``t * n`` in int64 (their Triton
+    IR has no 32-bit multiply): correct past 2**31 entries, which no CPU test
+    can allocate (test_gpu.py runs such a scan on a GPU with the memory)."""
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("aot_compile.py")), "--offsets"],
+        capture_output=True, text=True, env=env,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert "time-loop kernels with int64 offsets" in out.stdout

@@ -61,7 +61,8 @@ def test_step_kernel_equals_reference(dtype):
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-def test_linear_leaky_stack_equals_reference(sparse):
+def test_linear_leaky_stack_equals_reference(sparse, monkeypatch):
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 2**62)  # the sparse sums at T * B = 12800
     torch.manual_seed(2)
     T, B, sizes = 100, 128, [700, 256, 256, 20]
     est = localzo.make("normal", delta=0.05)
@@ -98,6 +99,27 @@ def test_trace_past_2_31_elements():
     expected = 0.5 * x[0, -1] + x[1, -1]
     torch.testing.assert_close(dw[0], expected)
     assert dw[1:].abs().sum() == 0
+
+
+def test_scans_past_2_31_elements():
+    """Int64 offsets in the forward and backward scans: ``T * n > 2**31``
+    (float16), spikes and gradients at the very end of the tensor."""
+    T, n = 2, 2**30 + 2**20
+    need = T * n * 12  # x, spk, mem, the gradients (float16) and the code byte
+    free, _ = torch.cuda.mem_get_info(DEVICE)
+    if free < need:
+        pytest.skip(f"needs {need / 2**30:.0f} GiB free on the GPU, has {free / 2**30:.0f}")
+    x = torch.zeros(T, n, device=DEVICE, dtype=torch.float16)
+    x[1, -8:] = 2.0
+    x.requires_grad_()
+    spk, mem = leaky_seq(x, None, params(), localzo.make("normal", delta=0.5).spec, None, Path.TRITON)
+    assert spk[1, -8:].eq(1).all() and spk[1, :-8].eq(0).all() and spk[0].eq(0).all()
+    del spk
+    g = torch.zeros_like(mem)
+    g[1, -1] = 1.0
+    (gx,) = torch.autograd.grad(mem, x, g)
+    assert gx[1, -1] == 1.0 and gx[0, -1] == torch.tensor(0.9, dtype=torch.float16)
+    assert gx[:, :-1].abs().sum() == 0
 
 
 def test_same_seed_same_gradients_on_the_gpu():

@@ -1,36 +1,30 @@
 """The Triton path never waits for the host: no ``nonzero``, ``bincount``,
 ``unique``, ``masked_select`` or ``.item()`` in the forward or backward pass of
 any fused layer (those read device memory back, which stalls a GPU and rules
-out CUDA graphs). Checked on the CPU through the interpreter by recording
-every aten operation under a ``TorchDispatchMode``; on a GPU,
+out CUDA graphs), and no Python number written into a device tensor
+(``acc[i] = 3``: ``lift_fresh`` then a host-to-device ``copy_``, which blocks),
+with the sparsity meter on, for a fixed step and ``make()``'s default.
+Checked on the CPU through the interpreter by recording every aten operation
+under a ``TorchDispatchMode`` (``benchmarks/_common.py``, which gpu_check's
+profile uses too); on a GPU,
 ``test_gpu.py`` also runs with ``torch.cuda.set_sync_debug_mode("error")``.
 The native CPU path may use them: on the CPU they cost no synchronisation."""
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import snntorch_localzo as localzo
-from conftest import DEVICE, needs_kernels
+from conftest import DEVICE, KERNELS, needs_kernels
 from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from _common import HOST_SYNC_OPS, OpRecorder  # noqa: E402  (shared with gpu_check's profile)
+
 pytestmark = pytest.mark.version_free
-
-SYNCING = {"nonzero", "bincount", "unique", "_unique", "_unique2", "unique_consecutive",
-           "unique_dim", "masked_select", "_local_scalar_dense", "is_nonzero", "item",
-           "nonzero_static", "equal", "allclose"}
-
-
-class Recorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
 
 class Net(nn.Module):
     def __init__(self, sg):
@@ -64,20 +58,42 @@ def test_triton_forward_and_backward_do_not_synchronise(monkeypatch, delta):
     x = (torch.rand(6, 4, 32, device=DEVICE) < 0.3).float()
     with localzo.use_backend("triton"):
         net(x)  # warm-up: tables, caches
-        rec = Recorder()
+        rec = OpRecorder()
         with rec:
             loss = net(x)
             loss.backward()
     assert "linear" in rec.ops or "addmm" in rec.ops or "mm" in rec.ops  # the recorder saw the pass
-    assert not SYNCING & set(rec.ops), sorted(SYNCING & set(rec.ops))
+    assert not HOST_SYNC_OPS & set(rec.ops), sorted(HOST_SYNC_OPS & set(rec.ops))
     assert net.l1.linear.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("delta", [0.3, None], ids=["fixed", "default"])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_the_meter_writes_no_host_numbers(backend, delta):
+    """The meter's updates on every path a GPU runs (the reference path too),
+    for a fixed step and make()'s default: in-place adds and fills, no number
+    assigned into the accumulator."""
+    if backend == "triton" and not KERNELS:
+        pytest.skip("needs Triton (a GPU or the interpreter)")
+    sg = localzo.make(delta=delta, track=True)
+    u = torch.randn(4, 16, device=DEVICE, requires_grad=True)
+    with localzo.use_backend(backend):
+        sg(u).sum().backward()  # warm-up: the accumulator exists
+        rec = OpRecorder()
+        with rec:
+            sg(u).sum().backward()
+    assert "add_" in rec.ops  # the recorder saw the meter count
+    assert not HOST_SYNC_OPS & set(rec.ops), sorted(HOST_SYNC_OPS & set(rec.ops))
+    assert sg.meter.calls == 2 and sg.meter.total == 2 * u.numel()
+
+
 def test_the_recorder_catches_a_synchronising_op():
-    """Guards the test above: nonzero and .item() are seen."""
-    rec = Recorder()
+    """Guards the tests above: nonzero, .item() and a number assigned into a
+    tensor are seen."""
+    rec = OpRecorder()
     with rec:
         t = torch.tensor([0.0, 1.0])
         torch.nonzero(t)
         t.sum().item()
-    assert {"nonzero", "_local_scalar_dense"} <= set(rec.ops)
+        t[0] = 3.0
+    assert {"nonzero", "_local_scalar_dense", "lift_fresh", "copy_from_host"} <= set(rec.ops)

@@ -62,15 +62,22 @@ def test_spike_equals_reference_given_z(name, samples, dtype, path):
     assert 0 < torch.count_nonzero(results[1][1][0]) < u.numel() or name in ("atan", "fast_sigmoid")
 
 
-def test_spike_path_is_planned_from_device_mode_and_size():
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+])
+def test_spike_path_is_planned_from_device_mode_and_size(device):
+    """``auto``: the native path on CPU tensors (the reference below
+    NATIVE_MIN_NUMEL entries, where drawing for all costs less than the
+    bookkeeping), the kernels on CUDA tensors (the reference where they do
+    not support the spec: more than 7 directions)."""
     spec = localzo.make().spec
-    big = torch.zeros(spike_glue.NATIVE_MIN_NUMEL)
-    small = torch.zeros(10)
+    big = torch.zeros(spike_glue.NATIVE_MIN_NUMEL, device=device)
+    small = torch.zeros(10, device=device)
+    cpu = device == "cpu"
     with localzo.use_backend("auto"):
-        assert spike_glue.plan(big, spec) is (Path.NATIVE if DEVICE == "cpu" else Path.TRITON)
-        # below NATIVE_MIN_NUMEL entries drawing for all costs less than the bookkeeping
-        assert spike_glue.plan(small, spec) is Path.REFERENCE
-        assert spike_glue.plan(big, localzo.make(samples=9).spec) is Path.NATIVE
+        assert spike_glue.plan(big, spec) is (Path.NATIVE if cpu else Path.TRITON)
+        assert spike_glue.plan(small, spec) is (Path.REFERENCE if cpu else Path.TRITON)
+        assert spike_glue.plan(big, localzo.make(samples=9).spec) is (Path.NATIVE if cpu else Path.REFERENCE)
     with localzo.use_backend("reference"):
         assert spike_glue.plan(big, spec) is Path.REFERENCE
 

@@ -29,12 +29,12 @@ LINEAR_FUNCTION = {"auto": NativeLinearLeaky if DEVICE == "cpu" else TritonLinea
                    "triton": TritonLinearLeaky}
 
 
-def scalar(v):
-    return torch.tensor(v, dtype=torch.float32, device=DEVICE)
+def scalar(v, device=DEVICE):
+    return torch.tensor(v, dtype=torch.float32, device=device)
 
 
-def params(reset=0, beta=0.9, threshold=1.0, graded=1.0):
-    return LeakyParams(scalar(beta), scalar(threshold), scalar(graded), reset)
+def params(reset=0, beta=0.9, threshold=1.0, graded=1.0, device=DEVICE):
+    return LeakyParams(scalar(beta, device), scalar(threshold, device), scalar(graded, device), reset)
 
 
 @pytest.fixture
@@ -45,6 +45,7 @@ def sparse_everywhere(monkeypatch):
     if KERNELS:
         monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
         monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
+        monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 2**62)
 
 
 # ------------------------------------------------------------ Leaky sequence mode
@@ -250,19 +251,20 @@ def test_linear_leaky_rejects_bad_shapes(args, match):
         localzo.LinearLeaky(0.9, 7, 5)(*args)
 
 
-def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5):
-    """Two stacked layers with fixed directions; returns outputs and gradients."""
+def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5, device=DEVICE):
+    """Two stacked layers with fixed directions on ``device``; returns outputs
+    and gradients."""
     torch.manual_seed(seed)
     T, B, IN, H, OUT = 9, 4, 30, 24, 6
     est = localzo.make("normal", delta=0.3, samples=2)
-    x = (torch.rand(T, B, IN) < 0.3).float().to(DEVICE)
-    w1 = (torch.randn(H, IN) * 0.4).to(DEVICE).requires_grad_(True)
-    b1 = (torch.randn(H) * 0.1).to(DEVICE).requires_grad_(True)
-    w2 = (torch.randn(OUT, H) * 0.4).to(DEVICE).requires_grad_(True)
-    a1 = est.dist.abs_sample((2, T, B, H)).to(DEVICE)
-    a2 = est.dist.abs_sample((2, T, B, OUT)).to(DEVICE)
-    g = torch.randn(T, B, OUT, device=DEVICE)
-    p = params(reset)
+    x = (torch.rand(T, B, IN) < 0.3).float().to(device)
+    w1 = (torch.randn(H, IN) * 0.4).to(device).requires_grad_(True)
+    b1 = (torch.randn(H) * 0.1).to(device).requires_grad_(True)
+    w2 = (torch.randn(OUT, H) * 0.4).to(device).requires_grad_(True)
+    a1 = est.dist.abs_sample((2, T, B, H)).to(device)
+    a2 = est.dist.abs_sample((2, T, B, OUT)).to(device)
+    g = torch.randn(T, B, OUT, device=device)
+    p = params(reset, device=device)
     with use_backend(backend):
         s1, _ = linear_leaky(x, w1, b1, None, p, est.spec, absz=a1, sparse=sparse)
         s2, m2 = linear_leaky(s1, w2, None, None, p, est.spec, absz=a2, sparse=sparse)
@@ -306,15 +308,16 @@ def _count_calls(monkeypatch, module, names, calls):
 
 @pytest.mark.version_free
 def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
+    """The native path is the CPU's: CPU tensors, whatever device the suite runs on."""
     calls = {"sparse_weight_grad": 0, "sparse_input_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
-    two_layers("auto", True)
+    two_layers("auto", True, device="cpu")
     assert calls == {"sparse_weight_grad": 2, "sparse_input_grad": 1}  # the input of layer 2 only
     calls.update(sparse_weight_grad=0, sparse_input_grad=0)
-    two_layers("auto", True, loss_on_mem=True)  # layer 2's membrane in the loss
+    two_layers("auto", True, loss_on_mem=True, device="cpu")  # layer 2's membrane in the loss
     assert calls == {"sparse_weight_grad": 1, "sparse_input_grad": 1}
     calls.update(sparse_weight_grad=0, sparse_input_grad=0)
-    two_layers("auto", False)
+    two_layers("auto", False, device="cpu")
     assert calls == {"sparse_weight_grad": 0, "sparse_input_grad": 0}
 
 
@@ -322,7 +325,7 @@ def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
 def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
     calls = {"sparse_weight_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
-    two_layers("auto", True)  # 24 and 6 neurons: below SPARSE_MIN_OUT
+    two_layers("auto", True, device="cpu")  # 24 and 6 neurons: below SPARSE_MIN_OUT
     assert calls == {"sparse_weight_grad": 0}
     assert not native_linear.use_sparse_weight_grad(64, 10, 1000)
     assert native_linear.use_sparse_weight_grad(256, 10, 1000)
@@ -341,6 +344,23 @@ def test_triton_sparse_weight_grad_is_taken(monkeypatch, sparse_everywhere):
     assert calls == {"sparse_weight_grad": 1}
     calls.update(sparse_weight_grad=0)
     two_layers("triton", False)
+    assert calls == {"sparse_weight_grad": 0}
+
+
+@pytest.mark.version_free
+@needs_kernels
+def test_triton_size_rule_takes_the_dense_product_for_long_walks(monkeypatch):
+    """The kernels' rule: narrow layers and many rows (each program walks all
+    ``T * B`` rows) take the dense product; the benchmark's T=100, B=128 does."""
+    rule = sparse_kernels.use_sparse_weight_grad
+    assert rule(256, 700, 25 * 128) and rule(1024, 256, 25 * 128)
+    assert not rule(256, 700, 100 * 128) and not rule(20, 256, 25 * 128) and not rule(256, 16, 128)
+    calls = {"sparse_weight_grad": 0}
+    _count_calls(monkeypatch, sparse_kernels, list(calls), calls)
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
+    monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 9 * 4 - 1)  # two_layers: T * B = 36 rows
+    two_layers("triton", True)
     assert calls == {"sparse_weight_grad": 0}
 
 

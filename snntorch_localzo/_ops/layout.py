@@ -7,7 +7,10 @@ the neuron was reset at that step (zero reset needs it in backward).
 
 **Meter slots.** An :class:`~snntorch_localzo.ActivityMeter` keeps one int64
 accumulator per device; backward passes add to these slots in place, on the
-device, without synchronising.
+device, without synchronising: every update is an in-place ``add_``/``fill_``
+of one slot with a Python number or a device tensor, never an assignment
+``acc[i] = value`` (which turns the number into a host tensor and copies it
+to the device: a blocking copy on a GPU).
 """
 
 from __future__ import annotations
@@ -59,12 +62,11 @@ def record(acc: torch.Tensor, active: torch.Tensor, total: int) -> None:
     ``active`` non-zero estimates (0-d tensor or int) of ``total``."""
     if not acc.numel():
         return
-    active = torch.as_tensor(active, device=acc.device).to(acc.dtype)
-    acc[ACTIVE] += active
-    acc[TOTAL] += total
-    acc[LAST_ACTIVE] = active
-    acc[LAST_TOTAL] = total
-    acc[CALLS] += 1
+    acc[ACTIVE].add_(active)
+    acc[TOTAL].add_(total)
+    acc[LAST_ACTIVE].zero_().add_(active)
+    acc[LAST_TOTAL].fill_(total)
+    acc[CALLS].add_(1)
 
 
 def record_nonzero(acc: torch.Tensor, g: torch.Tensor) -> None:
@@ -77,7 +79,7 @@ def record_nonzero(acc: torch.Tensor, g: torch.Tensor) -> None:
 def prepare_for_kernel(acc: torch.Tensor, total: int) -> None:
     """Before a kernel atomically adds its count to ``ACTIVE`` and
     ``LAST_ACTIVE``: start the last-call slots and count the call."""
-    acc[LAST_ACTIVE] = 0
-    acc[LAST_TOTAL] = total
-    acc[TOTAL] += total
-    acc[CALLS] += 1
+    acc[LAST_ACTIVE].zero_()
+    acc[LAST_TOTAL].fill_(total)
+    acc[TOTAL].add_(total)
+    acc[CALLS].add_(1)

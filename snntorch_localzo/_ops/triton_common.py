@@ -147,7 +147,7 @@ def abs_z(r, kparam, table_ptr, KIND: tl.constexpr):
 @triton.jit
 def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr):
     """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3."""
-    o = rng_offs + GROUP * stride
+    o = rng_offs + tl.full([], GROUP, tl.int64) * stride
     if KIND == K_NORMAL:
         r0, r1, r2, r3 = tl.randn4x(seed, o)
     else:
@@ -170,7 +170,7 @@ def sample_abs_z(
 ):
     """``|z_I|`` for each element: drawn from ``r`` or read from ``absz``."""
     if EXTERNAL:
-        a = tl.load(absz_ptr + I * stride + rng_offs, mask=mask, other=1.0).to(tl.float32)
+        a = tl.load(absz_ptr + tl.full([], I, tl.int64) * stride + rng_offs, mask=mask, other=1.0).to(tl.float32)
     else:
         a = abs_z(r, kparam, table_ptr, KIND)
     return a

@@ -44,7 +44,7 @@ def leaky_scan_fwd_kernel(
     thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
     gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
     for t in range(T):
-        step = t * n + offs
+        step = tl.cast(t, tl.int64) * n + offs  # int64: T * n may pass 2**31
         x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
         reset = tl.where(tc.round_to(m - thr, DT) > 0.0, 1.0, 0.0)
         if RESET == 1:  # zero
@@ -135,7 +135,7 @@ def leaky_scan_bwd_kernel(
     carry = tl.zeros([BLOCK], dtype=tl.float32)  # gradient reaching mem[t] from step t + 1
     for i in range(T):
         t = T - 1 - i
-        step = t * n + offs
+        step = tl.cast(t, tl.int64) * n + offs
         # what autograd accumulates on mem[t]: the caller's gradient plus the next step's
         if HAS_GMEM:
             gm = tc.round_to(tl.load(gmem_ptr + step, mask=mask, other=0.0).to(tl.float32) + carry, DT)

@@ -80,7 +80,7 @@ class TritonLinearLeaky(torch.autograd.Function):
             sparse_dw = (
                 ctx.sparse and grad_mem is None and grad_spk is not None
                 and ctx.params.reset in (RESET_SUBTRACT, RESET_NONE)
-                and kernels.use_sparse_weight_grad(weight.shape[0], weight.shape[1])
+                and kernels.use_sparse_weight_grad(weight.shape[0], weight.shape[1], x.numel() // x.shape[-1])
             )
             if sparse_dw:
                 gw = kernels.sparse_weight_grad(x, e, beta, weight.dtype)
