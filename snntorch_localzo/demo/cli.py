@@ -226,7 +226,7 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
         # the step comes from the call's membranes: a layer of 256 evenly spread ones,
         # of which the figure shows those within 4 steps of threshold
         u = torch.linspace(-1, 1, 256, dtype=torch.float64)
-        step = float(est.step(_as_layer(u, 1)).max())
+        step = float(est.step(_as_layer(u, draws))[0, 0])  # every draw's: the columns are alike
         shown = u.abs() <= 4 * step
         title = f"{_call_string(est)}, step {step:.3g} of the call, {draws} draws"
     else:
