@@ -291,3 +291,40 @@ def test_accuracy_study_script(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.split("\n")[:4] == first[first.index("spike_grad"):].split("\n")[:4]
     assert png.is_file()
+
+
+def test_compare_plot_gives_each_implementation_one_colour_and_its_speed_up(tmp_path, monkeypatch):
+    """docs/img/compare_cpu.png: groups by T, one colour per implementation in
+    every group, bar heights the speed-ups over snnTorch of the committed JSON."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    from snntorch_localzo.demo import plots
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("compare_plot", root / "benchmarks" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    rows = json.loads((root / "benchmarks" / "results" / "cpu.json").read_text())
+    figures = []
+    real = plots.grouped_bars_figure
+    monkeypatch.setattr(plots, "grouped_bars_figure",
+                        lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    assert compare.plot(rows, tmp_path / "c.png").is_file()
+    speed_up = figures[0].axes[0]
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    Ts = list(dict.fromkeys(r["T"] for r in rows))
+    assert [t.get_text() for t in figures[0].axes[-1].get_xticklabels()] == [f"T={T}" for T in Ts]
+    bars = {}  # implementation -> its bars, in the order of the groups
+    for container, impl in zip(speed_up.containers, impls):
+        assert container.get_label() == impl
+        bars[impl] = list(container)
+    colours = {impl: {b.get_facecolor() for b in bs} for impl, bs in bars.items()}
+    assert all(len(c) == 1 for c in colours.values())  # the same colour at every T
+    assert len({c.pop() for c in colours.values()}) == len(impls)  # and its own
+    for r in rows:
+        base = next(b for b in rows if b["impl"] == "snntorch_atan" and b["T"] == r["T"])
+        height = bars[r["impl"]][Ts.index(r["T"])].get_height()
+        expected = (base["fwd_ms"] + base["bwd_ms"]) / (r["fwd_ms"] + r["bwd_ms"])
+        assert height == pytest.approx(expected)
