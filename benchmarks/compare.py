@@ -335,7 +335,8 @@ def plot(rows: List[Dict], path: Path, baseline: str = "snntorch_atan") -> Path:
     def per_impl(value):
         out = {}
         for r in rows:
-            out.setdefault(r["impl"], [nan] * len(keys))[keys.index((r["T"], r["hidden"]))] = value(r)
+            group = keys.index((r["T"], r["hidden"]))
+            out.setdefault(r["impl"], [nan] * len(keys))[group] = value(r)
         return out
 
     def speedup(*fields):
@@ -348,12 +349,12 @@ def plot(rows: List[Dict], path: Path, baseline: str = "snntorch_atan") -> Path:
         dict(values=speedup("fwd_ms", "bwd_ms"), ylabel=f"step speed-up\n(x over {baseline})",
              ref=1.0, fmt="{:.1f}x"),
         dict(values=speedup("bwd_ms"), ylabel="backward speed-up\n(x)", ref=1.0, fmt="{:.1f}x"),
-        dict(values=per_impl(lambda r: r["fwd_ms"] + r["bwd_ms"]), ylabel="ms per step\n(fwd + bwd)",
-             log=True, fmt="{:.0f}"),
+        dict(values=per_impl(lambda r: r["fwd_ms"] + r["bwd_ms"]),
+             ylabel="ms per step\n(fwd + bwd)", log=True, fmt="{:.0f}"),
     ]
     if any(r["peak_mib"] is not None for r in rows):  # measured on CUDA only
-        panels.append(dict(values=per_impl(lambda r: nan if r["peak_mib"] is None else r["peak_mib"]),
-                           ylabel="peak MiB", fmt="{:.0f}"))
+        peak = per_impl(lambda r: nan if r["peak_mib"] is None else r["peak_mib"])
+        panels.append(dict(values=peak, ylabel="peak MiB", fmt="{:.0f}"))
     fig = plots.grouped_bars_figure(
         groups,
         panels,

@@ -105,7 +105,8 @@ SHELL_ERRORS = [  # argparse's own checks and the commands' later ones, in each 
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("argv,prog,option", SHELL_ERRORS, ids=[" ".join(a) for a, _, _ in SHELL_ERRORS])
+@pytest.mark.parametrize("argv,prog,option", SHELL_ERRORS,
+                         ids=[" ".join(a) for a, _, _ in SHELL_ERRORS])
 def test_every_command_reports_a_bad_option_in_one_line_before_training(argv, prog, option):
     """One format for every subcommand: ``prog: error: argument --x: ... (see
     --help)``, exit code 2; paths are checked before anything trains (no
@@ -186,7 +187,8 @@ def test_readme_quick_start_names_every_option_and_shows_its_table():
     missing = sorted(o for o in options - {"--help"} if f"`{o}" not in quick)
     assert missing == [], missing
     command = re.search(r"\.venv/bin/snntorch-localzo([^\n`]*)", quick).group(1).strip()
-    assert f"Output of the quick-start command (`snntorch-localzo {command}`" in " ".join(quick.split())
+    said = f"Output of the quick-start command (`snntorch-localzo {command}`"
+    assert said in " ".join(quick.split())
     opts = cli.build_parser().parse_args(command.split())
     table = quick[quick.index("```\nSpike-encoded digits"):]
     assert f"{opts.epochs} epochs" in table.splitlines()[1]
@@ -300,7 +302,8 @@ def test_compare_plot_gives_each_implementation_one_colour_and_its_speed_up(tmp_
     from snntorch_localzo.demo import plots
 
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("compare_plot", root / "benchmarks" / "compare.py")
+    spec = importlib.util.spec_from_file_location("compare_plot",
+                                                  root / "benchmarks" / "compare.py")
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
     rows = json.loads((root / "benchmarks" / "results" / "cpu.json").read_text())

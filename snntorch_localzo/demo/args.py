@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Parser", "positive_int", "positive_float", "device", "json_path", "plot_dir", "plural", "step"]
+__all__ = ["Parser", "positive_int", "positive_float", "step", "device", "json_path", "plot_dir",
+           "plural"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -412,7 +412,8 @@ def _check_args(p: argparse.ArgumentParser, args) -> torch.device:
     for name in ("lam", "lr", "finetune_lr", "delta_scale"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
-            p.error(f"argument --{name.replace('_', '-')}: must be a finite number > 0, got {value}")
+            p.error(f"argument --{name.replace('_', '-')}: must be a finite number > 0, "
+                    f"got {value}")
     if args.image_size is not None and not args.data.startswith("folder:"):
         p.error(f"argument --image-size: resizes folder:DIR images only; --data {args.data} "
                 "keeps its size (digits 8x8, CIFAR 32x32, npz as stored)")
@@ -443,7 +444,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = list(range(args.seed, args.seed + args.runs))
     print(f"{data.name}: {len(data.train)} train, {len(data.test)} test, input {data.input_shape}, "
           f"{data.num_classes} classes; {args.net} with QCFS L={args.levels} (lam init "
-          f"{args.lam:g}), {plural(args.epochs, 'epoch')}; FTBC alpha={args.alpha:g}, iters={args.iters}, "
+          f"{args.lam:g}), {plural(args.epochs, 'epoch')}; FTBC alpha={args.alpha:g}, "
+          f"iters={args.iters}, "
           f"{args.calib_batches} batches of {args.calib_batch_size}; device {device}; seeds {seeds}",
           flush=True)
     rows = run(data, args.net, args.levels, args.lam, seeds, args.epochs, args.lr, args.batch_size,

@@ -266,7 +266,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = list(range(args.seed, args.seed + args.runs))
     net_name = ("64-" + "-".join(map(str, args.hidden)) + "-10" if args.net == "fc"
                 else "conv 1x8x8-16x8x8-32x4x4-10")
-    print(f"OPZO on spike-encoded digits: {net_name} Leaky, T={args.steps}, {plural(args.epochs, 'epoch')}, "
+    print(f"OPZO on spike-encoded digits: {net_name} Leaky, T={args.steps}, "
+          f"{plural(args.epochs, 'epoch')}, "
           f"batch {args.batch}, Adam {args.lr:g}, alpha={args.noise_std:g}, "
           f"lambda={args.momentum:g}, device {args.device}, seeds {seeds}", flush=True)
     rows = []
