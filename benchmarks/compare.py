@@ -378,24 +378,45 @@ def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
     return "\n".join(lines) + f"\n(x: speed-up over {baseline} at the same T and hidden)"
 
 
-def plot(rows: List[Dict], path: Path) -> Path:
-    """Bars of forward ms, backward ms, peak MiB and active % per row (log axes
-    for the times, which span orders of magnitude); needs matplotlib."""
+def plot(rows: List[Dict], path: Path, baseline: str = "snntorch_atan") -> Path:
+    """Bars grouped by T (and hidden), one colour per implementation: the
+    speed-up over ``baseline`` of a training step and of its backward, and the
+    step's milliseconds (log axis); peak MiB when measured (CUDA). Needs
+    matplotlib."""
     from snntorch_localzo.demo import plots
 
     rows = measured(rows)
-    names = [f"{r['impl']} T={r['T']} h={r['hidden']}" for r in rows]
+    keys = list(dict.fromkeys((r["T"], r["hidden"]) for r in rows))
+    several = len({h for _, h in keys}) > 1
+    groups = [f"T={T}" + (f", hidden {h}" if several else "") for T, h in keys]
+    base = {(r["T"], r["hidden"]): r for r in rows if r["impl"] == baseline}
+    nan = float("nan")
+
+    def per_impl(value):
+        out = {}
+        for r in rows:
+            group = keys.index((r["T"], r["hidden"]))
+            out.setdefault(r["impl"], [nan] * len(keys))[group] = value(r)
+        return out
+
+    def speedup(*fields):
+        def value(r):
+            ref = base.get((r["T"], r["hidden"]))
+            return nan if ref is None else sum(ref[f] for f in fields) / sum(r[f] for f in fields)
+        return per_impl(value)
+
     panels = [
-        dict(values=[r["fwd_ms"] for r in rows], xlabel="forward ms", log=True),
-        dict(values=[r["bwd_ms"] for r in rows], xlabel="backward ms", log=True),
+        dict(values=speedup("fwd_ms", "bwd_ms"), ylabel=f"step speed-up\n(x over {baseline})",
+             ref=1.0, fmt="{:.1f}x"),
+        dict(values=speedup("bwd_ms"), ylabel="backward speed-up\n(x)", ref=1.0, fmt="{:.1f}x"),
+        dict(values=per_impl(lambda r: r["fwd_ms"] + r["bwd_ms"]),
+             ylabel="ms per step\n(fwd + bwd)", log=True, fmt="{:.0f}"),
     ]
     if any(r["peak_mib"] is not None for r in rows):  # measured on CUDA only
-        peak = [r["peak_mib"] if r["peak_mib"] is not None else float("nan") for r in rows]
-        panels.append(dict(values=peak, xlabel="peak MiB"))
-    active = [100 * r["active_frac"] for r in rows]
-    panels.append(dict(values=active, xlabel="non-zero in backward %", log=max(active) > 0))
-    fig = plots.bars_figure(
-        names,
+        peak = per_impl(lambda r: nan if r["peak_mib"] is None else r["peak_mib"])
+        panels.append(dict(values=peak, ylabel="peak MiB", fmt="{:.0f}"))
+    fig = plots.grouped_bars_figure(
+        groups,
         panels,
         title=f"One training step, B={rows[0]['B']}, {rows[0]['device']}, "
         f"torch {rows[0]['torch']}, triton {rows[0]['triton']}",

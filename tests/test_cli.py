@@ -9,6 +9,7 @@ from importlib import metadata
 import pytest
 import torch
 
+import snntorch_localzo as localzo
 from snntorch_localzo.demo import cli
 
 
@@ -64,7 +65,9 @@ BAD_OPTIONS = [
     (["--steps", "0"], "--steps"),
     (["--hidden", "0"], "--hidden"),
     (["--device", "gpu"], "--device"),
+    (["--delta", "fixed"], "--delta"),
     (["--dist", "atan", "--delta", "0.02"], "--delta"),
+    (["--dist", "atan", "--delta", "adaptive"], "--delta"),
     (["--dist", "normal", "--alpha", "2"], "--alpha"),
     (["--dist", "atan", "--slope", "5"], "--slope"),
     (["--json", "/nonexistent-folder/runs.json"], "--json"),
@@ -72,30 +75,127 @@ BAD_OPTIONS = [
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device")])
 
 
-def _error_lines(stderr):
-    return [line for line in stderr.strip().splitlines()
-            if not line.startswith("usage:") and not line.startswith(" ")]
-
-
 @pytest.mark.parametrize("argv,option", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
 def test_bad_option_ends_in_one_line_naming_it(argv, option, capsys):
     """Checked before any training (nothing printed on stdout): exit code 2,
-    one line naming the option."""
+    one line naming the option, no usage dump."""
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
     assert info.value.code == 2
     captured = capsys.readouterr()
-    lines = _error_lines(captured.err)
-    assert len(lines) == 1 and f"argument {option}" in lines[0], captured.err
+    assert captured.err.startswith(f"snntorch-localzo: error: argument {option}: "), captured.err
+    assert captured.err.endswith(" (see --help)\n") and captured.err.count("\n") == 1
     assert captured.out == ""
 
 
-def test_bad_option_from_the_shell_has_no_traceback():
-    out = subprocess.run([sys.executable, "-m", "snntorch_localzo", "--delta", "-1"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert _error_lines(out.stderr) == ["snntorch-localzo: error: argument --delta: expected a "
-                                        "finite number > 0, got -1"]
+def _run(*argv, timeout=300):
+    """The command as a user types it: ``python -m snntorch_localzo ...``, in a
+    process whose stderr is a pipe (not a terminal)."""
+    return subprocess.run([sys.executable, "-m", "snntorch_localzo", *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+NO_FOLDER = "/nonexistent-folder/runs.json"
+SHELL_ERRORS = [  # argparse's own checks and the commands' later ones, in each command
+    (("--delta", "-1"), "snntorch-localzo", "--delta"),
+    (("opzo", "--epochs", "1", "--json", NO_FOLDER), "snntorch-localzo opzo", "--json"),
+    (("ftbc", "--epochs", "1", "--json", NO_FOLDER), "snntorch-localzo ftbc", "--json"),
+    (("ftbc", "--image-size", "16"), "snntorch-localzo ftbc", "--image-size"),
+]
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("argv,prog,option", SHELL_ERRORS,
+                         ids=[" ".join(a) for a, _, _ in SHELL_ERRORS])
+def test_every_command_reports_a_bad_option_in_one_line_before_training(argv, prog, option):
+    """One format for every subcommand: ``prog: error: argument --x: ... (see
+    --help)``, exit code 2; paths are checked before anything trains (no
+    output on stdout) and --image-size is not silently ignored on digits."""
+    out = _run(*argv)
+    assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+    assert out.stderr.startswith(f"{prog}: error: argument {option}: "), out.stderr
+    assert out.stderr.endswith(" (see --help)\n") and out.stderr.count("\n") == 1, out.stderr
+
+
+TINY = ["--epochs", "1", "--hidden", "8", "--steps", "3", "--device", "cpu"]
+
+
+@pytest.mark.heavy
+def test_demo_runs_the_default_make_and_draws_no_bar_into_a_log(capsys):
+    """Without --delta the LocalZO row is ``make()`` (normal law, adaptive
+    step), the same run as ``--delta adaptive``; with stderr captured (not a
+    terminal) the progress bar writes nothing."""
+    out = _run(*TINY)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "batch" not in out.stderr, out.stderr[:300]
+    per_seed = [line for line in out.stdout.splitlines() if line.startswith("localzo.make")]
+    assert per_seed and per_seed[-1].startswith("localzo.make(): seed 0: "), out.stdout
+    assert cli.main(TINY + ["--delta", "adaptive", "--no-progress"]) == 0
+    assert per_seed[-1] in capsys.readouterr().out.splitlines()
+    est = cli._localzo_from_args(cli.build_parser().parse_args(TINY))
+    assert est.adaptive and est == localzo.make()
+
+
+def test_progress_bars_write_nothing_when_stderr_is_not_a_terminal(monkeypatch):
+    import io
+
+    from snntorch_localzo._progress import progress_bar
+
+    pytest.importorskip("tqdm")
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = progress_bar(50, unit="batch")
+    for _ in range(50):
+        bar.update(1)
+    bar.close()
+    assert log.getvalue() == ""
+    assert progress_bar(50, enabled=False) is None  # --no-progress
+
+
+def test_every_progress_bar_of_the_package_is_the_one_helper():
+    """tqdm is created in one place (_progress.py), so the rule above holds for
+    the demo, opzo and ftbc alike."""
+    from pathlib import Path
+
+    import snntorch_localzo
+
+    root = Path(snntorch_localzo.__file__).parent
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if re.search(r"(from|import) tqdm", p.read_text()) and p.name != "_progress.py")
+    assert users == [], users
+
+
+def test_table_keeps_its_columns_with_long_names():
+    from snntorch_localzo.demo.train import RunResult
+
+    rows = [[RunResult(name, 0, test_acc=[0.5], active_frac=[0.1], epoch_s=[1.0])]
+            for name in ("short", "LinearLeaky, localzo.make('laplace', delta=0.008, samples=2)")]
+    lines = cli.format_table(rows).splitlines()
+    header, first, second = lines[0], lines[2], lines[3]
+    assert len(first) == len(second) == len(header)
+    assert first.index("50.00") == second.index("50.00")
+
+
+def test_readme_quick_start_names_every_option_and_shows_its_table():
+    """The README's options list is the parser's, and its first table is the
+    output of the quick-start command with the current defaults."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):readme.index("## Tutorials")]
+    options = {a.option_strings[-1] for a in cli.build_parser()._actions if a.option_strings}
+    missing = sorted(o for o in options - {"--help"} if f"`{o}" not in quick)
+    assert missing == [], missing
+    command = re.search(r"\.venv/bin/snntorch-localzo([^\n`]*)", quick).group(1).strip()
+    said = f"Output of the quick-start command (`snntorch-localzo {command}`"
+    assert said in " ".join(quick.split())
+    opts = cli.build_parser().parse_args(command.split())
+    table = quick[quick.index("```\nSpike-encoded digits"):]
+    assert f"{opts.epochs} epochs" in table.splitlines()[1]
+    seeds = list(range(opts.seed, opts.seed + opts.runs))
+    assert f"seeds {seeds}" in table.splitlines()[1]
+    est = cli._localzo_from_args(opts)
+    assert f"\n{cli._call_string(est)} " in table
 
 
 def test_twin_parameters_reach_the_estimator(capsys):
@@ -190,3 +290,41 @@ def test_accuracy_study_script(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.split("\n")[:4] == first[first.index("spike_grad"):].split("\n")[:4]
     assert png.is_file()
+
+
+def test_compare_plot_gives_each_implementation_one_colour_and_its_speed_up(tmp_path, monkeypatch):
+    """docs/img/compare_cpu.png: groups by T, one colour per implementation in
+    every group, bar heights the speed-ups over snnTorch of the committed JSON."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    from snntorch_localzo.demo import plots
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("compare_plot",
+                                                  root / "benchmarks" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    rows = json.loads((root / "benchmarks" / "results" / "cpu.json").read_text())
+    figures = []
+    real = plots.grouped_bars_figure
+    monkeypatch.setattr(plots, "grouped_bars_figure",
+                        lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    assert compare.plot(rows, tmp_path / "c.png").is_file()
+    speed_up = figures[0].axes[0]
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    Ts = list(dict.fromkeys(r["T"] for r in rows))
+    assert [t.get_text() for t in figures[0].axes[-1].get_xticklabels()] == [f"T={T}" for T in Ts]
+    bars = {}  # implementation -> its bars, in the order of the groups
+    for container, impl in zip(speed_up.containers, impls):
+        assert container.get_label() == impl
+        bars[impl] = list(container)
+    colours = {impl: {b.get_facecolor() for b in bs} for impl, bs in bars.items()}
+    assert all(len(c) == 1 for c in colours.values())  # the same colour at every T
+    assert len({c.pop() for c in colours.values()}) == len(impls)  # and its own
+    for r in rows:
+        base = next(b for b in rows if b["impl"] == "snntorch_atan" and b["T"] == r["T"])
+        height = bars[r["impl"]][Ts.index(r["T"])].get_height()
+        expected = (base["fwd_ms"] + base["bwd_ms"]) / (r["fwd_ms"] + r["bwd_ms"])
+        assert height == pytest.approx(expected)

@@ -114,6 +114,39 @@ def test_forward_sequence_runs_fused(mode):
     assert (active.active_of(spk) is not None) == (SEQ_FUNCTION[mode] is NativeLeaky)
 
 
+REST_CASES = {"fused": {}, "reference": {"learn_beta": True},
+              "init_hidden": {"init_hidden": True, "output": True}}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(REST_CASES))
+def test_forward_sequence_starts_from_rest_at_every_call(case, backend):
+    """As snnTorch 1.0's LinearLeaky: the same input twice gives the same
+    output, and a training loop needs no reset or detach between steps."""
+    torch.manual_seed(4)
+    x = torch.rand(6, 3, 10, device=DEVICE) * 1.3
+    lif = localzo.Leaky(beta=0.9, **REST_CASES[case]).to(DEVICE)
+    fc = nn.Linear(10, 10).to(DEVICE)
+    opt = torch.optim.SGD(list(fc.parameters()) + list(lif.parameters()), lr=0.1)
+    with use_backend(backend):
+        with torch.no_grad():
+            first = lif.forward_sequence(x)
+            second = lif.forward_sequence(x)
+        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+        if not lif.init_hidden:  # the default is the zero membrane
+            zero = lif.forward_sequence(x, torch.zeros_like(x[0]))
+            assert torch.equal(zero[1], first[1])
+            # a passed membrane still continues a sequence
+            cont = lif.forward_sequence(x[3:], first[1][2])
+            assert torch.equal(cont[1], first[1][3:])
+        for _ in range(2):  # used to fail: "backward through the graph a second time"
+            spk, mem = lif.forward_sequence(fc(x))
+            opt.zero_grad()
+            (spk.sum() + mem.pow(2).mean()).backward()
+            opt.step()
+    assert fc.weight.grad is not None and fc.weight.grad.abs().sum() > 0
+
+
 def test_forward_sequence_rejects_bad_input():
     lif = localzo.Leaky(beta=0.9)
     with pytest.raises(ValueError, match=r"`input_` must be a sequence tensor of shape \[T, batch"):

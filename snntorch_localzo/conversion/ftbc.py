@@ -6,13 +6,13 @@ what the ANN's QCFS activation outputs, at every time step."""
 from __future__ import annotations
 
 import math
-import sys
 from typing import Iterable, List, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._progress import progress_bar
 from .convert import _BATCHNORM, _DROPPED, ann_layers
 from .network import ConvertedSNN, IFNeuron, check_num_steps
 from .qcfs import QCFS
@@ -353,11 +353,5 @@ def calibrate(
 
 
 def _progress_bar(enabled: bool, num_batches: Optional[int], layers: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
     total = num_batches * layers if num_batches is not None else None
-    return tqdm(total=total, desc="FTBC calibration", unit="layer", file=sys.stderr, leave=False)
+    return progress_bar(total, enabled, desc="FTBC calibration", unit="layer")

@@ -1,6 +1,6 @@
-"""Argument types for the command lines: a bad value ends in one line that
-names the option (argparse's ``error: argument --x: ...``) and exit code 2,
-before any training starts."""
+"""The command lines' parser and argument types: a bad value ends in one line
+that names the option (``prog: error: argument --x: ...``) and exit code 2,
+before any training starts, in every subcommand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["positive_int", "positive_float", "device", "json_path", "plot_dir"]
+__all__ = ["Parser", "positive_int", "positive_float", "step", "device", "json_path", "plot_dir",
+           "plural"]
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line, ``prog: error:
+    argument --x: ... (see --help)``, with exit code 2 (no usage dump);
+    ``error`` is also how a command's own checks report a bad option."""
+
+    def error(self, message):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -34,6 +44,18 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value:g}")
     return value
+
+
+def step(text: str):
+    """LocalZO's ``delta``: ``"adaptive"`` (``make()``'s adaptive step) or a
+    finite number > 0 (a fixed step)."""
+    if text.strip().lower() == "adaptive":
+        return "adaptive"
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'adaptive' or a finite number > 0, got {text!r}") from None
 
 
 def device(text: str) -> torch.device:
@@ -85,3 +107,8 @@ def plot_dir(text: str) -> Path:
             "needs matplotlib: pip install 'snntorch-localzo[plots]' (in the clone: "
             "pip install -e '.[plots]')") from None
     return path
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``: a count in a command's headline."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

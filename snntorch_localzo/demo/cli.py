@@ -19,7 +19,9 @@ from typing import List, Optional, Sequence
 import snntorch as snn
 import torch
 
+from ..adaptive import AdaptiveDelta
 from ..distributions import DISTRIBUTIONS
+from .._progress import progress_bar
 from ..estimator import LocalZO, make
 from . import args
 from .data import spiking_digits
@@ -36,7 +38,7 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = args.Parser(
         prog="snntorch-localzo",
         epilog="Other training methods: 'snntorch-localzo opzo --help' (online "
         "pseudo-zeroth-order training), 'snntorch-localzo ftbc --help' (ANN-to-SNN "
@@ -61,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dist", default="normal", choices=sorted(DISTRIBUTIONS), help="LocalZO distribution"
     )
     p.add_argument(
-        "--delta", type=args.positive_float, default=None,
-        help=f"LocalZO step for {'/'.join(PAPER_LAWS)} (default {DEMO_DELTA}, see README)",
+        "--delta", type=args.step, default=None,
+        help=f"LocalZO step for {'/'.join(PAPER_LAWS)}: 'adaptive' (default: make()'s "
+        "adaptive step) or a number > 0 for a fixed step, e.g. 0.008 (see README)",
     )
     p.add_argument(
         "--alpha", type=args.positive_float, default=None,
@@ -96,9 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: the laws with a free ``delta``, and the demo's default for them
+#: the laws with a free ``delta`` (adaptive unless ``--delta`` fixes it)
 PAPER_LAWS = ("normal", "uniform", "laplace")
-DEMO_DELTA = 0.008
 #: the parameter each twin takes
 TWIN_PARAMETER = {"atan": "alpha", "sigmoid": "slope", "fast_sigmoid": "slope"}
 
@@ -118,7 +120,7 @@ def check_dist_options(parser: argparse.ArgumentParser, opts) -> None:
 def _localzo_from_args(opts) -> LocalZO:
     params = {}
     if opts.dist in PAPER_LAWS:
-        params["delta"] = DEMO_DELTA if opts.delta is None else opts.delta
+        params["delta"] = None if opts.delta in (None, "adaptive") else opts.delta
     elif getattr(opts, TWIN_PARAMETER[opts.dist]) is not None:
         name = TWIN_PARAMETER[opts.dist]
         params[name] = getattr(opts, name)
@@ -126,21 +128,22 @@ def _localzo_from_args(opts) -> LocalZO:
 
 
 def _call_string(est) -> str:
-    """``localzo.make('normal', delta=0.01)``: how a user would write it."""
-    params = "".join(f", {k}={v:g}" for k, v in est.dist.params().items())
+    """``localzo.make('normal', delta=0.01)``: how a user would write it;
+    ``localzo.make()`` for the default (normal law, adaptive step)."""
+    if est.adaptive:
+        params = "" if est.rule == AdaptiveDelta() else f", delta={est.rule!r}"
+    else:
+        params = "".join(f", {k}={v:g}" for k, v in est.dist.params().items())
     samples = f", samples={est.samples}" if est.samples != 1 else ""
+    if est.dist.name == "normal" and not params and not samples:
+        return "localzo.make()"
     return f"localzo.make({est.dist.name!r}{params}{samples})"
 
 
 def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None, None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None, None
-    bar = tqdm(total=total, unit="batch", file=sys.stderr, leave=False)
-    return bar, bar.update
+    """A bar over ``total`` batches and its ``update``, or ``(None, None)``."""
+    bar = progress_bar(total, enabled, unit="batch")
+    return (bar, bar.update) if bar is not None else (None, None)
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -154,8 +157,10 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def format_table(rows: List[List[RunResult]]) -> str:
     """One line per spike gradient: accuracy, active fraction, time per epoch."""
+    width = max([38] + [len(runs[0].name) + 2 for runs in rows])  # names stay in their column
     header = (
-        f"{'spike_grad':<38}{'test acc %':>16}{'active in bwd % (ep 2+)':>25}{'max':>7}{'s / epoch':>14}"
+        f"{'spike_grad':<{width}}{'test acc %':>16}{'active in bwd % (ep 2+)':>25}{'max':>7}"
+        f"{'s / epoch':>14}"
     )
     lines = [header, "-" * len(header)]
     for runs in rows:
@@ -166,7 +171,7 @@ def format_table(rows: List[List[RunResult]]) -> str:
         peak = max(100.0 * max(r.active_frac[1:] or r.active_frac) for r in runs)
         sec = [statistics.median(r.epoch_s) for r in runs]
         lines.append(
-            f"{runs[0].name:<38}{_mean_std(acc):>16}{_mean_std(act):>25}{peak:>7.2f}"
+            f"{runs[0].name:<{width}}{_mean_std(acc):>16}{_mean_std(act):>25}{peak:>7.2f}"
             f"{_mean_std(sec):>14}"
         )
     lines.append("")
@@ -176,13 +181,26 @@ def format_table(rows: List[List[RunResult]]) -> str:
     return "\n".join(lines)
 
 
+def _as_layer(u: torch.Tensor, draws: int) -> torch.Tensor:
+    """The points ``u`` as one call's membranes ``[len(u), draws]``: the batch
+    holds the points, each of the ``draws`` neurons sees all of them (so an
+    adaptive step, chosen from the call, is the same for every draw)."""
+    return u.float().unsqueeze(1).repeat(1, draws)
+
+
 def monte_carlo_grad(spike_grad, u: torch.Tensor, draws: int):
-    """Mean and standard error over ``draws`` independent backward passes of
-    ``spike_grad`` at each point of ``u``."""
-    x = u.float().repeat(draws, 1).requires_grad_(True)
+    """Mean and standard error over ``draws`` independent estimates of
+    ``spike_grad``'s gradient at each point of ``u`` (one backward call)."""
+    x = _as_layer(u, draws).requires_grad_(True)
     spike_grad(x).backward(torch.ones_like(x))
     g = x.grad.double()
-    return g.mean(0), g.std(0) / math.sqrt(draws)
+    return g.mean(1), g.std(1) / math.sqrt(draws)
+
+
+def expected_grad(est: LocalZO, u: torch.Tensor, draws: int) -> torch.Tensor:
+    """What :func:`monte_carlo_grad` estimates: ``est.expected_grad`` at each
+    point of ``u`` (with the adaptive step, given the step of that call)."""
+    return est.expected_grad(_as_layer(u, draws))[:, 0].double()
 
 
 def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: int = 4000):
@@ -203,7 +221,17 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
     active = {runs[0].name: [r.active_frac for r in runs] for runs in results}
     fig_act = plots.curves_figure(active, "non-zero spike gradients in backward %", log=True,
                                   title="Active fraction per epoch" + band, scale=100.0)
-    u = torch.linspace(-4 * est.delta, 4 * est.delta, 32, dtype=torch.float64)
+    title = f"{_call_string(est)}, {draws} draws"
+    if est.adaptive:
+        # the step comes from the call's membranes: a layer of 256 evenly spread ones,
+        # of which the figure shows those within 4 steps of threshold
+        u = torch.linspace(-1, 1, 256, dtype=torch.float64)
+        step = float(est.step(_as_layer(u, draws))[0, 0])  # every draw's: the columns are alike
+        shown = u.abs() <= 4 * step
+        title = f"{_call_string(est)}, step {step:.3g} of the call, {draws} draws"
+    else:
+        u = torch.linspace(-4 * est.delta, 4 * est.delta, 32, dtype=torch.float64)
+        shown = torch.ones_like(u, dtype=torch.bool)
     twin = make("atan")
     u_atan = torch.linspace(-4 * twin.delta, 4 * twin.delta, 32, dtype=torch.float64)
     with torch.random.fork_rng(devices=[]):  # reproducible draws, caller's generator untouched
@@ -214,9 +242,9 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
     surrogate.atan()(x).backward(torch.ones_like(x))
     fig_grad = plots.gradient_figure(
         [
-            dict(u=u, expected=est.expected_grad(u), estimated=mean, stderr=err,
-                 title=f"{_call_string(est)}, {draws} draws"),
-            dict(u=u_atan, expected=twin.expected_grad(u_atan), estimated=mean_atan,
+            dict(u=u[shown], expected=expected_grad(est, u, draws)[shown], estimated=mean[shown],
+                 stderr=err[shown], title=title),
+            dict(u=u_atan, expected=expected_grad(twin, u_atan, draws), estimated=mean_atan,
                  stderr=err_atan, surrogate=x.grad, surrogate_label="snntorch.surrogate.atan()",
                  title=f"localzo.make('atan'), {draws} draws"),
         ],
@@ -252,10 +280,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (localzo_name, lambda: _localzo_from_args(opts), layer),
     ]
     seeds = list(range(opts.seed, opts.seed + opts.runs))
-    epochs = f"{opts.epochs} epoch{'s' if opts.epochs != 1 else ''}"
     print(
         f"Spike-encoded digits (scikit-learn), 64-{opts.hidden}-10 Leaky, T={opts.steps}, "
-        f"{epochs}, device {device}, seed{'s' if len(seeds) != 1 else ''} {seeds}",
+        f"{args.plural(opts.epochs, 'epoch')}, device {device}, "
+        f"seed{'s' if len(seeds) != 1 else ''} {seeds}",
         flush=True,
     )
     results: List[List[RunResult]] = [[] for _ in specs]

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .. import conversion
+from .._progress import progress_bar
 from ..conversion.data import ImageFolder, load_arrays, load_cifar
+from .args import Parser, json_path, plural
 
 __all__ = ["main", "build_parser", "build_ann", "load_data", "run", "format_table"]
 
@@ -226,16 +228,6 @@ def finetune_localzo(snn_net, ann, data: TaskData, num_steps: int, epochs: int, 
 
 
 # --------------------------------------------------------------------------- experiment
-def _progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False)
-
-
 def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 8.0, seeds=(0,),
         epochs: int = 40, lr: float = 1e-3, batch_size: int = 64, steps=DEFAULT_STEPS,
         alpha: float = 0.5, iters: int = 5, calib_batches: int = 3, calib_batch_size: int = 480,
@@ -259,7 +251,8 @@ def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 8.0, see
         torch.manual_seed(seed)
         ann = build_ann(net, data.input_shape, data.num_classes, levels, lam).to(device)
         per_epoch = math.ceil(len(data.train) / batch_size)
-        bar = _progress_bar(epochs * per_epoch, progress, f"{label} seed {seed}: ANN")
+        bar = progress_bar(epochs * per_epoch, progress, desc=f"{label} seed {seed}: ANN",
+                           unit="batch")
         train_ann(ann, data, epochs, lr, batch_size, seed, device, bar.update if bar else None)
         if bar is not None:
             bar.close()
@@ -354,7 +347,7 @@ def _int_list(text: str) -> List[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="snntorch-localzo ftbc",
         description=(
             "Train a QCFS ANN, convert it into an snnTorch spiking network, calibrate it with "
@@ -367,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder:DIR (DIR/train and DIR/val class folders), npz:DIR "
                         "(DIR/train.npz and DIR/test.npz with arrays x, y)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="resize folder images to this square size (default: keep)")
+                   help="resize folder:DIR images to this square size (default: keep; only "
+                        "for folder:DIR data)")
     p.add_argument("--net", default="mlp", choices=["mlp", "conv"],
                    help="mlp: 3 hidden layers of 256; conv: 2 conv blocks + 1 hidden layer")
     p.add_argument("--levels", type=int, default=8, help="QCFS levels L (default 8)")
@@ -399,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the small "
                         "digits networks on a busy machine)")
-    p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--json", metavar="PATH", type=json_path, help="also write the rows as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -408,27 +402,32 @@ def _check_args(p: argparse.ArgumentParser, args) -> torch.device:
     for name in ("epochs", "runs", "iters", "calib_batches", "calib_batch_size", "batch_size",
                  "levels", "finetune_epochs"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            p.error(f"argument --{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     for name in ("image_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            p.error(f"argument --{name.replace('_', '-')}: must be >= 1, got {value}")
     if not (math.isfinite(args.alpha) and 0 < args.alpha <= 1):
-        p.error(f"--alpha must lie in (0, 1], got {args.alpha}")
+        p.error(f"argument --alpha: must lie in (0, 1], got {args.alpha}")
     for name in ("lam", "lr", "finetune_lr", "delta_scale"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
-            p.error(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
+            p.error(f"argument --{name.replace('_', '-')}: must be a finite number > 0, "
+                    f"got {value}")
+    if args.image_size is not None and not args.data.startswith("folder:"):
+        p.error(f"argument --image-size: resizes folder:DIR images only; --data {args.data} "
+                "keeps its size (digits 8x8, CIFAR 32x32, npz as stored)")
     too_long = [T for T in args.finetune if T > max(args.steps)]
     if too_long:
-        p.error(f"--finetune {too_long}: at most the largest of --steps ({max(args.steps)})")
+        p.error(f"argument --finetune: {too_long}: at most the largest of --steps "
+                f"({max(args.steps)})")
     try:
         device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                               if args.device == "auto" else args.device)
     except RuntimeError as exc:
-        p.error(f"--device {args.device!r}: {exc}")
+        p.error(f"argument --device: {args.device!r}: {exc}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device!r}: CUDA is not available")
+        p.error(f"argument --device: {args.device!r}: CUDA is not available")
     return device
 
 
@@ -441,11 +440,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         data = load_data(args.data, args.image_size)
     except (ValueError, FileNotFoundError) as exc:
-        p.error(f"--data {args.data!r}: {exc}")
+        p.error(f"argument --data: {args.data!r}: {exc}")
     seeds = list(range(args.seed, args.seed + args.runs))
     print(f"{data.name}: {len(data.train)} train, {len(data.test)} test, input {data.input_shape}, "
           f"{data.num_classes} classes; {args.net} with QCFS L={args.levels} (lam init "
-          f"{args.lam:g}), {args.epochs} epochs; FTBC alpha={args.alpha:g}, iters={args.iters}, "
+          f"{args.lam:g}), {plural(args.epochs, 'epoch')}; FTBC alpha={args.alpha:g}, "
+          f"iters={args.iters}, "
           f"{args.calib_batches} batches of {args.calib_batch_size}; device {device}; seeds {seeds}",
           flush=True)
     rows = run(data, args.net, args.levels, args.lam, seeds, args.epochs, args.lr, args.batch_size,

@@ -110,8 +110,7 @@ class LinearThenSequence(nn.Module):
         self.lif = Leaky(beta=beta, spike_grad=spike_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.lif.init_leaky()  # a new sequence starts from rest, as in the step loop
-        spk, _ = self.lif.forward_sequence(self.fc(x))
+        spk, _ = self.lif.forward_sequence(self.fc(x))  # from rest, as the step loop
         return spk
 
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..estimator import LocalZO, make
 from ..opzo import FEEDBACKS, NOISES, OPZO
+from .args import Parser, json_path, plural
 from .data import SpikeDataset, spiking_digits
 
 __all__ = ["main", "build_parser", "fc_net", "conv_net", "train_opzo", "METHODS",
@@ -142,13 +143,6 @@ def batches(n_train: int, batch_size: int) -> int:
 
 
 # ---------------------------------------------------------------------- command line
-class _Parser(argparse.ArgumentParser):
-    """Bad options end in one line naming the option (exit code 2), no usage dump."""
-
-    def error(self, message):  # noqa: D401 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _positive_ints(text: str) -> List[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -160,7 +154,7 @@ def _positive_ints(text: str) -> List[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="snntorch-localzo opzo",
         description=(
             "Train a deep spiking network on spike-encoded digits with OPZO (online "
@@ -199,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=None,
                    help="use only this many training samples (quick look)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument("--json", metavar="PATH", help="also write every run as JSON rows")
+    p.add_argument("--json", metavar="PATH", type=json_path,
+                   help="also write every run as JSON rows")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -271,7 +266,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = list(range(args.seed, args.seed + args.runs))
     net_name = ("64-" + "-".join(map(str, args.hidden)) + "-10" if args.net == "fc"
                 else "conv 1x8x8-16x8x8-32x4x4-10")
-    print(f"OPZO on spike-encoded digits: {net_name} Leaky, T={args.steps}, {args.epochs} epochs, "
+    print(f"OPZO on spike-encoded digits: {net_name} Leaky, T={args.steps}, "
+          f"{plural(args.epochs, 'epoch')}, "
           f"batch {args.batch}, Adam {args.lr:g}, alpha={args.noise_std:g}, "
           f"lambda={args.momentum:g}, device {args.device}, seeds {seeds}", flush=True)
     rows = []

@@ -31,6 +31,7 @@ __all__ = [
     "curves_figure",
     "training_figure",
     "bars_figure",
+    "grouped_bars_figure",
 ]
 
 Series = Union[Sequence[float], Sequence[Sequence[float]]]
@@ -246,6 +247,52 @@ def bars_figure(
         if j == 0:
             ax.set_yticks(rows, list(names), fontsize=8)
             ax.invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def grouped_bars_figure(
+    groups: Sequence[str],
+    panels: Sequence[Dict],
+    title: str = "",
+    xlabel: str = "",
+):
+    """Vertical bars in groups (say one group per T), one colour per series
+    (say one per implementation) that stays the same in every group and
+    panel, with one legend; one panel per measured quantity, stacked. Each
+    panel is a dict with ``values`` (``{series: [one value per group]}``; a
+    nan draws no bar), ``ylabel``, optional ``log`` (log y axis), optional
+    ``ref`` (a dashed horizontal line, e.g. 1 on a speed-up axis) and
+    optional ``fmt`` (the number written on each bar, default ``"{:.3g}"``)."""
+    series = list(dict.fromkeys(name for panel in panels for name in panel["values"]))
+    width = 0.8 / len(series)
+    fig = figure(max(6.0, 0.28 * len(series) * len(groups) + 3.0), 2.6 * len(panels) + 0.9)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        fmt = panel.get("fmt", "{:.3g}")
+        for i, name in enumerate(series):
+            values = _values(panel["values"].get(name, [float("nan")] * len(groups)))
+            xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+            bars = ax.bar(xs, values, width, color=f"C{i}", label=name)
+            for bar, v in zip(bars, values):
+                if not math.isnan(v):
+                    ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v),
+                                xytext=(0, 2), textcoords="offset points", ha="center",
+                                va="bottom", fontsize=6)
+        if panel.get("ref") is not None:
+            ax.axhline(panel["ref"], color="0.3", ls="--", lw=1)
+        if panel.get("log"):
+            ax.set_yscale("log")
+            _plain_labels(ax.yaxis)
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    axes[-1].set_xticks(list(range(len(groups))), list(groups))
+    if xlabel:
+        axes[-1].set_xlabel(xlabel)
+    axes[0].legend(fontsize=7, ncols=min(4, len(series)), loc="lower left",
+                   bbox_to_anchor=(0, 1.02))
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -176,13 +176,23 @@ class Leaky(snn.Leaky):
         CUDA, as the native scan on the CPU. Cases the fused paths do not
         cover run the step loop.
 
+        A sequence starts from rest (a zero membrane) unless ``mem`` is
+        passed, as snnTorch 1.0's sequence neurons (``snntorch.LinearLeaky``)
+        and :class:`~snntorch_localzo.LinearLeaky`: the same input gives the
+        same output at every call, and no graph of an earlier call is reused
+        (in a training loop nothing needs resetting or detaching). To continue
+        a sequence, pass its last membrane: ``mem=mems[-1]`` (or
+        ``mem=mems[-1].detach()`` to truncate backpropagation there).
+
         :param input_: input current of shape ``[T, batch, ...]``
-        :param mem: initial membrane of shape ``[batch, ...]``; defaults to the
-            neuron's state when its shape fits (as the step mode), else zero
+        :param mem: initial membrane of shape ``[batch, ...]``. Defaults to
+            None: zero (not allowed with ``init_hidden=True``, which always
+            starts from rest)
         :return: ``(spk, mem)``, each of shape ``[T, batch, ...]`` (``mem``
             holds the membrane after every step), or ``spk`` alone when
             ``init_hidden=True`` and ``output=False``. The neuron's state
-            ``self.mem`` becomes the last membrane.
+            ``self.mem`` becomes the last membrane (for step mode after the
+            sequence; the next ``forward_sequence`` ignores it).
         """
         check_float_tensor("input_", input_)
         if input_.dim() < 2:
@@ -199,8 +209,6 @@ class Leaky(snn.Leaky):
                 "`mem` should not be passed as an argument while `init_hidden=True`"
             )
         reset_mechanism = self._fused_reset_mechanism()
-        if mem is None and MODERN_SNNTORCH and isinstance(self.mem, torch.Tensor):
-            state = self.mem if self.mem.shape == input_.shape[1:] else None
         path = Path.REFERENCE
         if reset_mechanism is not None and (state is None or state.dtype == input_.dtype):
             params = self._params(reset_mechanism)
@@ -217,16 +225,19 @@ class Leaky(snn.Leaky):
         return spk, mems
 
     def _sequence_by_steps(self, input_, mem):
-        """The step loop (reference path), with snnTorch's state handling."""
+        """The step loop (reference path), with snnTorch's state handling,
+        from rest when ``mem`` is None."""
         spikes, mems = [], []
-        if not self.init_hidden and mem is None and not MODERN_SNNTORCH:
-            mem = self.init_leaky()  # snnTorch 0.7 needs an explicit state
+        if mem is None:
+            rest = torch.zeros_like(input_[0])
+            if self.init_hidden:
+                self.mem = rest
+            else:
+                mem = rest
         for t in range(input_.shape[0]):
             if self.init_hidden:
                 out = self.forward(input_[t])
                 spk, m = (out if isinstance(out, tuple) else (out, self.mem))
-            elif mem is None:
-                spk, m = self.forward(input_[t])
             else:
                 spk, m = self.forward(input_[t], mem)
             if not self.init_hidden:
