@@ -81,7 +81,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-import _adaptive_prototype as proto  # noqa: E402
 from _common import machine  # noqa: E402
 
 
@@ -105,10 +104,6 @@ def new_default():
 NEW_DEFAULT_LABEL = "localzo.make() (adaptive step)"
 
 
-def _proto(rule, samples: int = 1):
-    return lambda: proto.AdaptiveLocalZO(rule(), samples=samples, log_deltas=True)
-
-
 SPIKE_GRADS: Dict[str, SpikeGrad] = {
     s.key: s
     for s in (
@@ -122,22 +117,6 @@ SPIKE_GRADS: Dict[str, SpikeGrad] = {
                   lambda: localzo.make("normal", delta=0.5, samples=5)),
         SpikeGrad("fs_twin", "localzo.make('fast_sigmoid')", lambda: localzo.make("fast_sigmoid")),
         SpikeGrad("atan_twin", "localzo.make('atan')", lambda: localzo.make("atan")),
-        SpikeGrad("af_1", "ActiveFraction(0.01, per_row=1)",
-                  _proto(lambda: proto.ActiveFraction(0.01, per_row=1))),
-        SpikeGrad("af_5", "ActiveFraction(0.05, per_row=1)",
-                  _proto(lambda: proto.ActiveFraction(0.05, per_row=1))),
-        SpikeGrad("af_20", "ActiveFraction(0.2, per_row=1)",
-                  _proto(lambda: proto.ActiveFraction(0.2, per_row=1))),
-        SpikeGrad("af_2_col", "ActiveFraction(0.02, per_row=1, column_p=0.1)",
-                  _proto(lambda: proto.ActiveFraction(0.02, per_row=1, column_p=0.1))),
-        SpikeGrad("boot_1", "Bootstrap(0.01, 0.2, 0.01, per_row=1)",
-                  _proto(lambda: proto.Bootstrap(0.01, 0.2, 0.01, per_row=1))),
-        SpikeGrad("boot_2", "Bootstrap(0.02, 0.3, 0.01, per_row=1)",
-                  _proto(lambda: proto.Bootstrap(0.02, 0.3, 0.01, per_row=1))),
-        SpikeGrad("boot_1_col", "Bootstrap(0.01, 0.3, 0.01, per_row=1, column_p=0.1)",
-                  _proto(lambda: proto.Bootstrap(0.01, 0.3, 0.01, per_row=1, column_p=0.1))),
-        SpikeGrad("controller_layer", "Controller(rho=0.01), one object per layer",
-                  _proto(lambda: proto.Controller(0.01)), per_layer=True),
     )
 }
 DEFAULT_GRADS = ("fast_sigmoid", "atan", "old_default", "new_default")
@@ -145,26 +124,10 @@ DEFAULT_GRADS = ("fast_sigmoid", "atan", "old_default", "new_default")
 
 class LayerProbe(SpikeGradProbe):
     """One layer's view of a (possibly shared) spike gradient: counts the
-    non-zero entries of the gradient reaching the layer's ``mem - threshold``
-    and, for the prototypes, the mean ``delta`` of its backward calls."""
-
-    def __init__(self, spike_grad):
-        super().__init__(spike_grad)
-        self.delta_sum = torch.zeros((), dtype=torch.float64)
-        self.delta_calls = 0
-
-    def _count(self, grad: torch.Tensor) -> None:
-        super()._count(grad)
-        deltas = getattr(self.spike_grad, "deltas", None)
-        if deltas:  # the wrapped backward ran just before this hook
-            self.delta_sum = self.delta_sum + deltas.pop().to("cpu", torch.float64)
-            self.delta_calls += 1
-            deltas.clear()
+    non-zero entries of the gradient reaching the layer's ``mem - threshold``."""
 
     def reset(self) -> None:
         self.meter.reset()
-        self.delta_sum = torch.zeros((), dtype=torch.float64)
-        self.delta_calls = 0
 
 
 def spiking_layers(model: nn.Module) -> List[nn.Module]:
@@ -184,7 +147,12 @@ def attach_probes(model: nn.Module, grad: SpikeGrad, shared) -> List[LayerProbe]
 
 # --------------------------------------------------------------------------- data
 class Digits:
-    """scikit-learn digits with the package's split: 8x8 pixels in [0, 1]."""
+    """scikit-learn digits with the package's split: 8x8 pixels in [0, 1].
+
+    The package's training images (1437) are split once more, stratified with
+    ``random_state=1``, into the images a run trains on (80%) and a
+    validation set (20%) on which every choice of the study is made; the
+    test images are evaluated once, at the end of each run."""
 
     def __init__(self, train_limit: Optional[int] = None, test_limit: Optional[int] = None):
         from sklearn.datasets import load_digits
@@ -192,24 +160,24 @@ class Digits:
 
         X, y = load_digits(return_X_y=True)
         X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
-        self.x8_train = torch.tensor(X_tr[:train_limit], dtype=torch.float32).view(-1, 1, 8, 8) / 16
-        self.x8_test = torch.tensor(X_te[:test_limit], dtype=torch.float32).view(-1, 1, 8, 8) / 16
-        self.y_train = torch.tensor(y_tr[:train_limit])
-        self.y_test = torch.tensor(y_te[:test_limit])
+        X_tr, X_va, y_tr, y_va = train_test_split(X_tr, y_tr, test_size=0.2, random_state=1, stratify=y_tr)
+        img = lambda a: torch.tensor(a, dtype=torch.float32).view(-1, 1, 8, 8) / 16  # noqa: E731
+        self.x8 = {"train": img(X_tr[:train_limit]), "val": img(X_va[:test_limit]),
+                   "test": img(X_te[:test_limit])}
+        self.y = {"train": torch.tensor(y_tr[:train_limit]), "val": torch.tensor(y_va[:test_limit]),
+                  "test": torch.tensor(y_te[:test_limit])}
 
-    def static28(self):
-        up = lambda x: F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)  # noqa: E731
-        return up(self.x8_train).clamp(0, 1), up(self.x8_test).clamp(0, 1)
+    def static28(self, part: str) -> torch.Tensor:
+        """The ``part`` images upsampled to 28x28 (bilinear), ``[N, 1, 28, 28]``."""
+        x = F.interpolate(self.x8[part], size=(28, 28), mode="bilinear", align_corners=False)
+        return x.clamp(0, 1)
 
-    def rate8(self, num_steps: int, seed: int):
-        """Bernoulli rate code of the 8x8 pixels, ``[T, N, 64]`` (the demo's encoding)."""
+    def rate8(self, part: str, num_steps: int, seed: int) -> torch.Tensor:
+        """Bernoulli rate code of the ``part`` 8x8 pixels, ``[T, N, 64]`` (the
+        demo's encoding, drawn once per run)."""
         gen = torch.Generator().manual_seed(seed)
-
-        def enc(x):
-            p = x.reshape(x.shape[0], 64)
-            return torch.bernoulli(p.unsqueeze(0).expand(num_steps, *p.shape), generator=gen)
-
-        return enc(self.x8_train), enc(self.x8_test)
+        p = self.x8[part].reshape(-1, 64)
+        return torch.bernoulli(p.unsqueeze(0).expand(num_steps, *p.shape), generator=gen)
 
 
 # --------------------------------------------------------------------------- networks
@@ -340,22 +308,32 @@ def layer_fraction(active: List[float], total: List[float]) -> float:
 
 
 def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict:
-    """One training run; returns its row."""
+    """One training run: ``spec.epochs`` epochs on the training part,
+    validation accuracy after each epoch, test accuracy once at the end;
+    returns its row. The demo net's rate code is drawn afresh at every
+    presentation of a training batch (snnTorch's convention) and once per run
+    for the validation and test images."""
     if spec.data == "rate8":
-        x_train, x_test = digits.rate8(spec.num_steps, seed)
-        n_train, batch_dim = x_train.shape[1], 1
+        gen = torch.Generator().manual_seed(seed)
+        encode = lambda x: torch.bernoulli(  # noqa: E731
+            x.reshape(1, x.shape[0], 64).expand(spec.num_steps, -1, -1), generator=gen)
+        x_train = digits.x8["train"]
+        x_val, x_test = (encode(digits.x8[part]) for part in ("val", "test"))
+        eval_dim = 1
     else:
-        x_train, x_test = digits.static28()
-        n_train, batch_dim = x_train.shape[0], 0
-    y_train, y_test = digits.y_train, digits.y_test
+        encode = None
+        x_train, x_val, x_test = (digits.static28(part) for part in ("train", "val", "test"))
+        eval_dim = 0
+    y_train = digits.y["train"]
+    n_train = y_train.shape[0]
     torch.manual_seed(seed)
     shared = grad.factory()
     model = spec.build(shared)
     probes = attach_probes(model, grad, shared)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(0.9, 0.999))
     order_gen = torch.Generator().manual_seed(seed)
-    acc_per_epoch, epoch_s, loss_per_epoch = [], [], []
-    active_counts, deltas = [], []  # per epoch: per layer [active, total]; mean delta
+    val_per_epoch, epoch_s, loss_per_epoch = [], [], []
+    active_counts = []  # per epoch: per layer [active, total]
     for _ in range(spec.epochs):
         for p in probes:
             p.reset()
@@ -365,7 +343,9 @@ def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict
         losses = []
         for first in range(0, n_train, spec.batch):
             idx = order[first:first + spec.batch]
-            xb = x_train.index_select(batch_dim, idx)
+            xb = x_train.index_select(0, idx)
+            if encode is not None:
+                xb = encode(xb)
             spk, mem = spec.forward(model, xb)
             loss = spec.loss_value(spk, mem, y_train[idx])
             opt.zero_grad(set_to_none=True)
@@ -375,9 +355,8 @@ def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict
         epoch_s.append(time.perf_counter() - start)
         loss_per_epoch.append(statistics.mean(losses))
         active_counts.append([[p.meter.active, p.meter.total] for p in probes])
-        deltas.append([float(p.delta_sum) / p.delta_calls if p.delta_calls else None
-                       for p in probes])
-        acc_per_epoch.append(evaluate(spec, model, x_test, y_test, batch_dim))
+        val_per_epoch.append(evaluate(spec, model, x_val, digits.y["val"], eval_dim))
+    test_acc = evaluate(spec, model, x_test, digits.y["test"], eval_dim)
     later = active_counts[1:] or active_counts
     n_layers = len(probes)
     per_layer = [layer_fraction([e[i][0] for e in later], [e[i][1] for e in later])
@@ -387,25 +366,25 @@ def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict
     overall = layer_fraction([a for e in later for a, _ in e], [t for e in later for _, t in e])
     return {
         "net": spec.key, "spike_grad": grad.key, "label": grad.label, "seed": seed,
-        "test_acc": acc_per_epoch[-1], "test_acc_per_epoch": acc_per_epoch,
+        "val_acc": val_per_epoch[-1], "val_acc_per_epoch": val_per_epoch, "test_acc": test_acc,
         "train_loss_per_epoch": loss_per_epoch,
         "active_per_layer": per_layer, "active_overall": overall,
         "active_per_layer_epoch1": first,
         "active_counts_per_epoch": active_counts,
-        "delta_per_layer_per_epoch": deltas,
         "epoch_s": epoch_s,
     }
 
 
-def evaluate(spec: NetSpec, model, x_test, y_test, batch_dim: int, chunk: int = 128) -> float:
+def evaluate(spec: NetSpec, model, x, y, batch_dim: int, chunk: int = 128) -> float:
+    """Accuracy on inputs ``x`` (batch along ``batch_dim``) and labels ``y``."""
     model.eval()
     correct = 0
-    n = y_test.shape[0]
+    n = y.shape[0]
     with torch.no_grad():
         for first in range(0, n, chunk):
-            xb = x_test[first:first + chunk] if batch_dim == 0 else x_test[:, first:first + chunk]
+            xb = x.narrow(batch_dim, first, min(chunk, n - first))
             spk, mem = spec.forward(model, xb)
-            correct += int((spec.predict(spk, mem) == y_test[first:first + chunk]).sum())
+            correct += int((spec.predict(spk, mem) == y[first:first + chunk]).sum())
     return correct / n
 
 
@@ -425,11 +404,14 @@ def summarise(rows: List[Dict]) -> List[Dict]:
     out = []
     for (net, key), rs in groups.items():
         acc = mean_std([r["test_acc"] for r in rs])
+        val = mean_std([r["val_acc"] for r in rs])
         n_layers = len(rs[0]["active_per_layer"])
         layers = [mean_std([r["active_per_layer"][i] for r in rs])[0] for i in range(n_layers)]
         layers1 = [mean_std([r["active_per_layer_epoch1"][i] for r in rs])[0] for i in range(n_layers)]
         out.append({
             "net": net, "spike_grad": key, "label": rs[0]["label"], "seeds": [r["seed"] for r in rs],
+            "val_acc_mean": val[0], "val_acc_std": val[1],
+            "val_acc_per_seed": [r["val_acc"] for r in rs],
             "test_acc_mean": acc[0], "test_acc_std": acc[1],
             "test_acc_per_seed": [r["test_acc"] for r in rs],
             "active_per_layer": layers, "active_per_layer_epoch1": layers1,
@@ -447,7 +429,8 @@ def _pct(x: float) -> str:
 
 def format_table(summary: List[Dict]) -> str:
     w = max([len("spike_grad")] + [len(s["label"]) for s in summary])
-    header = (f"{'net':<10} {'spike_grad':<{w}} {'test acc %':>14}  {'active % ep2+ per layer':<34}"
+    header = (f"{'net':<10} {'spike_grad':<{w}} {'val acc %':>14} {'test acc %':>14}  "
+              f"{'active % ep2+ per layer':<34}"
               f"{'all':>7}  {'ep1 per layer':<34}{'s/ep':>6}")
     lines = [header, "-" * len(header)]
     best = {}
@@ -460,13 +443,14 @@ def format_table(summary: List[Dict]) -> str:
             lines.append("")
         last_net = s["net"]
         acc = f"{100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f}"
+        val = f"{100 * s['val_acc_mean']:.2f} ± {100 * s['val_acc_std']:.2f}"
         layers = " / ".join(_pct(x) for x in s["active_per_layer"])
         layers1 = " / ".join(_pct(x) for x in s["active_per_layer_epoch1"])
         flag = ""
         if s["net"] in best and s["spike_grad"] not in ("fast_sigmoid", "atan"):
             gap = 100 * (best[s["net"]] - s["test_acc_mean"])
             flag = " *" if gap > 2.0 else ""
-        lines.append(f"{s['net']:<10} {s['label']:<{w}} {acc:>14}{flag:<2}{layers:<34}"
+        lines.append(f"{s['net']:<10} {s['label']:<{w}} {val:>14} {acc:>14}{flag:<2}{layers:<34}"
                      f"{_pct(s['active_overall']):>7}  {layers1:<34}{s['epoch_s']:>6.1f}")
     lines.append("")
     lines.append("active %: non-zero entries of the gradient reaching each spiking layer's "
@@ -522,10 +506,31 @@ def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- main
+def rule_grad(key: str) -> SpikeGrad:
+    """A candidate step rule named on the command line: ``rule:FIELD=VALUE/...``
+    is ``localzo.make(delta=AdaptiveDelta(FIELD=VALUE, ...))`` (``rule:`` alone:
+    the default rule), e.g. ``rule:active=0.1/channel=0``."""
+    fields = {}
+    for item in filter(None, key[len("rule:"):].split("/")):
+        name, _, value = item.partition("=")
+        try:
+            fields[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"bad rule field {item!r} in {key!r}: expected FIELD=NUMBER")
+    try:
+        rule = localzo.AdaptiveDelta(**fields)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"bad rule {key!r}: {e}")
+    return SpikeGrad(key, f"localzo.make(delta={rule!r})", lambda: localzo.make(delta=rule))
+
+
 def _names(text: Optional[str], known: Dict, what: str, default) -> List[str]:
     if not text:
         return list(default)
     names = [t.strip() for t in text.split(",") if t.strip()]
+    for n in names:
+        if n.startswith("rule:") and n not in known and known is SPIKE_GRADS:
+            known[n] = rule_grad(n)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"unknown {what} {unknown}; expected some of {sorted(known)}")
@@ -548,7 +553,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nets", help=f"comma-separated, from {list(NETS)} (default all)")
     p.add_argument("--grads", help=f"comma-separated spike gradients (default {','.join(DEFAULT_GRADS)}); "
-                   "--list shows all")
+                   "--list shows all; rule:FIELD=VALUE/... a candidate AdaptiveDelta")
     p.add_argument("--list", action="store_true", help="list nets and spike gradients and exit")
     p.add_argument("--seeds", type=_positive("--seeds"), default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--epochs", type=_positive("--epochs"), help="override every net's epochs")
@@ -560,6 +565,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=_positive("--threads"), default=1, help="torch threads (default 1)")
     p.add_argument("--out", help="JSON path (default benchmarks/results/defaults_cpu.json)")
     p.add_argument("--plot", help="PNG path (default docs/img/defaults_cpu.png); 'none': no plot")
+    p.add_argument("--append", action="store_true",
+                   help="keep the JSON's rows of other nets, spike gradients and seeds (runs in parts)")
     p.add_argument("--table", action="store_true", help="train nothing: print the table from the JSON")
     p.add_argument("--replot", action="store_true", help="train nothing: table and plot from the JSON")
     args = p.parse_args(argv)
@@ -598,7 +605,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                  for s in specs},
         "spike_grads": {g: SPIKE_GRADS[g].label for g in grads},
         "seeds": list(range(args.seeds)),
-        "n_train": int(digits.y_train.shape[0]), "n_test": int(digits.y_test.shape[0]),
+        "n_train": int(digits.y["train"].shape[0]), "n_val": int(digits.y["val"].shape[0]),
+        "n_test": int(digits.y["test"].shape[0]),
         "machine": machine(), "torch": torch.__version__, "snntorch": snntorch.__version__,
     }
     print(f"defaults benchmark: nets {nets}, spike gradients {grads}, seeds {settings['seeds']}; "
@@ -614,11 +622,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                 row = train_one(spec, SPIKE_GRADS[key], seed, digits)
                 row["run_s"] = time.perf_counter() - t0
                 rows.append(row)
-                print(f"  {spec.key} seed {seed} {key}: {100 * row['test_acc']:.2f}%  active "
+                print(f"  {spec.key} seed {seed} {key}: val {100 * row['val_acc']:.2f}%  "
+                      f"test {100 * row['test_acc']:.2f}%  active "
                       f"{' / '.join(_pct(x) for x in row['active_per_layer'])}  "
                       f"({row['run_s']:.0f} s)", flush=True)
     total = time.perf_counter() - start
     settings["total_s"] = total
+    if args.append and out.is_file():
+        saved = json.loads(out.read_text())
+        done = {(r["net"], r["spike_grad"], r["seed"]) for r in rows}
+        rows = [r for r in saved["rows"] if (r["net"], r["spike_grad"], r["seed"]) not in done] + rows
+        settings["spike_grads"] = {**saved["settings"]["spike_grads"], **settings["spike_grads"]}
+        settings["nets"] = {**saved["settings"]["nets"], **settings["nets"]}
+        settings["seeds"] = sorted({r["seed"] for r in rows})
+        settings["total_s"] = total + saved["settings"].get("total_s", 0.0)
     summary = summarise(rows)
     print()
     print(format_table(summary))

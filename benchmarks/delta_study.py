@@ -10,8 +10,7 @@ of training images, and summarises its distribution per layer:
   expected active fraction ``mean(1 - F(|u|/delta))`` (normal law, one
   sample) for delta in 0.008, 0.05 (``make()`` before issue 10), 0.5;
 * the step ``delta_rho`` at which the expected active fraction of a call is
-  ``rho`` (the ``ActiveFraction`` rule of ``_adaptive_prototype``), median
-  over the time steps;
+  ``rho`` (bisection in log delta), median over the time steps;
 * the spike rate;
 
 at initialisation for several weight scales (PyTorch's default init times
@@ -45,8 +44,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-import _adaptive_prototype as proto  # noqa: E402
 import defaults  # noqa: E402
+
+from snntorch_localzo.adaptive import active_prob  # noqa: E402
 
 DELTAS = (0.008, 0.05, 0.5)
 QUANTILES = (0.001, 0.01, 0.05, 0.1, 0.5, 0.9)
@@ -84,6 +84,26 @@ class URecorder:
             h.remove()
 
 
+def expected_active(uabs: torch.Tensor, delta: float) -> torch.Tensor:
+    """LocalZO's expected active fraction ``mean(1 - F(|u|/delta))`` (normal
+    law, one direction), in float64."""
+    return active_prob("normal", uabs.to(torch.float64) / delta, 1).mean()
+
+
+def delta_for(uabs: torch.Tensor, rho: float, low: float = 1e-3, high: float = 10.0) -> float:
+    """The step in ``[low, high]`` at which :func:`expected_active` is ``rho``
+    (it grows with the step): 50 bisections in log delta."""
+    uabs = torch.nan_to_num(uabs.to(torch.float64), nan=math.inf)
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if float(expected_active(uabs, math.exp(mid))) < rho:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
 def layer_stats(steps: List[torch.Tensor], spikes: List[torch.Tensor]) -> Dict:
     u = torch.cat([s.reshape(-1) for s in steps])
     a = u.abs().double()
@@ -94,11 +114,11 @@ def layer_stats(steps: List[torch.Tensor], spikes: List[torch.Tensor]) -> Dict:
         "abs_u_quantiles": {str(q): float(v) for q, v in zip(QUANTILES, qs)},
         "max_u": float(u.max()), "mean_u": float(u.mean()), "std_u": float(u.std()),
         "within_band": {str(d): float((a < d).double().mean()) for d in DELTAS},
-        "expected_active": {str(d): float(proto.expected_active_fraction(a, d)) for d in DELTAS},
+        "expected_active": {str(d): float(expected_active(a, d)) for d in DELTAS},
         "spike_rate": float(torch.stack(spikes).mean()) if spikes else float("nan"),
     }
     for rho in RHOS:
-        ds = [float(proto.solve_active_fraction(s.abs().reshape(-1), rho)) for s in steps]
+        ds = [delta_for(s.abs().reshape(-1), rho) for s in steps]
         out[f"delta_rho_{rho}"] = statistics.median(ds)
     hist = torch.histogram(u.clamp(HIST_EDGES[0], HIST_EDGES[-1]).double(),
                            bins=torch.tensor(HIST_EDGES, dtype=torch.float64))
@@ -308,8 +328,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit(f"`--epochs` must be >= 0, got {args.epochs}")
     torch.set_num_threads(args.threads)
     digits = defaults.Digits(args.train_limit)
-    x_train, _ = digits.static28()
-    y_train = digits.y_train
+    x_train = digits.static28("train")
+    y_train = digits.y["train"]
     probe_x = x_train[: args.probe]
     grad = defaults.SPIKE_GRADS[args.train_grad]
     start = time.perf_counter()

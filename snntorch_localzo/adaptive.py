@@ -1,50 +1,59 @@
-"""The adaptive step of ``make()``: a ``delta`` chosen per call from the membrane.
+"""The adaptive step of ``make()``: a ``delta`` chosen per call and per sample
+from the sample's own membrane.
 
 A fixed ``delta`` cannot suit every layer: what is "near threshold" depends
 on the layer's membrane statistics (``benchmarks/delta_study.py``). With
 ``delta=0.05`` the output layer of snnTorch's convolutional tutorial never
 gets an estimate and nothing learns. :class:`AdaptiveDelta` computes, at each
-call of the spike function and from that call's ``u = mem - threshold``
-alone (no state, nothing to save or synchronise), a step
-:math:`δ_t(u)`; given it, the estimate is the unit-step estimate at
-:math:`u/δ_t`, scaled to height one at threshold:
+call of the spike function, for each sample ``b`` and from that sample's
+``u_b = mem_b - threshold`` alone (no state, nothing to save or synchronise,
+nothing shared with the other samples of the batch), a step
+:math:`δ_b(u_b)`; given it, the estimate is the unit-step estimate at
+:math:`u/δ_b`, scaled to height one at threshold:
 
 .. math::
 
-    G_m(u) = \\frac{c}{2 m\\, g_1(0)}\\sum_{i=1}^m |z_i|^p\\,\\mathbb{1}[|u| < δ_t|z_i|],
-    \\qquad \\mathbb{E}_z[G_m(u) \\mid δ_t] = \\frac{g_1(u/δ_t)}{g_1(0)} = \\frac{δ_t\\, g_{δ_t}(u)}{g_1(0)},
+    G_m(u) = \\frac{c}{2 m\\, g_1(0)}\\sum_{i=1}^m |z_i|^p\\,\\mathbb{1}[|u| < δ_b|z_i|],
+    \\qquad \\mathbb{E}_z[G_m(u) \\mid δ_b] = \\frac{g_1(u/δ_b)}{g_1(0)},
 
 with :math:`g_δ` the law's surrogate of width :math:`δ` (section 2 of
 ``docs/method.md``): for the normal law the Gaussian bump
-:math:`\\exp(-u^2 / 2δ_t^2)`, of height one and width :math:`δ_t`, the
+:math:`\\exp(-u^2 / 2δ_b^2)`, of height one and width :math:`δ_b`, the
 convention of snnTorch's surrogates (ATan and fast sigmoid have height one at
 threshold). Scaled to height one rather than to area one, the estimate's
-size does not depend on :math:`δ_t`, which differs from layer to layer, step
-to step and neuron to neuron.
+size does not depend on :math:`δ_b`.
 
-The rule, for a call on ``u`` of shape
-``[batch, *neurons]``:
+The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
+``b`` with its ``n`` entries:
 
-1. *target*: :math:`ρ_t = ρ + (ρ_s - ρ)\\,\\mathrm{clamp}(1 - r/r_0, 0, 1)`,
-   :math:`r` the fraction of entries that fire (:math:`u > 0`): a layer
-   that does not fire (:math:`r = 0`) gets the wide band :math:`ρ_s`, one
-   that fires at :math:`r_0` or more the sparse :math:`ρ`; then at least
-   ``per_sample`` expected active entries per sample,
-   :math:`ρ_t \\ge` ``per_sample / neurons`` (at most one half);
-2. *layer step*: :math:`δ_0`, the step at which the expected active
-   fraction of the call is :math:`ρ_t`,
-   :math:`\\frac1n\\sum_k 1 - F(|u_k|/δ_0)^m = ρ_t` (:math:`F` the CDF of
-   :math:`|z|`), solved on a fixed subsample of ``subsample`` entries over a
-   ``grid``-point log grid of ``[floor, ceil]``;
-3. *neuron floor*: :math:`δ_{t,j} = \\max(δ_0, \\min_b |u_{bj}| / x_q)`, with
-   :math:`x_q` the level :math:`|z|` exceeds with probability ``neuron``:
-   every neuron's entry nearest to threshold over the batch is active with
-   probability at least ``neuron``, so no neuron is cut off from gradient.
+1. *band*: :math:`q_b(ρ)`, the distance to threshold of the sample's
+   :math:`\\lceil ρ n\\rfloor`-th nearest entry, and
+   :math:`δ_b = q_b(ρ_b) / \\mathrm{med}|z|`: the sample's nearest
+   :math:`ρ_b n` entries lie in the band, the :math:`ρ_b n`-th active with
+   probability one half (:math:`\\mathrm{med}|z|`: the median of
+   :math:`\\max_i |z_i|` with :math:`m` directions);
+2. *silent samples*: :math:`ρ_b` is ``active`` (:math:`ρ`) for a sample
+   whose layer fires (a fraction :math:`r_b \\ge` ``rate`` of its entries above
+   threshold) and widens, log-linearly in :math:`q_b`, to ``silent``
+   (:math:`ρ_s`) as :math:`r_b` falls to 0:
+   :math:`\\log q = (1 - w)\\log q_b(ρ) + w \\log q_b(ρ_s)`,
+   :math:`w = \\mathrm{clamp}(1 - r_b / r_0, 0, 1)`;
+3. *channel floor* (inputs with channels, ``[batch, channels, ...]``):
+   :math:`δ_{b,c} = \\max(δ_b, \\min_{x} |u_{b,c,x}| / x_q)`, with :math:`x_q` the
+   level :math:`\\max_i|z_i|` exceeds with probability ``channel``: in every
+   sample, every channel's entry nearest to threshold is active with
+   probability at least ``channel``, so no channel (whose weights all its
+   positions share) is cut off from gradient;
+4. :math:`δ` clamped to ``[floor, ceil]``.
 
-:math:`δ_t` is a detached function of ``u`` (per neuron, shape
-``[1, *neurons]``): every path (reference, native CPU, Triton) runs on the
-scaled membrane :math:`u/δ_t` with the unit step and
-the coefficient :math:`c / (2 m g_1(0))`, so all give the same bits.
+:math:`δ` is a detached function of ``u``, of shape ``[batch, 1, ...]`` (or
+``[batch, channels, 1, ...]`` with the channel floor), and every path
+(reference, native CPU, Triton) runs on the scaled membrane :math:`u/δ` with
+the unit step and the coefficient :math:`c / (2 m g_1(0))`, so all give the
+same bits. Because each sample's step is its own, a sample's expected
+gradient does not depend on its batch-mates: micro-batches, gradient
+accumulation and DDP shards train the same surrogate as the full batch
+(``tests/test_per_sample.py``).
 """
 
 from __future__ import annotations
@@ -60,10 +69,6 @@ __all__ = ["AdaptiveDelta", "LAWS"]
 
 #: Laws the adaptive step supports (the paper's: unit variance, ``p = 1``, ``c = 1``).
 LAWS = ("normal", "uniform", "laplace")
-
-#: Multiplier of the subsample positions (Knuth's 2654435761, prime).
-_HASH = 2654435761
-
 
 def _fraction(name, value, *, low_open=True) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -81,14 +86,6 @@ def _positive(name, value) -> float:
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
     return v
-
-
-def _integer(name, value, low) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer >= {low}, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def active_prob(law: str, x: torch.Tensor, samples: int) -> torch.Tensor:
@@ -125,126 +122,96 @@ def peak(dist) -> float:
     return float(dist.expected_grad(torch.zeros((), dtype=torch.float64)))
 
 
-def subsample_positions(n: int, size: int, device) -> torch.Tensor:
-    """``size`` fixed pseudo-random positions in ``[0, n)`` (all of them when
-    ``n <= size``): ``(k * 2654435761) mod n``. Depends on ``n`` only, uses no
-    random numbers and does not alias with channel or feature strides."""
-    if n <= size:
-        return torch.arange(n, device=device)
-    return (torch.arange(size, device=device, dtype=torch.int64) * _HASH) % n
+def _kth(a: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The ``round(fraction * n)``-th smallest (at least the first) of each
+    row of ``a [R, n]``."""
+    n = a.shape[1]
+    return a.kthvalue(min(max(round(fraction * n), 1), n), 1).values
 
 
 @dataclass(frozen=True, repr=False)
 class AdaptiveDelta:
-    """The step rule of ``make()``'s default estimate (module docstring).
+    """The step rule of ``make()``'s default estimate (module docstring): one
+    step per sample (and channel), from that sample's membrane alone.
 
-    :param active: target active fraction :math:`ρ` of a layer that fires.
+    :param active: share :math:`ρ` of a firing sample's entries in the band.
         Defaults to 0.05
-    :param silent: target :math:`ρ_s` of a layer that does not fire.
+    :param silent: share :math:`ρ_s` of a sample that does not fire.
         Defaults to 0.3
-    :param rate: firing fraction :math:`r_0` from which a layer counts as
+    :param rate: firing fraction :math:`r_0` from which a sample counts as
         firing. Defaults to 0.01
-    :param per_sample: expected active entries per sample at least.
-        Defaults to 1
-    :param neuron: probability with which every neuron's nearest entry over
-        the batch is active at least (0 turns the floor off). Defaults to 0.1
+    :param channel: probability with which every channel's nearest entry of
+        every sample is active at least (inputs with channels; 0 turns the
+        floor off). Defaults to 0.1
     :param floor: smallest step. Defaults to 1e-3
     :param ceil: largest step. Defaults to 10
-    :param subsample: entries the layer step is solved on. Defaults to 1024
-    :param grid: points of the log grid of ``[floor, ceil]``. Defaults to 32
     """
 
     active: float = 0.05
     silent: float = 0.3
     rate: float = 0.01
-    per_sample: float = 1.0
-    neuron: float = 0.1
+    channel: float = 0.1
     floor: float = 1e-3
     ceil: float = 10.0
-    subsample: int = 1024
-    grid: int = 32
 
     def __post_init__(self):
         _fraction("active", self.active)
         _fraction("silent", self.silent)
         _fraction("rate", self.rate)
-        _fraction("neuron", self.neuron, low_open=False)
-        if isinstance(self.per_sample, bool) or not isinstance(self.per_sample, numbers.Real) \
-                or not 0 <= self.per_sample < math.inf:
-            raise ValueError(f"`per_sample` must be a number >= 0, got {self.per_sample!r}")
+        _fraction("channel", self.channel, low_open=False)
         _positive("floor", self.floor)
         _positive("ceil", self.ceil)
         if self.ceil <= self.floor:
             raise ValueError(f"`ceil` ({self.ceil}) must be larger than `floor` ({self.floor})")
-        _integer("subsample", self.subsample, 1)
-        _integer("grid", self.grid, 2)
 
     def __repr__(self) -> str:
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                    if getattr(self, f.name) != f.default]
         return f"AdaptiveDelta({', '.join(changed)})"
 
+    def __setstate__(self, state):
+        # pickles of the batch-wide rule (before issue 19) carry other fields:
+        # they load as the rule of today with the fields both have
+        for f in fields(self):
+            object.__setattr__(self, f.name, state.get(f.name, f.default))
+
     # ------------------------------------------------------------------ rule
-    def target(self, fire_rate: torch.Tensor, neurons: int) -> torch.Tensor:
-        """:math:`ρ_t` (step 1) for firing fractions ``fire_rate`` and
-        ``neurons`` entries per sample."""
-        w = (1.0 - fire_rate / self.rate).clamp(0.0, 1.0)
-        rho = self.active + (self.silent - self.active) * w
-        least = min(self.per_sample / max(neurons, 1), 0.5)
-        return rho.clamp(min=least)
-
-    def solve(self, uabs: torch.Tensor, target: torch.Tensor, law: str, samples: int) -> torch.Tensor:
-        """Step 2 for each row of ``uabs [R, K]`` (float32): the step at which
-        ``mean_k 1 - F(|u_k|/δ)^m`` equals ``target [R]``: that fraction on the
-        log grid, then linear interpolation of its log in :math:`1/δ^2` (exact
-        for a Gaussian tail) between the two grid points around the target;
-        ``floor`` when even it gives more, ``ceil`` when even it gives less.
-        No host synchronisation."""
-        deltas = torch.logspace(math.log10(self.floor), math.log10(self.ceil), self.grid,
-                                device=uabs.device, dtype=torch.float32)
-        s = torch.nan_to_num(uabs, nan=math.inf)  # a NaN membrane counts as far away
-        f = active_prob(law, s.unsqueeze(1) / deltas.view(1, -1, 1), samples).mean(2)  # [R, grid]
-        below = (f < target.unsqueeze(1)).sum(1, keepdim=True)
-        hi = below.clamp(max=self.grid - 1)
-        lo = (below - 1).clamp(min=0)
-        lf_lo = f.gather(1, lo).clamp_min(1e-30).log()
-        lf_hi = f.gather(1, hi).clamp_min(1e-30).log()
-        t = ((target.unsqueeze(1).log() - lf_lo) / (lf_hi - lf_lo)).nan_to_num(0.0).clamp(0.0, 1.0)
-        v_lo, v_hi = deltas[lo].pow(-2), deltas[hi].pow(-2)
-        return (v_lo + t * (v_hi - v_lo)).rsqrt().squeeze(1)
-
     def delta(self, u: torch.Tensor, law: str, samples: int, steps: int = 0) -> torch.Tensor:
-        """:math:`δ_t` for a call on ``u = mem - threshold`` (detached, float32).
+        """:math:`δ` for a call on ``u = mem - threshold`` (detached, float32).
 
-        ``steps = 0``: ``u`` is one call ``[batch, *neurons]`` (a 0-d or 1-d
-        ``u`` is one sample); returns ``[1, *neurons]``. ``steps = T``: ``u``
-        is ``T`` calls ``[T, batch, *neurons]``, each solved as its own call
-        (the same numbers as ``T`` separate calls); returns
-        ``[T, 1, *neurons]``."""
+        ``steps = 0``: ``u`` is one call ``[batch, *neurons]``; returns
+        ``[batch, 1, ...]``, or ``[batch, channels, 1, ...]`` for inputs with
+        channels (``u`` of 3 or more dimensions) and the channel floor on; a
+        1-d ``u`` is one sample (returns ``[1]``), a 0-d one one entry
+        (returns ``[]``). ``steps = T``: ``u`` is ``T`` calls ``[T, batch,
+        *neurons]``, each as its own call (a ``u`` of 2 or fewer dimensions:
+        ``T`` calls of one sample); returns ``[T, ...]`` alike."""
         u = u.detach()
-        if steps == 0:
-            if u.dim() >= 2:
-                return self.delta(u.unsqueeze(0), law, samples, 1)[0]
-            return self.delta(u.reshape(1, 1, -1), law, samples, 1).reshape(u.shape)
-        T = steps
-        if u.dim() <= 2:  # steps of one sample each, as one-sample calls
-            return self.delta(u.reshape(T, 1, -1), law, samples, steps).reshape(u.shape)
-        rows = u.reshape(T, -1).to(torch.float32)
-        n = rows.shape[1]
-        batch = u.shape[1] if u.dim() > 1 else 1
-        neurons = max(n // max(batch, 1), 1)
-        s = rows.index_select(1, subsample_positions(n, self.subsample, u.device))
-        fire = (s > 0).to(torch.float32).mean(1)
-        d = self.solve(s.abs(), self.target(fire, neurons), law, samples)  # [T]
-        d = d.view(T, 1)
-        if self.neuron > 0 and batch > 0 and n > 0:
-            x = abs_quantile(law, (1.0 - self.neuron) ** (1.0 / samples))
-            # [T, neurons]; a NaN membrane counts as far away (it must not widen or
-            # poison the step of the neuron's other entries)
-            near = torch.nan_to_num(rows.view(T, batch, neurons).abs(), nan=math.inf).amin(dim=1)
-            d = torch.maximum(d, (near / x).clamp(max=self.ceil))
-            return d.reshape((T, 1) + tuple(u.shape[2:]))
-        return d.reshape((T,) + (1,) * (u.dim() - 1))
+        if steps:
+            if u.dim() <= 2:  # T calls of one sample
+                return self.delta(u.reshape(steps, -1), law, samples).reshape(
+                    (steps,) + (1,) * (u.dim() - 1))
+            d = self.delta(u.reshape((-1,) + tuple(u.shape[2:])), law, samples)
+            return d.reshape((steps, u.shape[1]) + tuple(d.shape[1:]))
+        if u.dim() <= 1:
+            return self.delta(u.reshape(1, -1), law, samples).reshape(u.shape[:1] and (1,))
+        batch = u.shape[0]
+        # a NaN membrane counts as far away: it must not poison its sample's step
+        a = torch.nan_to_num(u.to(torch.float32).abs(), nan=math.inf)
+        rows = a.reshape(batch, -1)
+        fire = (u.reshape(batch, -1) > 0).to(torch.float32).mean(1)
+        x_med = abs_quantile(law, 0.5 ** (1.0 / samples))
+        low = self.floor * x_med
+        q = _kth(rows, self.active).clamp(low, self.ceil * x_med).log()
+        q_silent = _kth(rows, self.silent).clamp(low, self.ceil * x_med).log()
+        w = (1.0 - fire / self.rate).clamp(0.0, 1.0)
+        d = (torch.lerp(q, q_silent, w).exp() / x_med).clamp(self.floor, self.ceil)
+        d = d.reshape((batch,) + (1,) * (u.dim() - 1))
+        if u.dim() >= 3 and self.channel > 0:
+            x_q = abs_quantile(law, (1.0 - self.channel) ** (1.0 / samples))
+            near = a.flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
+            d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
+        return d
 
     def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law: str,
                                  samples: int) -> torch.Tensor:

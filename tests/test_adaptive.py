@@ -17,71 +17,84 @@ from snntorch_localzo._ops.leaky import autograd as leaky_glue
 from snntorch_localzo._ops.leaky.reference import LeakyParams
 from snntorch_localzo._ops.spec import spec_of
 from snntorch_localzo._ops.spike import spike
-from snntorch_localzo.adaptive import AdaptiveDelta, active_prob
+from snntorch_localzo.adaptive import AdaptiveDelta, abs_quantile, active_prob
 from snntorch_localzo.distributions import Normal
 
-#: The rule without its floors, solved on every entry: only step 2 acts.
-PLAIN = AdaptiveDelta(per_sample=0.0, neuron=0.0, subsample=10**9)
+#: The rule without its channel floor: steps 1, 2 and 4 only.
+PLAIN = AdaptiveDelta(channel=0.0)
 
 
-def fraction(u, d, law="normal", samples=1):
-    return PLAIN.expected_active_fraction(u, d, law, samples).item()
+def kth(u, fraction):
+    """The round(fraction * n)-th smallest |u| of each row, by sorting."""
+    a = u.reshape(u.shape[0], -1).abs().sort(1).values
+    return a[:, max(round(fraction * a.shape[1]), 1) - 1]
 
 
-@pytest.mark.parametrize("law", ["normal", "uniform", "laplace"])
-@pytest.mark.parametrize("scale,shift", [(0.05, -0.02), (0.3, -0.5), (0.01, -3.0), (2.0, 0.0)])
-def test_step_gives_the_target_active_fraction(law, scale, shift):
-    """Step 2: at delta_t the expected active fraction is the target (5% for a
-    firing layer, up to 30% for a silent one), up to the grid interpolation (5%)."""
+@pytest.mark.parametrize("law,samples", [("normal", 1), ("uniform", 1), ("laplace", 1), ("normal", 3)])
+def test_band_holds_each_samples_nearest_entries(law, samples):
+    """Steps 1-2: a firing sample's step puts its 5% nearest entries in the band,
+    the 15th of 300 active with probability one half; a silent sample's its 30%;
+    one that fires at half the rate halfway between, in log."""
     torch.manual_seed(0)
-    u = shift + scale * torch.randn(64, 300)
-    d = PLAIN.delta(u, law, 1)
-    assert d.shape == (1, 1)
-    fire = (u > 0).float().mean()
-    target = PLAIN.target(fire, 300).item()
-    fire = fire.item()
-    assert target == pytest.approx(0.05 if fire >= 0.01 else 0.05 + 0.25 * (1 - fire / 0.01), rel=1e-6)
-    assert fraction(u, d, law) == pytest.approx(target, rel=0.05)
+    u = -0.5 + 0.3 * torch.randn(12, 300)
+    u[:4, :30] = 0.1 + torch.rand(4, 30)  # fires at 10%
+    u[4:8] = -1.0 + 0.1 * torch.randn(4, 300)  # silent
+    u[8:] = -1.0 + 0.1 * torch.randn(4, 300)
+    u[8:, 0] = 0.5  # fires at 1/300 = a third of the rate 1%
+    d = PLAIN.delta(u, law, samples)
+    assert d.shape == (12, 1)
+    x_med = abs_quantile(law, 0.5 ** (1 / samples))
+    assert torch.allclose(d[:4, 0], kth(u[:4], 0.05) / x_med, rtol=1e-6)
+    assert torch.allclose(d[4:8, 0], kth(u[4:8], 0.3) / x_med, rtol=1e-6)
+    w = 1 - (1 / 300) / 0.01
+    mid = torch.exp((1 - w) * kth(u[8:], 0.05).log() + w * kth(u[8:], 0.3).log()) / x_med
+    assert torch.allclose(d[8:, 0], mid, rtol=1e-5)
+    # the band's entry at the median of max |z|: active with probability one half
+    fifteenth = kth(u[:4], 0.05).view(4, 1)
+    assert torch.allclose(active_prob(law, fifteenth / d[:4], samples), torch.full((4, 1), 0.5), atol=1e-5)
 
 
 def test_step_is_clamped_to_floor_and_ceil():
-    assert PLAIN.delta(torch.zeros(4, 10), "normal", 1).item() == pytest.approx(1e-3)
-    assert PLAIN.delta(torch.full((4, 10), -1e6), "normal", 1).item() == pytest.approx(10.0)
-    # a NaN membrane counts as far away, it does not poison the step (of its neuron either)
-    u = -0.3 + 0.1 * torch.randn(16, 50)
+    assert torch.allclose(PLAIN.delta(torch.zeros(4, 10), "normal", 1), torch.full((4, 1), 1e-3))
+    assert torch.allclose(PLAIN.delta(torch.full((4, 10), -1e6), "normal", 1), torch.full((4, 1), 10.0))
+    # a NaN membrane counts as far away: it does not poison its sample's step
+    u = -0.3 + 0.1 * torch.randn(16, 6, 5, 5)
     clean = AdaptiveDelta().delta(u, "normal", 1)
-    u[0, 0] = float("nan")
-    assert torch.isfinite(PLAIN.delta(u, "normal", 1)).all()
+    u[0, 0, 0, 0] = float("nan")
     d = AdaptiveDelta().delta(u, "normal", 1)
-    assert torch.isfinite(d).all() and d[0, 0] >= clean[0, 0] * 0.5
+    assert torch.isfinite(d).all() and torch.equal(d[1:], clean[1:])
+    assert (d[0] >= clean[0] * 0.9).all()
 
 
-def test_floors_per_sample_and_per_neuron():
+def test_channel_floor_keeps_every_channel_of_every_sample_reachable():
     torch.manual_seed(0)
-    # a 10-neuron output layer that fires: at least one expected estimate per sample
-    out = -0.8 + 0.5 * torch.randn(64, 10)
-    rule = AdaptiveDelta(neuron=0.0, subsample=10**9)
-    assert fraction(out, rule.delta(out, "normal", 1)) == pytest.approx(0.1, rel=0.05)
-    # every neuron's nearest entry over the batch is active with probability >= 10%
-    u = -0.2 + 0.05 * torch.randn(32, 200)
-    u[:, :20] -= 2.0  # neurons far from threshold for every sample
+    u = -0.2 + 0.05 * torch.randn(8, 6, 5, 5)
+    u[:, :2] -= 2.0  # channels far from threshold in every sample
     d = AdaptiveDelta().delta(u, "normal", 1)
-    assert d.shape == (1, 200)
-    near = u.abs().amin(0, keepdim=True)
+    assert d.shape == (8, 6, 1, 1)
+    near = u.abs().flatten(2).amin(2).view(8, 6, 1, 1)
     assert (active_prob("normal", near / d, 1) >= 0.1 - 1e-5).all()
-    assert (d[0, 20:] == d[0, 20:].min()).float().mean() > 0.5  # the floor only widens where needed
+    plain = PLAIN.delta(u, "normal", 1)  # [8, 1, 1, 1]: the floor only widens where needed
+    assert torch.equal(d[:, 2:], plain.expand(8, 4, 1, 1)) and (d[:, :2] > plain).all()
     # with m directions the floor holds for the largest of them
     d3 = AdaptiveDelta().delta(u, "normal", 3)
     assert (active_prob("normal", near / d3, 3) >= 0.1 - 1e-5).all()
+    # no channels, no floor: a fully connected layer's step is one per sample
+    assert AdaptiveDelta().delta(u.flatten(1), "normal", 1).shape == (8, 1)
 
 
 def test_steps_mode_equals_separate_calls():
     torch.manual_seed(0)
     U = torch.randn(4, 16, 3, 5, 5) * 0.3 - 0.4
     D = AdaptiveDelta().delta(U, "normal", 1, steps=4)
-    assert D.shape == (4, 1, 3, 5, 5)
+    assert D.shape == (4, 16, 3, 1, 1)
     for t in range(4):
         assert torch.equal(D[t], AdaptiveDelta().delta(U[t], "normal", 1))
+    V = torch.randn(4, 30)  # steps of one sample
+    DV = AdaptiveDelta().delta(V, "normal", 1, steps=4)
+    assert DV.shape == (4, 1)
+    for t in range(4):
+        assert torch.equal(DV[t], AdaptiveDelta().delta(V[t], "normal", 1))
 
 
 @pytest.mark.parametrize("dist", ["normal", "uniform", "laplace"])
@@ -179,11 +192,10 @@ def test_reproducible_and_picklable():
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(active=0.0), ValueError, "`active`"),
     (dict(silent=1.0), ValueError, "`silent`"),
-    (dict(neuron=-0.1), ValueError, "`neuron`"),
-    (dict(per_sample=-1), ValueError, "`per_sample`"),
+    (dict(channel=-0.1), ValueError, "`channel`"),
+    (dict(channel="0.1"), TypeError, "`channel`"),
     (dict(floor=1.0, ceil=0.5), ValueError, "`ceil`"),
-    (dict(subsample=0), ValueError, "`subsample`"),
-    (dict(grid="8"), TypeError, "`grid`"),
+    (dict(floor=0.0), ValueError, "`floor`"),
 ])
 def test_bad_rule_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -274,11 +286,11 @@ def test_fused_sequence_equals_the_step_loop(shape, path, dtype, monkeypatch):
     assert torch.equal(g_native, x.grad) and (x.grad != 0).any()
 
 
-def test_fused_step_reads_per_neuron_steps_in_memory_order(monkeypatch):
+def test_fused_step_reads_per_entry_steps_in_memory_order(monkeypatch):
     """One Leaky step of a conv layer on the Triton path keeps channels-last;
-    the code kernel reads delta_t at ``(offs // n) * dn + offs % dn`` of the
-    step tensor laid out like one sample (``_step_like``): at every physical
-    offset that is the step of the entry stored there."""
+    the code kernel reads delta at the physical offset of each entry from the
+    step tensor laid out like ``mem`` (``_step_like``): at every offset that is
+    the step of the sample and channel stored there."""
     triton_kernels = pytest.importorskip("snntorch_localzo._ops.leaky.triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     torch.manual_seed(0)
@@ -291,10 +303,10 @@ def test_fused_step_reads_per_neuron_steps_in_memory_order(monkeypatch):
     spk.sum().backward()
     physical = (0, 2, 3, 1)  # memory order of a channels-last tensor
     step = triton_kernels._step_like(spec, mem.detach(), one, 0)
+    assert step.stride() == mem.stride()
     read = step.permute(physical).reshape(-1)
-    offs = torch.arange(mem.numel())
     wanted = spec.step(mem.detach() - 1.0).expand_as(mem).permute(physical).reshape(-1)
-    assert torch.equal(read[offs % read.numel()], wanted)
+    assert torch.equal(read, wanted) and wanted.unique().numel() > 4
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -197,15 +197,12 @@ def _forward(
 
 
 def _step_like(spec: ZOSpec, mem: torch.Tensor, threshold: torch.Tensor, steps: int) -> torch.Tensor:
-    """The adaptive step of each time step, from its membranes, laid out as
-    the kernel reads it: ``[T, dn]`` with ``dn`` entries per step in the
-    memory order of one sample of ``mem`` (channels-last stays channels-last;
-    a batch is always the outermost dimension in memory here)."""
+    """The adaptive step of every entry, from its time step's membranes, laid
+    out as ``mem`` is in memory (channels-last stays channels-last): the rule
+    gives one step per sample (and channel), broadcast here so that the code
+    kernel reads the step of the entry at each physical offset."""
     step = spec.step(mem - threshold.to(mem.dtype), steps)
-    if steps:  # mem is contiguous
-        return step.contiguous()
-    one = mem[:1] if mem.dim() >= 2 else mem
-    return torch.empty_like(one, dtype=step.dtype).copy_(step) if step.numel() > 1 else step
+    return torch.empty_like(mem, dtype=step.dtype).copy_(step.expand_as(mem))
 
 
 def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
