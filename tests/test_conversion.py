@@ -304,26 +304,85 @@ def test_one_neuron_bias_is_the_quantile_solution_at_every_step():
     assert residual.abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("feedback", [True, False])
-def test_calibrating_for_t_and_truncating_equals_calibrating_for_fewer(feedback):
+@pytest.mark.parametrize("form", ["root_finding", "released"])
+def test_calibrating_for_t_and_truncating_equals_calibrating_for_fewer(form):
     ann = mlp()
     x, x_test = inputs(96), inputs(40, seed=7)
     data = [x[:48], x[48:]]
     long, short = conversion.convert(ann), conversion.convert(ann)
-    res_long = conversion.calibrate(long, ann, data, 12, feedback=feedback)
-    res_short = conversion.calibrate(short, ann, data, 4, feedback=feedback)
+    res_long = conversion.calibrate(long, ann, data, 12, form=form)
+    res_short = conversion.calibrate(short, ann, data, 4, form=form)
     for a, b in zip(long.neurons, short.neurons):
         assert torch.equal(a.bias[:4], b.bias)
     assert torch.equal(res_long[:, :4], res_short)
     assert torch.equal(long(x_test, 4), short(x_test, 4))
 
 
-def test_released_code_form_accumulates_over_batches():
+def released_script(ann, batches, num_steps, alpha):
+    """The authors' released calibration (``main_cali.py``: ``bias_corr_model``
+    over ``batches``, ``bias_corr_step_by_step`` per layer), written out for an
+    MLP of Linear + QCFS layers: at step t the error of the spikes fired
+    *without* the layer's own bias, the bias (subtracted from the membrane)
+    grown by alpha times its batch mean, the membrane corrected by the error
+    and fired again. Returns that bias per layer, ``[T, features]``."""
+    linears = [m for m in ann if isinstance(m, nn.Linear)][:-1]
+    lams = [float(m.lam) for m in ann if isinstance(m, QCFS)]
+    biases = [torch.zeros(num_steps, lin.out_features) for lin in linears]
+
+    def snn_inputs(x, k):  # what layer k receives from the SNN, with every bias in place
+        h = [x] * num_steps
+        for j in range(k):
+            mem, out = torch.full((len(x), linears[j].out_features), lams[j] / 2), []
+            for t in range(num_steps):
+                mem = mem - biases[j][t] + linears[j](h[t])
+                spike = (mem > lams[j]).float() * lams[j]
+                mem = mem - spike
+                out.append(spike)
+            h = out
+        return [linears[k](ht) for ht in h]
+
+    for x in batches:
+        acts, a = [], x
+        for m in ann:
+            a = m(a)
+            if isinstance(m, QCFS):
+                acts.append(a)
+        for k, lam in enumerate(lams):
+            currents = snn_inputs(x, k)
+            v = torch.full_like(currents[0], lam / 2)
+            for t in range(num_steps):
+                mem = v + currents[t]
+                err = (mem > lam).float() * lam - acts[k]
+                mem = mem - err
+                v = mem - (mem > lam).float() * lam
+                biases[k][t] += alpha * err.mean(0)
+    return biases
+
+
+@pytest.mark.parametrize("num_batches", [1, 3])
+def test_released_form_is_the_authors_script(num_batches):
+    """The authors' script, three batches at alpha 0.4 (its call), and the
+    one-batch form a later fork's edit reduces it to; the bias accumulates
+    over batches (not fed back) and is the script's, sign aside."""
+    ann = mlp(levels=4, lam=1.0)
+    x = inputs(96)
+    batches = [x[:32], x[32:64], x[64:]]
+    snn_net = conversion.convert(ann)
+    conversion.calibrate(snn_net, ann, batches, 4, alpha=0.4, num_batches=num_batches,
+                         form="released")
+    with torch.no_grad():
+        expected = released_script(ann, batches[:num_batches], 4, 0.4)
+    for neuron, b in zip(snn_net.neurons, expected):
+        assert b.abs().sum() > 0
+        assert torch.allclose(neuron.bias, -b, atol=1e-5)
+
+
+def test_released_form_accumulates_over_batches():
     ann = mlp()
     x = inputs(64)
     once, twice = conversion.convert(ann), conversion.convert(ann)
-    conversion.calibrate(once, ann, [x], 1, alpha=0.4, feedback=False)
-    conversion.calibrate(twice, ann, [x, x], 1, alpha=0.4, feedback=False)
+    conversion.calibrate(once, ann, [x], 1, alpha=0.4, form="released")
+    conversion.calibrate(twice, ann, [x, x], 1, alpha=0.4, form="released")
     # the first layer sees the same error twice (its own bias is not fed back)
     assert torch.allclose(twice.neurons[0].bias, 2 * once.neurons[0].bias, atol=1e-6)
     assert once.neurons[0].bias.abs().sum() > 0
@@ -365,6 +424,9 @@ def test_calibrate_checks_its_arguments_and_restores_biases_on_failure():
         conversion.calibrate(snn_net, ann, x, 2, iters=0)
     with pytest.raises(ValueError, match="`num_batches`"):
         conversion.calibrate(snn_net, ann, x, 2, num_batches=0)
+    for form in ("feedback", None, True):
+        with pytest.raises(ValueError, match="`form` must be one of"):
+            conversion.calibrate(snn_net, ann, x, 2, form=form)
     with pytest.raises(ValueError, match="`num_steps`"):
         conversion.calibrate(snn_net, ann, x, 0)
     with pytest.raises(ValueError, match="QCFS"):
@@ -526,7 +588,7 @@ def test_ftbc_command_runs_and_writes_rows(tmp_path, capsys, one_thread):
             "--device", "cpu", "--no-progress", "--json", str(out)]
     assert ftbc.main(args) == 0
     text = capsys.readouterr().out
-    assert "plain conversion" in text and "FTBC, released code's form" in text
+    assert "plain conversion" in text and "FTBC, released script" in text
     assert "residual error, ftbc" in text
     rows = json.loads(out.read_text())
     methods = [r["method"] for r in rows]
