@@ -594,9 +594,40 @@ def test_ftbc_command_runs_and_writes_rows(tmp_path, capsys, one_thread):
     methods = [r["method"] for r in rows]
     assert methods.count("ann") == 1 and methods.count("ftbc") == 2
     assert methods.count("ftbc_released") == 2 and methods.count("ftbc+localzo") == 1
-    assert all({"net", "T", "method", "seed", "test_acc"} <= set(r) for r in rows)
-    assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
-    assert all(r["residual_error"] >= 0 for r in rows if r["method"] in ("plain", "ftbc"))
+    assert all({"net", "T", "method", "seed", "val_acc", "test_acc"} <= set(r) for r in rows)
+    assert all(0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0 for r in rows)
+    spiking = [r for r in rows if r["method"] in ("plain", "ftbc", "ftbc_released")]
+    assert all(r["residual_error"] >= 0 and r["residual_error_calib"] >= 0 for r in spiking)
+
+
+def test_split_validation_holds_out_a_fixed_disjoint_part():
+    from torch.utils.data import TensorDataset
+
+    from snntorch_localzo.demo import ftbc
+
+    data = TensorDataset(torch.arange(50.0)[:, None], torch.arange(50) % 5)
+    rest, val = ftbc.split_validation(data, 0.2)
+    again = ftbc.split_validation(data, 0.2)[1]
+    assert len(val) == 10 and len(rest) == 40
+    assert torch.equal(val.tensors[0], again.tensors[0])  # the same split every time
+    seen = torch.cat([rest.tensors[0], val.tensors[0]]).flatten().sort().values
+    assert torch.equal(seen, torch.arange(50.0))  # disjoint, nothing lost
+    assert not torch.equal(val.tensors[0].flatten(), torch.arange(10.0))  # drawn, not the head
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="`fraction`"):
+            ftbc.split_validation(data, bad)
+
+
+def test_ftbc_residual_error_is_measured_off_the_calibration_batches(one_thread):
+    """FTBC minimises the error on its calibration batches; the reported
+    error comes from held-out training data, so it is larger there."""
+    from snntorch_localzo.demo import ftbc
+
+    rows = ftbc.run(ftbc.digits_task(), "mlp", 4, 2.0, [0], epochs=2, steps=[4],
+                    calib_batches=1, calib_batch_size=128, test=False)
+    row = next(r for r in rows if r["method"] == "ftbc")
+    assert row["residual_error"] > 1.5 * row["residual_error_calib"]
+    assert all(r["test_acc"] is None for r in rows)  # test=False: the test split is not used
 
 
 def test_ftbc_command_runs_a_conv_net_on_arrays_from_disk(tmp_path, capsys, one_thread):
@@ -623,6 +654,7 @@ def test_ftbc_command_runs_a_conv_net_on_arrays_from_disk(tmp_path, capsys, one_
     (["--finetune", "64"], "--finetune"),
     (["--net", "resnet"], "--net"),
     (["--threads", "0"], "--threads"),
+    (["--weight-decay", "-1"], "--weight-decay"),
 ])
 def test_ftbc_command_rejects_bad_options_in_one_line(args, option, capsys):
     from snntorch_localzo.demo import ftbc
@@ -644,10 +676,11 @@ def test_ftbc_is_a_subcommand_of_the_cli(capsys):
     assert "snntorch-localzo ftbc" in capsys.readouterr().out
 
 
-def test_benchmark_smoke(tmp_path, capsys, one_thread):
+def test_benchmark_smoke(tmp_path, capsys, one_thread, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_ftbc", BENCH / "ftbc.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "RECIPES", [(2.0, 2e-3), (8.0, 1e-3)])  # two candidates suffice
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     args = ["--seeds", "1", "--nets", "mlp-8", "--epochs", "1", "--steps", "2",
             "--finetune", "2", "--finetune-epochs", "1", "--out", str(out), "--plot", str(png)]
@@ -658,6 +691,23 @@ def test_benchmark_smoke(tmp_path, capsys, one_thread):
     assert saved["settings"]["seeds"] == [0]
     assert {r["method"] for r in saved["rows"]} == {"ann", "plain", "ftbc", "ftbc_released",
                                                     "ftbc+localzo"}
+    assert all(r["val_acc"] is not None and r["test_acc"] is not None for r in saved["rows"])
+    # the recipe is the candidate with the best validation score, over every candidate
+    selection = saved["settings"]["selection"]["mlp-8"]
+    assert len(selection["candidates"]) == len(bench.RECIPES)
+    best = max(selection["candidates"], key=lambda c: c["val_ftbc_mean"])
+    assert selection["chosen"] == {"lam": best["lam"], "lr": best["lr"]}
+    other = tmp_path / "other.json"
+    renamed = dict(saved, rows=[dict(r, net="conv L=8") for r in saved["rows"]])
+    renamed["settings"] = dict(saved["settings"], selection={"conv-8": selection},
+                               nets={"conv-8": saved["settings"]["nets"]["mlp-8"]})
+    other.write_text(json.dumps(renamed))
+    merged = tmp_path / "merged.json"
+    assert bench.main(["--merge", str(out), str(other), "--out", str(merged),
+                       "--plot", "none"]) == 0
+    both = json.loads(merged.read_text())
+    assert set(both["settings"]["selection"]) == {"mlp-8", "conv-8"}
+    assert len(both["rows"]) == 2 * len(saved["rows"])
     assert png.read_bytes().startswith(PNG_MAGIC)
     png.unlink()
     assert bench.main(["--replot", "--out", str(out), "--plot", str(png)]) == 0
