@@ -115,7 +115,7 @@ def merge(paths: List[Path]) -> Dict:
     for key in ("nets", "selection"):
         settings[key] = {k: v for part in parts for k, v in part["settings"][key].items()}
     settings["total_s"] = [part["settings"]["total_s"] for part in parts]
-    settings["runs"] = f"{len(parts)} processes at once, one thread each"
+    settings["runs"] = f"merged from {len(parts)} runs of disjoint networks (total_s: each run's)"
     return {"settings": settings, "rows": [r for part in parts for r in part["rows"]]}
 
 
