@@ -319,7 +319,9 @@ def calibrate(
     :param progress: show a progress bar on stderr (needs tqdm). Defaults to False
     :type progress: bool, optional
     :return: the residual error after calibration on the calibration
-        batches, ``[layers, num_steps]``: see :func:`conversion_error`
+        batches, ``[layers, num_steps]``: see :func:`conversion_error`. It
+        is in-sample (what the calibration minimises); measure it on
+        held-out data with :func:`conversion_error` to judge the calibration
     :rtype: torch.Tensor
     """
     snn_net = _check_snn(snn)
