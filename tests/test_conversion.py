@@ -304,26 +304,85 @@ def test_one_neuron_bias_is_the_quantile_solution_at_every_step():
     assert residual.abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("feedback", [True, False])
-def test_calibrating_for_t_and_truncating_equals_calibrating_for_fewer(feedback):
+@pytest.mark.parametrize("form", ["root_finding", "released"])
+def test_calibrating_for_t_and_truncating_equals_calibrating_for_fewer(form):
     ann = mlp()
     x, x_test = inputs(96), inputs(40, seed=7)
     data = [x[:48], x[48:]]
     long, short = conversion.convert(ann), conversion.convert(ann)
-    res_long = conversion.calibrate(long, ann, data, 12, feedback=feedback)
-    res_short = conversion.calibrate(short, ann, data, 4, feedback=feedback)
+    res_long = conversion.calibrate(long, ann, data, 12, form=form)
+    res_short = conversion.calibrate(short, ann, data, 4, form=form)
     for a, b in zip(long.neurons, short.neurons):
         assert torch.equal(a.bias[:4], b.bias)
     assert torch.equal(res_long[:, :4], res_short)
     assert torch.equal(long(x_test, 4), short(x_test, 4))
 
 
-def test_released_code_form_accumulates_over_batches():
+def released_script(ann, batches, num_steps, alpha):
+    """The authors' released calibration (``main_cali.py``: ``bias_corr_model``
+    over ``batches``, ``bias_corr_step_by_step`` per layer), written out for an
+    MLP of Linear + QCFS layers: at step t the error of the spikes fired
+    *without* the layer's own bias, the bias (subtracted from the membrane)
+    grown by alpha times its batch mean, the membrane corrected by the error
+    and fired again. Returns that bias per layer, ``[T, features]``."""
+    linears = [m for m in ann if isinstance(m, nn.Linear)][:-1]
+    lams = [float(m.lam) for m in ann if isinstance(m, QCFS)]
+    biases = [torch.zeros(num_steps, lin.out_features) for lin in linears]
+
+    def snn_inputs(x, k):  # what layer k receives from the SNN, with every bias in place
+        h = [x] * num_steps
+        for j in range(k):
+            mem, out = torch.full((len(x), linears[j].out_features), lams[j] / 2), []
+            for t in range(num_steps):
+                mem = mem - biases[j][t] + linears[j](h[t])
+                spike = (mem > lams[j]).float() * lams[j]
+                mem = mem - spike
+                out.append(spike)
+            h = out
+        return [linears[k](ht) for ht in h]
+
+    for x in batches:
+        acts, a = [], x
+        for m in ann:
+            a = m(a)
+            if isinstance(m, QCFS):
+                acts.append(a)
+        for k, lam in enumerate(lams):
+            currents = snn_inputs(x, k)
+            v = torch.full_like(currents[0], lam / 2)
+            for t in range(num_steps):
+                mem = v + currents[t]
+                err = (mem > lam).float() * lam - acts[k]
+                mem = mem - err
+                v = mem - (mem > lam).float() * lam
+                biases[k][t] += alpha * err.mean(0)
+    return biases
+
+
+@pytest.mark.parametrize("num_batches", [1, 3])
+def test_released_form_is_the_authors_script(num_batches):
+    """The authors' script, three batches at alpha 0.4 (its call), and the
+    one-batch form a later fork's edit reduces it to; the bias accumulates
+    over batches (not fed back) and is the script's, sign aside."""
+    ann = mlp(levels=4, lam=1.0)
+    x = inputs(96)
+    batches = [x[:32], x[32:64], x[64:]]
+    snn_net = conversion.convert(ann)
+    conversion.calibrate(snn_net, ann, batches, 4, alpha=0.4, num_batches=num_batches,
+                         form="released")
+    with torch.no_grad():
+        expected = released_script(ann, batches[:num_batches], 4, 0.4)
+    for neuron, b in zip(snn_net.neurons, expected):
+        assert b.abs().sum() > 0
+        assert torch.allclose(neuron.bias, -b, atol=1e-5)
+
+
+def test_released_form_accumulates_over_batches():
     ann = mlp()
     x = inputs(64)
     once, twice = conversion.convert(ann), conversion.convert(ann)
-    conversion.calibrate(once, ann, [x], 1, alpha=0.4, feedback=False)
-    conversion.calibrate(twice, ann, [x, x], 1, alpha=0.4, feedback=False)
+    conversion.calibrate(once, ann, [x], 1, alpha=0.4, form="released")
+    conversion.calibrate(twice, ann, [x, x], 1, alpha=0.4, form="released")
     # the first layer sees the same error twice (its own bias is not fed back)
     assert torch.allclose(twice.neurons[0].bias, 2 * once.neurons[0].bias, atol=1e-6)
     assert once.neurons[0].bias.abs().sum() > 0
@@ -365,6 +424,9 @@ def test_calibrate_checks_its_arguments_and_restores_biases_on_failure():
         conversion.calibrate(snn_net, ann, x, 2, iters=0)
     with pytest.raises(ValueError, match="`num_batches`"):
         conversion.calibrate(snn_net, ann, x, 2, num_batches=0)
+    for form in ("feedback", None, True):
+        with pytest.raises(ValueError, match="`form` must be one of"):
+            conversion.calibrate(snn_net, ann, x, 2, form=form)
     with pytest.raises(ValueError, match="`num_steps`"):
         conversion.calibrate(snn_net, ann, x, 0)
     with pytest.raises(ValueError, match="QCFS"):
@@ -526,15 +588,46 @@ def test_ftbc_command_runs_and_writes_rows(tmp_path, capsys, one_thread):
             "--device", "cpu", "--no-progress", "--json", str(out)]
     assert ftbc.main(args) == 0
     text = capsys.readouterr().out
-    assert "plain conversion" in text and "FTBC, released code's form" in text
+    assert "plain conversion" in text and "FTBC, released script" in text
     assert "residual error, ftbc" in text
     rows = json.loads(out.read_text())
     methods = [r["method"] for r in rows]
     assert methods.count("ann") == 1 and methods.count("ftbc") == 2
     assert methods.count("ftbc_released") == 2 and methods.count("ftbc+localzo") == 1
-    assert all({"net", "T", "method", "seed", "test_acc"} <= set(r) for r in rows)
-    assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
-    assert all(r["residual_error"] >= 0 for r in rows if r["method"] in ("plain", "ftbc"))
+    assert all({"net", "T", "method", "seed", "val_acc", "test_acc"} <= set(r) for r in rows)
+    assert all(0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0 for r in rows)
+    spiking = [r for r in rows if r["method"] in ("plain", "ftbc", "ftbc_released")]
+    assert all(r["residual_error"] >= 0 and r["residual_error_calib"] >= 0 for r in spiking)
+
+
+def test_split_validation_holds_out_a_fixed_disjoint_part():
+    from torch.utils.data import TensorDataset
+
+    from snntorch_localzo.demo import ftbc
+
+    data = TensorDataset(torch.arange(50.0)[:, None], torch.arange(50) % 5)
+    rest, val = ftbc.split_validation(data, 0.2)
+    again = ftbc.split_validation(data, 0.2)[1]
+    assert len(val) == 10 and len(rest) == 40
+    assert torch.equal(val.tensors[0], again.tensors[0])  # the same split every time
+    seen = torch.cat([rest.tensors[0], val.tensors[0]]).flatten().sort().values
+    assert torch.equal(seen, torch.arange(50.0))  # disjoint, nothing lost
+    assert not torch.equal(val.tensors[0].flatten(), torch.arange(10.0))  # drawn, not the head
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="`fraction`"):
+            ftbc.split_validation(data, bad)
+
+
+def test_ftbc_residual_error_is_measured_off_the_calibration_batches(one_thread):
+    """FTBC minimises the error on its calibration batches; the reported
+    error comes from held-out training data, so it is larger there."""
+    from snntorch_localzo.demo import ftbc
+
+    rows = ftbc.run(ftbc.digits_task(), "mlp", 4, 2.0, [0], epochs=2, steps=[4],
+                    calib_batches=1, calib_batch_size=128, test=False)
+    row = next(r for r in rows if r["method"] == "ftbc")
+    assert row["residual_error"] > 1.5 * row["residual_error_calib"]
+    assert all(r["test_acc"] is None for r in rows)  # test=False: the test split is not used
 
 
 def test_ftbc_command_runs_a_conv_net_on_arrays_from_disk(tmp_path, capsys, one_thread):
@@ -561,6 +654,7 @@ def test_ftbc_command_runs_a_conv_net_on_arrays_from_disk(tmp_path, capsys, one_
     (["--finetune", "64"], "--finetune"),
     (["--net", "resnet"], "--net"),
     (["--threads", "0"], "--threads"),
+    (["--weight-decay", "-1"], "--weight-decay"),
 ])
 def test_ftbc_command_rejects_bad_options_in_one_line(args, option, capsys):
     from snntorch_localzo.demo import ftbc
@@ -582,10 +676,11 @@ def test_ftbc_is_a_subcommand_of_the_cli(capsys):
     assert "snntorch-localzo ftbc" in capsys.readouterr().out
 
 
-def test_benchmark_smoke(tmp_path, capsys, one_thread):
+def test_benchmark_smoke(tmp_path, capsys, one_thread, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_ftbc", BENCH / "ftbc.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "RECIPES", [(2.0, 2e-3), (8.0, 1e-3)])  # two candidates suffice
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     args = ["--seeds", "1", "--nets", "mlp-8", "--epochs", "1", "--steps", "2",
             "--finetune", "2", "--finetune-epochs", "1", "--out", str(out), "--plot", str(png)]
@@ -596,6 +691,23 @@ def test_benchmark_smoke(tmp_path, capsys, one_thread):
     assert saved["settings"]["seeds"] == [0]
     assert {r["method"] for r in saved["rows"]} == {"ann", "plain", "ftbc", "ftbc_released",
                                                     "ftbc+localzo"}
+    assert all(r["val_acc"] is not None and r["test_acc"] is not None for r in saved["rows"])
+    # the recipe is the candidate with the best validation score, over every candidate
+    selection = saved["settings"]["selection"]["mlp-8"]
+    assert len(selection["candidates"]) == len(bench.RECIPES)
+    best = max(selection["candidates"], key=lambda c: c["val_ftbc_mean"])
+    assert selection["chosen"] == {"lam": best["lam"], "lr": best["lr"]}
+    other = tmp_path / "other.json"
+    renamed = dict(saved, rows=[dict(r, net="conv L=8") for r in saved["rows"]])
+    renamed["settings"] = dict(saved["settings"], selection={"conv-8": selection},
+                               nets={"conv-8": saved["settings"]["nets"]["mlp-8"]})
+    other.write_text(json.dumps(renamed))
+    merged = tmp_path / "merged.json"
+    assert bench.main(["--merge", str(out), str(other), "--out", str(merged),
+                       "--plot", "none"]) == 0
+    both = json.loads(merged.read_text())
+    assert set(both["settings"]["selection"]) == {"mlp-8", "conv-8"}
+    assert len(both["rows"]) == 2 * len(saved["rows"])
     assert png.read_bytes().startswith(PNG_MAGIC)
     png.unlink()
     assert bench.main(["--replot", "--out", str(out), "--plot", str(png)]) == 0

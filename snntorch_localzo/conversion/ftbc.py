@@ -142,11 +142,14 @@ def _channel_dims(x: torch.Tensor) -> List[int]:
     return [0] + list(range(2, x.dim()))
 
 
+FORMS = ("root_finding", "released")
+
+
 def _calibrate_layer(neuron: IFNeuron, currents, target, alpha: float, iters: int,
-                     feedback: bool) -> List[torch.Tensor]:
+                     form: str) -> List[torch.Tensor]:
     """Updates ``neuron.bias`` step by step on one batch; returns its spikes."""
     dims = _channel_dims(currents[0])
-    if not feedback:  # the released code's form: the error without the layer's own bias
+    if form == "released":  # the authors' script: the error without the layer's own bias
         mem = None
         for t, cur in enumerate(currents):
             if mem is None:
@@ -154,7 +157,9 @@ def _calibrate_layer(neuron: IFNeuron, currents, target, alpha: float, iters: in
             spk, m = neuron.neuron(cur, mem)
             err = spk - target
             neuron.bias[t] -= alpha * err.mean(dims)
-            mem = m - err  # the state goes on corrected sample by sample, as in that code
+            # the state goes on corrected sample by sample; snnTorch resets the next step by
+            # the spike of this corrected membrane, as the script re-fires it
+            mem = m - err
         return _fire(neuron, currents)
     goal = target.mean(dims)
     mem, spikes = None, []
@@ -245,7 +250,7 @@ def calibrate(
     alpha: float = 0.5,
     iters: int = 5,
     num_batches: Optional[int] = 3,
-    feedback: bool = True,
+    form: str = "root_finding",
     progress: bool = False,
 ) -> torch.Tensor:
     """
@@ -267,12 +272,17 @@ def calibrate(
     with the first ``T'`` of them (calibrating for ``T`` and truncating to
     ``T'`` gives exactly the biases of calibrating for ``T'``).
 
-    ``feedback=False`` is the form of the authors' released code
-    (``bias_corr_step_by_step``): the error at step ``t`` is measured
-    without the layer's own bias, the bias grows by ``alpha`` times it once
-    per batch (so it accumulates over batches; ``iters`` does not apply),
-    and the membrane carried to the next step is corrected sample by sample
-    by the error.
+    ``form="released"`` is what the authors' released script does
+    (``main_cali.py``: ``bias_corr_model`` calling ``bias_corr_step_by_step``
+    for every spiking layer of every batch): the error at step ``t`` is
+    measured *without* the layer's own bias, the bias grows by ``alpha``
+    times its mean once per batch (so it accumulates over batches: about
+    ``num_batches * alpha`` times the error; ``iters`` does not apply), and
+    the membrane carried to the next step is corrected sample by sample by
+    the error. The script's own call is ``alpha=0.4, num_batches=3``. A
+    later edit in a fork of that repository creates the module iterators
+    once before the batch loop, so that only the first batch calibrates:
+    that is ``form="released", alpha=0.4, num_batches=1``.
 
     Only ``snn`` is changed; ``ann`` is read (inference mode: BatchNorm at
     its running statistics, Dropout left out) and left as it was.
@@ -302,13 +312,16 @@ def calibrate(
     :param num_batches: use at most this many batches of ``data``; None: all.
         Defaults to 3
     :type num_batches: int, optional
-    :param feedback: the root-finding form (True) or the released code's form
-        (False). Defaults to True
-    :type feedback: bool, optional
+    :param form: ``"root_finding"`` (this project's form: the layer's own
+        bias fed back, ``iters`` re-firings per step) or ``"released"`` (the
+        authors' released script, see above). Defaults to ``"root_finding"``
+    :type form: str, optional
     :param progress: show a progress bar on stderr (needs tqdm). Defaults to False
     :type progress: bool, optional
     :return: the residual error after calibration on the calibration
-        batches, ``[layers, num_steps]``: see :func:`conversion_error`
+        batches, ``[layers, num_steps]``: see :func:`conversion_error`. It
+        is in-sample (what the calibration minimises); measure it on
+        held-out data with :func:`conversion_error` to judge the calibration
     :rtype: torch.Tensor
     """
     snn_net = _check_snn(snn)
@@ -320,6 +333,8 @@ def calibrate(
         raise ValueError(f"`alpha` must be a number in (0, 1], got {alpha!r}")
     _check_count("iters", iters)
     _check_count("num_batches", num_batches, allow_none=True)
+    if form not in FORMS:
+        raise ValueError(f"`form` must be one of {FORMS}, got {form!r}")
     dev_snn, dev_ann = _device(snn_net), _device(ann)
     segments = _segments(snn_net)
     saved = [n.bias for n in snn_net.neurons]
@@ -337,7 +352,7 @@ def calibrate(
                 if not neuron.steps:
                     neuron.bias = currents[0].new_zeros(num_steps, currents[0].shape[1])
                 target = acts[k].to(device=dev_snn, dtype=currents[0].dtype)
-                inputs = _calibrate_layer(neuron, currents, target, float(alpha), iters, feedback)
+                inputs = _calibrate_layer(neuron, currents, target, float(alpha), iters, form)
                 if bar is not None:
                     bar.update(1)
     except BaseException:

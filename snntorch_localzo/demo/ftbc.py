@@ -7,7 +7,7 @@ class folders, ``.npz`` arrays), converts it into an snnTorch spiking network
 training data (:func:`~snntorch_localzo.conversion.calibrate`) and prints
 the test accuracy for several numbers of time steps: the ANN, plain
 conversion and FTBC (mean ± std over seeds), with the residual error of the
-spiking layers. Optionally also the released code's form of the calibration
+spiking layers. Optionally also the calibration of the authors' released script
 and a short LocalZO fine-tuning at small T. ``benchmarks/ftbc.py`` runs it
 for the README's table.
 """
@@ -27,20 +27,22 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .. import conversion
 from .._progress import progress_bar
 from ..conversion.data import ImageFolder, load_arrays, load_cifar
 from .args import Parser, json_path, plural
 
-__all__ = ["main", "build_parser", "build_ann", "load_data", "run", "format_table"]
+__all__ = ["main", "build_parser", "build_ann", "load_data", "split_validation", "run",
+           "format_table"]
 
 DEFAULT_STEPS = (1, 2, 4, 8, 16, 32)
+RELEASED_ALPHA = 0.4  # the step size the authors' released script passes
 METHOD_NAMES = {
     "plain": "plain conversion",
     "ftbc": "FTBC",
-    "ftbc_released": "FTBC, released code's form",
+    "ftbc_released": "FTBC, released script",
     "ftbc+localzo": "FTBC + LocalZO fine-tuning",
 }
 
@@ -130,6 +132,24 @@ def batches(dataset: Dataset, batch_size: int, shuffle: bool = False,
     yield from DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
+def split_validation(dataset: Dataset, fraction: float = 0.2, seed: int = 0):
+    """``(rest, val)``: a random ``fraction`` of ``dataset`` held out as a
+    validation split (a fixed permutation drawn from ``seed``), for choosing
+    settings without the test split."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"`fraction` must lie in (0, 1), got {fraction!r}")
+    n = len(dataset)
+    n_val = int(round(fraction * n))
+    if not 0 < n_val < n:
+        raise ValueError(f"a validation fraction of {fraction} of {n} samples leaves a split empty")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    rest, val = order[n_val:], order[:n_val]
+    if isinstance(dataset, TensorDataset):
+        return (TensorDataset(*(t[rest] for t in dataset.tensors)),
+                TensorDataset(*(t[val] for t in dataset.tensors)))
+    return Subset(dataset, rest.tolist()), Subset(dataset, val.tolist())
+
+
 # --------------------------------------------------------------------------- networks
 def build_ann(net: str, input_shape: tuple, num_classes: int, levels: int = 8, lam: float = 8.0,
               hidden: int = 256) -> nn.Sequential:
@@ -162,15 +182,15 @@ def build_ann(net: str, input_shape: tuple, num_classes: int, levels: int = 8, l
     raise ValueError(f"unknown net {net!r}: 'mlp' or 'conv'")
 
 
-def train_ann(ann: nn.Module, data: TaskData, epochs: int, lr: float, batch_size: int, seed: int,
-              device: torch.device, progress=None) -> None:
-    """Adam with a cosine learning-rate schedule, cross-entropy."""
+def train_ann(ann: nn.Module, train: Dataset, epochs: int, lr: float, batch_size: int, seed: int,
+              device: torch.device, progress=None, weight_decay: float = 0.0) -> None:
+    """Adam (L2 ``weight_decay``) with a cosine learning-rate schedule, cross-entropy."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(ann.parameters(), lr)
+    opt = torch.optim.Adam(ann.parameters(), lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     ann.train()
     for _ in range(epochs):
-        for x, y in batches(data.train, batch_size, shuffle=True, generator=gen):
+        for x, y in batches(train, batch_size, shuffle=True, generator=gen):
             loss = F.cross_entropy(ann(x.to(device)), y.to(device))
             opt.zero_grad()
             loss.backward()
@@ -203,7 +223,7 @@ def localzo_neuron(delta_scale: float):
     return build
 
 
-def finetune_localzo(snn_net, ann, data: TaskData, num_steps: int, epochs: int, lr: float,
+def finetune_localzo(snn_net, ann, train: Dataset, num_steps: int, epochs: int, lr: float,
                      batch_size: int, delta_scale: float, seed: int, device: torch.device):
     """A copy of ``snn_net`` with ``localzo.Leaky`` neurons (same state:
     weights, thresholds, temporal biases), trained by BPTT at ``num_steps``
@@ -216,7 +236,7 @@ def finetune_localzo(snn_net, ann, data: TaskData, num_steps: int, epochs: int, 
     opt = torch.optim.Adam(model.parameters(), lr)
     model.train()
     for _ in range(epochs):
-        for x, y in batches(data.train, batch_size, shuffle=True, generator=gen):
+        for x, y in batches(train, batch_size, shuffle=True, generator=gen):
             loss = F.cross_entropy(model(x.to(device), num_steps), y.to(device))
             opt.zero_grad()
             loss.backward()
@@ -228,65 +248,85 @@ def finetune_localzo(snn_net, ann, data: TaskData, num_steps: int, epochs: int, 
 
 
 # --------------------------------------------------------------------------- experiment
-def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 8.0, seeds=(0,),
-        epochs: int = 40, lr: float = 1e-3, batch_size: int = 64, steps=DEFAULT_STEPS,
+def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, seeds=(0,),
+        epochs: int = 60, lr: float = 2e-3, batch_size: int = 64, steps=DEFAULT_STEPS,
         alpha: float = 0.5, iters: int = 5, calib_batches: int = 3, calib_batch_size: int = 480,
         released: bool = False, finetune_steps=(), finetune_epochs: int = 5,
         finetune_lr: float = 1e-3, delta_scale: float = 0.05, device="cpu",
-        progress: bool = False, log=None) -> List[Dict]:
+        progress: bool = False, log=None, weight_decay: float = 1e-4, val_fraction: float = 0.2,
+        test: bool = True) -> List[Dict]:
     """Trains, converts, calibrates and evaluates for every seed; returns one
-    row per (method, T, seed): ``{net, T, method, seed, test_acc}``, plus
+    row per (method, T, seed): ``{net, T, method, seed, val_acc, test_acc}``.
+
+    A fixed ``val_fraction`` of the training data is held out (the same
+    split for every seed, :func:`split_validation`): the ANN is trained and
+    FTBC calibrated on the rest, ``val_acc`` is measured on the held-out
+    part, ``test_acc`` on the test split (``test=False``: not evaluated, None,
+    for choosing settings). The spiking methods' rows also carry
     ``residual_error`` (mean over layers and steps 1..T of
-    :func:`~snntorch_localzo.conversion.conversion_error` on the calibration
-    batches) for the spiking methods, and ``active_frac`` for fine-tuning.
-    The ANN's rows have ``T = None``. FTBC is calibrated once for the largest
-    T; smaller T use its first biases (the same as calibrating for them)."""
+    :func:`~snntorch_localzo.conversion.conversion_error`) on the held-out
+    training data, and ``residual_error_calib`` on the calibration batches
+    (where FTBC minimises it); fine-tuning rows carry ``active_frac``. The
+    ANN's rows have ``T = None``. FTBC is calibrated once for the largest T;
+    smaller T use its first biases (the same as calibrating for them). The
+    released script's form (``released=True``) uses its own step size,
+    0.4, and the same batches."""
     device = torch.device(device)
     label = f"{net} L={levels}"
     steps = sorted(steps)
     t_max = steps[-1]
+    train, val = split_validation(data.train, val_fraction)
+    held_out = [x for x, _ in batches(val, calib_batch_size)]
+
+    def accuracies(model, **kwargs):
+        return dict(val_acc=accuracy(model, val, device, **kwargs),
+                    test_acc=accuracy(model, data.test, device, **kwargs) if test else None)
+
     rows: List[Dict] = []
     for seed in seeds:
         start = time.perf_counter()
         torch.manual_seed(seed)
         ann = build_ann(net, data.input_shape, data.num_classes, levels, lam).to(device)
-        per_epoch = math.ceil(len(data.train) / batch_size)
+        per_epoch = math.ceil(len(train) / batch_size)
         bar = progress_bar(epochs * per_epoch, progress, desc=f"{label} seed {seed}: ANN",
                            unit="batch")
-        train_ann(ann, data, epochs, lr, batch_size, seed, device, bar.update if bar else None)
+        train_ann(ann, train, epochs, lr, batch_size, seed, device, bar.update if bar else None,
+                  weight_decay)
         if bar is not None:
             bar.close()
-        ann_row = dict(net=label, T=None, method="ann", seed=seed,
-                       test_acc=accuracy(ann, data.test, device))
+        ann_row = dict(net=label, T=None, method="ann", seed=seed, **accuracies(ann))
         rows.append(ann_row)
         gen = torch.Generator().manual_seed(seed)
-        calib = [x for x, _ in batches(data.train, calib_batch_size, shuffle=True, generator=gen)]
+        calib = [x for x, _ in batches(train, calib_batch_size, shuffle=True, generator=gen)]
         calib = calib[:calib_batches]
         snns = {"plain": conversion.convert(ann)}
-        residual = {"plain": conversion.conversion_error(snns["plain"], ann, calib, t_max)}
+        in_sample = {"plain": conversion.conversion_error(snns["plain"], ann, calib, t_max)}
         snns["ftbc"] = conversion.convert(ann)
-        residual["ftbc"] = conversion.calibrate(snns["ftbc"], ann, calib, t_max, alpha=alpha,
-                                                iters=iters, num_batches=None, progress=progress)
+        in_sample["ftbc"] = conversion.calibrate(snns["ftbc"], ann, calib, t_max, alpha=alpha,
+                                                 iters=iters, num_batches=None,
+                                                 progress=progress)
         if released:
             snns["ftbc_released"] = conversion.convert(ann)
-            residual["ftbc_released"] = conversion.calibrate(
-                snns["ftbc_released"], ann, calib, t_max, alpha=alpha, num_batches=None,
-                feedback=False, progress=progress)
+            in_sample["ftbc_released"] = conversion.calibrate(
+                snns["ftbc_released"], ann, calib, t_max, alpha=RELEASED_ALPHA,
+                num_batches=None, form="released", progress=progress)
         for method, snn_net in snns.items():
+            out_of_sample = conversion.conversion_error(snn_net, ann, held_out, t_max)
             for T in steps:
                 rows.append(dict(net=label, T=T, method=method, seed=seed,
-                                 test_acc=accuracy(snn_net, data.test, device, num_steps=T),
-                                 residual_error=float(residual[method][:, :T].mean())))
+                                 **accuracies(snn_net, num_steps=T),
+                                 residual_error=float(out_of_sample[:, :T].mean()),
+                                 residual_error_calib=float(in_sample[method][:, :T].mean())))
         for T in finetune_steps:
-            tuned, active = finetune_localzo(snns["ftbc"], ann, data, T, finetune_epochs,
+            tuned, active = finetune_localzo(snns["ftbc"], ann, train, T, finetune_epochs,
                                              finetune_lr, batch_size, delta_scale, seed, device)
             rows.append(dict(net=label, T=T, method="ftbc+localzo", seed=seed,
-                             test_acc=accuracy(tuned, data.test, device, num_steps=T),
-                             epochs=finetune_epochs, active_frac=active))
+                             **accuracies(tuned, num_steps=T), epochs=finetune_epochs,
+                             active_frac=active))
         if log is not None:
-            ftbc = {r["T"]: r["test_acc"] for r in rows
+            ftbc = {r["T"]: r["val_acc"] for r in rows
                     if r["seed"] == seed and r["net"] == label and r["method"] == "ftbc"}
-            log(f"  {label} seed {seed}: ANN {100 * ann_row['test_acc']:.2f}%, FTBC "
+            log(f"  {label} seed {seed}: validation: ANN {100 * ann_row['val_acc']:.2f}%, FTBC "
                 + ", ".join(f"T={T} {100 * a:.1f}%" for T, a in ftbc.items())
                 + f" ({time.perf_counter() - start:.0f} s)")
     return rows
@@ -302,22 +342,24 @@ def _mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) ->
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def format_table(rows: List[Dict]) -> str:
-    """One block per network: test accuracy % (mean ± std over seeds) per
-    method and T, then the residual error of plain conversion and FTBC."""
+def format_table(rows: List[Dict], key: str = "test_acc") -> str:
+    """One block per network: accuracy % (``key``: ``"test_acc"`` or
+    ``"val_acc"``; mean ± std over seeds) per method and T, then the
+    residual error of the spiking methods on held-out training data."""
     lines = []
+    split = "test" if key == "test_acc" else "validation"
     nets = list(dict.fromkeys(r["net"] for r in rows))
     for net in nets:
         mine = [r for r in rows if r["net"] == net]
-        ann = [r["test_acc"] for r in mine if r["method"] == "ann"]
+        ann = [r[key] for r in mine if r["method"] == "ann"]
         seeds = sorted({r["seed"] for r in mine})
         steps = sorted({r["T"] for r in mine if r["T"] is not None})
-        lines.append(f"{net}: ANN {_mean_std(ann)} %, seeds {seeds}")
-        header = f"{'test accuracy %':<30}" + "".join(f"{'T=' + str(T):>16}" for T in steps)
+        lines.append(f"{net}: ANN {_mean_std(ann)} % ({split}), seeds {seeds}")
+        header = f"{split + ' accuracy %':<30}" + "".join(f"{'T=' + str(T):>16}" for T in steps)
         lines += [header, "-" * len(header)]
         methods = [m for m in METHOD_NAMES if any(r["method"] == m for r in mine)]
         for m in methods:
-            cells = [_mean_std([r["test_acc"] for r in mine if r["method"] == m and r["T"] == T])
+            cells = [_mean_std([r[key] for r in mine if r["method"] == m and r["T"] == T])
                      for T in steps]
             lines.append(f"{METHOD_NAMES[m]:<30}" + "".join(f"{c:>16}" for c in cells))
         for m in ("plain", "ftbc", "ftbc_released"):
@@ -326,6 +368,7 @@ def format_table(rows: List[Dict]) -> str:
             cells = [_mean_std([r["residual_error"] for r in mine if r["method"] == m and r["T"] == T],
                                scale=1.0, digits=3) for T in steps]
             lines.append(f"{'residual error, ' + m:<30}" + "".join(f"{c:>16}" for c in cells))
+        lines.append("(residual error: on held-out training data, not on the calibration batches)")
         tuned = [r for r in mine if r["method"] == "ftbc+localzo"]
         if tuned:
             act = _mean_std([r["active_frac"] for r in tuned])
@@ -365,9 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", default="mlp", choices=["mlp", "conv"],
                    help="mlp: 3 hidden layers of 256; conv: 2 conv blocks + 1 hidden layer")
     p.add_argument("--levels", type=int, default=8, help="QCFS levels L (default 8)")
-    p.add_argument("--lam", type=float, default=8.0, help="initial QCFS threshold (default 8.0)")
-    p.add_argument("--epochs", type=int, default=40, help="ANN training epochs (default 40)")
-    p.add_argument("--lr", type=float, default=1e-3, help="ANN learning rate, Adam (default 1e-3)")
+    # the ANN recipe's defaults: what benchmarks/ftbc.py chose on validation data for digits
+    p.add_argument("--lam", type=float, default=2.0, help="initial QCFS threshold (default 2.0)")
+    p.add_argument("--epochs", type=int, default=60, help="ANN training epochs (default 60)")
+    p.add_argument("--lr", type=float, default=2e-3, help="ANN learning rate, Adam (default 2e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="ANN weight decay, Adam's L2 term (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--steps", type=_int_list, default=list(DEFAULT_STEPS),
                    help="time steps to evaluate, comma-separated (default 1,2,4,8,16,32)")
@@ -381,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-batch-size", type=int, default=480,
                    help="calibration batch size (default 480)")
     p.add_argument("--released", action="store_true",
-                   help="also calibrate with the released code's form (own bias not fed back)")
+                   help="also calibrate as the authors' released script does (own bias not fed "
+                        "back, alpha 0.4, accumulated over the calibration batches)")
     p.add_argument("--finetune", type=_int_list, default=[], metavar="T[,T...]",
                    help="also fine-tune the FTBC network with LocalZO (localzo.Leaky, BPTT) at "
                         "these time steps")
@@ -414,6 +461,8 @@ def _check_args(p: argparse.ArgumentParser, args) -> torch.device:
         if not (math.isfinite(value) and value > 0):
             p.error(f"argument --{name.replace('_', '-')}: must be a finite number > 0, "
                     f"got {value}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        p.error(f"argument --weight-decay: must be a finite number >= 0, got {args.weight_decay}")
     if args.image_size is not None and not args.data.startswith("folder:"):
         p.error(f"argument --image-size: resizes folder:DIR images only; --data {args.data} "
                 "keeps its size (digits 8x8, CIFAR 32x32, npz as stored)")
@@ -442,17 +491,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         p.error(f"argument --data: {args.data!r}: {exc}")
     seeds = list(range(args.seed, args.seed + args.runs))
-    print(f"{data.name}: {len(data.train)} train, {len(data.test)} test, input {data.input_shape}, "
+    print(f"{data.name}: {len(data.train)} train (a fifth of it held out for validation), "
+          f"{len(data.test)} test, input {data.input_shape}, "
           f"{data.num_classes} classes; {args.net} with QCFS L={args.levels} (lam init "
-          f"{args.lam:g}), {plural(args.epochs, 'epoch')}; FTBC alpha={args.alpha:g}, "
-          f"iters={args.iters}, "
+          f"{args.lam:g}), {plural(args.epochs, 'epoch')}, weight decay {args.weight_decay:g}; "
+          f"FTBC alpha={args.alpha:g}, iters={args.iters}, "
           f"{args.calib_batches} batches of {args.calib_batch_size}; device {device}; seeds {seeds}",
           flush=True)
     rows = run(data, args.net, args.levels, args.lam, seeds, args.epochs, args.lr, args.batch_size,
                args.steps, args.alpha, args.iters, args.calib_batches, args.calib_batch_size,
                args.released, args.finetune, args.finetune_epochs, args.finetune_lr,
                args.delta_scale, device, progress=not args.no_progress,
-               log=lambda line: print(line, flush=True))
+               log=lambda line: print(line, flush=True), weight_decay=args.weight_decay)
     print()
     print(format_table(rows), flush=True)
     if args.json:
