@@ -14,12 +14,13 @@ backward. Everything is measured in one run on one device.
 
 Implementations (``--impls``):
     snntorch_atan        snn.Leaky step loop, snnTorch's ATan surrogate
-    snntorch_localzo     snn.Leaky step loop, spike_grad=localzo.make(delta=0.05)
-    localzo_step         localzo.Leaky step loop (fused Triton step kernels on CUDA)
+    snntorch_localzo     snn.Leaky step loop, spike_grad=localzo.make() (the default, adaptive step)
+    localzo_step         localzo.Leaky step loop, make() (fused Triton step kernels on CUDA)
     localzo_seq          nn.Linear over all steps + localzo.Leaky.forward_sequence
     localzo_dense        localzo.LinearLeaky stack, dense fused backward (sparse=False)
     localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
-    localzo_adaptive     localzo_sparse with make()'s default adaptive step (the others: delta 0.05)
+    localzo_adaptive     localzo_sparse with make()'s default adaptive step (the sequence rows:
+                         delta 0.05)
     spikingjelly         SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed: its
                          fastest backend on CUDA (Triton, else CuPy, else its PyTorch loop), its
                          PyTorch loop on the CPU; a benchmark-only dependency, never one of this
@@ -137,10 +138,10 @@ def build(impl: str, hidden: int, track: bool, device: Optional[torch.device] = 
         sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
     if impl == "snntorch_localzo":
-        sg = _localzo_sg(track)
+        sg = _localzo_sg(track, adaptive=True)
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
     if impl == "localzo_step":
-        sg = _localzo_sg(track)
+        sg = _localzo_sg(track, adaptive=True)
         return StepMLP(sizes(hidden), lambda: localzo.Leaky(beta=0.9, spike_grad=sg))
     if impl == "localzo_seq":
         sg = _localzo_sg(track)

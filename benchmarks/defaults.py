@@ -556,6 +556,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "--list shows all; rule:FIELD=VALUE/... a candidate AdaptiveDelta")
     p.add_argument("--list", action="store_true", help="list nets and spike gradients and exit")
     p.add_argument("--seeds", type=_positive("--seeds"), default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds from this one on (default 0)")
     p.add_argument("--epochs", type=_positive("--epochs"), help="override every net's epochs")
     p.add_argument("--T", type=_positive("--T"), help="override every net's time steps")
     p.add_argument("--batch", type=_positive("--batch"), help="override every net's batch size")
@@ -604,7 +605,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "batch": s.batch, "lr": s.lr, "loss": s.loss, "readout": s.readout}
                  for s in specs},
         "spike_grads": {g: SPIKE_GRADS[g].label for g in grads},
-        "seeds": list(range(args.seeds)),
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "n_train": int(digits.y["train"].shape[0]), "n_val": int(digits.y["val"].shape[0]),
         "n_test": int(digits.y["test"].shape[0]),
         "machine": machine(), "torch": torch.__version__, "snntorch": snntorch.__version__,

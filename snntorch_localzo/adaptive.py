@@ -196,6 +196,8 @@ class AdaptiveDelta:
         if u.dim() <= 1:
             return self.delta(u.reshape(1, -1), law, samples).reshape(u.shape[:1] and (1,))
         batch = u.shape[0]
+        if u.numel() == 0:  # no entries: any step will do
+            return torch.ones((batch,) + (1,) * (u.dim() - 1), dtype=torch.float32, device=u.device)
         # a NaN membrane counts as far away: it must not poison its sample's step
         a = torch.nan_to_num(u.to(torch.float32).abs(), nan=math.inf)
         rows = a.reshape(batch, -1)

@@ -52,12 +52,14 @@ class LocalZO:
     is a surrogate gradient, available as :meth:`expected_grad`.
 
     By default (``delta=None`` with ``normal``, ``uniform`` or ``laplace``) the
-    step is *adaptive*: each call computes :math:`δ_t` from its own membrane
-    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`: about 5% of a firing
-    layer's entries active, more in a silent layer, every neuron reachable),
-    and the expected value is the law's surrogate of width :math:`δ_t` scaled
-    to height one at threshold (for ``normal`` the bump
-    :math:`\\exp(-u^2/2δ_t^2)`). A number ``delta`` fixes the step.
+    step is *adaptive*: each call computes, for each sample, a step
+    :math:`δ_b` from that sample's own membrane
+    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`: the sample's entries
+    nearest to threshold in the band, more while it is silent, every channel
+    reachable; nothing taken from the other samples of the batch), and the
+    expected value is the law's surrogate of width :math:`δ_b` scaled to
+    height one at threshold (for ``normal`` the bump
+    :math:`\\exp(-u^2/2δ_b^2)`). A number ``delta`` fixes the step.
 
     Example::
 
@@ -152,9 +154,10 @@ class LocalZO:
         return self.rule if self.rule is not None else self.dist.delta
 
     def step(self, u: torch.Tensor) -> torch.Tensor:
-        """The step :math:`δ_t` a backward call on ``u = mem - threshold``
-        uses: the rule's (``[1, *neurons]`` for ``u`` of shape ``[batch,
-        *neurons]``), or the fixed :math:`δ` as a 0-d tensor."""
+        """The step a backward call on ``u = mem - threshold`` uses: the
+        rule's, one per sample (``[batch, 1, ...]``, or ``[batch, channels,
+        1, ...]`` with channels, for ``u`` of shape ``[batch, *neurons]``), or
+        the fixed :math:`δ` as a 0-d tensor."""
         u = torch.as_tensor(u)
         if self.rule is None:
             return torch.tensor(self.dist.delta, dtype=torch.float32, device=u.device)
@@ -162,10 +165,11 @@ class LocalZO:
 
     def expected_grad(self, u: torch.Tensor) -> torch.Tensor:
         """The surrogate gradient the estimate equals on average, at ``u``.
-        With the adaptive step: given the call's :math:`δ_t` (:meth:`step`,
-        computed from this ``u`` as one call), :math:`g_1(u/δ_t)/g_1(0)`, the
-        law's surrogate of width :math:`δ_t` scaled to height one (for the
-        normal law :math:`\\exp(-u^2/2δ_t^2)`)."""
+        With the adaptive step: given the step of each sample (:meth:`step`,
+        ``u`` taken as one call), :math:`g_1(u/δ_b)/g_1(0)`, the law's
+        surrogate of width :math:`δ_b` scaled to height one (for the normal
+        law :math:`\\exp(-u^2/2δ_b^2)`); a sample's value does not depend on
+        the other samples of ``u``."""
         u = torch.as_tensor(u)
         if self.rule is None:
             return self.dist.expected_grad(u)
@@ -175,7 +179,7 @@ class LocalZO:
     def active_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Probability that the estimate at ``u`` is non-zero:
         :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|` (with the
-        adaptive step, :math:`δ = δ_t` of ``u`` as one call)."""
+        adaptive step, :math:`δ = δ_b` of each sample of ``u`` as one call)."""
         u = torch.as_tensor(u)
         if self.rule is None:
             return self.dist.active_prob(u, self.samples)
@@ -278,9 +282,10 @@ def make(
     """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
 
     ``make()`` is LocalZO with normal directions and the adaptive step
-    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`), which trains
-    fully connected and convolutional snnTorch networks alike
-    (``benchmarks/defaults.py``); ``make(delta=0.05)`` fixes the step;
+    (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`, one step per sample
+    from its own membrane), which trains fully connected and convolutional
+    snnTorch networks alike (``benchmarks/defaults.py``);
+    ``make(delta=0.05)`` fixes the step;
     ``make("atan", alpha=2.0)`` has exactly the expected gradient of
     ``snntorch.surrogate.atan(alpha=2.0)`` (likewise ``"sigmoid"`` and
     ``"fast_sigmoid"`` with ``slope``). Arguments as :class:`LocalZO`.

@@ -84,6 +84,7 @@ def test_gradient_accumulated_over_chunks_equals_the_full_batch(monkeypatch):
     full batch's gradient (with a step computed from the whole batch it did not)."""
     replay = _Replay(spike_reference.draw_abs_z)
     monkeypatch.setattr(spike_reference, "draw_abs_z", replay)
+    torch.manual_seed(0)
     x = torch.rand(6, 16, 12) * 2.0  # [T, B, features]
     with localzo.use_backend("reference"):
         full = _net(localzo.make())
@@ -96,4 +97,5 @@ def test_gradient_accumulated_over_chunks_equals_the_full_batch(monkeypatch):
     for name, p in full.named_parameters():
         q = dict(chunked.named_parameters())[name]
         assert p.grad.abs().sum() > 0, name
-        assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6), name
+        # equal up to the order of float32 sums (chunks against the whole batch)
+        assert (p.grad - q.grad).abs().max() <= 1e-5 * p.grad.abs().max(), name

@@ -67,7 +67,7 @@ def leaky_code_kernel(
     """Code of every entry of ``mem [T, n]`` (``total = T n``): the active
     directions at ``u = mem - thr`` and the reset flag ``mem[t-1] > thr``.
     ``ADAPTIVE``: at ``u / delta_t`` instead, ``delta_t`` of step ``t`` from
-    ``step_ptr [T, dn]`` (``dn`` divides ``n``: per neuron, or 1), divided
+    ``step_ptr [T, dn]`` (laid out like ``mem``: ``dn = n``, one step per entry), divided
     with IEEE rounding as the reference's ``u / delta_t``."""
     DT: tl.constexpr = mem_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
