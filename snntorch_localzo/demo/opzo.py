@@ -80,6 +80,7 @@ def train_opzo(
     batch_size: int = 32,
     lr: float = 1e-3,
     hidden: Sequence[int] = DEFAULT_HIDDEN,
+    beta: float = 0.9,
     device=None,
     data: Optional[SpikeDataset] = None,
     progress: Optional[Callable[[int], None]] = None,
@@ -90,11 +91,19 @@ def train_opzo(
 
     ``torch.manual_seed(seed)`` is set first: every method starts from the
     same weights and sees the batches in the same order. ``method`` is a key
-    of :data:`METHODS` or a ``feedback`` name; ``opzo_options`` go to
+    of :data:`METHODS` or a ``feedback`` name; ``beta`` is the neurons' decay;
+    ``opzo_options`` go to
     :class:`~snntorch_localzo.opzo.OPZO` (``noise_std``, ``momentum``, ...).
 
-    :return: ``{"method", "net", "seed", "test_acc", "s_per_epoch",
-        "test_acc_per_epoch", "epoch_s", "active_frac"}`` (``active_frac``: the
+    Training spikes come from ``data.train_batch`` (fresh at every
+    presentation unless the dataset was made with ``redraw=False``). When
+    ``data`` has a validation split, it is measured after every epoch and the
+    test split once, after the last epoch; otherwise the test split after
+    every epoch.
+
+    :return: ``{"method", "net", "seed", "val_acc", "test_acc", "s_per_epoch",
+        "val_acc_per_epoch", "test_acc_per_epoch", "epoch_s", "active_frac"}``
+        (``val_acc``: None without a validation split; ``active_frac``: the
         fraction of non-zero local gradients with a LocalZO ``local_grad``)
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -105,12 +114,12 @@ def train_opzo(
     if data is None:
         data = spiking_digits(num_steps=num_steps, seed=seed, device=device)
     shape = _images if net == "conv" else (lambda x: x)
-    x_train, x_test = shape(data.x_train), shape(data.x_test)
+    has_val = data.x_val is not None
     torch.manual_seed(seed)
-    model = (conv_net() if net == "conv" else fc_net(hidden)).to(device)
+    model = (conv_net(beta) if net == "conv" else fc_net(hidden, beta)).to(device)
     trainer = OPZO(model, torch.optim.Adam(model.parameters(), lr=lr), local_grad=local_grad,
                    **options).to(device)
-    n_train = x_train.shape[1]
+    n_train = data.x_train.shape[1]
     accs, epoch_s = [], []
     if isinstance(local_grad, LocalZO):
         local_grad.reset_stats()
@@ -121,18 +130,23 @@ def train_opzo(
         order = torch.randperm(n_train, device=device)
         for first in range(0, n_train, batch_size):
             idx = order[first:first + batch_size]
-            trainer.train_step(x_train[:, idx], data.y_train[idx])
+            trainer.train_step(shape(data.train_batch(idx)), data.y_train[idx])
             if progress is not None:
                 progress(1)
         if device.type == "cuda":
             torch.cuda.synchronize()
         epoch_s.append(time.perf_counter() - start)
-        accs.append(trainer.evaluate(x_test, data.y_test))
+        held = (data.x_val, data.y_val) if has_val else (data.x_test, data.y_test)
+        accs.append(trainer.evaluate(shape(held[0]), held[1]))
     active = (local_grad.active_fraction
               if isinstance(local_grad, LocalZO) and local_grad.track else None)
+    test = trainer.evaluate(shape(data.x_test), data.y_test) if has_val else accs[-1]
     return {
-        "method": method, "net": net, "seed": seed, "test_acc": accs[-1],
-        "s_per_epoch": statistics.median(epoch_s), "test_acc_per_epoch": accs,
+        "method": method, "net": net, "seed": seed,
+        "val_acc": accs[-1] if has_val else None, "test_acc": test,
+        "s_per_epoch": statistics.median(epoch_s),
+        "val_acc_per_epoch": accs if has_val else None,
+        "test_acc_per_epoch": None if has_val else accs,
         "epoch_s": epoch_s, "active_frac": active,
     }
 
