@@ -43,14 +43,22 @@ METHODS: Dict[str, dict] = {
 
 
 def fc_net(hidden: Sequence[int] = DEFAULT_HIDDEN, beta: float = 0.9, n_in: int = 64,
-           n_out: int = 10, leaky=snn.Leaky) -> nn.Sequential:
+           n_out: int = 10, leaky=snn.Leaky, gain: float = 1.0) -> nn.Sequential:
     """``n_in - hidden... - n_out``: Linear + Leaky (``init_hidden=True``, snnTorch's
-    default ATan surrogate) per hidden layer, a Linear readout."""
+    default ATan surrogate) per hidden layer, a Linear readout. ``gain`` scales
+    PyTorch's initial weights of the hidden layers (1: PyTorch's default)."""
     layers: List[nn.Module] = []
     for a, b in zip((n_in,) + tuple(hidden), hidden):
-        layers += [nn.Linear(a, b), leaky(beta=beta, init_hidden=True)]
+        layers += [_scaled(nn.Linear(a, b), gain), leaky(beta=beta, init_hidden=True)]
     layers.append(nn.Linear(([n_in] + list(hidden))[-1], n_out))
     return nn.Sequential(*layers)
+
+
+def _scaled(layer: nn.Module, gain: float) -> nn.Module:
+    if gain != 1.0:
+        with torch.no_grad():
+            layer.weight.mul_(gain)
+    return layer
 
 
 def conv_net(beta: float = 0.9, channels: Sequence[int] = (16, 32), n_out: int = 10,
@@ -81,6 +89,7 @@ def train_opzo(
     lr: float = 1e-3,
     hidden: Sequence[int] = DEFAULT_HIDDEN,
     beta: float = 0.9,
+    gain: float = 1.0,
     device=None,
     data: Optional[SpikeDataset] = None,
     progress: Optional[Callable[[int], None]] = None,
@@ -91,7 +100,8 @@ def train_opzo(
 
     ``torch.manual_seed(seed)`` is set first: every method starts from the
     same weights and sees the batches in the same order. ``method`` is a key
-    of :data:`METHODS` or a ``feedback`` name; ``beta`` is the neurons' decay;
+    of :data:`METHODS` or a ``feedback`` name; ``beta`` is the neurons' decay and
+    ``gain`` scales the fc net's initial hidden weights;
     ``opzo_options`` go to
     :class:`~snntorch_localzo.opzo.OPZO` (``noise_std``, ``momentum``, ...).
 
@@ -116,7 +126,7 @@ def train_opzo(
     shape = _images if net == "conv" else (lambda x: x)
     has_val = data.x_val is not None
     torch.manual_seed(seed)
-    model = (conv_net(beta) if net == "conv" else fc_net(hidden, beta)).to(device)
+    model = (conv_net(beta) if net == "conv" else fc_net(hidden, beta, gain=gain)).to(device)
     trainer = OPZO(model, torch.optim.Adam(model.parameters(), lr=lr), local_grad=local_grad,
                    **options).to(device)
     n_train = data.x_train.shape[1]
