@@ -342,7 +342,7 @@ def _peak_of_run(net, method, hidden, data, args, device, local_grad, options) -
     y = data.y_train[:args.batch]
     trainer.train_step(x, y)
     mib = peak_mib(lambda: trainer.train_step(x, y), device)
-    if local_grad is not None:
+    if isinstance(local_grad, localzo.LocalZO):
         local_grad.reset_stats()
     return mib
 

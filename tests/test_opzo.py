@@ -686,6 +686,7 @@ def test_cli_trains_and_prints_a_table(tmp_path, capsys):
     (["--hidden", "12,x"], "--hidden"), (["--device", "tpu"], "--device"),
     (["--net", "resnet"], "--net"), (["--steps", "0"], "--steps"), (["--lr", "0"], "--lr"),
     (["--batch", "-2"], "--batch"), (["--noise", "uniform"], "--noise"),
+    (["--beta", "2"], "--beta"), (["--gain", "0"], "--gain"), (["--slope", "-1"], "--slope"),
     (["--unknown"], "--unknown"),
 ])
 def test_cli_bad_options_end_in_one_line_and_exit_2(argv, option, capsys):

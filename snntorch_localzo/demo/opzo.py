@@ -19,6 +19,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import snntorch as snn
+import snntorch.surrogate as surrogate
 import torch
 import torch.nn as nn
 
@@ -204,17 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="time steps per sample (default 8)")
     p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--noise-std", type=float, default=0.5,
-                   help="noise scale alpha for momentum and zo (default 0.5)")
-    p.add_argument("--momentum", type=float, default=0.9995,
-                   help="momentum lambda of the feedback matrices (default 0.9995)")
+    p.add_argument("--noise-std", type=float, default=0.3,
+                   help="noise scale alpha for momentum and zo (default 0.3)")
+    p.add_argument("--momentum", type=float, default=0.999,
+                   help="momentum lambda of the feedback matrices (default 0.999)")
+    p.add_argument("--beta", type=float, default=0.5, help="neuron decay (default 0.5)")
+    p.add_argument("--gain", type=float, default=3.0,
+                   help="fc net: PyTorch's initial hidden weights times this (default 3)")
+    p.add_argument("--slope", type=float, default=4.0,
+                   help="slope of the sigmoid local factor (default 4)")
     p.add_argument("--noise", default="gaussian", choices=list(NOISES), help="noise law")
     p.add_argument("--no-dual", action="store_true", help="independent noise at every step")
     p.add_argument("--perturb", default="output", choices=["output", "membrane"],
                    help="where the noise goes (default: a layer's output spikes)")
     p.add_argument("--local-grad", default="surrogate", choices=["surrogate", "localzo"],
-                   help="local factor psi: the neurons' ATan surrogate (default) or "
-                        "localzo.make(delta=--delta), sparse")
+                   help="local factor psi: snnTorch's sigmoid surrogate of slope --slope "
+                        "(default) or localzo.make(delta=--delta), sparse")
     p.add_argument("--delta", type=float, default=0.05, help="LocalZO delta (default 0.05)")
     p.add_argument("--update", default="sequence", choices=["sequence", "step"],
                    help="optimizer step after each sequence (default) or each time step")
@@ -248,6 +254,11 @@ def _check(p: argparse.ArgumentParser, args) -> None:
         p.error("argument --noise-std: must be > 0 for momentum and zo (they learn from the noise)")
     if not (0 <= args.momentum < 1):
         p.error(f"argument --momentum: must lie in [0, 1), got {args.momentum}")
+    if not (0 <= args.beta <= 1):
+        p.error(f"argument --beta: must lie in [0, 1], got {args.beta}")
+    for name in ("gain", "slope"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            p.error(f"argument --{name}: must be > 0, got {getattr(args, name)}")
     if not (math.isfinite(args.delta) and args.delta > 0):
         p.error(f"argument --delta: must be > 0, got {args.delta}")
     if args.device == "auto":
@@ -297,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 else "conv 1x8x8-16x8x8-32x4x4-10")
     print(f"OPZO on spike-encoded digits: {net_name} Leaky, T={args.steps}, {args.epochs} epochs, "
           f"batch {args.batch}, Adam {args.lr:g}, alpha={args.noise_std:g}, "
-          f"lambda={args.momentum:g}, device {args.device}, seeds {seeds}", flush=True)
+          f"lambda={args.momentum:g}, beta={args.beta:g}, gain={args.gain:g}, device {args.device}, seeds {seeds}", flush=True)
     rows = []
     for seed in seeds:
         data = spiking_digits(num_steps=args.steps, seed=seed, device=args.device)
@@ -306,9 +317,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data = data._replace(x_train=data.x_train[:, :n], y_train=data.y_train[:n])
         total = args.epochs * batches(data.x_train.shape[1], args.batch)
         for feedback in args.feedback:
-            local_grad = (make(delta=args.delta, track=True)
-                          if args.local_grad == "localzo" else None)
-            name = feedback + ("+localzo" if local_grad is not None else "")
+            local_grad = (make(delta=args.delta, track=True) if args.local_grad == "localzo"
+                          else surrogate.sigmoid(slope=args.slope))
+            name = feedback + ("+localzo" if args.local_grad == "localzo" else "")
             bar, progress = _progress_bar(total, not args.no_progress)
             if bar is not None:
                 bar.set_description(f"seed {seed} {name}")
@@ -317,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row = train_opzo(
                 method=feedback, net=args.net, seed=seed, epochs=args.epochs,
                 num_steps=args.steps, batch_size=args.batch, lr=args.lr, hidden=args.hidden,
-                device=args.device, data=data, progress=progress, local_grad=local_grad,
+                beta=args.beta, gain=args.gain, device=args.device, data=data, progress=progress, local_grad=local_grad,
                 update=args.update, **(noisy if feedback in ("momentum", "zo") else {}),
             )
             row["method"] = name
