@@ -206,6 +206,11 @@ def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="run seeds FIRST..FIRST+N-1 instead (to split a run over processes)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="train nothing: join the rows of these JSON files (same settings but "
+                        "the seeds) into --out, with the table and plot")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the fc net (default 10)")
     p.add_argument("--conv-epochs", type=int, default=10, help="epochs of the conv net (default 10)")
     p.add_argument("--steps", type=int, default=8, help="time steps T (default 8)")
@@ -242,6 +247,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     tag = "cpu" if device.type == "cpu" else device.type
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"opzo_{tag}.json"
     png = Path(args.plot) if args.plot else ROOT / "docs" / "img" / f"opzo_{tag}.png"
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        settings = dict(parts[0]["settings"])
+        settings["seeds"] = sorted(s for part in parts for s in part["settings"]["seeds"])
+        settings["total_min"] = sum(part["settings"].get("total_min", 0) for part in parts)
+        rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["seed"])
+        memory = next((part["memory_vs_T"] for part in parts if part["memory_vs_T"]), [])
+        out.write_text(json.dumps({"settings": settings, "rows": rows,
+                                   "summary": summarize(rows), "memory_vs_T": memory}, indent=1))
+        args.replot = True
     if args.replot:
         saved = json.loads(out.read_text())
         print(format_table(saved["summary"]))
@@ -270,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f"on layer outputs; zo: same noise, momentum 0; opzo_localzo: "
                 f"localzo.make(delta={args.delta:g})",
         "num_steps": args.steps, "epochs": args.epochs, "conv_epochs": args.conv_epochs,
-        "seeds": list(range(args.seeds)), "train_samples": args.train_samples,
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)), "train_samples": args.train_samples,
         "encoding": "fixed" if args.fixed_encoding else "re-drawn per presentation",
         "val_size": args.val_size,
         "evaluation": "val after every epoch (settings chosen on it), test once after the last epoch",
