@@ -50,7 +50,7 @@ from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine  # noqa: E402
+from _common import add_digits_args, digits, digits_settings, machine  # noqa: E402
 
 
 def spike_grads(delta: float) -> Dict[str, Callable]:
@@ -132,10 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=25, help="time steps per sample")
     p.add_argument("--delta", type=float, default=0.008,
                    help="LocalZO delta for normal/uniform/laplace (default 0.008, as the CLI)")
-    p.add_argument("--val-size", type=float, default=0.2,
-                   help="fraction of the training part held out for validation (default 0.2)")
-    p.add_argument("--fixed-encoding", action="store_true",
-                   help="draw the training spikes once instead of at every presentation")
+    add_digits_args(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this spike gradient (a name printed by --list); repeatable")
@@ -174,8 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "optimizer": "Adam lr 2e-3, batch 64",
         "hidden": args.hidden, "num_steps": args.steps, "epochs": args.epochs,
         "seeds": list(range(args.seeds)), "delta": args.delta,
-        "encoding": "fixed" if args.fixed_encoding else "re-drawn per presentation",
-        "val_size": args.val_size,
+        **digits_settings(args),
         "evaluation": "val after every epoch, test once after the last epoch",
         "device": str(device), "machine": machine(device),
         "torch": torch.__version__, "snntorch": snntorch.__version__,
@@ -192,8 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                  device=device, data=spiking_digits(num_steps=args.steps, device=device))
     start = time.perf_counter()
     for seed in settings["seeds"]:
-        data = spiking_digits(num_steps=args.steps, seed=seed, device=device,
-                              redraw=not args.fixed_encoding, val_size=args.val_size)
+        data = digits(args, args.steps, seed, device)
         for name, factory in specs.items():
             results[name].append(train_digits(
                 factory(), name=name, seed=seed, epochs=args.epochs, hidden=args.hidden,
