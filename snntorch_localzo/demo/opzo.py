@@ -3,7 +3,7 @@
 Trains the same snnTorch network with :class:`snntorch_localzo.opzo.OPZO` and
 each spatial credit assignment asked for (``--feedback momentum,backprop,
 random,zo``: OPZO, OTTT's exact online gradient, direct feedback alignment,
-single-point zeroth order), from the same seed, and prints test accuracy and
+zeroth order by node perturbation), from the same seed, and prints test accuracy and
 time per epoch. The networks and the training loop here are also those of
 ``benchmarks/opzo.py`` and tutorial 5.
 """
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--feedback", default="momentum,backprop,random,zo",
                    help="comma-separated from momentum (OPZO), backprop (OTTT), random (DFA), "
-                        "zo (single-point zeroth order); default: all four")
+                        "zo (zeroth order by node perturbation); default: all four")
     p.add_argument("--net", default="fc", choices=["fc", "conv"],
                    help="fc: 64-hidden-10 fully connected (default); conv: small conv net")
     p.add_argument("--hidden", type=_positive_ints, default=list(DEFAULT_HIDDEN),
