@@ -40,7 +40,8 @@ def test_validation_split_is_carved_from_the_training_part():
     split = spiking_digits(num_steps=2, seed=0, val_size=0.2)
     assert full.x_val is None and full.y_val is None
     n_train, n_val = split.x_train.shape[1], split.x_val.shape[1]
-    assert n_train + n_val == full.x_train.shape[1] and n_val == pytest.approx(0.2 * (n_train + n_val), abs=1)
+    assert n_train + n_val == full.x_train.shape[1]
+    assert n_val == pytest.approx(0.2 * (n_train + n_val), abs=1)
     assert torch.equal(split.y_test, full.y_test)  # the test split does not move
     assert split.train_rates.shape == (n_train, 64) and split.y_val.shape == (n_val,)
     assert set(split.y_val.tolist()) == set(range(10))  # stratified
