@@ -1,7 +1,9 @@
-"""What the benchmark scripts share: the name of the machine a result comes from."""
+"""What the benchmark scripts share: the name of the machine a result comes
+from, and the digits' encoding and validation options."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 from typing import Optional
 
@@ -104,3 +106,25 @@ class TritonLaunches:
             cls.run = run
         self._saved = []
         return False
+
+
+def add_digits_args(p: argparse.ArgumentParser) -> None:
+    """``--val-size`` and ``--fixed-encoding`` for :func:`digits`."""
+    p.add_argument("--val-size", type=float, default=0.2,
+                   help="fraction of the training part held out for validation (default 0.2)")
+    p.add_argument("--fixed-encoding", action="store_true",
+                   help="draw the training spikes once instead of at every presentation")
+
+
+def digits(args: argparse.Namespace, num_steps: int, seed: int, device):
+    """``spiking_digits`` with the options of :func:`add_digits_args`."""
+    from snntorch_localzo.demo.data import spiking_digits
+
+    return spiking_digits(num_steps=num_steps, seed=seed, device=device,
+                          redraw=not args.fixed_encoding, val_size=args.val_size)
+
+
+def digits_settings(args: argparse.Namespace) -> dict:
+    """The JSON settings that :func:`digits` adds."""
+    return {"encoding": "fixed" if args.fixed_encoding else "re-drawn per presentation",
+            "val_size": args.val_size}

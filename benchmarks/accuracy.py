@@ -9,10 +9,16 @@ spike gradient below, for several seeds, on the CPU by default:
                           the sigmoid twin make("sigmoid") (slope 25, same expected
                           gradient as snnTorch's sigmoid())
 
-and reports, per spike gradient, test accuracy after the last epoch (mean and
-standard deviation over seeds), the fraction of non-zero spike gradients in
+and reports, per spike gradient, validation and test accuracy after the
+last epoch (mean and standard deviation over seeds), the fraction of non-zero spike gradients in
 backward (epochs 2 and later; the first epoch is left out because the network
 starts from silence), and the median training time per epoch.
+
+Training spikes are re-drawn at every presentation (snnTorch's convention;
+``--fixed-encoding``: drawn once). A validation split (``--val-size`` of the
+training part, stratified) is measured after every epoch; the test split is
+evaluated once per run, after the last epoch. Nothing is selected here: every
+spike gradient runs at snnTorch's defaults or the CLI's delta.
 
     python benchmarks/accuracy.py                        # 5 seeds, 15 epochs, CPU
     python benchmarks/accuracy.py --seeds 2 --epochs 3   # quicker look
@@ -44,7 +50,7 @@ from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine  # noqa: E402
+from _common import add_digits_args, digits, digits_settings, machine  # noqa: E402
 
 
 def spike_grads(delta: float) -> Dict[str, Callable]:
@@ -83,10 +89,12 @@ def summary(runs: List[RunResult]) -> Dict:
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
     acc = mean_std([r.final_acc for r in runs])
+    val = mean_std([r.val_acc[-1] for r in runs]) if all(r.val_acc for r in runs) else (None, None)
     active = mean_std([statistics.mean(r.active_frac[1:] or r.active_frac) for r in runs])
     sec = mean_std([statistics.median(r.epoch_s) for r in runs])
     return {
         "name": runs[0].name,
+        "val_acc_mean": val[0], "val_acc_std": val[1],
         "test_acc_mean": acc[0], "test_acc_std": acc[1],
         "active_frac_mean": active[0], "active_frac_std": active[1],
         "active_frac_max": max(max(r.active_frac[1:] or r.active_frac) for r in runs),
@@ -124,6 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=25, help="time steps per sample")
     p.add_argument("--delta", type=float, default=0.008,
                    help="LocalZO delta for normal/uniform/laplace (default 0.008, as the CLI)")
+    add_digits_args(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this spike gradient (a name printed by --list); repeatable")
@@ -162,6 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "optimizer": "Adam lr 2e-3, batch 64",
         "hidden": args.hidden, "num_steps": args.steps, "epochs": args.epochs,
         "seeds": list(range(args.seeds)), "delta": args.delta,
+        **digits_settings(args),
+        "evaluation": "val after every epoch, test once after the last epoch",
         "device": str(device), "machine": machine(device),
         "torch": torch.__version__, "snntorch": snntorch.__version__,
     }
@@ -177,14 +188,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                  device=device, data=spiking_digits(num_steps=args.steps, device=device))
     start = time.perf_counter()
     for seed in settings["seeds"]:
-        data = spiking_digits(num_steps=args.steps, seed=seed, device=device)
+        data = digits(args, args.steps, seed, device)
         for name, factory in specs.items():
             results[name].append(train_digits(
                 factory(), name=name, seed=seed, epochs=args.epochs, hidden=args.hidden,
                 num_steps=args.steps, device=device, data=data,
             ))
             r = results[name][-1]
-            print(f"  seed {seed} {name}: {100 * r.final_acc:.2f}%", flush=True)
+            val = f"val {100 * r.val_acc[-1]:.2f}%, " if r.val_acc else ""
+            print(f"  seed {seed} {name}: {val}test {100 * r.final_acc:.2f}%", flush=True)
     print()
     print(format_table(list(results.values())))
     print(f"\n(total {time.perf_counter() - start:.0f} s)")

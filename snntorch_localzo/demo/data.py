@@ -8,7 +8,7 @@ tonic's N-MNIST format.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -39,12 +39,38 @@ def _digits_split(test_size: float, purpose: str):
 
 
 class SpikeDataset(NamedTuple):
-    """Spike trains ``[T, N, features]`` and labels ``[N]`` for train and test."""
+    """Spike trains ``[T, N, features]`` and labels ``[N]`` for train and test,
+    and optionally a validation split and the training firing probabilities.
+
+    ``x_train`` holds one draw of the training spikes. When ``train_rates``
+    (``[N, features]``, probabilities) is set, :meth:`train_batch` draws fresh
+    spikes at every call (snnTorch's convention: ``spikegen.rate`` inside the
+    training loop, so every epoch sees new spikes); otherwise it returns the
+    fixed ``x_train``. Validation and test spikes are drawn once (evaluation
+    is reproducible).
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: Optional[torch.Tensor] = None
+    y_val: Optional[torch.Tensor] = None
+    train_rates: Optional[torch.Tensor] = None
+
+    @property
+    def num_steps(self) -> int:
+        return self.x_train.shape[0]
+
+    def train_batch(self, idx: torch.Tensor, generator: Optional[torch.Generator] = None
+                    ) -> torch.Tensor:
+        """Training spikes ``[T, len(idx), ...]`` of samples ``idx``: a fresh
+        Bernoulli draw from ``train_rates`` (torch's default generator unless
+        ``generator`` is given, so ``torch.manual_seed`` makes it reproducible),
+        or the fixed ``x_train[:, idx]`` when the dataset has no rates."""
+        if self.train_rates is None:
+            return self.x_train[:, idx]
+        return rate_encode(self.train_rates[idx], self.num_steps, generator)
 
 
 def rate_encode(
@@ -57,29 +83,62 @@ def rate_encode(
 
 
 def spiking_digits(
-    num_steps: int = 25, seed: int = 0, test_size: float = 0.2, device=None
+    num_steps: int = 25,
+    seed: int = 0,
+    test_size: float = 0.2,
+    device=None,
+    *,
+    redraw: bool = True,
+    val_size: float = 0.0,
 ) -> SpikeDataset:
     """scikit-learn's digits, rate-encoded into ``num_steps`` steps.
 
-    The train/test split is fixed (stratified, ``random_state=0``); ``seed``
-    only changes the spike trains drawn from the pixel intensities.
+    The train/test split is fixed (stratified, ``random_state=0``). With
+    ``val_size > 0`` a stratified validation split (``random_state=0``) is
+    carved from the training part, for choosing settings without the test
+    split. ``seed`` only changes the spike trains drawn from the pixel
+    intensities.
 
     :param num_steps: number of time steps. Defaults to 25
-    :param seed: seed of the Bernoulli encoding. Defaults to 0
+    :param seed: seed of the Bernoulli encoding of ``x_train``, ``x_val`` and
+        ``x_test``. Defaults to 0
     :param test_size: fraction held out for testing. Defaults to 0.2
     :param device: where the tensors are put. Defaults to CPU
+    :param redraw: keep the training intensities (``train_rates``) so that
+        :meth:`SpikeDataset.train_batch` draws fresh spikes at every
+        presentation (snnTorch's convention); False: the spike trains of
+        ``x_train`` are drawn once and every epoch sees the same ones (for
+        studies that need a fixed encoding). Defaults to True
+    :param val_size: fraction of the training part held out for validation,
+        in [0, 1). Defaults to 0 (no validation split)
     """
+    if not isinstance(redraw, bool):
+        raise TypeError(f"`redraw` must be a bool, got {type(redraw).__name__}")
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) \
+            or not 0.0 <= val_size < 1.0:
+        raise ValueError(f"`val_size` must be a fraction in [0, 1), got {val_size!r}")
     X_tr, X_te, y_tr, y_te = _digits_split(test_size, "the digits demo")
+    X_val = y_val = None
+    if val_size > 0:
+        from sklearn.model_selection import train_test_split
+
+        X_tr, X_val, y_tr, y_val = train_test_split(
+            X_tr, y_tr, test_size=val_size, random_state=0, stratify=y_tr)
     gen = torch.Generator().manual_seed(seed)
 
+    def rates(X):
+        return torch.tensor(X, dtype=torch.float32) / 16.0
+
     def encode(X):
-        return rate_encode(torch.tensor(X, dtype=torch.float32) / 16.0, num_steps, gen)
+        return None if X is None else rate_encode(rates(X), num_steps, gen).to(device)
+
+    def labels(y):
+        return None if y is None else torch.tensor(y).to(device)
 
     return SpikeDataset(
-        encode(X_tr).to(device),
-        torch.tensor(y_tr).to(device),
-        encode(X_te).to(device),
-        torch.tensor(y_te).to(device),
+        encode(X_tr), labels(y_tr), encode(X_te), labels(y_te),
+        x_val=encode(X_val), y_val=labels(y_val),
+        train_rates=rates(X_tr).to(device) if redraw else None,
     )
 
 

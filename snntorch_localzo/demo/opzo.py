@@ -3,7 +3,7 @@
 Trains the same snnTorch network with :class:`snntorch_localzo.opzo.OPZO` and
 each spatial credit assignment asked for (``--feedback momentum,backprop,
 random,zo``: OPZO, OTTT's exact online gradient, direct feedback alignment,
-single-point zeroth order), from the same seed, and prints test accuracy and
+zeroth order by node perturbation), from the same seed, and prints test accuracy and
 time per epoch. The networks and the training loop here are also those of
 ``benchmarks/opzo.py`` and tutorial 5.
 """
@@ -19,6 +19,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import snntorch as snn
+import snntorch.surrogate as surrogate
 import torch
 import torch.nn as nn
 
@@ -44,14 +45,22 @@ METHODS: Dict[str, dict] = {
 
 
 def fc_net(hidden: Sequence[int] = DEFAULT_HIDDEN, beta: float = 0.9, n_in: int = 64,
-           n_out: int = 10, leaky=snn.Leaky) -> nn.Sequential:
+           n_out: int = 10, leaky=snn.Leaky, gain: float = 1.0) -> nn.Sequential:
     """``n_in - hidden... - n_out``: Linear + Leaky (``init_hidden=True``, snnTorch's
-    default ATan surrogate) per hidden layer, a Linear readout."""
+    default ATan surrogate) per hidden layer, a Linear readout. ``gain`` scales
+    PyTorch's initial weights of the hidden layers (1: PyTorch's default)."""
     layers: List[nn.Module] = []
     for a, b in zip((n_in,) + tuple(hidden), hidden):
-        layers += [nn.Linear(a, b), leaky(beta=beta, init_hidden=True)]
+        layers += [_scaled(nn.Linear(a, b), gain), leaky(beta=beta, init_hidden=True)]
     layers.append(nn.Linear(([n_in] + list(hidden))[-1], n_out))
     return nn.Sequential(*layers)
+
+
+def _scaled(layer: nn.Module, gain: float) -> nn.Module:
+    if gain != 1.0:
+        with torch.no_grad():
+            layer.weight.mul_(gain)
+    return layer
 
 
 def conv_net(beta: float = 0.9, channels: Sequence[int] = (16, 32), n_out: int = 10,
@@ -81,6 +90,8 @@ def train_opzo(
     batch_size: int = 32,
     lr: float = 1e-3,
     hidden: Sequence[int] = DEFAULT_HIDDEN,
+    beta: float = 0.9,
+    gain: float = 1.0,
     device=None,
     data: Optional[SpikeDataset] = None,
     progress: Optional[Callable[[int], None]] = None,
@@ -91,11 +102,20 @@ def train_opzo(
 
     ``torch.manual_seed(seed)`` is set first: every method starts from the
     same weights and sees the batches in the same order. ``method`` is a key
-    of :data:`METHODS` or a ``feedback`` name; ``opzo_options`` go to
+    of :data:`METHODS` or a ``feedback`` name; ``beta`` is the neurons' decay and
+    ``gain`` scales the fc net's initial hidden weights;
+    ``opzo_options`` go to
     :class:`~snntorch_localzo.opzo.OPZO` (``noise_std``, ``momentum``, ...).
 
-    :return: ``{"method", "net", "seed", "test_acc", "s_per_epoch",
-        "test_acc_per_epoch", "epoch_s", "active_frac"}`` (``active_frac``: the
+    Training spikes come from ``data.train_batch`` (fresh at every
+    presentation unless the dataset was made with ``redraw=False``). When
+    ``data`` has a validation split, it is measured after every epoch and the
+    test split once, after the last epoch; otherwise the test split after
+    every epoch.
+
+    :return: ``{"method", "net", "seed", "val_acc", "test_acc", "s_per_epoch",
+        "val_acc_per_epoch", "test_acc_per_epoch", "epoch_s", "active_frac"}``
+        (``val_acc``: None without a validation split; ``active_frac``: the
         fraction of non-zero local gradients with a LocalZO ``local_grad``)
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -106,12 +126,12 @@ def train_opzo(
     if data is None:
         data = spiking_digits(num_steps=num_steps, seed=seed, device=device)
     shape = _images if net == "conv" else (lambda x: x)
-    x_train, x_test = shape(data.x_train), shape(data.x_test)
+    has_val = data.x_val is not None
     torch.manual_seed(seed)
-    model = (conv_net() if net == "conv" else fc_net(hidden)).to(device)
+    model = (conv_net(beta) if net == "conv" else fc_net(hidden, beta, gain=gain)).to(device)
     trainer = OPZO(model, torch.optim.Adam(model.parameters(), lr=lr), local_grad=local_grad,
                    **options).to(device)
-    n_train = x_train.shape[1]
+    n_train = data.x_train.shape[1]
     accs, epoch_s = [], []
     if isinstance(local_grad, LocalZO):
         local_grad.reset_stats()
@@ -122,18 +142,23 @@ def train_opzo(
         order = torch.randperm(n_train, device=device)
         for first in range(0, n_train, batch_size):
             idx = order[first:first + batch_size]
-            trainer.train_step(x_train[:, idx], data.y_train[idx])
+            trainer.train_step(shape(data.train_batch(idx)), data.y_train[idx])
             if progress is not None:
                 progress(1)
         if device.type == "cuda":
             torch.cuda.synchronize()
         epoch_s.append(time.perf_counter() - start)
-        accs.append(trainer.evaluate(x_test, data.y_test))
+        held = (data.x_val, data.y_val) if has_val else (data.x_test, data.y_test)
+        accs.append(trainer.evaluate(shape(held[0]), held[1]))
     active = (local_grad.active_fraction
               if isinstance(local_grad, LocalZO) and local_grad.track else None)
+    test = trainer.evaluate(shape(data.x_test), data.y_test) if has_val else accs[-1]
     return {
-        "method": method, "net": net, "seed": seed, "test_acc": accs[-1],
-        "s_per_epoch": statistics.median(epoch_s), "test_acc_per_epoch": accs,
+        "method": method, "net": net, "seed": seed,
+        "val_acc": accs[-1] if has_val else None, "test_acc": test,
+        "s_per_epoch": statistics.median(epoch_s),
+        "val_acc_per_epoch": accs if has_val else None,
+        "test_acc_per_epoch": None if has_val else accs,
         "epoch_s": epoch_s, "active_frac": active,
     }
 
@@ -165,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--feedback", default="momentum,backprop,random,zo",
                    help="comma-separated from momentum (OPZO), backprop (OTTT), random (DFA), "
-                        "zo (single-point zeroth order); default: all four")
+                        "zo (zeroth order by node perturbation); default: all four")
     p.add_argument("--net", default="fc", choices=["fc", "conv"],
                    help="fc: 64-hidden-10 fully connected (default); conv: small conv net")
     p.add_argument("--hidden", type=_positive_ints, default=list(DEFAULT_HIDDEN),
@@ -174,17 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="time steps per sample (default 8)")
     p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--noise-std", type=float, default=0.5,
-                   help="noise scale alpha for momentum and zo (default 0.5)")
-    p.add_argument("--momentum", type=float, default=0.9995,
-                   help="momentum lambda of the feedback matrices (default 0.9995)")
+    p.add_argument("--noise-std", type=float, default=0.3,
+                   help="noise scale alpha for momentum and zo (default 0.3)")
+    p.add_argument("--momentum", type=float, default=0.999,
+                   help="momentum lambda of the feedback matrices (default 0.999)")
+    p.add_argument("--beta", type=float, default=0.5, help="neuron decay (default 0.5)")
+    p.add_argument("--gain", type=float, default=3.0,
+                   help="fc net: PyTorch's initial hidden weights times this (default 3)")
+    p.add_argument("--slope", type=float, default=4.0,
+                   help="slope of the sigmoid local factor (default 4)")
     p.add_argument("--noise", default="gaussian", choices=list(NOISES), help="noise law")
     p.add_argument("--no-dual", action="store_true", help="independent noise at every step")
     p.add_argument("--perturb", default="output", choices=["output", "membrane"],
                    help="where the noise goes (default: a layer's output spikes)")
     p.add_argument("--local-grad", default="surrogate", choices=["surrogate", "localzo"],
-                   help="local factor psi: the neurons' ATan surrogate (default) or "
-                        "localzo.make(delta=--delta), sparse")
+                   help="local factor psi: snnTorch's sigmoid surrogate of slope --slope "
+                        "(default) or localzo.make(delta=--delta), sparse")
     p.add_argument("--delta", type=float, default=0.05, help="LocalZO delta (default 0.05)")
     p.add_argument("--update", default="sequence", choices=["sequence", "step"],
                    help="optimizer step after each sequence (default) or each time step")
@@ -219,6 +249,11 @@ def _check(p: argparse.ArgumentParser, args) -> None:
         p.error("argument --noise-std: must be > 0 for momentum and zo (they learn from the noise)")
     if not (0 <= args.momentum < 1):
         p.error(f"argument --momentum: must lie in [0, 1), got {args.momentum}")
+    if not (0 <= args.beta <= 1):
+        p.error(f"argument --beta: must lie in [0, 1], got {args.beta}")
+    for name in ("gain", "slope"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            p.error(f"argument --{name}: must be > 0, got {getattr(args, name)}")
     if not (math.isfinite(args.delta) and args.delta > 0):
         p.error(f"argument --delta: must be > 0, got {args.delta}")
     if args.device == "auto":
@@ -269,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"OPZO on spike-encoded digits: {net_name} Leaky, T={args.steps}, "
           f"{plural(args.epochs, 'epoch')}, "
           f"batch {args.batch}, Adam {args.lr:g}, alpha={args.noise_std:g}, "
-          f"lambda={args.momentum:g}, device {args.device}, seeds {seeds}", flush=True)
+          f"lambda={args.momentum:g}, beta={args.beta:g}, gain={args.gain:g}, device {args.device}, seeds {seeds}", flush=True)
     rows = []
     for seed in seeds:
         data = spiking_digits(num_steps=args.steps, seed=seed, device=args.device)
@@ -278,9 +313,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data = data._replace(x_train=data.x_train[:, :n], y_train=data.y_train[:n])
         total = args.epochs * batches(data.x_train.shape[1], args.batch)
         for feedback in args.feedback:
-            local_grad = (make(delta=args.delta, track=True)
-                          if args.local_grad == "localzo" else None)
-            name = feedback + ("+localzo" if local_grad is not None else "")
+            local_grad = (make(delta=args.delta, track=True) if args.local_grad == "localzo"
+                          else surrogate.sigmoid(slope=args.slope))
+            name = feedback + ("+localzo" if args.local_grad == "localzo" else "")
             bar, progress = _progress_bar(total, not args.no_progress)
             if bar is not None:
                 bar.set_description(f"seed {seed} {name}")
@@ -289,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row = train_opzo(
                 method=feedback, net=args.net, seed=seed, epochs=args.epochs,
                 num_steps=args.steps, batch_size=args.batch, lr=args.lr, hidden=args.hidden,
-                device=args.device, data=data, progress=progress, local_grad=local_grad,
+                beta=args.beta, gain=args.gain, device=args.device, data=data, progress=progress, local_grad=local_grad,
                 update=args.update, **(noisy if feedback in ("momentum", "zo") else {}),
             )
             row["method"] = name

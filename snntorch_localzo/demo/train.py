@@ -47,7 +47,9 @@ class RunResult:
 
     name: str
     seed: int
-    test_acc: List[float] = field(default_factory=list)  # after each epoch
+    #: after each epoch; with a validation split, once after the last epoch
+    test_acc: List[float] = field(default_factory=list)
+    val_acc: List[float] = field(default_factory=list)  # after each epoch, when measured
     active_frac: List[float] = field(default_factory=list)  # backward, per epoch
     epoch_s: List[float] = field(default_factory=list)  # training time per epoch
 
@@ -81,7 +83,11 @@ def train_digits(
 
     ``torch.manual_seed(seed)`` is set first, so two runs with the same seed
     start from the same weights and see batches in the same order.
-    ``progress`` is an optional callable advanced by one per batch.
+    ``progress`` is an optional callable advanced by one per batch. Training
+    spikes come from ``data.train_batch`` (fresh at every presentation unless
+    the dataset was made with ``redraw=False``). When ``data`` has a
+    validation split, it is measured after every epoch and the test split
+    once, after the last epoch; otherwise the test split after every epoch.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if data is None:
@@ -103,7 +109,7 @@ def train_digits(
         order = torch.randperm(n_train, device=device)
         for first in range(0, n_train, batch_size):
             idx = order[first : first + batch_size]
-            mem = net(data.x_train[:, idx])
+            mem = net(data.train_batch(idx))
             loss = loss_fn(mem.mean(0), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,10 +121,18 @@ def train_digits(
         result.epoch_s.append(time.perf_counter() - start)
         result.active_frac.append(meter.fraction if meter is not None else float("nan"))
         net.eval()
-        with torch.no_grad():
-            pred = net(data.x_test).mean(0).argmax(1)
-            result.test_acc.append((pred == data.y_test).float().mean().item())
+        if data.x_val is not None:
+            result.val_acc.append(_accuracy(net, data.x_val, data.y_val))
+        else:
+            result.test_acc.append(_accuracy(net, data.x_test, data.y_test))
+    if data.x_val is not None:
+        result.test_acc.append(_accuracy(net, data.x_test, data.y_test))
     return result
+
+
+@torch.no_grad()
+def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (net(x).mean(0).argmax(1) == y).float().mean().item()
 
 
 def batches_per_epoch(n_train: int, batch_size: int) -> int:

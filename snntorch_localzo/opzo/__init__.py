@@ -8,7 +8,7 @@ exact loss gradient at the output carried down by momentum feedback matrices
 estimated from that noise, and the online three-factor update of OTTT: no
 backward pass through the layers, no autograd graph, memory constant in the
 sequence length. Baselines in the same trainer: ``feedback="random"`` (direct
-feedback alignment), ``"zo"`` (single-point zeroth order), ``"backprop"``
+feedback alignment), ``"zo"`` (zeroth order by node perturbation), ``"backprop"``
 (OTTT's exact online spatial gradient).
 
 Example::

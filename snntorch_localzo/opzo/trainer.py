@@ -10,7 +10,10 @@ momentum feedback matrices ``M_l <- lam M_l + (1 - lam) mean_b(z_l o~^T) / alpha
 estimate the data-averaged transpose Jacobian of the output with respect to
 layer ``l`` and carry ``e`` straight down, ``g_l = M_l e``. The weights get the
 online three-factor update of OTTT, ``dW_l += (g_l * psi(u_l))^T a_hat_{l-1}``
-with the presynaptic trace ``a_hat[t] = beta a_hat[t-1] + s[t]``.
+with the presynaptic trace ``a_hat[t] = beta a_hat[t-1] + s[t]``. With the
+noise in the input current (``perturb="membrane"``) ``M_l`` already estimates
+the Jacobian with respect to the membrane, through the spike, so ``psi`` is
+not applied again: ``dW_l += g_l^T a_hat_{l-1}``.
 
 No autograd graph is built (the ``"backprop"`` baseline uses autograd on one
 step at a time) and the state kept is a fixed set of tensors per layer, so
@@ -96,12 +99,15 @@ class OPZO(nn.Module):
     :param optimizer: steps the network's parameters after each sequence (or
         each step, ``update="step"``); None: :meth:`train_step` only fills
         ``.grad``.
-    :param feedback: ``"momentum"`` (OPZO), ``"random"`` (direct feedback
-        alignment: fixed random ``M_l``), ``"zo"`` (single-point pseudo zeroth
-        order: ``M_l = mean_b(z_l o~^T) / alpha`` of the current step only, no
-        momentum) or ``"backprop"`` (OTTT: the exact spatial gradient through
-        the layers at each step, autograd on one step). Noise is injected only
-        for ``"momentum"`` and ``"zo"``, which estimate from it.
+    :param feedback: ``"momentum"`` (OPZO; ``momentum=0`` gives the
+        single-step pseudo zeroth-order estimate ``M_l = mean_b(z_l o~^T) /
+        alpha``), ``"random"`` (direct feedback alignment: fixed random
+        ``M_l``), ``"zo"`` (zeroth order by node perturbation: each sample also
+        runs noise-free, and a layer's error is ``(L(o~) - L(o)) z_l / alpha``
+        from the scalar loss change alone; twice the forward work) or
+        ``"backprop"`` (OTTT: the exact spatial gradient through the layers at
+        each step, autograd on one step). Noise is injected only for
+        ``"momentum"`` and ``"zo"``, which estimate from it.
     :param noise_std: ``alpha``, the noise scale. With ``"momentum"``, 0 freezes
         the feedback matrices (no noise, no estimate). Defaults to 0.1
     :param momentum: ``lam`` of the feedback matrices, in [0, 1). Defaults to 0.999
@@ -165,6 +171,14 @@ class OPZO(nn.Module):
                 "noise_std=0 freezes OPZO's feedback matrices (no noise, no estimate): the hidden "
                 "layers learn only through the M they hold (zero unless loaded)", stacklevel=2,
             )
+        # membrane noise: the estimate is already with respect to the membrane
+        self._through_spike = perturb == "membrane" and feedback in ("momentum", "zo")
+        if self._through_spike and local_grad is not None:
+            warnings.warn(
+                f"local_grad is not used with perturb='membrane' and feedback={feedback!r}: "
+                "the noise in the input current already gives the derivative through the "
+                "spike", stacklevel=2,
+            )
         self.net = net
         self.optimizer = optimizer
         self.generator = generator
@@ -180,7 +194,7 @@ class OPZO(nn.Module):
         for k, blk in enumerate(self.blocks):
             self.register_buffer(f"feedback_{k}", torch.zeros(0))
             n = self._known_width(blk)
-            if n is not None and feedback != "backprop":
+            if n is not None and feedback in ("momentum", "random"):
                 self._materialize(k, n)
         #: time steps whose noise has updated the feedback matrices
         self.register_buffer("feedback_steps", torch.zeros((), dtype=torch.long))
@@ -291,6 +305,7 @@ class OPZO(nn.Module):
         self._z: List[Optional[torch.Tensor]] = [None] * n
         self._spk: List[Optional[torch.Tensor]] = [None] * n
         self._mem: List[Optional[torch.Tensor]] = [None] * n
+        self._clean: Optional[int] = None  # "zo": the first rows of the batch run noise-free
 
     def _trace(self, i: int, inp: torch.Tensor, beta: float) -> None:
         """``a_hat <- beta a_hat + inp`` (in place); the bias's trace likewise with input 1."""
@@ -300,6 +315,14 @@ class OPZO(nn.Module):
         else:
             tr.mul_(beta).add_(inp)
         self._bias_traces[i] = beta * self._bias_traces[i] + 1.0
+
+    def _noise(self, k: int, like: torch.Tensor) -> torch.Tensor:
+        """Layer ``k``'s directions of this step (zero on ``"zo"``'s noise-free copies)."""
+        z = self._streams[k].next(like)
+        if self._clean is not None:
+            z[:self._clean].zero_()
+        self._z[k] = z
+        return z
 
     def _forward_step(self, x_t: torch.Tensor, noisy: bool, learn: bool) -> torch.Tensor:
         """One time step through the network; returns the readout ``o~``."""
@@ -312,8 +335,7 @@ class OPZO(nn.Module):
                 self._trace(k, inp_clean, blk.beta)
             cur = blk.apply_weight_post(inp, self._post_shapes[k])
             if noisy and self.perturb == "membrane":
-                z = self._streams[k].next(cur)
-                self._z[k] = z
+                z = self._noise(k, cur)
                 cur = cur + alpha * z
             out = blk.neuron(cur)
             spk = out[0] if isinstance(out, tuple) else out
@@ -322,8 +344,7 @@ class OPZO(nn.Module):
                 self._mem[k] = neuron_state(blk.neuron)
             h = h_clean = spk
             if noisy and self.perturb == "output":
-                z = self._streams[k].next(spk)
-                self._z[k] = z
+                z = self._noise(k, spk)
                 h = spk + alpha * z
         inp = self.readout.apply_pre(h)
         if learn:
@@ -342,14 +363,44 @@ class OPZO(nn.Module):
         diff = o - onehot
         return 0.5 * diff.pow(2).sum(1), diff
 
-    def _psi(self, k: int) -> torch.Tensor:
+    def _psi(self, k: int, rows=slice(None)) -> torch.Tensor:
         lif = self.blocks[k].neuron
-        psi = local_derivative(self.local_grads[k], self._mem[k] - lif.threshold)
+        psi = local_derivative(self.local_grads[k], self._mem[k][rows] - lif.threshold)
         factor = self._psi_scale[k]
         return psi if factor is None else psi * factor.to(psi.device)
 
+    def _hidden_update(self, k: int, g: torch.Tensor, grads, rows=slice(None)) -> None:
+        """Layer ``k``'s three-factor update for the error ``g`` at its spikes (at
+        its membrane with membrane noise, where the estimate already went through
+        the spike: no ``psi`` then), on the batch ``rows``."""
+        blk = self.blocks[k]
+        like = self._spk[k][rows]
+        g = g.reshape(like.shape).to(like.dtype)
+        delta_u = g if self._through_spike else g * self._psi(k, rows)
+        shapes = self._post_shapes[k]
+        if rows != slice(None):
+            shapes = [(like.shape[0],) + tuple(sh[1:]) for sh in shapes]
+        delta_w = blk.post_adjoint(delta_u, shapes)
+        blk.add_weight_grad(grads[k], self._traces[k][rows], delta_w, self._bias_traces[k])
+
+    def _node_perturbation(self, loss_b: torch.Tensor, e: torch.Tensor, scale: float,
+                           grads) -> None:
+        """``"zo"``: rows ``[:B]`` ran noise-free, rows ``[B:]`` the same samples
+        with noise; the update uses the noisy rows, each layer's error from the
+        scalar loss change only, ``(L(o~) - L(o)) z_l / alpha``."""
+        half = self._clean
+        noisy = slice(half, None)
+        n = len(self.blocks)
+        self.readout.add_weight_grad(grads[n], self._traces[n][noisy], e[noisy], 1.0)
+        change = (loss_b[noisy] - loss_b[:half]).mul_(scale / self.noise_std)
+        for k in range(n):
+            z = self._z[k][noisy]
+            g = change.reshape((-1,) + (1,) * (z.dim() - 1)).to(z.dtype) * z
+            self._hidden_update(k, g, grads, noisy)
+
     def _learn_step(self, o: torch.Tensor, e: torch.Tensor, grads) -> None:
-        """Adds this step's three-factor updates to ``grads`` (``e`` already scaled)."""
+        """Adds this step's three-factor updates to ``grads`` (``e`` already scaled;
+        ``"zo"`` goes to :meth:`_node_perturbation` instead)."""
         n = len(self.blocks)
         ro = self.readout
         ro.add_weight_grad(grads[n], self._traces[n], e, 1.0)
@@ -366,20 +417,15 @@ class OPZO(nn.Module):
                 if k > 0:
                     g = self._vjp(blk, self._spk[k - 1], delta_u, post=True)
             return
-        noisy = self.noise_std > 0
-        for k, blk in enumerate(self.blocks):
-            like = self._spk[k]
+        noisy = fb == "momentum" and self.noise_std > 0
+        for k in range(n):
             M = getattr(self, f"feedback_{k}")
             if M.numel() == 0:
-                M = self._materialize(k, like[0].numel())
-            if fb != "random" and noisy:  # "zo": the current step's estimate alone
-                momentum_update(M, self._z[k], o, self.noise_std,
-                                self.momentum if fb == "momentum" else 0.0)
-            g = (e.to(M.dtype) @ M.t()).reshape(like.shape)
-            delta_u = g.to(like.dtype) * self._psi(k)
-            delta_w = blk.post_adjoint(delta_u, self._post_shapes[k])
-            blk.add_weight_grad(grads[k], self._traces[k], delta_w, self._bias_traces[k])
-        if fb != "random" and noisy:
+                M = self._materialize(k, self._spk[k][0].numel())
+            if noisy:
+                momentum_update(M, self._z[k], o, self.noise_std, self.momentum)
+            self._hidden_update(k, e.to(M.dtype) @ M.t(), grads)
+        if noisy:
             self.feedback_steps.add_(1)
 
     @staticmethod
@@ -430,17 +476,28 @@ class OPZO(nn.Module):
         noisy = self.feedback in ("momentum", "zo") and self.noise_std > 0
         per_step = self.update == "step"
         scale = 1.0 / batch if per_step else 1.0 / (batch * steps)
+        node = self.feedback == "zo"
+        if node:  # each sample twice: noise-free rows first, then noisy rows
+            x_seq, y_all = torch.cat([x_seq, x_seq], 1), torch.cat([y, y])
+        else:
+            y_all = y
         with torch.no_grad():
             self._start()
+            if node:
+                self._clean = batch
             grads = self._zero_grads()
             loss_sum = torch.zeros((), device=x_seq.device)
             out_sum = None
             for t in range(steps):
                 o = self._forward_step(x_seq[t], noisy, learn=True)
-                loss_b, e = self._loss_grad(o, y)
-                loss_sum += loss_b.mean()
-                out_sum = o.float() if out_sum is None else out_sum.add_(o)
-                self._learn_step(o, e.mul_(scale), grads)
+                loss_b, e = self._loss_grad(o, y_all)
+                loss_sum += loss_b[:batch].mean()
+                seen = o[:batch].float()
+                out_sum = seen if out_sum is None else out_sum.add_(seen)
+                if node:
+                    self._node_perturbation(loss_b, e.mul_(scale), scale, grads)
+                else:
+                    self._learn_step(o, e.mul_(scale), grads)
                 if per_step:
                     self._publish(grads)
                     self.optimizer.step()
@@ -459,6 +516,7 @@ class OPZO(nn.Module):
         self._z = [None] * n
         self._spk = [None] * n
         self._mem = [None] * n
+        self._clean = None
 
     @torch.no_grad()
     def predict(self, x_seq: torch.Tensor) -> torch.Tensor:
