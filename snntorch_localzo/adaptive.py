@@ -27,7 +27,7 @@ The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
 ``b`` with its ``n`` entries:
 
 1. *band*: :math:`q_b(ρ)`, the distance to threshold of the sample's
-   :math:`\\lceil ρ n\\rfloor`-th nearest entry, and
+   :math:`\\mathrm{round}(ρ n)`-th nearest entry (at least the first), and
    :math:`δ_b = q_b(ρ_b) / \\mathrm{med}|z|`: the sample's nearest
    :math:`ρ_b n` entries lie in the band, the :math:`ρ_b n`-th active with
    probability one half (:math:`\\mathrm{med}|z|`: the median of
@@ -44,10 +44,16 @@ The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
    sample, every channel's entry nearest to threshold is active with
    probability at least ``channel``, so no channel (whose weights all its
    positions share) is cut off from gradient;
-4. :math:`δ` clamped to ``[floor, ceil]``.
+4. *entry floor*: :math:`δ_{b,j} = \\max(δ_b, |u_{b,j}| / x_e)`, with
+   :math:`x_e` the level :math:`\\max_i|z_i|` exceeds with probability
+   :math:`\\min(` ``entry`` :math:`, 1/n)`: in a large layer about one extra
+   expected estimate per sample, in a small one (an output layer of 10
+   neurons) every neuron of every sample active with probability ``entry``
+   or more, so no output neuron is cut off from gradient;
+5. :math:`δ` clamped to ``[floor, ceil]``.
 
-:math:`δ` is a detached function of ``u``, of shape ``[batch, 1, ...]`` (or
-``[batch, channels, 1, ...]`` with the channel floor), and every path
+:math:`δ` is a detached function of ``u`` (one step per entry with the entry
+floor; ``[batch, 1, ...]`` or ``[batch, channels, 1, ...]`` without), and every path
 (reference, native CPU, Triton) runs on the scaled membrane :math:`u/δ` with
 the unit step and the coefficient :math:`c / (2 m g_1(0))`, so all give the
 same bits. Because each sample's step is its own, a sample's expected
@@ -143,6 +149,11 @@ class AdaptiveDelta:
     :param channel: probability with which every channel's nearest entry of
         every sample is active at least (inputs with channels; 0 turns the
         floor off). Defaults to 0.1
+    :param entry: entry floor: every entry of a sample with ``n`` entries is
+        active with probability at least ``min(entry, 1/n)`` (0 turns it
+        off): about one extra expected estimate per sample in a large layer,
+        every neuron of a small one (an output layer) reachable.
+        Defaults to 0.1
     :param floor: smallest step. Defaults to 1e-3
     :param ceil: largest step. Defaults to 10
     """
@@ -151,6 +162,7 @@ class AdaptiveDelta:
     silent: float = 0.3
     rate: float = 0.01
     channel: float = 0.1
+    entry: float = 0.1
     floor: float = 1e-3
     ceil: float = 10.0
 
@@ -159,6 +171,7 @@ class AdaptiveDelta:
         _fraction("silent", self.silent)
         _fraction("rate", self.rate)
         _fraction("channel", self.channel, low_open=False)
+        _fraction("entry", self.entry, low_open=False)
         _positive("floor", self.floor)
         _positive("ceil", self.ceil)
         if self.ceil <= self.floor:
@@ -179,22 +192,23 @@ class AdaptiveDelta:
     def delta(self, u: torch.Tensor, law: str, samples: int, steps: int = 0) -> torch.Tensor:
         """:math:`δ` for a call on ``u = mem - threshold`` (detached, float32).
 
-        ``steps = 0``: ``u`` is one call ``[batch, *neurons]``; returns
+        ``steps = 0``: ``u`` is one call ``[batch, *neurons]``; returns a
+        step per entry (shaped like ``u``) with the entry floor on, else
         ``[batch, 1, ...]``, or ``[batch, channels, 1, ...]`` for inputs with
         channels (``u`` of 3 or more dimensions) and the channel floor on; a
-        1-d ``u`` is one sample (returns ``[1]``), a 0-d one one entry
-        (returns ``[]``). ``steps = T``: ``u`` is ``T`` calls ``[T, batch,
+        1-d ``u`` is one sample, a 0-d one one entry. ``steps = T``: ``u`` is ``T`` calls ``[T, batch,
         *neurons]``, each as its own call (a ``u`` of 2 or fewer dimensions:
         ``T`` calls of one sample); returns ``[T, ...]`` alike."""
         u = u.detach()
         if steps:
             if u.dim() <= 2:  # T calls of one sample
-                return self.delta(u.reshape(steps, -1), law, samples).reshape(
-                    (steps,) + (1,) * (u.dim() - 1))
+                d = self.delta(u.reshape(steps, -1), law, samples)
+                return d.reshape(u.shape if d.numel() == u.numel() else (steps,) + (1,) * (u.dim() - 1))
             d = self.delta(u.reshape((-1,) + tuple(u.shape[2:])), law, samples)
             return d.reshape((steps, u.shape[1]) + tuple(d.shape[1:]))
         if u.dim() <= 1:
-            return self.delta(u.reshape(1, -1), law, samples).reshape(u.shape[:1] and (1,))
+            d = self.delta(u.reshape(1, -1), law, samples)
+            return d.reshape(u.shape if d.numel() == u.numel() else (1,))
         batch = u.shape[0]
         if u.numel() == 0:  # no entries: any step will do
             return torch.ones((batch,) + (1,) * (u.dim() - 1), dtype=torch.float32, device=u.device)
@@ -213,6 +227,10 @@ class AdaptiveDelta:
             x_q = abs_quantile(law, (1.0 - self.channel) ** (1.0 / samples))
             near = a.flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
             d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
+        if self.entry > 0:
+            n = rows.shape[1]
+            x_e = abs_quantile(law, (1.0 - min(self.entry, 1.0 / n)) ** (1.0 / samples))
+            d = torch.maximum(d, (a / x_e).clamp(max=self.ceil))
         return d
 
     def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law: str,

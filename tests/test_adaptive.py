@@ -20,8 +20,10 @@ from snntorch_localzo._ops.spike import spike
 from snntorch_localzo.adaptive import AdaptiveDelta, abs_quantile, active_prob
 from snntorch_localzo.distributions import Normal
 
-#: The rule without its channel floor: steps 1, 2 and 4 only.
-PLAIN = AdaptiveDelta(channel=0.0)
+#: The rule without its floors: steps 1, 2 and 5 only.
+PLAIN = AdaptiveDelta(channel=0.0, entry=0.0)
+#: The rule with its channel floor only.
+CHANNEL = AdaptiveDelta(entry=0.0)
 
 
 def kth(u, fraction):
@@ -63,36 +65,55 @@ def test_step_is_clamped_to_floor_and_ceil():
     u[0, 0, 0, 0] = float("nan")
     d = AdaptiveDelta().delta(u, "normal", 1)
     assert torch.isfinite(d).all() and torch.equal(d[1:], clean[1:])
-    assert (d[0] >= clean[0] * 0.9).all()
+    assert (d[0] >= clean[0].amin() * 0.9).all()
 
 
 def test_channel_floor_keeps_every_channel_of_every_sample_reachable():
     torch.manual_seed(0)
     u = -0.2 + 0.05 * torch.randn(8, 6, 5, 5)
     u[:, :2] -= 2.0  # channels far from threshold in every sample
-    d = AdaptiveDelta().delta(u, "normal", 1)
+    d = CHANNEL.delta(u, "normal", 1)
     assert d.shape == (8, 6, 1, 1)
     near = u.abs().flatten(2).amin(2).view(8, 6, 1, 1)
     assert (active_prob("normal", near / d, 1) >= 0.1 - 1e-5).all()
     plain = PLAIN.delta(u, "normal", 1)  # [8, 1, 1, 1]: the floor only widens where needed
     assert torch.equal(d[:, 2:], plain.expand(8, 4, 1, 1)) and (d[:, :2] > plain).all()
     # with m directions the floor holds for the largest of them
-    d3 = AdaptiveDelta().delta(u, "normal", 3)
+    d3 = CHANNEL.delta(u, "normal", 3)
     assert (active_prob("normal", near / d3, 3) >= 0.1 - 1e-5).all()
-    # no channels, no floor: a fully connected layer's step is one per sample
-    assert AdaptiveDelta().delta(u.flatten(1), "normal", 1).shape == (8, 1)
+    # no channels, no channel floor: a fully connected layer's step is one per sample
+    assert CHANNEL.delta(u.flatten(1), "normal", 1).shape == (8, 1)
+
+
+@pytest.mark.parametrize("n", [10, 300])
+def test_entry_floor_keeps_every_neuron_reachable(n):
+    """Every entry of a sample is active with probability min(0.1, 1/n) or
+    more: every output neuron at 10%, about one extra entry per sample in a
+    large layer; the floor only widens the step."""
+    torch.manual_seed(0)
+    u = -0.3 + 0.1 * torch.randn(16, n)
+    u[:, :3] = -4.0 - torch.rand(16, 3)  # neurons far from threshold in every sample
+    d = AdaptiveDelta().delta(u, "normal", 1)
+    assert d.shape == (16, n)
+    p = active_prob("normal", u.abs() / d, 1)
+    assert (p >= min(0.1, 1 / n) - 1e-5).all()
+    plain = PLAIN.delta(u, "normal", 1)
+    assert (d >= plain).all() and torch.equal(d, torch.maximum(plain, d))
+    far = AdaptiveDelta().expected_active_fraction(u[:, :3], d[:, :3], "normal", 1).item()
+    assert far == pytest.approx(min(0.1, 1 / n), rel=1e-3)
 
 
 def test_steps_mode_equals_separate_calls():
     torch.manual_seed(0)
     U = torch.randn(4, 16, 3, 5, 5) * 0.3 - 0.4
     D = AdaptiveDelta().delta(U, "normal", 1, steps=4)
-    assert D.shape == (4, 16, 3, 1, 1)
+    assert D.shape == (4, 16, 3, 5, 5)
+    assert CHANNEL.delta(U, "normal", 1, steps=4).shape == (4, 16, 3, 1, 1)
     for t in range(4):
         assert torch.equal(D[t], AdaptiveDelta().delta(U[t], "normal", 1))
     V = torch.randn(4, 30)  # steps of one sample
     DV = AdaptiveDelta().delta(V, "normal", 1, steps=4)
-    assert DV.shape == (4, 1)
+    assert DV.shape == (4, 30)
     for t in range(4):
         assert torch.equal(DV[t], AdaptiveDelta().delta(V[t], "normal", 1))
 
@@ -194,6 +215,7 @@ def test_reproducible_and_picklable():
     (dict(silent=1.0), ValueError, "`silent`"),
     (dict(channel=-0.1), ValueError, "`channel`"),
     (dict(channel="0.1"), TypeError, "`channel`"),
+    (dict(entry=1.0), ValueError, "`entry`"),
     (dict(floor=1.0, ceil=0.5), ValueError, "`ceil`"),
     (dict(floor=0.0), ValueError, "`floor`"),
 ])

@@ -130,7 +130,7 @@ def test_new_default_is_make_and_unbiased_for_its_per_sample_gaussian():
     sg = defaults.new_default()
     assert sg == localzo.make() and sg.adaptive
     u = torch.tensor([[-0.3, -0.05, 0.0, 0.1, -1.0], [-0.2, 0.02, -0.6, 0.3, -0.9]])
-    assert sg.step(u).shape == (2, 1)
+    assert sg.step(u).shape == (2, 5)  # the entry floor: a step per entry
     n = 4000
     draws = torch.stack([sg.estimate(u) for _ in range(n)])
     mean, se = draws.mean(0).double(), draws.std(0).double() / math.sqrt(n)
