@@ -182,10 +182,10 @@ def format_table(rows: List[List[RunResult]]) -> str:
 
 
 def _as_layer(u: torch.Tensor, draws: int) -> torch.Tensor:
-    """The points ``u`` as one call's membranes ``[len(u), draws]``: the batch
-    holds the points, each of the ``draws`` neurons sees all of them (so an
-    adaptive step, chosen from the call, is the same for every draw)."""
-    return u.float().unsqueeze(1).repeat(1, draws)
+    """The points ``u`` as one call's membranes ``[draws, len(u)]``: each of the
+    ``draws`` samples holds all the points (so an adaptive step, chosen per
+    sample from its own membrane, is the same for every draw)."""
+    return u.float().unsqueeze(0).repeat(draws, 1)
 
 
 def monte_carlo_grad(spike_grad, u: torch.Tensor, draws: int):
@@ -194,13 +194,13 @@ def monte_carlo_grad(spike_grad, u: torch.Tensor, draws: int):
     x = _as_layer(u, draws).requires_grad_(True)
     spike_grad(x).backward(torch.ones_like(x))
     g = x.grad.double()
-    return g.mean(1), g.std(1) / math.sqrt(draws)
+    return g.mean(0), g.std(0) / math.sqrt(draws)
 
 
 def expected_grad(est: LocalZO, u: torch.Tensor, draws: int) -> torch.Tensor:
     """What :func:`monte_carlo_grad` estimates: ``est.expected_grad`` at each
     point of ``u`` (with the adaptive step, given the step of that call)."""
-    return est.expected_grad(_as_layer(u, draws))[:, 0].double()
+    return est.expected_grad(_as_layer(u, draws))[0].double()
 
 
 def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: int = 4000):
@@ -223,12 +223,13 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
                                   title="Active fraction per epoch" + band, scale=100.0)
     title = f"{_call_string(est)}, {draws} draws"
     if est.adaptive:
-        # the step comes from the call's membranes: a layer of 256 evenly spread ones,
+        # the step comes from the sample's membranes: a layer of 256 evenly spread ones,
         # of which the figure shows those within 4 steps of threshold
         u = torch.linspace(-1, 1, 256, dtype=torch.float64)
-        step = float(est.step(_as_layer(u, draws))[0, 0])  # every draw's: the columns are alike
+        # every draw's (the rows are alike); at threshold, where no floor widens it
+        step = float(est.step(_as_layer(u, draws))[0].flatten()[u.abs().argmin()])
         shown = u.abs() <= 4 * step
-        title = f"{_call_string(est)}, step {step:.3g} of the call, {draws} draws"
+        title = f"{_call_string(est)}, step {step:.3g} at threshold, {draws} draws"
     else:
         u = torch.linspace(-4 * est.delta, 4 * est.delta, 32, dtype=torch.float64)
         shown = torch.ones_like(u, dtype=torch.bool)
