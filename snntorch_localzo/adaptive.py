@@ -137,8 +137,9 @@ def _kth(a: torch.Tensor, fraction: float) -> torch.Tensor:
 
 @dataclass(frozen=True, repr=False)
 class AdaptiveDelta:
-    """The step rule of ``make()``'s default estimate (module docstring): one
-    step per sample (and channel), from that sample's membrane alone.
+    """The step rule of ``make()``'s default estimate (module docstring): a
+    step per sample, widened per channel and per entry by the floors, from
+    that sample's membrane alone.
 
     :param active: share :math:`ρ` of a firing sample's entries in the band.
         Defaults to 0.05
@@ -196,9 +197,10 @@ class AdaptiveDelta:
         step per entry (shaped like ``u``) with the entry floor on, else
         ``[batch, 1, ...]``, or ``[batch, channels, 1, ...]`` for inputs with
         channels (``u`` of 3 or more dimensions) and the channel floor on; a
-        1-d ``u`` is one sample, a 0-d one one entry. ``steps = T``: ``u`` is ``T`` calls ``[T, batch,
-        *neurons]``, each as its own call (a ``u`` of 2 or fewer dimensions:
-        ``T`` calls of one sample); returns ``[T, ...]`` alike."""
+        1-d ``u`` is one sample, a 0-d one one entry. ``steps = T``: ``u`` is
+        ``T`` calls ``[T, batch, *neurons]``, each as its own call (a ``u`` of
+        2 or fewer dimensions: ``T`` calls of one sample); returns
+        ``[T, ...]`` alike."""
         u = u.detach()
         if steps:
             if u.dim() <= 2:  # T calls of one sample

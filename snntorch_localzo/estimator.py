@@ -155,9 +155,10 @@ class LocalZO:
 
     def step(self, u: torch.Tensor) -> torch.Tensor:
         """The step a backward call on ``u = mem - threshold`` uses: the
-        rule's, one per sample (``[batch, 1, ...]``, or ``[batch, channels,
-        1, ...]`` with channels, for ``u`` of shape ``[batch, *neurons]``), or
-        the fixed :math:`δ` as a 0-d tensor."""
+        rule's, from each sample's own membrane (one per entry, shaped like
+        ``u`` of shape ``[batch, *neurons]``; see
+        :meth:`~snntorch_localzo.adaptive.AdaptiveDelta.delta`), or the fixed
+        :math:`δ` as a 0-d tensor."""
         u = torch.as_tensor(u)
         if self.rule is None:
             return torch.tensor(self.dist.delta, dtype=torch.float32, device=u.device)
