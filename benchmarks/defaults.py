@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from snntorch import utils as snn_utils
 
 import snntorch_localzo as localzo
+from snntorch_localzo.demo.data import rate_encode
 from snntorch_localzo.demo.models import DigitsNet
 from snntorch_localzo.demo.train import SpikeGradProbe
 
@@ -171,13 +172,6 @@ class Digits:
         """The ``part`` images upsampled to 28x28 (bilinear), ``[N, 1, 28, 28]``."""
         x = F.interpolate(self.x8[part], size=(28, 28), mode="bilinear", align_corners=False)
         return x.clamp(0, 1)
-
-    def rate8(self, part: str, num_steps: int, seed: int) -> torch.Tensor:
-        """Bernoulli rate code of the ``part`` 8x8 pixels, ``[T, N, 64]`` (the
-        demo's encoding, drawn once per run)."""
-        gen = torch.Generator().manual_seed(seed)
-        p = self.x8[part].reshape(-1, 64)
-        return torch.bernoulli(p.unsqueeze(0).expand(num_steps, *p.shape), generator=gen)
 
 
 # --------------------------------------------------------------------------- networks
@@ -315,8 +309,7 @@ def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict
     for the validation and test images."""
     if spec.data == "rate8":
         gen = torch.Generator().manual_seed(seed)
-        encode = lambda x: torch.bernoulli(  # noqa: E731
-            x.reshape(1, x.shape[0], 64).expand(spec.num_steps, -1, -1), generator=gen)
+        encode = lambda x: rate_encode(x.reshape(-1, 64), spec.num_steps, gen)  # noqa: E731
         x_train = digits.x8["train"]
         x_val, x_test = (encode(digits.x8[part]) for part in ("val", "test"))
         eval_dim = 1
@@ -528,9 +521,6 @@ def _names(text: Optional[str], known: Dict, what: str, default) -> List[str]:
     if not text:
         return list(default)
     names = [t.strip() for t in text.split(",") if t.strip()]
-    for n in names:
-        if n.startswith("rule:") and n not in known and known is SPIKE_GRADS:
-            known[n] = rule_grad(n)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"unknown {what} {unknown}; expected some of {sorted(known)}")
@@ -590,6 +580,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"wrote {plot(summary, saved['settings'], png)}")
         return 0
     nets = _names(args.nets, NETS, "net(s)", NETS)
+    candidates = {n.strip(): rule_grad(n.strip()) for n in (args.grads or "").split(",")
+                  if n.strip().startswith("rule:")}
+    SPIKE_GRADS.update(candidates)
     grads = _names(args.grads, SPIKE_GRADS, "spike gradient(s)", DEFAULT_GRADS)
     torch.set_num_threads(args.threads)
     specs = []
