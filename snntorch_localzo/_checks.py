@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -64,3 +66,46 @@ def check_state(name: str, state, input_name: str, x: torch.Tensor, shape) -> Op
             f"{torch.promote_types(state.dtype, x.dtype)})"
         )
     return state
+
+
+def check_positive(name: str, value) -> float:
+    """A finite real number > 0 (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a positive number, got {type(value).__name__}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+    return v
+
+
+def check_fraction(name: str, value, *, low_open: bool = True, high_open: bool = True) -> float:
+    """A real number in (0, 1) (``low_open=False``: from 0; ``high_open=False``:
+    up to 1), not a bool, as a float."""
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number in {interval}, got {type(value).__name__}")
+    v = float(value)
+    above = 0.0 < v if low_open else 0.0 <= v
+    below = v < 1.0 if high_open else v <= 1.0
+    if not (above and below):
+        raise ValueError(f"`{name}` must be in {interval}, got {value!r}")
+    return v
+
+
+def check_count(name: str, value, *, allow_none: bool = False) -> Optional[int]:
+    """An integer >= 1 (not a bool); None passes when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    expected = f"an integer >= 1{' or None' if allow_none else ''}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """A bool (not a number that looks like one)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
+    return value
