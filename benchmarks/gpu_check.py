@@ -347,6 +347,8 @@ def weight_grad_sides(in_f: int, out_f: int, T: int, B: int, device: torch.devic
     shape: the sparse kernel and the dense product, median ms, with ``active``
     of ``e``'s entries non-zero (about what LocalZO trains with)."""
     from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
+    from snntorch_localzo._ops import planner
+    from snntorch_localzo._ops.planner import Path as OpPath
 
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(T, B, in_f, generator=gen) < 0.05).float().to(device)
@@ -366,7 +368,7 @@ def weight_grad_sides(in_f: int, out_f: int, T: int, B: int, device: torch.devic
             fn()
             times.append(timer.stop(start))
         ms[name] = statistics.median(times)
-    rule = "sparse" if sparse_kernels.use_sparse_weight_grad(out_f, in_f, T * B) else "dense"
+    rule = "sparse" if planner.sparse_weight_grad_fits(OpPath.TRITON, out_f, in_f, T * B) else "dense"
     faster = min(ms, key=ms.get)
     return {"in": in_f, "out": out_f, "T": T, "B": B, "rows": T * B, "active": active,
             "sparse_ms": ms["sparse"], "dense_ms": ms["dense"], "rule": rule, "faster": faster,

@@ -64,68 +64,28 @@ accumulation and DDP shards train the same surrogate as the full batch
 
 from __future__ import annotations
 
+import functools
 import math
-import numbers
 from dataclasses import dataclass, fields
-from statistics import NormalDist
 
 import torch
 
+from ._checks import check_fraction, check_positive
+from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
+from .step import Step
+
 __all__ = ["AdaptiveDelta", "LAWS"]
 
-#: Laws the adaptive step supports (the paper's: unit variance, ``p = 1``, ``c = 1``).
-LAWS = ("normal", "uniform", "laplace")
 
-def _fraction(name, value, *, low_open=True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number in (0, 1), got {type(value).__name__}")
-    v = float(value)
-    if not ((0.0 < v if low_open else 0.0 <= v) and v < 1.0):
-        raise ValueError(f"`{name}` must be in {'(0' if low_open else '[0'}, 1), got {value}")
-    return v
-
-
-def _positive(name, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a positive number, got {type(value).__name__}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
-    return v
-
-
-def active_prob(law: str, x: torch.Tensor, samples: int) -> torch.Tensor:
-    """``1 - F(x)^m`` for ``|z|`` of the unit-variance ``law`` at ``x >= 0``,
-    in ``x``'s dtype (erfc for the normal law with one direction: exact in
-    the tail)."""
-    if law == "normal":
-        if samples == 1:
-            return torch.erfc(x * (1.0 / math.sqrt(2.0)))
-        cdf = torch.erf(x * (1.0 / math.sqrt(2.0)))
-    elif law == "uniform":
-        cdf = (x * (1.0 / math.sqrt(3.0))).clamp(0.0, 1.0)
-    elif law == "laplace":
-        cdf = -torch.expm1(-math.sqrt(2.0) * x)
-    else:
+def _law(law) -> Distribution:
+    """The law of ``|z|``: a Distribution, or the name of one the rule supports."""
+    if isinstance(law, Distribution):
+        if not law.adaptive:
+            raise ValueError(f"the adaptive step supports {LAWS}, not {law.name!r}")
+        return law
+    if law not in LAWS:
         raise ValueError(f"`law` must be one of {LAWS}, got {law!r}")
-    return 1.0 - cdf**samples
-
-
-def abs_quantile(law: str, q: float) -> float:
-    """``F^{-1}(q)`` for ``|z|`` of the unit-variance ``law``."""
-    if law == "normal":
-        return NormalDist().inv_cdf(0.5 + 0.5 * q)
-    if law == "uniform":
-        return math.sqrt(3.0) * q
-    if law == "laplace":
-        return -math.log1p(-q) / math.sqrt(2.0)
-    raise ValueError(f"`law` must be one of {LAWS}, got {law!r}")
-
-
-def peak(dist) -> float:
-    """``g_1(0)``: the expected gradient at threshold of ``dist`` with the unit
-    step (``1/sqrt(2 pi)`` for the normal law)."""
-    return float(dist.expected_grad(torch.zeros((), dtype=torch.float64)))
+    return get_distribution(law, delta=1.0)
 
 
 def _kth(a: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -136,7 +96,7 @@ def _kth(a: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True, repr=False)
-class AdaptiveDelta:
+class AdaptiveDelta(Step):
     """The step rule of ``make()``'s default estimate (module docstring): a
     step per sample, widened per channel and per entry by the floors, from
     that sample's membrane alone.
@@ -168,13 +128,13 @@ class AdaptiveDelta:
     ceil: float = 10.0
 
     def __post_init__(self):
-        _fraction("active", self.active)
-        _fraction("silent", self.silent)
-        _fraction("rate", self.rate)
-        _fraction("channel", self.channel, low_open=False)
-        _fraction("entry", self.entry, low_open=False)
-        _positive("floor", self.floor)
-        _positive("ceil", self.ceil)
+        check_fraction("active", self.active)
+        check_fraction("silent", self.silent)
+        check_fraction("rate", self.rate)
+        check_fraction("channel", self.channel, low_open=False)
+        check_fraction("entry", self.entry, low_open=False)
+        check_positive("floor", self.floor)
+        check_positive("ceil", self.ceil)
         if self.ceil <= self.floor:
             raise ValueError(f"`ceil` ({self.ceil}) must be larger than `floor` ({self.floor})")
 
@@ -190,7 +150,7 @@ class AdaptiveDelta:
             object.__setattr__(self, f.name, state.get(f.name, f.default))
 
     # ------------------------------------------------------------------ rule
-    def delta(self, u: torch.Tensor, law: str, samples: int, steps: int = 0) -> torch.Tensor:
+    def delta(self, u: torch.Tensor, law, samples: int, steps: int = 0) -> torch.Tensor:
         """:math:`δ` for a call on ``u = mem - threshold`` (detached, float32).
 
         ``steps = 0``: ``u`` is one call ``[batch, *neurons]``; returns a
@@ -202,6 +162,7 @@ class AdaptiveDelta:
         2 or fewer dimensions: ``T`` calls of one sample); returns
         ``[T, ...]`` alike."""
         u = u.detach()
+        law = _law(law)
         if steps:
             if u.dim() <= 2:  # T calls of one sample
                 d = self.delta(u.reshape(steps, -1), law, samples)
@@ -218,7 +179,7 @@ class AdaptiveDelta:
         a = torch.nan_to_num(u.to(torch.float32).abs(), nan=math.inf)
         rows = a.reshape(batch, -1)
         fire = (u.reshape(batch, -1) > 0).to(torch.float32).mean(1)
-        x_med = abs_quantile(law, 0.5 ** (1.0 / samples))
+        x_med = _quantile(law, 0.5 ** (1.0 / samples))
         low = self.floor * x_med
         q = _kth(rows, self.active).clamp(low, self.ceil * x_med).log()
         q_silent = _kth(rows, self.silent).clamp(low, self.ceil * x_med).log()
@@ -226,17 +187,50 @@ class AdaptiveDelta:
         d = (torch.lerp(q, q_silent, w).exp() / x_med).clamp(self.floor, self.ceil)
         d = d.reshape((batch,) + (1,) * (u.dim() - 1))
         if u.dim() >= 3 and self.channel > 0:
-            x_q = abs_quantile(law, (1.0 - self.channel) ** (1.0 / samples))
+            x_q = _quantile(law, (1.0 - self.channel) ** (1.0 / samples))
             near = a.flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
             d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
         if self.entry > 0:
             n = rows.shape[1]
-            x_e = abs_quantile(law, (1.0 - min(self.entry, 1.0 / n)) ** (1.0 / samples))
+            x_e = _quantile(law, (1.0 - min(self.entry, 1.0 / n)) ** (1.0 / samples))
             d = torch.maximum(d, (a / x_e).clamp(max=self.ceil))
         return d
 
-    def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law: str,
+    def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law,
                                  samples: int) -> torch.Tensor:
         """``mean 1 - F(|u|/δ)^m`` in float64 (for tests and the study)."""
-        x = u.detach().to(torch.float64).abs() / delta.to(torch.float64)
-        return active_prob(law, x, samples).mean()
+        x = u.detach().to(torch.float64) / delta.to(torch.float64)
+        return _law(law).active_prob(x, samples).mean()
+
+    # ------------------------------------------------------------------ Step
+    adaptive = True
+
+    def divisor(self, u, spec, steps=0):
+        return self.delta(u, spec.law, spec.samples, steps)
+
+    def height(self, dist) -> float:
+        return dist.peak()
+
+    def delta_of(self, u, dist, samples):
+        return self.delta(u, dist, samples)
+
+    def expected_grad(self, dist, u, samples):
+        d = self.delta(u, dist, samples).to(torch.float64)
+        return dist.expected_grad(u.to(torch.float64) / d) / dist.peak()
+
+    def active_prob(self, dist, u, samples):
+        d = self.delta(u, dist, samples).to(torch.float64)
+        return dist.active_prob(u.to(torch.float64) / d, samples)
+
+    def op_floats(self):
+        return tuple(float(getattr(self, f.name)) for f in fields(self))
+
+    @classmethod
+    def from_floats(cls, floats):
+        return cls(*floats)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quantile(law: Distribution, q: float) -> float:
+    """``F^{-1}(q)`` of ``|z|`` (cached: the rule asks for a few levels only)."""
+    return law.abs_quantile(q)

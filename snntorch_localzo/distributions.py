@@ -34,9 +34,12 @@ fast_sigmoid) and an inverse-CDF table with linear interpolation otherwise
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
+
+from ._checks import check_positive
 
 __all__ = [
     "Distribution",
@@ -57,21 +60,63 @@ SQRT2 = math.sqrt(2.0)
 TABLE_SIZE = 4096
 TABLE_XMAX = 32.0
 
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a positive number, got {type(value).__name__}"
-        )
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
-    return value
-
-
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype estimates are computed in: float64 stays float64; float32,
     float16 and bfloat16 compute in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------- #
+# How |z| is made from one standard draw: the samplers ("kinds") the kernels  #
+# switch on. Each law below names its sampler and the scale ``kparam`` the    #
+# sampler applies; every path (reference, native, Triton) reads them here.    #
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Sampler:
+    """How one standard draw becomes ``|z|``.
+
+    :param kind: the kernels' id of the sampler (``triton_common.abs_z``)
+    :param normal: the standard draw is ``N(0, 1)`` (else ``U[0, 1)``)
+    :param from_draw: ``|z|`` from draws ``r`` (may work in place on ``r``),
+        ``(r, kparam, table) -> |z|``
+    :param from_q: the quantile ``Q(1 - q)`` of ``|z|`` for ``q`` in (0, 1],
+        in ``q``'s dtype, ``(q, kparam, table) -> |z|`` (far tails keep their
+        precision in float64)
+    """
+
+    kind: int
+    normal: bool
+    from_draw: Callable
+    from_q: Callable
+
+
+def _lomax2_from_q(q, k, table):
+    s = torch.sqrt(1.0 - q)
+    return (s * (1.0 + s) / q).mul_(k)
+
+
+def _lomax2_from_draw(r, k, table):
+    s = r.sqrt_()
+    return (s / (1.0 - s)).mul_(k)
+
+
+#: ``|r| * kparam``, ``r ~ N(0, 1)``.
+NORMAL = Sampler(0, True, lambda r, k, t: r.abs_().mul_(k),
+                 lambda q, k, t: torch.special.ndtri(0.5 * q).neg_().mul_(k))
+#: ``r * kparam``, ``r ~ U[0, 1)``.
+UNIFORM = Sampler(1, False, lambda r, k, t: r.mul_(k), lambda q, k, t: (1.0 - q).mul_(k))
+#: ``-log(1 - r) * kparam``: an exponential ``|z|``.
+EXPONENTIAL = Sampler(2, False, lambda r, k, t: torch.log1p(-r).mul_(-k),
+                      lambda q, k, t: torch.log(q).mul_(-k))
+#: The law's inverse-CDF table at ``r`` (any law without a closed-form quantile).
+TABLE = Sampler(3, False, lambda r, k, t: table_lookup(t, r.float()),
+                lambda q, k, t: table_lookup_x(t, -torch.log2(q)))
+#: ``sqrt(r) / (1 - sqrt(r)) * kparam``: the fast-sigmoid twin's ``|z|``.
+LOMAX2 = Sampler(4, False, _lomax2_from_draw, _lomax2_from_q)
+
+#: The samplers by kind.
+SAMPLERS = (NORMAL, UNIFORM, EXPONENTIAL, TABLE, LOMAX2)
+assert all(s.kind == i for i, s in enumerate(SAMPLERS))
 
 
 class Distribution:
@@ -88,12 +133,18 @@ class Distribution:
     name: str = ""
     #: exponent ``p`` of ``|z|`` in the estimator, +1 or -1
     p: int = 1
+    #: how ``|z|`` is drawn (:class:`Sampler`), and the scale it applies
+    sampler: Sampler = TABLE
+    kparam: float = 1.0
+    #: whether the adaptive step (:class:`~snntorch_localzo.AdaptiveDelta`)
+    #: supports the law (the paper's: unit variance, ``p = 1``, ``c = 1``)
+    adaptive: bool = False
     #: upper end of the search interval of :meth:`table` (beyond the
     #: ``1 - 2**-32`` quantile of ``|z|``)
     _table_upper: float = 1e4
 
     def __init__(self, delta: float = 0.05):
-        self.delta = _check_positive("delta", delta)
+        self.delta = check_positive("delta", delta)
 
     # ---------------------------------------------------------------- constants
     @property
@@ -115,6 +166,17 @@ class Distribution:
         """CDF of ``|z|`` at ``x >= 0``."""
         raise NotImplementedError
 
+    def abs_sf(self, x: torch.Tensor) -> torch.Tensor:
+        """``P(|z| > x)`` at ``x >= 0`` (float64; exact in the tail where a law
+        has a closed form)."""
+        return 1.0 - self.abs_cdf(x)
+
+    def abs_quantile(self, q: float) -> float:
+        """``F^{-1}(q)``: the level ``|z|`` stays below with probability ``q``."""
+        # (a CPU tensor read with tolist: no device op, nothing a sync detector flags)
+        tail = torch.full((1,), 1.0 - q, dtype=torch.float64)
+        return self.sampler.from_q(tail, self.kparam, self._sampler_table(tail.device)).tolist()[0]
+
     def abs_sample(
         self,
         shape,
@@ -123,8 +185,14 @@ class Distribution:
         dtype: torch.dtype = torch.float32,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """Draws ``|z|`` with torch's random number generator."""
-        raise NotImplementedError
+        """Draws ``|z|`` with torch's random number generator (the law's
+        sampler, as the operators draw)."""
+        draw = torch.randn if self.sampler.normal else torch.rand
+        r = draw(shape, device=device, dtype=dtype, generator=generator)
+        return self.sampler.from_draw(r, self.kparam, self._sampler_table(r.device)).to(dtype)
+
+    def _sampler_table(self, device) -> Optional[torch.Tensor]:
+        return self.table().to(device) if self.sampler is TABLE else None
 
     def sample(
         self,
@@ -151,7 +219,13 @@ class Distribution:
         ``1 - F(|u| / delta)**m`` where ``F`` is the CDF of ``|z|``."""
         u = torch.as_tensor(u)
         x = u.to(torch.float64).abs() / self.delta
+        if samples == 1:
+            return self.abs_sf(x)
         return 1.0 - self.abs_cdf(x) ** samples
+
+    def peak(self) -> float:
+        """The expected gradient at threshold, ``g(0)``."""
+        return float(self.expected_grad(torch.zeros((), dtype=torch.float64)))
 
     def integral(self) -> float:
         """Integral of the expected gradient over ``u``: ``c * E|z|**(p+1)``
@@ -209,14 +283,17 @@ class Normal(Distribution):
     """
 
     name = "normal"
+    sampler = NORMAL
+    adaptive = True
     _table_upper = 10.0
 
     def abs_cdf(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
         return torch.erf(x / SQRT2)
 
-    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
-        return torch.randn(shape, device=device, dtype=dtype, generator=generator).abs_()
+    def abs_sf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return torch.erfc(x / SQRT2)
 
     def expected_grad(self, u):
         v = u.to(compute_dtype(u.dtype)) / self.delta
@@ -233,14 +310,14 @@ class Uniform(Distribution):
     """
 
     name = "uniform"
+    sampler = UNIFORM
+    kparam = SQRT3
+    adaptive = True
     _table_upper = SQRT3
 
     def abs_cdf(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
         return (x / SQRT3).clamp(0.0, 1.0)
-
-    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
-        return torch.rand(shape, device=device, dtype=dtype, generator=generator).mul_(SQRT3)
 
     def expected_grad(self, u):
         v = u.to(compute_dtype(u.dtype)) / self.delta
@@ -258,15 +335,18 @@ class Laplace(Distribution):
     """
 
     name = "laplace"
+    sampler = EXPONENTIAL
+    kparam = 1.0 / SQRT2
+    adaptive = True
     _table_upper = 20.0
 
     def abs_cdf(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
         return -torch.expm1(-SQRT2 * x)
 
-    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
-        u = torch.rand(shape, device=device, dtype=dtype, generator=generator)
-        return torch.log1p(-u).mul_(-1.0 / SQRT2)
+    def abs_sf(self, x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return torch.exp(-SQRT2 * x)
 
     def expected_grad(self, u):
         v = u.to(compute_dtype(u.dtype)).abs() / self.delta
@@ -323,10 +403,6 @@ class _TabulatedTwin(Distribution):
     def _table_key(self) -> Tuple:
         return (type(self).__name__,)
 
-    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
-        U = torch.rand(shape, device=device, dtype=torch.float32, generator=generator)
-        return table_lookup(self.table().to(U.device), U).to(dtype)
-
 
 class ATanTwin(_TabulatedTwin):
     """LocalZO twin of ``snntorch.surrogate.atan(alpha)``.
@@ -349,7 +425,7 @@ class ATanTwin(_TabulatedTwin):
     _table_upper = 1e4  # P(|z| > 1e4) ~ 4e-13 < 2**-32
 
     def __init__(self, alpha: float = 2.0):
-        self.alpha = _check_positive("alpha", alpha)
+        self.alpha = check_positive("alpha", alpha)
         super().__init__(delta=2.0 / (math.pi * self.alpha))
 
     def params(self):
@@ -397,7 +473,7 @@ class SigmoidTwin(_TabulatedTwin):
     _table_upper = 200.0  # tails decay like exp(-x / sqrt(0.4262))
 
     def __init__(self, slope: float = 25.0):
-        self.slope = _check_positive("slope", slope)
+        self.slope = check_positive("slope", slope)
         super().__init__(delta=1.0 / (self.slope * math.sqrt(SIGMOID_TWIN_CONST)))
 
     def params(self):
@@ -463,9 +539,10 @@ class FastSigmoidTwin(Distribution):
 
     name = "fast_sigmoid"
     p = -1
+    sampler = LOMAX2
 
     def __init__(self, slope: float = 25.0):
-        self.slope = _check_positive("slope", slope)
+        self.slope = check_positive("slope", slope)
         super().__init__(delta=1.0 / self.slope)
 
     @property
@@ -484,10 +561,6 @@ class FastSigmoidTwin(Distribution):
         x = torch.as_tensor(x, dtype=torch.float64)
         return (x / (1.0 + x)) ** 2
 
-    def abs_sample(self, shape, *, device=None, dtype=torch.float32, generator=None):
-        r = torch.rand(shape, device=device, dtype=torch.float32, generator=generator).sqrt_()
-        return (r / (1.0 - r)).to(dtype)
-
     def expected_grad(self, u):
         u = u.to(compute_dtype(u.dtype))
         return 1.0 / (1.0 + self.slope * u.abs()) ** 2
@@ -498,6 +571,19 @@ DISTRIBUTIONS = {
     cls.name: cls
     for cls in (Normal, Uniform, Laplace, ATanTwin, SigmoidTwin, FastSigmoidTwin)
 }
+
+
+#: Names of the laws the adaptive step supports.
+ADAPTIVE_LAWS = tuple(name for name, cls in DISTRIBUTIONS.items() if cls.adaptive)
+
+
+def adaptive_law_of(sampler_kind: int) -> Distribution:
+    """The adaptive law (with the unit step) that sampler ``sampler_kind``
+    draws: how an adaptive spec rebuilt from operator arguments knows its law."""
+    for name in ADAPTIVE_LAWS:
+        if DISTRIBUTIONS[name].sampler.kind == sampler_kind:
+            return DISTRIBUTIONS[name](delta=1.0)
+    raise ValueError(f"no adaptive law draws with sampler kind {sampler_kind}")
 
 
 def get_distribution(dist="normal", **params) -> Distribution:

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import torch
 
-from ._checks import check_float_tensor
+from ._checks import check_bool, check_count, check_float_tensor
 from ._ops import layout
-from .adaptive import LAWS as ADAPTIVE_LAWS, AdaptiveDelta, peak
+from .adaptive import AdaptiveDelta
 from ._ops.spec import ZOSpec, spec_of
 from ._ops.spike import spike
-from .distributions import Distribution, get_distribution
+from .distributions import ADAPTIVE_LAWS, Distribution, get_distribution
 from .stats import ActivityMeter
+from .step import FIXED, Step
 
 __all__ = ["LocalZO", "make"]
-
-
-def _check_samples(samples) -> int:
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
-        raise TypeError(
-            f"`samples` must be an integer >= 1, got {type(samples).__name__}"
-        )
-    if samples < 1:
-        raise ValueError(f"`samples` must be an integer >= 1, got {samples}")
-    return int(samples)
 
 
 class LocalZO:
@@ -110,11 +100,11 @@ class LocalZO:
         slope: Optional[float] = None,
         track: bool = False,
     ):
-        self.rule: Optional[AdaptiveDelta] = None
+        self._step: Step = FIXED
         if isinstance(dist, str) and dist in ADAPTIVE_LAWS and (
             delta is None or isinstance(delta, AdaptiveDelta)
         ):
-            self.rule = AdaptiveDelta() if delta is None else delta
+            self._step = AdaptiveDelta() if delta is None else delta
             delta = 1.0  # the unit step the operators see (spec.py)
         elif isinstance(delta, AdaptiveDelta):
             raise TypeError(
@@ -123,11 +113,9 @@ class LocalZO:
         self.dist: Distribution = get_distribution(
             dist, delta=delta, alpha=alpha, slope=slope
         )
-        self.samples = _check_samples(samples)
-        self._spec = spec_of(self.dist, self.samples, self.rule)
-        if not isinstance(track, bool):
-            raise TypeError(f"`track` must be a bool, got {type(track).__name__}")
-        self.meter: Optional[ActivityMeter] = ActivityMeter() if track else None
+        self.samples = check_count("samples", samples)
+        self._spec = spec_of(self.dist, self.samples, self._step)
+        self.meter: Optional[ActivityMeter] = ActivityMeter() if check_bool("track", track) else None
 
     # ------------------------------------------------------------------ call
     def __call__(self, mem_shift: torch.Tensor) -> torch.Tensor:
@@ -145,13 +133,19 @@ class LocalZO:
     @property
     def adaptive(self) -> bool:
         """Whether the step is adaptive (:attr:`rule`) rather than fixed."""
-        return self.rule is not None
+        return self._step.adaptive
+
+    @property
+    def rule(self) -> Optional[AdaptiveDelta]:
+        """The :class:`~snntorch_localzo.adaptive.AdaptiveDelta` rule of an
+        adaptive step, else None."""
+        return self._step if self._step.adaptive else None
 
     @property
     def delta(self):
         """Step :math:`δ` of the estimate (fixed by the surrogate for twins),
         or the :class:`~snntorch_localzo.adaptive.AdaptiveDelta` rule."""
-        return self.rule if self.rule is not None else self.dist.delta
+        return self._step if self._step.adaptive else self.dist.delta
 
     def step(self, u: torch.Tensor) -> torch.Tensor:
         """The step a backward call on ``u = mem - threshold`` uses: the
@@ -159,10 +153,7 @@ class LocalZO:
         ``u`` of shape ``[batch, *neurons]``; see
         :meth:`~snntorch_localzo.adaptive.AdaptiveDelta.delta`), or the fixed
         :math:`δ` as a 0-d tensor."""
-        u = torch.as_tensor(u)
-        if self.rule is None:
-            return torch.tensor(self.dist.delta, dtype=torch.float32, device=u.device)
-        return self._spec.step(u)
+        return self._step.delta_of(torch.as_tensor(u), self.dist, self.samples)
 
     def expected_grad(self, u: torch.Tensor) -> torch.Tensor:
         """The surrogate gradient the estimate equals on average, at ``u``.
@@ -171,20 +162,13 @@ class LocalZO:
         surrogate of width :math:`δ_b` scaled to height one (for the normal
         law :math:`\\exp(-u^2/2δ_b^2)`); a sample's value does not depend on
         the other samples of ``u``."""
-        u = torch.as_tensor(u)
-        if self.rule is None:
-            return self.dist.expected_grad(u)
-        d = self.step(u).to(torch.float64)
-        return self.dist.expected_grad(u.to(torch.float64) / d) / peak(self.dist)
+        return self._step.expected_grad(self.dist, torch.as_tensor(u), self.samples)
 
     def active_prob(self, u: torch.Tensor) -> torch.Tensor:
         """Probability that the estimate at ``u`` is non-zero:
         :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|` (with the
         adaptive step, :math:`δ = δ_b` of each sample of ``u`` as one call)."""
-        u = torch.as_tensor(u)
-        if self.rule is None:
-            return self.dist.active_prob(u, self.samples)
-        return self.dist.active_prob(u.to(torch.float64) / self.step(u).to(torch.float64), self.samples)
+        return self._step.active_prob(self.dist, torch.as_tensor(u), self.samples)
 
     def estimate(self, mem_shift: torch.Tensor) -> torch.Tensor:
         """One draw of the estimate :math:`G_m` of :math:`∂S/∂U` at
@@ -195,15 +179,11 @@ class LocalZO:
         tracking."""
         from ._ops.spike.reference import draw_estimate
 
-        from ._ops.spike.autograd import scale
-
         check_float_tensor("mem_shift", mem_shift)
         u = mem_shift.detach()
         spec = self.spec
-        acc = layout.accumulator(self.meter, u.device)
-        if self.rule is None:
-            return draw_estimate(u, spec, spec.table(u.device), acc)
-        return draw_estimate(scale(u, spec.step(u)), spec, spec.table(u.device), acc)
+        return draw_estimate(spec.scale(u), spec, spec.table(u.device),
+                             layout.accumulator(self.meter, u.device))
 
     def sample(self, shape, **kwargs) -> torch.Tensor:
         """Draws directions :math:`z` (keyword arguments as ``torch.randn``)."""
@@ -241,8 +221,8 @@ class LocalZO:
 
     # ------------------------------------------------------------------ dunder
     def __repr__(self) -> str:
-        if self.rule is not None:
-            params = f"delta={self.rule!r}"
+        if self._step.adaptive:
+            params = f"delta={self._step!r}"
         else:
             params = ", ".join(f"{k}={v:g}" for k, v in self.dist.params().items())
         extra = ", track=True" if self.track else ""
@@ -253,11 +233,11 @@ class LocalZO:
             isinstance(other, LocalZO)
             and self.dist == other.dist
             and self.samples == other.samples
-            and self.rule == other.rule
+            and self._step == other._step
         )
 
     def __hash__(self) -> int:
-        return hash((self.dist, self.samples, self.rule))
+        return hash((self.dist, self.samples, self._step))
 
     def __getstate__(self):
         # counts are runtime state: a copy or a loaded model starts afresh
@@ -266,8 +246,9 @@ class LocalZO:
     def __setstate__(self, state):
         self.dist = state["dist"]
         self.samples = state["samples"]
-        self.rule = state.get("rule")  # pickles from before the adaptive step have none
-        self._spec = spec_of(self.dist, self.samples, self.rule)
+        # pickles from before the adaptive step have no rule: a fixed step
+        self._step = state.get("rule") or FIXED
+        self._spec = spec_of(self.dist, self.samples, self._step)
         self.meter = ActivityMeter() if state["track"] else None
 
 

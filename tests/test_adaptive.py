@@ -13,12 +13,23 @@ import torch.nn as nn
 
 import snntorch_localzo as localzo
 from snntorch_localzo._backend import Path
+from snntorch_localzo._ops import planner
 from snntorch_localzo._ops.leaky import autograd as leaky_glue
 from snntorch_localzo._ops.leaky.reference import LeakyParams
 from snntorch_localzo._ops.spec import spec_of
 from snntorch_localzo._ops.spike import spike
-from snntorch_localzo.adaptive import AdaptiveDelta, abs_quantile, active_prob
-from snntorch_localzo.distributions import Normal
+from snntorch_localzo.adaptive import AdaptiveDelta
+from snntorch_localzo.distributions import Normal, get_distribution
+
+
+def abs_quantile(law, q):
+    """``F^{-1}(q)`` of ``|z|`` for the unit-variance law named ``law``."""
+    return get_distribution(law, delta=1.0).abs_quantile(q)
+
+
+def active_prob(law, x, samples):
+    """``1 - F(x)^m`` in ``x``'s dtype."""
+    return get_distribution(law, delta=1.0).active_prob(x, samples).to(x.dtype)
 
 #: The rule without its floors: steps 1, 2 and 5 only.
 PLAIN = AdaptiveDelta(channel=0.0, entry=0.0)
@@ -237,7 +248,7 @@ def test_leaky_with_the_adaptive_step_takes_the_fused_paths(monkeypatch):
     params = LeakyParams(torch.tensor(0.9), one, one, 0)
     lif = localzo.Leaky(beta=0.9)
     assert lif.spike_grad.adaptive
-    assert leaky_glue.plan(x, None, params, lif.spike_grad.spec, 5) is Path.NATIVE
+    assert planner.leaky_path(x, None, params, lif.spike_grad.spec, 5) is Path.NATIVE
     # and localzo.Leaky equals snn.Leaky with the same spike gradient, gradients included
     ref = snn.Leaky(beta=0.9, spike_grad=localzo.make())
     outs = []
@@ -327,7 +338,7 @@ def test_fused_step_reads_per_entry_steps_in_memory_order(monkeypatch):
     step = triton_kernels._step_like(spec, mem.detach(), one, 0)
     assert step.stride() == mem.stride()
     read = step.permute(physical).reshape(-1)
-    wanted = spec.step(mem.detach() - 1.0).expand_as(mem).permute(physical).reshape(-1)
+    wanted = spec.divisor(mem.detach() - 1.0).expand_as(mem).permute(physical).reshape(-1)
     assert torch.equal(read, wanted) and wanted.unique().numel() > 4
 
 

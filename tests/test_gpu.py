@@ -11,6 +11,7 @@ import torch
 import snntorch_localzo as localzo
 from conftest import assert_close, assert_identical, run_with_grads
 from snntorch_localzo._backend import Path
+from snntorch_localzo._ops import planner
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_seq, leaky_step
 from snntorch_localzo._ops.linear_leaky import linear_leaky
 from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
@@ -62,7 +63,7 @@ def test_step_kernel_equals_reference(dtype):
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_linear_leaky_stack_equals_reference(sparse, monkeypatch):
-    monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 2**62)  # the sparse sums at T * B = 12800
+    monkeypatch.setattr(planner, "SPARSE_MAX_ROWS", 2**62)  # the sparse sums at T * B = 12800
     torch.manual_seed(2)
     T, B, sizes = 100, 128, [700, 256, 256, 20]
     est = localzo.make("normal", delta=0.05)

@@ -17,7 +17,7 @@ from snntorch_localzo import use_backend
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import spike
-from snntorch_localzo._ops.spike.autograd import NATIVE_MIN_NUMEL
+from snntorch_localzo._ops.planner import NATIVE_MIN_NUMEL
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
 BACKENDS = MODES

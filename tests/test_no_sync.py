@@ -19,7 +19,7 @@ import torch.nn as nn
 
 import snntorch_localzo as localzo
 from conftest import DEVICE, KERNELS, needs_kernels
-from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
+from snntorch_localzo._ops import planner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from _common import HOST_SYNC_OPS, OpRecorder  # noqa: E402  (shared with gpu_check's profile)
@@ -52,7 +52,7 @@ class Net(nn.Module):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("delta", [0.3, None], ids=["fixed", "adaptive"])
 def test_triton_forward_and_backward_do_not_synchronise(monkeypatch, delta):
-    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)  # the sparse weight gradient too
+    monkeypatch.setattr(planner, "SPARSE_MIN_OUT", 1)  # the sparse weight gradient too
     torch.manual_seed(0)
     net = Net(localzo.make("normal", delta=delta, track=True)).to(DEVICE)
     x = (torch.rand(6, 4, 32, device=DEVICE) < 0.3).float()

@@ -18,7 +18,7 @@ from conftest import DEVICE, FUSED, assert_identical, made_by, run_with_grads
 from snntorch_localzo._backend import Path
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
-from snntorch_localzo._ops.spike import autograd as spike_glue
+from snntorch_localzo._ops import planner
 from snntorch_localzo._ops.spike import spike
 
 pytestmark = pytest.mark.version_free
@@ -71,15 +71,15 @@ def test_spike_path_is_planned_from_device_mode_and_size(device):
     bookkeeping), the kernels on CUDA tensors (the reference where they do
     not support the spec: more than 7 directions)."""
     spec = localzo.make().spec
-    big = torch.zeros(spike_glue.NATIVE_MIN_NUMEL, device=device)
+    big = torch.zeros(planner.NATIVE_MIN_NUMEL, device=device)
     small = torch.zeros(10, device=device)
     cpu = device == "cpu"
     with localzo.use_backend("auto"):
-        assert spike_glue.plan(big, spec) is (Path.NATIVE if cpu else Path.TRITON)
-        assert spike_glue.plan(small, spec) is (Path.REFERENCE if cpu else Path.TRITON)
-        assert spike_glue.plan(big, localzo.make(samples=9).spec) is (Path.NATIVE if cpu else Path.REFERENCE)
+        assert planner.spike_path(big, spec) is (Path.NATIVE if cpu else Path.TRITON)
+        assert planner.spike_path(small, spec) is (Path.REFERENCE if cpu else Path.TRITON)
+        assert planner.spike_path(big, localzo.make(samples=9).spec) is (Path.NATIVE if cpu else Path.REFERENCE)
     with localzo.use_backend("reference"):
-        assert spike_glue.plan(big, spec) is Path.REFERENCE
+        assert planner.spike_path(big, spec) is Path.REFERENCE
 
 
 @pytest.mark.parametrize("path", FUSED)

@@ -13,7 +13,8 @@ import snntorch as snn
 import snntorch_localzo as localzo
 from conftest import DEVICE, KERNELS, MODES, made_by, needs_kernels
 from snntorch_localzo import use_backend
-from snntorch_localzo._ops import active
+from snntorch_localzo._ops import active, planner
+from snntorch_localzo._ops.planner import Path
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_seq, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.linear_leaky import linear_leaky
@@ -40,12 +41,10 @@ def params(reset=0, beta=0.9, threshold=1.0, graded=1.0, device=DEVICE):
 @pytest.fixture
 def sparse_everywhere(monkeypatch):
     """The size heuristics would keep these tiny layers dense: force the sparse sums."""
-    monkeypatch.setattr(native_linear, "SPARSE_MIN_OUT", 1)
-    monkeypatch.setattr(native_linear, "SPARSE_MAX_DENSITY", 1.0)
-    if KERNELS:
-        monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
-        monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
-        monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 2**62)
+    monkeypatch.setattr(planner, "SPARSE_MIN_OUT", 1)
+    monkeypatch.setattr(planner, "SPARSE_MAX_DENSITY", 1.0)
+    monkeypatch.setattr(planner, "SPARSE_MIN_IN", 1)
+    monkeypatch.setattr(planner, "SPARSE_MAX_ROWS", 2**62)
 
 
 # ------------------------------------------------------------ Leaky sequence mode
@@ -360,9 +359,11 @@ def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
     _count_calls(monkeypatch, native_linear, list(calls), calls)
     two_layers("auto", True, device="cpu")  # 24 and 6 neurons: below SPARSE_MIN_OUT
     assert calls == {"sparse_weight_grad": 0}
-    assert not native_linear.use_sparse_weight_grad(64, 10, 1000)
-    assert native_linear.use_sparse_weight_grad(256, 10, 1000)
-    assert not native_linear.use_sparse_weight_grad(256, 500, 1000)  # too dense
+    def rule(out, active, entries):  # the CPU's size rule: rows * out = entries
+        return planner.sparse_weight_grad_fits(Path.NATIVE, out, 10, entries // out, active)
+    assert not rule(64, 10, 1024)
+    assert rule(256, 10, 1024)
+    assert not rule(256, 500, 1024)  # too dense
 
 
 @pytest.mark.version_free
@@ -385,14 +386,15 @@ def test_triton_sparse_weight_grad_is_taken(monkeypatch, sparse_everywhere):
 def test_triton_size_rule_takes_the_dense_product_for_long_walks(monkeypatch):
     """The kernels' rule: narrow layers and many rows (each program walks all
     ``T * B`` rows) take the dense product; the benchmark's T=100, B=128 does."""
-    rule = sparse_kernels.use_sparse_weight_grad
+    def rule(out, inp, rows):
+        return planner.sparse_weight_grad_fits(Path.TRITON, out, inp, rows)
     assert rule(256, 700, 25 * 128) and rule(1024, 256, 25 * 128)
     assert not rule(256, 700, 100 * 128) and not rule(20, 256, 25 * 128) and not rule(256, 16, 128)
     calls = {"sparse_weight_grad": 0}
     _count_calls(monkeypatch, sparse_kernels, list(calls), calls)
-    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_OUT", 1)
-    monkeypatch.setattr(sparse_kernels, "SPARSE_MIN_IN", 1)
-    monkeypatch.setattr(sparse_kernels, "SPARSE_MAX_ROWS", 9 * 4 - 1)  # two_layers: T * B = 36 rows
+    monkeypatch.setattr(planner, "SPARSE_MIN_OUT", 1)
+    monkeypatch.setattr(planner, "SPARSE_MIN_IN", 1)
+    monkeypatch.setattr(planner, "SPARSE_MAX_ROWS", 9 * 4 - 1)  # two_layers: T * B = 36 rows
     two_layers("triton", True)
     assert calls == {"sparse_weight_grad": 0}
 

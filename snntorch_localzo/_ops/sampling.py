@@ -27,9 +27,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..distributions import TABLE_SIZE, compute_dtype, table_lookup, table_lookup_x  # noqa: F401
+from ..distributions import SAMPLERS, TABLE, compute_dtype
 from .workspace import scratch
-from .spec import KIND_EXPONENTIAL, KIND_LOMAX2, KIND_NORMAL, KIND_TABLE, KIND_UNIFORM, ZOSpec
+from .spec import ZOSpec
 
 #: Probability of a tail event per entry and direction.
 TAIL = 2.0**-8
@@ -62,37 +62,16 @@ def draw_abs_z(
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """``spec.samples`` draws of ``|z|`` per entry: shape ``[samples, *shape]``."""
-    shape = (spec.samples,) + tuple(shape)
-    if spec.kind == KIND_NORMAL:
-        return torch.randn(shape, device=device, dtype=dtype, generator=generator).abs_().mul_(spec.kparam)
-    r = torch.rand(shape, device=device, dtype=dtype, generator=generator)
-    if spec.kind == KIND_UNIFORM:
-        return r.mul_(spec.kparam)
-    if spec.kind == KIND_EXPONENTIAL:
-        return torch.log1p(-r).mul_(-spec.kparam)
-    if spec.kind == KIND_TABLE:
-        return table_lookup(table, r.float()).to(dtype)
-    if spec.kind == KIND_LOMAX2:
-        s = r.sqrt_()
-        return (s / (1.0 - s)).mul_(spec.kparam)
-    raise ValueError(f"unknown sampler kind {spec.kind}")
+    sampler = SAMPLERS[spec.kind]
+    draw = torch.randn if sampler.normal else torch.rand
+    r = draw((spec.samples,) + tuple(shape), device=device, dtype=dtype, generator=generator)
+    return sampler.from_draw(r, spec.kparam, table).to(dtype)
 
 
 def abs_z_from_q(spec: ZOSpec, table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The quantile ``Q(1 - q)`` of ``|z|`` for ``q`` in (0, 1], in ``q``'s dtype
     (float64 for far tails, float32 is enough for ``q > 2**-8``)."""
-    if spec.kind == KIND_NORMAL:
-        return torch.special.ndtri(0.5 * q).neg_().mul_(spec.kparam)
-    if spec.kind == KIND_UNIFORM:
-        return (1.0 - q).mul_(spec.kparam)
-    if spec.kind == KIND_EXPONENTIAL:
-        return torch.log(q).mul_(-spec.kparam)
-    if spec.kind == KIND_TABLE:
-        return table_lookup_x(table, -torch.log2(q))
-    if spec.kind == KIND_LOMAX2:
-        s = torch.sqrt(1.0 - q)
-        return (s * (1.0 + s) / q).mul_(spec.kparam)
-    raise ValueError(f"unknown sampler kind {spec.kind}")
+    return SAMPLERS[spec.kind].from_q(q, spec.kparam, table)
 
 
 _Z_HI = {}
@@ -100,7 +79,7 @@ _Z_HI = {}
 
 def _z_hi(spec: ZOSpec, table: torch.Tensor) -> float:
     """``Q(1 - TAIL)`` with its margin (cached per sampler)."""
-    key = (spec.kind, spec.kparam, table.data_ptr() if spec.kind == KIND_TABLE else 0)
+    key = (spec.kind, spec.kparam, table.data_ptr() if spec.kind == TABLE.kind else 0)
     if key not in _Z_HI:
         q = torch.tensor([TAIL], dtype=torch.float64)
         _Z_HI[key] = float(abs_z_from_q(spec, table.cpu(), q)) * (1.0 + _MARGIN)

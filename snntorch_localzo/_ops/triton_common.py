@@ -27,9 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import distributions as D
 from ..distributions import TABLE_SIZE, TABLE_XMAX
 from . import layout
-from .spec import KIND_EXPONENTIAL, KIND_LOMAX2, KIND_NORMAL, KIND_TABLE, KIND_UNIFORM
 
 #: Entries per program of the elementwise kernels.
 BLOCK = 1024
@@ -46,11 +46,12 @@ ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.ACTIVE)
 LAST_ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.LAST_ACTIVE)
 TABLE_N: tl.constexpr = tl.constexpr(TABLE_SIZE)
 TABLE_SCALE_C: tl.constexpr = tl.constexpr(TABLE_SCALE)
-K_NORMAL: tl.constexpr = tl.constexpr(KIND_NORMAL)
-K_UNIFORM: tl.constexpr = tl.constexpr(KIND_UNIFORM)
-K_EXPONENTIAL: tl.constexpr = tl.constexpr(KIND_EXPONENTIAL)
-K_TABLE: tl.constexpr = tl.constexpr(KIND_TABLE)
-K_LOMAX2: tl.constexpr = tl.constexpr(KIND_LOMAX2)
+# the samplers of the law table (distributions.py), as the kernels switch on them
+K_NORMAL: tl.constexpr = tl.constexpr(D.NORMAL.kind)
+K_UNIFORM: tl.constexpr = tl.constexpr(D.UNIFORM.kind)
+K_EXPONENTIAL: tl.constexpr = tl.constexpr(D.EXPONENTIAL.kind)
+K_TABLE: tl.constexpr = tl.constexpr(D.TABLE.kind)
+K_LOMAX2: tl.constexpr = tl.constexpr(D.LOMAX2.kind)
 
 
 def grid(n: int):

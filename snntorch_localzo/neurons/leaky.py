@@ -7,9 +7,9 @@ import inspect
 import snntorch as snn
 import torch
 
-from .._backend import Path
 from .._checks import check_beta, check_float_tensor, check_state
-from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step, plan
+from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step
+from .._ops.planner import Path, leaky_path
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -148,12 +148,10 @@ class Leaky(snn.Leaky):
             state = self.mem if isinstance(self.mem, torch.Tensor) else None
             if state is not None and state.shape != input_.shape:
                 state = None  # snnTorch starts from a zero membrane
-            if state is not None and state.dtype != input_.dtype:
-                return None  # snnTorch promotes
         params = self._params(reset_mechanism)
         spec = self.spike_grad.spec
-        path = plan(input_, state, params, spec)
-        if path is Path.REFERENCE:
+        path = leaky_path(input_, state, params, spec)
+        if path is Path.REFERENCE:  # (a state of another dtype too: snnTorch promotes)
             return None
         if self.init_hidden and mem is not None:
             raise TypeError(
@@ -210,9 +208,9 @@ class Leaky(snn.Leaky):
             )
         reset_mechanism = self._fused_reset_mechanism()
         path = Path.REFERENCE
-        if reset_mechanism is not None and (state is None or state.dtype == input_.dtype):
+        if reset_mechanism is not None:
             params = self._params(reset_mechanism)
-            path = plan(input_, state, params, self.spike_grad.spec, input_.shape[0])
+            path = leaky_path(input_, state, params, self.spike_grad.spec, input_.shape[0])
         if path is not Path.REFERENCE:
             spk, mems = leaky_seq(
                 input_, state, params, self.spike_grad.spec, self.spike_grad.meter, path

@@ -1,9 +1,9 @@
 """The Leaky neuron with the LocalZO spike function: one step or a sequence."""
 
-from .autograd import leaky_seq, leaky_step, plan
+from .autograd import leaky_seq, leaky_step
 from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, RESETS, LeakyParams
 
 __all__ = [
-    "leaky_step", "leaky_seq", "plan", "LeakyParams", "RESETS",
+    "leaky_step", "leaky_seq", "LeakyParams", "RESETS",
     "RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE",
 ]

@@ -1,12 +1,12 @@
-"""Autograd glue of the Leaky neuron: the one place that picks its path.
+"""Autograd glue of the Leaky neuron: runs the path the planner picks.
 
 * ``Path.TRITON``: fused kernels (CUDA; CPU through Triton's interpreter).
 * ``Path.NATIVE``: the native CPU scan and sparse estimate.
 * ``Path.REFERENCE``: PyTorch ops and the LocalZO spike function, step by step.
 
-:func:`plan` decides from the tensors, the parameters and the spec; the
-neurons ask it once and pass the answer to :func:`leaky_step` or
-:func:`leaky_seq`.
+:func:`~snntorch_localzo._ops.planner.leaky_path` decides from the tensors,
+the parameters and the spec; the neurons ask it once and pass the answer to
+:func:`leaky_step` or :func:`leaky_seq`.
 """
 
 from __future__ import annotations
@@ -15,50 +15,16 @@ from typing import Optional, Tuple
 
 import torch
 
-from ... import _backend
-from ..._backend import Path
 from .. import active, layout
-from ..spec import ZOSpec, kernel_supports
+from ..planner import Path, leaky_path
+from ..spec import ZOSpec
 from ..spike import spike
-from ..spike.autograd import NATIVE_MIN_NUMEL
 from . import native, reference
 from .reference import LeakyParams
 
 
-def _params_fused(params: LeakyParams, x: torch.Tensor, dtypes) -> bool:
-    return all(
-        p.numel() == 1 and not p.requires_grad and p.dtype in dtypes and p.device == x.device
-        for p in (params.beta, params.threshold, params.graded)
-    )
-
-
-def plan(
-    x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec,
-    steps: int = 0,
-) -> Path:
-    """The path of a Leaky step (``steps = 0``) or sequence with input ``x`` and
-    state ``mem``: the fused paths need scalar, fixed ``beta``/``threshold``/
-    ``graded`` and a state of the input's dtype and device; the kernels also a
-    dtype and a number of directions they cover. On the CPU a single step
-    smaller than ``NATIVE_MIN_NUMEL`` entries takes the reference, whose dense
-    draw costs less there than the native path's bookkeeping."""
-    path = _backend.device_path(x)
-    if path is Path.REFERENCE:
-        return path
-    if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
-        return Path.REFERENCE
-    if path is Path.TRITON:
-        if kernel_supports(spec, x.dtype) and _params_fused(params, x, (torch.float32,)):
-            return path
-        path = Path.REFERENCE if x.is_cuda else Path.NATIVE
-    if path is Path.NATIVE and _params_fused(params, x, (torch.float32, torch.float64)):
-        if steps == 0 and x.numel() < NATIVE_MIN_NUMEL:
-            return Path.REFERENCE
-        return path
-    return Path.REFERENCE
-
-
-def _wants_grad(*tensors) -> bool:
+def wants_grad(*tensors) -> bool:
+    """Whether autograd will need a backward for these tensors (None ignored)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
@@ -106,7 +72,7 @@ def _dense_layout(*tensors) -> bool:
     return dense and all(t.stride() == first.stride() for t in tensors[1:])
 
 
-def _triton(x, mem, params, spec, meter, absz, steps):
+def run_triton(x, mem, params, spec, meter, absz, steps):
     """One step (``steps = 0``) keeps a dense layout it shares with ``mem``
     (channels-last stays channels-last); otherwise tensors are made contiguous."""
     if not (steps == 0 and absz is None and _dense_layout(x, *([mem] if mem is not None else []))):
@@ -114,7 +80,7 @@ def _triton(x, mem, params, spec, meter, absz, steps):
         mem = mem.contiguous() if mem is not None else None
     if absz is not None:
         absz = absz.to(device=x.device, dtype=torch.float32).contiguous()
-    if not _wants_grad(x, mem):
+    if not wants_grad(x, mem):
         from . import triton as kernels
 
         spk, mem, _, _ = kernels.leaky_forward(
@@ -154,9 +120,9 @@ class NativeLeaky(torch.autograd.Function):
         return gx, (gmem0 if need_gmem0 else None), None, None, None, None, None
 
 
-def _native(x, mem, params, spec, meter, absz, steps):
+def run_native(x, mem, params, spec, meter, absz, steps):
     """Returns ``(spk, mem, index)`` (``index`` None without grad)."""
-    if not _wants_grad(x, mem):
+    if not wants_grad(x, mem):
         spk, mem_seq, _, _ = native.scan(x, mem, params, steps)
         return spk, mem_seq, None
     if absz is not None:
@@ -178,14 +144,14 @@ def leaky_step(
 
     :param mem: previous membrane, or None for a zero membrane
     :param meter: an ActivityMeter counting the non-zero estimates, or None
-    :param path: the answer of :func:`plan` (asked here when None)
+    :param path: the planner's answer (asked here when None)
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, *x.shape]``
     """
-    path = plan(x, mem, params, spec) if path is None else path
+    path = leaky_path(x, mem, params, spec) if path is None else path
     if path is Path.TRITON:
-        return _triton(x, mem, params, spec, meter, absz, 0)
+        return run_triton(x, mem, params, spec, meter, absz, 0)
     if path is Path.NATIVE:
-        spk, new, _ = _native(x, mem, params, spec, meter, absz, 0)
+        spk, new, _ = run_native(x, mem, params, spec, meter, absz, 0)
         return spk, new
     return reference.leaky_step(x, mem, params, lambda u: spike(u, spec, meter, absz))
 
@@ -207,11 +173,11 @@ def leaky_seq(
     """
     if x.shape[0] == 0:  # an empty sequence
         return torch.zeros_like(x), torch.zeros_like(x)
-    path = plan(x, mem, params, spec, x.shape[0]) if path is None else path
+    path = leaky_path(x, mem, params, spec, x.shape[0]) if path is None else path
     if path is Path.TRITON:
-        return _triton(x, mem, params, spec, meter, absz, x.shape[0])
+        return run_triton(x, mem, params, spec, meter, absz, x.shape[0])
     if path is Path.NATIVE:
-        spk, mem_seq, index = _native(x, mem, params, spec, meter, absz, x.shape[0])
+        spk, mem_seq, index = run_native(x, mem, params, spec, meter, absz, x.shape[0])
         if index is not None:
             active.mark(spk, active.ActiveSet(index=index))
         return spk, mem_seq

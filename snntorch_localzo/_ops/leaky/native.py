@@ -30,6 +30,7 @@ from .. import layout, oplib, rng
 from ..workspace import output, scratch
 from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
 from ..spec import ZOSpec
+from ...step import Step
 from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams
 
 try:
@@ -134,18 +135,17 @@ def _forward(
     # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
     # step of each time step (as the spike function's), |z| given, or no |u| from the C loop
     u = None
-    if spec.rule is not None or absz is not None or uabs is None:
+    if spec.step.adaptive or absz is not None or uabs is None:
         # (its own scratch role: the C loop's |u| lives under "u")
         u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
-    d = None if spec.rule is None else spec.step(u, steps)
+    d = spec.divisor(u, steps)  # None: the fixed step, applied by the estimate
     if absz is not None:
-        index, g = sparse_estimate(u if d is None else (u / d).to(u.dtype), spec, table, absz=absz)
+        index, g = sparse_estimate(Step.apply(u, d), spec, table, absz=absz)
     else:  # |u|, widened to the compute dtype
         if uabs is None:
             cdtype = compute_dtype(x.dtype)
             uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()  # (d is computed)
-        if d is not None:
-            uabs = (uabs / d).to(uabs.dtype)
+        uabs = Step.apply(uabs, d)
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
     if resets is None:
         resets = torch.empty(0, dtype=torch.bool)

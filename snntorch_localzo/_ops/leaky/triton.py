@@ -185,7 +185,7 @@ def _forward(
         spec = ZOSpec.unflat(spec_ints, spec_floats)
         code = torch.empty_like(x, dtype=torch.uint8)
         seed = rng.philox_seed(x.device)
-        step = None if spec.rule is None else _step_like(spec, mem, threshold, steps)
+        step = _step_like(spec, mem, threshold, steps)
         leaky_code_kernel[tc.grid(x.numel())](
             mem, mem if mem0 is None else mem0, code, seed, table if absz is None else absz, table,
             threshold, table if step is None else step, x.numel(), n,
@@ -196,13 +196,15 @@ def _forward(
     return spk, mem, code, seed
 
 
-def _step_like(spec: ZOSpec, mem: torch.Tensor, threshold: torch.Tensor, steps: int) -> torch.Tensor:
-    """The adaptive step of every entry, from its time step's membranes, laid
-    out as ``mem`` is in memory (channels-last stays channels-last): the rule
-    gives one step per sample (and channel), broadcast here so that the code
-    kernel reads the step of the entry at each physical offset."""
-    step = spec.step(mem - threshold.to(mem.dtype), steps)
-    return torch.empty_like(mem, dtype=step.dtype).copy_(step.expand_as(mem))
+def _step_like(spec: ZOSpec, mem: torch.Tensor, threshold: torch.Tensor,
+               steps: int) -> Optional[torch.Tensor]:
+    """The divisor of every entry (:meth:`ZOSpec.divisor`, from its time step's
+    membranes), laid out as ``mem`` is in memory (channels-last stays
+    channels-last) so that the code kernel reads the divisor of the entry at
+    each physical offset; None for a fixed step (the kernel applies ``delta``)."""
+    u = mem - threshold.to(mem.dtype) if spec.step.adaptive else None
+    d = spec.divisor(u, steps)
+    return None if d is None else torch.empty_like(mem, dtype=d.dtype).copy_(d.expand_as(mem))
 
 
 def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,

@@ -1,12 +1,12 @@
-"""Autograd glue of the Linear + Leaky sequence layer: the one place that
-picks its path.
+"""Autograd glue of the Linear + Leaky sequence layer: runs the path the
+planner picks.
 
 Forward (fused paths): one matrix product for all steps, then the Leaky
 scan of the Triton or native path. Backward: the reverse scan gives
 ``h = dL/dI``; the weight gradient is sparse (from the active entries and the
 input trace) where docs/method.md section 4 holds (subtractive or no reset,
 fixed scalar beta, the membrane output unused by the loss) and the size
-heuristic of the path expects a gain, dense (one matrix product) otherwise;
+rule expects a gain (both in the planner), dense (one matrix product) otherwise;
 on the native path the input gradient is computed only at the active entries
 of the layer below when that layer is a native LocalZO sequence layer.
 """
@@ -18,31 +18,14 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..._backend import Path
 from .. import active, layout
 from ..leaky import autograd as leaky_glue
 from ..leaky import native as leaky_native
-from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, LeakyParams
+from ..leaky.reference import LeakyParams
+from ..planner import Path, linear_leaky_path, use_sparse_weight_grad
 from ..spec import ZOSpec
 from ..spike import spike
 from . import native, reference
-
-
-def plan(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    mem: Optional[torch.Tensor],
-    params: LeakyParams,
-    spec: ZOSpec,
-) -> Path:
-    """The path of the layer: the Leaky step's (:func:`..leaky.plan`), when the
-    linear parameters share the input's dtype and device."""
-    path = leaky_glue.plan(x, mem, params, spec, max(x.shape[0], 1))
-    for p in (weight, bias):
-        if p is not None and (p.dtype != x.dtype or p.device != x.device):
-            return Path.REFERENCE
-    return path
 
 
 class TritonLinearLeaky(torch.autograd.Function):
@@ -77,12 +60,11 @@ class TritonLinearLeaky(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = h @ weight
         if ctx.needs_input_grad[1]:
-            sparse_dw = (
-                ctx.sparse and grad_mem is None and grad_spk is not None
-                and ctx.params.reset in (RESET_SUBTRACT, RESET_NONE)
-                and kernels.use_sparse_weight_grad(weight.shape[0], weight.shape[1], x.numel() // x.shape[-1])
-            )
-            if sparse_dw:
+            if use_sparse_weight_grad(
+                Path.TRITON, sparse=ctx.sparse, reset=ctx.params.reset, grad_spk=grad_spk,
+                grad_mem=grad_mem, out_features=weight.shape[0], in_features=weight.shape[1],
+                rows=x.numel() // x.shape[-1],
+            ):
                 gw = kernels.sparse_weight_grad(x, e, beta, weight.dtype)
             else:
                 gw = h.reshape(-1, h.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
@@ -140,11 +122,11 @@ def linear_leaky(
     """``x``: ``[T, B, in]`` -> ``(spk [T, B, out], mem [T, B, out])``.
 
     :param mem: initial membrane ``[B, out]`` or None (zero)
-    :param path: the answer of :func:`plan` (asked here when None)
+    :param path: the planner's answer (asked here when None)
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, T, B, out]``
     :param sparse: use the sparse backward where it applies
     """
-    path = plan(x, weight, bias, mem, params, spec) if path is None else path
+    path = linear_leaky_path(x, weight, bias, mem, params, spec) if path is None else path
     if path is Path.REFERENCE:
         fns = [
             (lambda u, t=t: spike(u, spec, meter, None if absz is None else absz[:, t]))
@@ -153,10 +135,10 @@ def linear_leaky(
         return reference.linear_leaky(x, weight, bias, mem, params, fns)
     x = x.contiguous()
     mem = None if mem is None else mem.contiguous()
-    if not leaky_glue._wants_grad(x, weight, bias, mem):
+    if not leaky_glue.wants_grad(x, weight, bias, mem):
         cur = F.linear(x, weight, bias)
         if path is Path.TRITON:
-            return leaky_glue._triton(cur, mem, params, spec, None, None, cur.shape[0])
+            return leaky_glue.run_triton(cur, mem, params, spec, None, None, cur.shape[0])
         spk, mem_seq, _, _ = leaky_native.scan(cur, mem, params, cur.shape[0])
         return spk, mem_seq
     acc = layout.accumulator(meter, x.device)

@@ -28,17 +28,12 @@ import torch.nn.functional as F
 from .. import layout, oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
-from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
+from ..leaky.reference import RESET_ZERO
+from ..planner import Path, use_sparse_weight_grad
 from .reference import input_trace
 
 #: Memory the time chunk of the input trace may take.
 TRACE_BUDGET_BYTES = 16 * 2**20
-#: The sparse weight gradient pays off from this many neurons: its input trace
-#: costs about as much as a dense product with ~100 outputs on the
-#: development machine's CPU.
-SPARSE_MIN_OUT = 128
-#: ... and up to this fraction of active entries.
-SPARSE_MAX_DENSITY = 0.125
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -70,11 +65,6 @@ def _row_pointers(rows: torch.Tensor, n: int) -> torch.Tensor:
     crow = torch.zeros(n + 1, dtype=torch.int64)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
     return crow
-
-
-def use_sparse_weight_grad(out_features: int, active: int, entries: int) -> bool:
-    """Whether the sparse weight gradient is expected to beat the dense product."""
-    return out_features >= SPARSE_MIN_OUT and active <= SPARSE_MAX_DENSITY * entries
 
 
 def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
@@ -173,10 +163,9 @@ def _backward(
     OUT = weight.shape[0]
     shape = (T, B, OUT)
     need_x, need_w, need_b, need_m = needs
-    sparse_w = (
-        sparse and grad_mem is None and grad_spk is not None
-        and reset in (RESET_SUBTRACT, RESET_NONE)
-        and use_sparse_weight_grad(OUT, index.numel(), T * B * OUT)
+    sparse_w = use_sparse_weight_grad(
+        Path.NATIVE, sparse=sparse, reset=reset, grad_spk=grad_spk, grad_mem=grad_mem,
+        out_features=OUT, in_features=x.shape[-1], rows=T * B, active=index.numel(),
     )
     need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
     e = sparse_e = e_active = None

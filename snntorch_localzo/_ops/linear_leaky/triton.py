@@ -36,25 +36,6 @@ from .. import triton_common as tc
 TRACE_BUDGET_BYTES = 64 * 2**20
 #: Rows of ``e`` a program looks at per iteration, and input columns per program.
 BLOCK_R, BLOCK_IN = 64, 64
-#: Layers narrower than this take the dense product (one launch of cuBLAS
-#: beats a scan over all rows per neuron).
-SPARSE_MIN_OUT = 128
-SPARSE_MIN_IN = 64
-#: Above this many rows (``T * B``) the dense product is taken: every program
-#: walks all rows of its neuron's column of ``e``, one dependent load per
-#: ``BLOCK_R`` rows, so the walk, not the arithmetic, sets its time.
-SPARSE_MAX_ROWS = 8192
-
-
-def use_sparse_weight_grad(out_features: int, in_features: int, rows: int) -> bool:
-    """Size rule: whether the sparse weight gradient of a layer
-    ``in_features -> out_features`` over ``rows = T * B`` rows is taken
-    instead of the dense product. Not measured on a GPU yet: a review
-    estimated 0.3-1.5 ms for the sparse walk against 0.1-0.5 ms for cuBLAS at
-    ``B = 128, T = 100`` (12800 rows), hence the row limit;
-    ``benchmarks/gpu_check.py`` times both sides at the benchmark's shapes and
-    records whether this rule picked the faster one."""
-    return out_features >= SPARSE_MIN_OUT and in_features >= SPARSE_MIN_IN and rows <= SPARSE_MAX_ROWS
 
 
 @triton.jit

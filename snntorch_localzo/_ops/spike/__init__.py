@@ -1,5 +1,5 @@
 """The LocalZO spike function ``S = H(u)`` with its zeroth-order backward."""
 
-from .autograd import plan, spike
+from .autograd import spike
 
-__all__ = ["spike", "plan"]
+__all__ = ["spike"]

@@ -5,25 +5,14 @@ reference (an infinite or NaN incoming gradient stays NaN)."""
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import torch
 
-from .. import layout, oplib, rng
+from .. import layout, rng
 from ..sampling import sparse_estimate
-from ..spec import ZOSpec
+from .op import register_backward
 
 
-def _backward(
-    grad_out: torch.Tensor,
-    u: torch.Tensor,
-    spec_ints: List[int],
-    spec_floats: List[float],
-    table: torch.Tensor,
-    absz: Optional[torch.Tensor],
-    acc: torch.Tensor,
-) -> torch.Tensor:
-    spec = ZOSpec.unflat(spec_ints, spec_floats)
+def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec, table, absz, acc) -> torch.Tensor:
     index, g = sparse_estimate(u, spec, table, generator=rng.generator(u.device), absz=absz)
     out = grad_out.mul(0).contiguous()
     flat = out.view(-1)
@@ -32,7 +21,4 @@ def _backward(
     return out
 
 
-backward = oplib.register(
-    "spike_backward_native", _backward, lambda grad_out, *args: torch.empty_like(grad_out),
-    mutates=("acc",), seeded=True,
-)
+backward = register_backward("native", _backward)

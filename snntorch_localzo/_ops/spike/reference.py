@@ -4,13 +4,12 @@ the estimate of ``sampling.estimate`` (docs/method.md section 1)."""
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import torch
 
-from .. import layout, oplib, rng
+from .. import layout, rng
 from ..sampling import compute_dtype, draw_abs_z, estimate
 from ..spec import ZOSpec
+from .op import register_backward
 
 
 def spike_forward(u: torch.Tensor) -> torch.Tensor:
@@ -29,18 +28,9 @@ def draw_estimate(u: torch.Tensor, spec: ZOSpec, table: torch.Tensor, acc: torch
     return g
 
 
-def _backward(
-    grad_out: torch.Tensor,
-    u: torch.Tensor,
-    spec_ints: List[int],
-    spec_floats: List[float],
-    table: torch.Tensor,
-    absz: Optional[torch.Tensor],
-    acc: torch.Tensor,
-) -> torch.Tensor:
+def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     """``grad_out * G(u)`` with ``|z|`` drawn (unless given); adds the
     non-zero count to the meter ``acc`` (unless it is empty)."""
-    spec = ZOSpec.unflat(spec_ints, spec_floats)
     if absz is None:
         g = draw_estimate(u, spec, table, acc)
     else:
@@ -49,7 +39,4 @@ def _backward(
     return (grad_out.to(g.dtype) * g).to(grad_out.dtype)
 
 
-backward = oplib.register(
-    "spike_backward_reference", _backward, lambda grad_out, *args: torch.empty_like(grad_out),
-    mutates=("acc",), seeded=True,
-)
+backward = register_backward("reference", _backward)

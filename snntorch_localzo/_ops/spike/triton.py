@@ -10,15 +10,14 @@ gradient, and optionally counts the non-zero estimates.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import torch
 import triton
 import triton.language as tl
 
-from .. import layout, oplib, rng
+from .. import layout, rng
 from .. import triton_common as tc
 from ..spec import ZOSpec
+from .op import register_backward
 
 
 @triton.jit
@@ -57,18 +56,9 @@ def spike_bwd_kernel(
         tl.atomic_add(count_ptr + tc.LAST_ACTIVE_SLOT, active)
 
 
-def _backward(
-    grad_out: torch.Tensor,
-    u: torch.Tensor,
-    spec_ints: List[int],
-    spec_floats: List[float],
-    table: torch.Tensor,
-    absz: Optional[torch.Tensor],
-    acc: torch.Tensor,
-) -> torch.Tensor:
+def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     """``grad_out * G(u)``; adds the number of non-zero estimates to the meter
     ``acc`` (unless it is empty)."""
-    spec = ZOSpec.unflat(spec_ints, spec_floats)
     u = u.contiguous()
     n = u.numel()
     grad_out = grad_out.contiguous()
@@ -87,8 +77,4 @@ def _backward(
     return out
 
 
-spike_backward = oplib.register(
-    "spike_backward_triton", _backward,
-    lambda grad_out, u, *args: torch.empty_like(u, dtype=grad_out.dtype),
-    mutates=("acc",), seeded=True,
-)
+spike_backward = register_backward("triton", _backward)

@@ -1,0 +1,158 @@
+"""Which implementation runs a call: the one place that decides, and holds
+every size threshold.
+
+The mode (:mod:`snntorch_localzo._backend`: ``auto``, ``reference``,
+``triton``) gives the tensors' device a path (:func:`device_path`); each
+operator's planner below then applies the limits of the fused paths (dtypes,
+parameters, sizes) once per call, and the autograd glue runs what it says:
+
+==================  ==================================================
+path                what runs
+==================  ==================================================
+``Path.TRITON``     fused Triton kernels (CUDA; CPU in the interpreter)
+``Path.NATIVE``     the native CPU path: C time loops and the sparse
+                    estimate (only entries that can be active draw)
+``Path.REFERENCE``  plain PyTorch, step by step (every other case)
+==================  ==================================================
+
+Inside a layer's backward one more choice is made here: the sparse or the
+dense weight gradient (:func:`use_sparse_weight_grad`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from .._backend import Path, device_path
+from .resets import RESET_NONE, RESET_SUBTRACT
+from .spec import MAX_SAMPLES, ZOSpec
+
+if TYPE_CHECKING:
+    from .leaky.reference import LeakyParams
+
+__all__ = [
+    "Path", "spike_path", "leaky_path", "linear_leaky_path", "use_sparse_weight_grad",
+    "NATIVE_MIN_NUMEL", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
+]
+
+#: A single spike call or Leaky step on the CPU smaller than this takes the
+#: reference, whose dense draw costs less there than the native path's
+#: bookkeeping: on the development machine's CPU (one thread) the two cross
+#: between 2**15 and 2**17 entries.
+NATIVE_MIN_NUMEL = 2**17
+#: The sparse weight gradient pays off from this many output neurons (CPU: its
+#: input trace costs about as much as a dense product with ~100 outputs on the
+#: development machine; GPU: narrower layers take one cuBLAS launch).
+SPARSE_MIN_OUT = 128
+#: CPU: ... and up to this fraction of active entries.
+SPARSE_MAX_DENSITY = 0.125
+#: GPU: ... from this many input features ...
+SPARSE_MIN_IN = 64
+#: GPU: ... and up to this many rows ``T * B``: every program walks all rows of
+#: its neuron's column of ``e``, one dependent load per block of rows, so the
+#: walk, not the arithmetic, sets its time. Not measured on a GPU yet: a review
+#: estimated 0.3-1.5 ms for the sparse walk against 0.1-0.5 ms for cuBLAS at
+#: ``B = 128, T = 100`` (12800 rows), hence the limit;
+#: ``benchmarks/gpu_check.py`` times both sides and records whether this rule
+#: picked the faster one.
+SPARSE_MAX_ROWS = 8192
+
+#: Dtypes of the fused paths.
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+NATIVE_DTYPES = (torch.float32, torch.float64)
+
+
+def kernel_supports(spec: ZOSpec, dtype: torch.dtype) -> bool:
+    """Whether the Triton kernels handle this spec and dtype (float64 and more
+    than ``MAX_SAMPLES`` directions take another path)."""
+    return dtype in KERNEL_DTYPES and 1 <= spec.samples <= MAX_SAMPLES
+
+
+def spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
+    """The path of the spike function's backward for ``u``."""
+    path = device_path(u)
+    if path is Path.TRITON and not kernel_supports(spec, u.dtype):
+        return Path.REFERENCE if u.is_cuda else Path.NATIVE
+    if path is Path.NATIVE and u.numel() < NATIVE_MIN_NUMEL:
+        return Path.REFERENCE
+    return path
+
+
+def _scalar_params(params: "LeakyParams", x: torch.Tensor, dtypes) -> bool:
+    """Scalar, fixed ``beta``/``threshold``/``graded`` of a fused dtype on ``x``'s device."""
+    return all(
+        p.numel() == 1 and not p.requires_grad and p.dtype in dtypes and p.device == x.device
+        for p in (params.beta, params.threshold, params.graded)
+    )
+
+
+def leaky_path(
+    x: torch.Tensor, mem: Optional[torch.Tensor], params: "LeakyParams", spec: ZOSpec,
+    steps: int = 0,
+) -> Path:
+    """The path of a Leaky step (``steps = 0``) or sequence with input ``x`` and
+    state ``mem``: the fused paths need scalar, fixed ``beta``/``threshold``/
+    ``graded`` and a state of the input's dtype and device; the kernels also a
+    dtype and a number of directions they cover. On the CPU a single step
+    smaller than ``NATIVE_MIN_NUMEL`` entries takes the reference."""
+    path = device_path(x)
+    if path is Path.REFERENCE:
+        return path
+    if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
+        return Path.REFERENCE
+    if path is Path.TRITON:
+        if kernel_supports(spec, x.dtype) and _scalar_params(params, x, (torch.float32,)):
+            return path
+        path = Path.REFERENCE if x.is_cuda else Path.NATIVE
+    if path is Path.NATIVE and _scalar_params(params, x, NATIVE_DTYPES):
+        if steps == 0 and x.numel() < NATIVE_MIN_NUMEL:
+            return Path.REFERENCE
+        return path
+    return Path.REFERENCE
+
+
+def linear_leaky_path(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    mem: Optional[torch.Tensor],
+    params: "LeakyParams",
+    spec: ZOSpec,
+) -> Path:
+    """The path of the Linear + Leaky layer: the Leaky sequence's, when the
+    linear parameters share the input's dtype and device."""
+    for p in (weight, bias):
+        if p is not None and (p.dtype != x.dtype or p.device != x.device):
+            return Path.REFERENCE
+    return leaky_path(x, mem, params, spec, max(x.shape[0], 1))
+
+
+def sparse_weight_grad_fits(
+    path: Path, out_features: int, in_features: int, rows: int, active: Optional[int] = None
+) -> bool:
+    """The size rule of the sparse weight gradient of a layer
+    ``in_features -> out_features`` over ``rows = T * B`` rows with ``active``
+    active entries (the CPU knows them; the GPU path does not wait for the
+    count): whether it is expected to beat the dense product."""
+    if out_features < SPARSE_MIN_OUT:
+        return False
+    if path is Path.TRITON:
+        return in_features >= SPARSE_MIN_IN and rows <= SPARSE_MAX_ROWS
+    return active is not None and active <= SPARSE_MAX_DENSITY * rows * out_features
+
+
+def use_sparse_weight_grad(
+    path: Path, *, sparse: bool, reset: int, grad_spk, grad_mem, out_features: int,
+    in_features: int, rows: int, active: Optional[int] = None,
+) -> bool:
+    """Whether a Linear + Leaky backward takes the sparse weight gradient:
+    asked for (``sparse``), valid (subtractive or no reset, a spike gradient
+    and no membrane gradient: docs/method.md section 4) and expected to pay
+    (:func:`sparse_weight_grad_fits`)."""
+    return (
+        sparse and grad_mem is None and grad_spk is not None
+        and reset in (RESET_SUBTRACT, RESET_NONE)
+        and sparse_weight_grad_fits(path, out_features, in_features, rows, active)
+    )
