@@ -46,7 +46,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 import defaults  # noqa: E402
 
-from snntorch_localzo.adaptive import active_prob  # noqa: E402
+from snntorch_localzo.distributions import Normal  # noqa: E402
 
 DELTAS = (0.008, 0.05, 0.5)
 QUANTILES = (0.001, 0.01, 0.05, 0.1, 0.5, 0.9)
@@ -87,7 +87,7 @@ class URecorder:
 def expected_active(uabs: torch.Tensor, delta: float) -> torch.Tensor:
     """LocalZO's expected active fraction ``mean(1 - F(|u|/delta))`` (normal
     law, one direction), in float64."""
-    return active_prob("normal", uabs.to(torch.float64) / delta, 1).mean()
+    return Normal(delta).active_prob(uabs, 1).mean()
 
 
 def delta_for(uabs: torch.Tensor, rho: float, low: float = 1e-3, high: float = 10.0) -> float:
