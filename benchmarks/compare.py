@@ -64,6 +64,11 @@ from snntorch_localzo.demo.models import LinearThenSequence, SequenceMLP, Spikes
 from snntorch_localzo.demo.train import SpikeGradProbe
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+import _malloc  # noqa: E402
+import _nvml  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 IN_FEATURES, OUT_FEATURES = 700, 20
 
@@ -239,9 +244,7 @@ class SavedBytes:
 def energy_per_step(step: Callable[[], None], device: torch.device, seconds: float = 0.5) -> Optional[float]:
     """Joules per call of ``step`` from NVML's total-energy counter (mJ since the
     driver loaded), over at least ``seconds``; None where it is not reported."""
-    from snntorch_localzo.demo import nvml
-
-    reader = nvml.energy_reader(device)
+    reader = _nvml.energy_reader(device)
     if reader is None:
         return None
     torch.cuda.synchronize(device)
@@ -450,16 +453,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice)")
     p.add_argument("--malloc", choices=("default", "retain"), default="default",
                    help="'retain': glibc keeps freed memory for reuse instead of faulting large "
-                   "tensors in again at every step (snntorch_localzo.demo.malloc; Linux)")
+                   "tensors in again at every step (benchmarks/_malloc.py; Linux)")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.energy_seconds = 3, 1, 0.25
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.malloc == "retain":
-        from snntorch_localzo.demo import malloc
-
-        if not malloc.retain():
+        if not _malloc.retain():
             p.error("argument --malloc: glibc's mallopt is not available here")
     if args.replot:
         if not args.out:
