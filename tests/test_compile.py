@@ -1,7 +1,7 @@
 """torch.compile: models of this package's layers compile (with
 fullgraph=True wherever snnTorch's own Leaky does) and give eager mode's
 results; and every Triton kernel compiles for the H100 (sm_90) ahead of time
-on the CPU (see aot_compile.py), which catches what the interpreter cannot:
+on the CPU (see scripts/aot_compile.py), which catches what the interpreter cannot:
 type errors in branches, unsupported operations, register blow-ups, and the
 specialisations (aligned pointers, divisible sizes) real launches get."""
 
@@ -134,7 +134,7 @@ def test_torch_compile_sequence_layers_match_eager(backend):
 def test_all_kernels_compile_for_sm90(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("aot_compile.py"))],
+        [sys.executable, str(Path(__file__).parent / "scripts" / "aot_compile.py")],
         capture_output=True, text=True, env=env,
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -149,7 +149,7 @@ def test_time_loops_index_in_64_bits(tmp_path):
     can allocate (test_gpu.py runs such a scan on a GPU with the memory)."""
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("aot_compile.py")), "--offsets"],
+        [sys.executable, str(Path(__file__).parent / "scripts" / "aot_compile.py"), "--offsets"],
         capture_output=True, text=True, env=env,
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]

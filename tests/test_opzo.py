@@ -334,7 +334,7 @@ def test_no_graph_through_layers_with_snntorch_surrogate(monkeypatch):
 
 @pytest.mark.heavy
 def test_live_memory_does_not_grow_with_sequence_length():
-    script = ROOT / "tests" / "opzo_memory_check.py"
+    script = ROOT / "tests" / "scripts" / "opzo_memory_check.py"
     out = subprocess.run([sys.executable, str(script), "10", "200"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
