@@ -260,7 +260,7 @@ def energy_per_step(step: Callable[[], None], device: torch.device, seconds: flo
 
 
 def measure(
-    impl: str, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
+    impl: str, *, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
     energy: bool = False, energy_seconds: float = 0.5,
 ) -> Dict:
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -506,8 +506,9 @@ def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Op
         print(f"  {impl} T={T} hidden={hidden}: skipped ({skip})", flush=True)
         return dict(row, error=skip)
     try:
-        row = dict(measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup,
-                           energy=args.energy, energy_seconds=args.energy_seconds), error=None)
+        row = dict(measure(impl, T=T, B=args.batch, hidden=hidden, device=device,
+                           repeats=args.repeats, warmup=args.warmup, energy=args.energy,
+                           energy_seconds=args.energy_seconds), error=None)
     except Exception as exc:  # recorded, and the next row runs
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         print(f"  {impl} T={T} hidden={hidden}: FAILED {message}", flush=True)

@@ -145,8 +145,8 @@ def measure(spec, model, rec: URecorder, x: torch.Tensor) -> List[Dict]:
     return [layer_stats(v, s) for v, s in zip(rec.values, rec.spikes)]
 
 
-def study_one(spec, grad: defaults.SpikeGrad, scale: float, threshold: float, train_epochs: int,
-              seed: int, x_train, y_train, probe_x) -> Dict:
+def study_one(spec, grad: defaults.SpikeGrad, *, scale: float, threshold: float,
+              train_epochs: int, seed: int, x_train, y_train, probe_x) -> Dict:
     torch.manual_seed(seed)
     model = spec.build(grad.factory(), threshold=threshold)
     scale_init(model, scale)
@@ -341,8 +341,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for scale in args.scales:
             for thr in args.thresholds:
                 trained = (scale, thr) in [tuple(p) for p in args.train]
-                r = study_one(spec, grad, scale, thr, args.epochs if trained else 0, args.seed,
-                              x_train, y_train, probe_x)
+                r = study_one(spec, grad, scale=scale, threshold=thr,
+                              train_epochs=args.epochs if trained else 0, seed=args.seed,
+                              x_train=x_train, y_train=y_train, probe_x=probe_x)
                 results.append(r)
                 init = r["stages"][0]["layers"]
                 print(f"  {net} scale {scale:g} thr {thr:g}: max u per layer "

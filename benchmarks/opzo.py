@@ -316,8 +316,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                              epochs=args.epochs if net == "fc" else args.conv_epochs,
                              num_steps=args.steps, batch_size=args.batch, lr=args.lr,
                              hidden=hidden, local_grad=local_grad, **shape, **options)
-            row["peak_mib"] = _peak_of_run(net, method, hidden, data, args, device, local_grad,
-                                           options)
+            row["peak_mib"] = _peak_of_run(net, method, hidden=hidden, data=data, args=args,
+                                           device=device, local_grad=local_grad, options=options)
             rows.append(row)
             active = "" if row["active_frac"] is None else f", {100 * row['active_frac']:.2f}% active"
             val = "" if row["val_acc"] is None else f"val {100 * row['val_acc']:6.2f}%  "
@@ -342,7 +342,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _peak_of_run(net, method, hidden, data, args, device, local_grad, options) -> float:
+def _peak_of_run(net, method, *, hidden, data, args, device, local_grad, options) -> float:
     """Peak MiB of one training step of a fresh trainer of this method (after
     one warm-up step), on the run's first batch."""
     torch.manual_seed(0)

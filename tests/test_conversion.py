@@ -623,8 +623,8 @@ def test_ftbc_residual_error_is_measured_off_the_calibration_batches(one_thread)
     error comes from held-out training data, so it is larger there."""
     from snntorch_localzo.demo import ftbc
 
-    rows = ftbc.run(ftbc.digits_task(), "mlp", 4, 2.0, [0], epochs=2, steps=[4],
-                    calib_batches=1, calib_batch_size=128, test=False)
+    rows = ftbc.run(ftbc.digits_task(), net="mlp", levels=4, lam=2.0, seeds=[0], epochs=2,
+                    steps=[4], calib_batches=1, calib_batch_size=128, test=False)
     row = next(r for r in rows if r["method"] == "ftbc")
     assert row["residual_error"] > 1.5 * row["residual_error_calib"]
     assert all(r["test_acc"] is None for r in rows)  # test=False: the test split is not used

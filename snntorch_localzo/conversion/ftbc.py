@@ -247,6 +247,7 @@ def calibrate(
     ann: nn.Module,
     data: Data,
     num_steps: int,
+    *,
     alpha: float = 0.5,
     iters: int = 5,
     num_batches: Optional[int] = 3,

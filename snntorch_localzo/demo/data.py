@@ -142,17 +142,9 @@ def spiking_digits(
     )
 
 
-def rate_patterns(
-    num_classes: int = 20,
-    features: int = 700,
-    num_steps: int = 100,
-    train: int = 2048,
-    test: int = 512,
-    rate: float = 0.05,
-    contrast: float = 0.3,
-    seed: int = 0,
-    device=None,
-) -> SpikeDataset:
+def rate_patterns(num_classes: int = 20, features: int = 700, *, num_steps: int = 100,
+                  train: int = 2048, test: int = 512, rate: float = 0.05, contrast: float = 0.3,
+                  seed: int = 0, device=None) -> SpikeDataset:
     """A generated spike-train classification task shaped like SHD (700
     input channels, 20 classes): each class has a fixed random firing-rate
     profile over the channels (mean ``rate``; ``contrast`` sets how far
@@ -195,15 +187,9 @@ def _saccade_offsets(times: np.ndarray, amplitude: float) -> np.ndarray:
     return corners[leg] * (1 - frac) + corners[leg + 1] * frac
 
 
-def moving_digit_events(
-    num_samples: int = 1000,
-    split: str = "train",
-    seed: int = 0,
-    duration_us: int = 300_000,
-    steps: int = 60,
-    contrast_threshold: float = 0.25,
-    noise_events: int = 50,
-):
+def moving_digit_events(num_samples: int = 1000, *, split: str = "train", seed: int = 0,
+                        duration_us: int = 300_000, steps: int = 60,
+                        contrast_threshold: float = 0.25, noise_events: int = 50):
     """Event-camera recordings generated from scikit-learn's digits, in the
     format of tonic's N-MNIST: the way N-MNIST was made (a sensor that moves
     in three saccades in front of a still digit) simulated on a 34x34 sensor.

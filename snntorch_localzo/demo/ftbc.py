@@ -182,8 +182,8 @@ def build_ann(net: str, input_shape: tuple, num_classes: int, levels: int = 8, l
     raise ValueError(f"unknown net {net!r}: 'mlp' or 'conv'")
 
 
-def train_ann(ann: nn.Module, train: Dataset, epochs: int, lr: float, batch_size: int, seed: int,
-              device: torch.device, progress=None, weight_decay: float = 0.0) -> None:
+def train_ann(ann: nn.Module, train: Dataset, *, epochs: int, lr: float, batch_size: int,
+              seed: int, device: torch.device, progress=None, weight_decay: float = 0.0) -> None:
     """Adam (L2 ``weight_decay``) with a cosine learning-rate schedule, cross-entropy."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(ann.parameters(), lr, weight_decay=weight_decay)
@@ -223,7 +223,7 @@ def localzo_neuron(delta_scale: float):
     return build
 
 
-def finetune_localzo(snn_net, ann, train: Dataset, num_steps: int, epochs: int, lr: float,
+def finetune_localzo(snn_net, ann, train: Dataset, *, num_steps: int, epochs: int, lr: float,
                      batch_size: int, delta_scale: float, seed: int, device: torch.device):
     """A copy of ``snn_net`` with ``localzo.Leaky`` neurons (same state:
     weights, thresholds, temporal biases), trained by BPTT at ``num_steps``
@@ -248,7 +248,7 @@ def finetune_localzo(snn_net, ann, train: Dataset, num_steps: int, epochs: int, 
 
 
 # --------------------------------------------------------------------------- experiment
-def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, seeds=(0,),
+def run(data: TaskData, *, net: str = "mlp", levels: int = 8, lam: float = 2.0, seeds=(0,),
         epochs: int = 60, lr: float = 2e-3, batch_size: int = 64, steps=DEFAULT_STEPS,
         alpha: float = 0.5, iters: int = 5, calib_batches: int = 3, calib_batch_size: int = 480,
         released: bool = False, finetune_steps=(), finetune_epochs: int = 5,
@@ -290,8 +290,8 @@ def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, see
         per_epoch = math.ceil(len(train) / batch_size)
         bar = progress_bar(epochs * per_epoch, progress, desc=f"{label} seed {seed}: ANN",
                            unit="batch")
-        train_ann(ann, train, epochs, lr, batch_size, seed, device, bar.update if bar else None,
-                  weight_decay)
+        train_ann(ann, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                  device=device, progress=bar.update if bar else None, weight_decay=weight_decay)
         if bar is not None:
             bar.close()
         ann_row = dict(net=label, T=None, method="ann", seed=seed, **accuracies(ann))
@@ -318,8 +318,9 @@ def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, see
                                  residual_error=float(out_of_sample[:, :T].mean()),
                                  residual_error_calib=float(in_sample[method][:, :T].mean())))
         for T in finetune_steps:
-            tuned, active = finetune_localzo(snns["ftbc"], ann, train, T, finetune_epochs,
-                                             finetune_lr, batch_size, delta_scale, seed, device)
+            tuned, active = finetune_localzo(
+                snns["ftbc"], ann, train, num_steps=T, epochs=finetune_epochs, lr=finetune_lr,
+                batch_size=batch_size, delta_scale=delta_scale, seed=seed, device=device)
             rows.append(dict(net=label, T=T, method="ftbc+localzo", seed=seed,
                              **accuracies(tuned, num_steps=T), epochs=finetune_epochs,
                              active_frac=active))
@@ -498,11 +499,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"FTBC alpha={args.alpha:g}, iters={args.iters}, "
           f"{args.calib_batches} batches of {args.calib_batch_size}; device {device}; seeds {seeds}",
           flush=True)
-    rows = run(data, args.net, args.levels, args.lam, seeds, args.epochs, args.lr, args.batch_size,
-               args.steps, args.alpha, args.iters, args.calib_batches, args.calib_batch_size,
-               args.released, args.finetune, args.finetune_epochs, args.finetune_lr,
-               args.delta_scale, device, progress=not args.no_progress,
-               log=lambda line: print(line, flush=True), weight_decay=args.weight_decay)
+    rows = run(data, net=args.net, levels=args.levels, lam=args.lam, seeds=seeds,
+               epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, steps=args.steps,
+               alpha=args.alpha, iters=args.iters, calib_batches=args.calib_batches,
+               calib_batch_size=args.calib_batch_size, released=args.released,
+               finetune_steps=args.finetune, finetune_epochs=args.finetune_epochs,
+               finetune_lr=args.finetune_lr, delta_scale=args.delta_scale, device=device,
+               progress=not args.no_progress, log=lambda line: print(line, flush=True),
+               weight_decay=args.weight_decay)
     print()
     print(format_table(rows), flush=True)
     if args.json:

@@ -91,6 +91,7 @@ def plot_gradient(
     ax,
     u,
     expected,
+    *,
     estimated=None,
     stderr=None,
     surrogate=None,
@@ -144,6 +145,7 @@ def _mean_std(runs: Sequence[Sequence[float]]):
 def curves_figure(
     series: Mapping[str, Series],
     ylabel: str,
+    *,
     xlabel: str = "epoch",
     title: str = "",
     x: Optional[Sequence[float]] = None,
