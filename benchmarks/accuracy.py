@@ -43,7 +43,7 @@ import snntorch.surrogate as surrogate
 import torch
 
 import snntorch_localzo as localzo
-from snntorch_localzo.demo.cli import _call_string, format_table
+from snntorch_localzo.demo.cli import call_string, format_table
 from snntorch_localzo.demo.data import spiking_digits
 from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 
@@ -62,8 +62,8 @@ def spike_grads(delta: float) -> Dict[str, Callable]:
     }
     for dist in ("normal", "uniform", "laplace"):
         est = localzo.make(dist, delta=delta, track=True)
-        specs[_call_string(est)] = lambda dist=dist: localzo.make(dist, delta=delta, track=True)
-    specs[_call_string(localzo.make("sigmoid"))] = lambda: localzo.make("sigmoid", track=True)
+        specs[call_string(est)] = lambda dist=dist: localzo.make(dist, delta=delta, track=True)
+    specs[call_string(localzo.make("sigmoid"))] = lambda: localzo.make("sigmoid", track=True)
     return specs
 
 

@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 import snntorch_localzo as localzo
-from snntorch_localzo.demo.opzo import METHODS, _images, conv_net, fc_net, train_opzo
+from snntorch_localzo.demo.opzo import METHODS, as_images, conv_net, fc_net, train_opzo
 from snntorch_localzo.opzo import OPZO
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,7 +352,7 @@ def _peak_of_run(net, method, *, hidden, data, args, device, local_grad, options
     trainer = OPZO(model, torch.optim.Adam(model.parameters(), args.lr),
                    local_grad=local_grad, **opts, **options).to(device)
     x = data.x_train[:, :args.batch]
-    x = _images(x) if net == "conv" else x
+    x = as_images(x) if net == "conv" else x
     y = data.y_train[:args.batch]
     trainer.train_step(x, y)
     mib = peak_mib(lambda: trainer.train_step(x, y), device)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._progress import progress_bar
-from .convert import _BATCHNORM, _DROPPED, ann_layers
+from .convert import BATCHNORM, DROPPED, ann_layers
 from .network import ConvertedSNN, IFNeuron, check_num_steps
 from .qcfs import QCFS
 
@@ -90,11 +90,11 @@ def _ann_activations(ann: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
     acts = []
     h = x
     for name, m in ann_layers(ann):
-        if isinstance(m, _BATCHNORM):
+        if isinstance(m, BATCHNORM):
             if m.running_mean is None:
                 raise ValueError(f"BatchNorm '{name}' has no running statistics")
             h = F.batch_norm(h, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
-        elif isinstance(m, _DROPPED):
+        elif isinstance(m, DROPPED):
             continue
         else:
             h = m(h)

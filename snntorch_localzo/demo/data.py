@@ -15,6 +15,7 @@ import torch
 
 __all__ = [
     "SpikeDataset",
+    "digits_split",
     "spiking_digits",
     "rate_encode",
     "rate_patterns",
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 
-def _digits_split(test_size: float, purpose: str):
+def digits_split(test_size: float, purpose: str):
     """scikit-learn's digits (pixels 0..16) with the package's fixed stratified
     split (``random_state=0``): ``X_train, X_test, y_train, y_test``."""
     try:
@@ -117,7 +118,7 @@ def spiking_digits(
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) \
             or not 0.0 <= val_size < 1.0:
         raise ValueError(f"`val_size` must be a fraction in [0, 1), got {val_size!r}")
-    X_tr, X_te, y_tr, y_te = _digits_split(test_size, "the digits demo")
+    X_tr, X_te, y_tr, y_te = digits_split(test_size, "the digits demo")
     X_val = y_val = None
     if val_size > 0:
         from sklearn.model_selection import train_test_split
@@ -215,7 +216,7 @@ def moving_digit_events(num_samples: int = 1000, *, split: str = "train", seed: 
     """
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
-    X_tr, X_te, y_tr, y_te = _digits_split(0.2, "the generated events")
+    X_tr, X_te, y_tr, y_te = digits_split(0.2, "the generated events")
     X, y = (X_tr, y_tr) if split == "train" else (X_te, y_te)
     rng = np.random.default_rng(seed)
     pick = rng.permutation(np.resize(np.arange(len(y)), num_samples))

@@ -33,6 +33,7 @@ from .. import conversion
 from .._progress import progress_bar
 from ..conversion.data import ImageFolder, load_arrays, load_cifar
 from .args import Parser, json_path, plural
+from .data import digits_split
 
 __all__ = ["main", "build_parser", "build_ann", "load_data", "split_validation", "run",
            "format_table"]
@@ -69,9 +70,7 @@ def _task(name: str, train: Dataset, test: Dataset, num_classes: Optional[int] =
 def digits_task() -> TaskData:
     """scikit-learn's digits as images ``[1, 8, 8]`` in [0, 1] (pixels / 16),
     with the package's fixed stratified split (1437 train, 360 test)."""
-    from .data import _digits_split
-
-    x_tr, x_te, y_tr, y_te = _digits_split(0.2, "the ftbc demo")
+    x_tr, x_te, y_tr, y_te = digits_split(0.2, "the ftbc demo")
 
     def dataset(x, y):
         return TensorDataset(torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0,
