@@ -13,6 +13,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_choice, check_fraction
+
 __all__ = [
     "SpikeDataset",
     "digits_split",
@@ -113,11 +115,8 @@ def spiking_digits(
     :param val_size: fraction of the training part held out for validation,
         in [0, 1). Defaults to 0 (no validation split)
     """
-    if not isinstance(redraw, bool):
-        raise TypeError(f"`redraw` must be a bool, got {type(redraw).__name__}")
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) \
-            or not 0.0 <= val_size < 1.0:
-        raise ValueError(f"`val_size` must be a fraction in [0, 1), got {val_size!r}")
+    check_bool("redraw", redraw)
+    check_fraction("val_size", val_size, low_open=False)
     X_tr, X_te, y_tr, y_te = digits_split(test_size, "the digits demo")
     X_val = y_val = None
     if val_size > 0:
@@ -214,8 +213,7 @@ def moving_digit_events(num_samples: int = 1000, *, split: str = "train", seed: 
     :return: ``(events, labels)``: a list of ``num_samples`` structured arrays
         of dtype :data:`EVENT_DTYPE` sorted by ``t``, and an int64 array of labels
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    check_choice("split", split, ("train", "test"))
     X_tr, X_te, y_tr, y_te = digits_split(0.2, "the generated events")
     X, y = (X_tr, y_tr) if split == "train" else (X_te, y_te)
     rng = np.random.default_rng(seed)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .. import conversion
-from .._progress import progress_bar
+from .._checks import check_fraction
+from .._progress import progress_counter
 from ..conversion.data import ImageFolder, load_arrays, load_cifar
 from .args import Parser, json_path, plural
 from .data import digits_split
@@ -135,8 +136,7 @@ def split_validation(dataset: Dataset, fraction: float = 0.2, seed: int = 0):
     """``(rest, val)``: a random ``fraction`` of ``dataset`` held out as a
     validation split (a fixed permutation drawn from ``seed``), for choosing
     settings without the test split."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"`fraction` must lie in (0, 1), got {fraction!r}")
+    check_fraction("fraction", fraction)
     n = len(dataset)
     n_val = int(round(fraction * n))
     if not 0 < n_val < n:
@@ -287,10 +287,10 @@ def run(data: TaskData, *, net: str = "mlp", levels: int = 8, lam: float = 2.0, 
         torch.manual_seed(seed)
         ann = build_ann(net, data.input_shape, data.num_classes, levels, lam).to(device)
         per_epoch = math.ceil(len(train) / batch_size)
-        bar = progress_bar(epochs * per_epoch, progress, desc=f"{label} seed {seed}: ANN",
-                           unit="batch")
+        bar, advance = progress_counter(epochs * per_epoch, progress,
+                                        desc=f"{label} seed {seed}: ANN", unit="batch")
         train_ann(ann, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                  device=device, progress=bar.update if bar else None, weight_decay=weight_decay)
+                  device=device, progress=advance, weight_decay=weight_decay)
         if bar is not None:
             bar.close()
         ann_row = dict(net=label, T=None, method="ann", seed=seed, **accuracies(ann))
