@@ -33,7 +33,7 @@ from .. import conversion
 from .._checks import check_fraction
 from .._progress import progress_counter
 from ..conversion.data import ImageFolder, load_arrays, load_cifar
-from .args import Parser, json_path, plural
+from .args import Parser, json_path, plural, positive_ints
 from .data import digits_split
 
 __all__ = ["main", "build_parser", "build_ann", "load_data", "split_validation", "run",
@@ -379,16 +379,6 @@ def format_table(rows: List[Dict], key: str = "test_acc") -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def _int_list(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="snntorch-localzo ftbc",
@@ -415,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="ANN weight decay, Adam's L2 term (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
-    p.add_argument("--steps", type=_int_list, default=list(DEFAULT_STEPS),
+    p.add_argument("--steps", type=positive_ints, default=list(DEFAULT_STEPS),
                    help="time steps to evaluate, comma-separated (default 1,2,4,8,16,32)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--runs", type=int, default=1, help="number of seeds (default 1)")
@@ -429,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--released", action="store_true",
                    help="also calibrate as the authors' released script does (own bias not fed "
                         "back, alpha 0.4, accumulated over the calibration batches)")
-    p.add_argument("--finetune", type=_int_list, default=[], metavar="T[,T...]",
+    p.add_argument("--finetune", type=positive_ints, default=[], metavar="T[,T...]",
                    help="also fine-tune the FTBC network with LocalZO (localzo.Leaky, BPTT) at "
                         "these time steps")
     p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs (default 5)")

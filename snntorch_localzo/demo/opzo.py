@@ -26,7 +26,7 @@ import torch.nn as nn
 from .._progress import progress_counter
 from ..estimator import LocalZO, make
 from ..opzo import FEEDBACKS, NOISES, OPZO
-from .args import Parser, json_path, plural
+from .args import Parser, json_path, plural, positive_ints
 from .data import SpikeDataset, spiking_digits
 
 __all__ = ["main", "build_parser", "fc_net", "conv_net", "as_images", "train_opzo", "METHODS",
@@ -169,16 +169,6 @@ def batches(n_train: int, batch_size: int) -> int:
 
 
 # ---------------------------------------------------------------------- command line
-def _positive_ints(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="snntorch-localzo opzo",
@@ -194,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "zo (zeroth order by node perturbation); default: all four")
     p.add_argument("--net", default="fc", choices=["fc", "conv"],
                    help="fc: 64-hidden-10 fully connected (default); conv: small conv net")
-    p.add_argument("--hidden", type=_positive_ints, default=list(DEFAULT_HIDDEN),
+    p.add_argument("--hidden", type=positive_ints, default=list(DEFAULT_HIDDEN),
                    help="hidden sizes of the fc net (default 256,256,256,128)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--steps", type=int, default=8, help="time steps per sample (default 8)")
