@@ -50,7 +50,7 @@ from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import add_digits_args, digits, digits_settings, machine  # noqa: E402
+from _common import add_digits_args, digits, digits_settings, machine, write_results  # noqa: E402
 
 
 def spike_grads(delta: float) -> Dict[str, Callable]:
@@ -204,17 +204,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     for note in notes:
         print(f"note: {note}")
     rows = [summary(runs) for runs in results.values()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    return write_results(out, {
         "settings": settings,
         "summary": rows,
         "notes": notes,
         "runs": {name: [r.__dict__ for r in runs] for name, runs in results.items()},
-    }, indent=1))
-    print(f"wrote {out}")
-    if args.plot != "none":
-        print(f"wrote {plot(rows, settings, png)}")
-    return 0
+    }, figure=None if args.plot == "none" else lambda: plot(rows, settings, png))
 
 
 if __name__ == "__main__":

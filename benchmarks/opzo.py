@@ -61,7 +61,7 @@ from snntorch_localzo.opzo import OPZO
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import add_digits_args, digits, digits_settings, machine  # noqa: E402
+from _common import add_digits_args, digits, digits_settings, machine, write_results  # noqa: E402
 FC_METHODS = ["opzo", "ottt_backprop", "dfa", "zo", "opzo_localzo"]
 CONV_METHODS = ["opzo", "ottt_backprop", "dfa", "zo"]
 
@@ -333,13 +333,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(line)
     print(f"\n(total {total / 60:.1f} min)")
     settings["total_min"] = total / 60
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "rows": rows, "summary": summary,
-                               "memory_vs_T": memory}, indent=1))
-    print(f"wrote {out}")
-    if args.plot != "none":
-        print(f"wrote {plot(summary, settings, png)}")
-    return 0
+    return write_results(out, {"settings": settings, "rows": rows, "summary": summary,
+                               "memory_vs_T": memory},
+                         figure=None if args.plot == "none" else lambda: plot(summary, settings, png))
 
 
 def _peak_of_run(net, method, *, hidden, data, args, device, local_grad, options) -> float:
