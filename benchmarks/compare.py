@@ -61,6 +61,7 @@ from snntorch import surrogate
 
 import snntorch_localzo as localzo
 from snntorch_localzo.demo.models import LinearThenSequence, SequenceMLP, SpikesOf, StepMLP
+from snntorch_localzo.demo.timing import time_training_steps
 from snntorch_localzo.demo.train import SpikeGradProbe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,28 +203,6 @@ def meters(model: nn.Module) -> List[localzo.ActivityMeter]:
 
 
 # --------------------------------------------------------------------------- timing
-class Timer:
-    """CUDA events on a GPU, perf_counter (after synchronising) elsewhere."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def start(self):
-        if self.cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            return ev
-        return time.perf_counter()
-
-    def stop(self, start) -> float:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        return (time.perf_counter() - start) * 1e3
-
-
 class SavedBytes:
     """Counts the bytes autograd saves for backward (distinct storages)."""
 
@@ -269,26 +248,8 @@ def measure(
     torch.manual_seed(0)
     model = build(impl, hidden, track=False, device=device).to(device)
     loss_fn = nn.CrossEntropyLoss()
-    timer = Timer(device)
-    fwd, bwd, peak = [], [], []
-    for i in range(warmup + repeats):
-        model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        t0 = timer.start()
-        loss = loss_fn(model(x), y)
-        f = timer.stop(t0)
-        t0 = timer.start()
-        loss.backward()
-        b = timer.stop(t0)
-        if i >= warmup:
-            fwd.append(f)
-            bwd.append(b)
-            if device.type == "cuda":
-                peak.append((torch.cuda.max_memory_allocated() - base) / 2**20)
-        del loss
+    fwd, bwd, peak = time_training_steps(model, loss_fn, x, y, device=device, warmup=warmup,
+                                         repeats=repeats)
     joules = None
     if energy and device.type == "cuda":
         def step():

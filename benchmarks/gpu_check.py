@@ -64,6 +64,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from snntorch_localzo.demo.timing import Timer
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -356,7 +358,7 @@ def weight_grad_sides(in_f: int, out_f: int, *, T: int, B: int, device: torch.de
         "sparse": lambda: sparse_kernels.sparse_weight_grad(x, e, beta, torch.float32),
         "dense": lambda: e.reshape(-1, out_f).t() @ x.reshape(-1, in_f),
     }
-    timer = compare.Timer(device)
+    timer = Timer(device)
     ms = {}
     for name, fn in sides.items():
         fn()  # compiled, warm
