@@ -1,11 +1,13 @@
 """What the benchmark scripts share: the name of the machine a result comes
-from, and the digits' encoding and validation options."""
+from, how results are written, and the digits' encoding and validation options."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -22,6 +24,18 @@ def machine(device: Optional[torch.device] = None) -> str:
     except (OSError, StopIteration):
         pass
     return f"CPU {model}, {torch.get_num_threads()} thread(s)"
+
+
+def write_results(out: Path, data, figure: Optional[Callable[[], Path]] = None) -> int:
+    """Writes ``data`` to ``out`` as JSON (its folder created), then draws
+    the figure when ``figure`` is given (a callable returning the PNG's
+    path); says where each went. Returns 0, the script's exit code."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    print(f"wrote {out}")
+    if figure is not None:
+        print(f"wrote {figure()}")
+    return 0
 
 
 # ------------------------------------------------------- what a step launches

@@ -43,14 +43,14 @@ import snntorch.surrogate as surrogate
 import torch
 
 import snntorch_localzo as localzo
-from snntorch_localzo.demo.cli import _call_string, format_table
+from snntorch_localzo.demo.cli import call_string, format_table
 from snntorch_localzo.demo.data import spiking_digits
 from snntorch_localzo.demo.train import RunResult, SpikeGradProbe, train_digits
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import add_digits_args, digits, digits_settings, machine  # noqa: E402
+from _common import add_digits_args, digits, digits_settings, machine, write_results  # noqa: E402
 
 
 def spike_grads(delta: float) -> Dict[str, Callable]:
@@ -62,8 +62,8 @@ def spike_grads(delta: float) -> Dict[str, Callable]:
     }
     for dist in ("normal", "uniform", "laplace"):
         est = localzo.make(dist, delta=delta, track=True)
-        specs[_call_string(est)] = lambda dist=dist: localzo.make(dist, delta=delta, track=True)
-    specs[_call_string(localzo.make("sigmoid"))] = lambda: localzo.make("sigmoid", track=True)
+        specs[call_string(est)] = lambda dist=dist: localzo.make(dist, delta=delta, track=True)
+    specs[call_string(localzo.make("sigmoid"))] = lambda: localzo.make("sigmoid", track=True)
     return specs
 
 
@@ -204,17 +204,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     for note in notes:
         print(f"note: {note}")
     rows = [summary(runs) for runs in results.values()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    return write_results(out, {
         "settings": settings,
         "summary": rows,
         "notes": notes,
         "runs": {name: [r.__dict__ for r in runs] for name, runs in results.items()},
-    }, indent=1))
-    print(f"wrote {out}")
-    if args.plot != "none":
-        print(f"wrote {plot(rows, settings, png)}")
-    return 0
+    }, figure=None if args.plot == "none" else lambda: plot(rows, settings, png))
 
 
 if __name__ == "__main__":

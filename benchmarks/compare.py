@@ -61,9 +61,15 @@ from snntorch import surrogate
 
 import snntorch_localzo as localzo
 from snntorch_localzo.demo.models import LinearThenSequence, SequenceMLP, SpikesOf, StepMLP
+from snntorch_localzo.demo.timing import time_training_steps
 from snntorch_localzo.demo.train import SpikeGradProbe
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+import _malloc  # noqa: E402
+import _nvml  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 IN_FEATURES, OUT_FEATURES = 700, 20
 
@@ -197,28 +203,6 @@ def meters(model: nn.Module) -> List[localzo.ActivityMeter]:
 
 
 # --------------------------------------------------------------------------- timing
-class Timer:
-    """CUDA events on a GPU, perf_counter (after synchronising) elsewhere."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def start(self):
-        if self.cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            return ev
-        return time.perf_counter()
-
-    def stop(self, start) -> float:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        return (time.perf_counter() - start) * 1e3
-
-
 class SavedBytes:
     """Counts the bytes autograd saves for backward (distinct storages)."""
 
@@ -239,9 +223,7 @@ class SavedBytes:
 def energy_per_step(step: Callable[[], None], device: torch.device, seconds: float = 0.5) -> Optional[float]:
     """Joules per call of ``step`` from NVML's total-energy counter (mJ since the
     driver loaded), over at least ``seconds``; None where it is not reported."""
-    from snntorch_localzo.demo import nvml
-
-    reader = nvml.energy_reader(device)
+    reader = _nvml.energy_reader(device)
     if reader is None:
         return None
     torch.cuda.synchronize(device)
@@ -257,7 +239,7 @@ def energy_per_step(step: Callable[[], None], device: torch.device, seconds: flo
 
 
 def measure(
-    impl: str, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
+    impl: str, *, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
     energy: bool = False, energy_seconds: float = 0.5,
 ) -> Dict:
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -266,26 +248,8 @@ def measure(
     torch.manual_seed(0)
     model = build(impl, hidden, track=False, device=device).to(device)
     loss_fn = nn.CrossEntropyLoss()
-    timer = Timer(device)
-    fwd, bwd, peak = [], [], []
-    for i in range(warmup + repeats):
-        model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        t0 = timer.start()
-        loss = loss_fn(model(x), y)
-        f = timer.stop(t0)
-        t0 = timer.start()
-        loss.backward()
-        b = timer.stop(t0)
-        if i >= warmup:
-            fwd.append(f)
-            bwd.append(b)
-            if device.type == "cuda":
-                peak.append((torch.cuda.max_memory_allocated() - base) / 2**20)
-        del loss
+    fwd, bwd, peak = time_training_steps(model, loss_fn, x, y, device=device, warmup=warmup,
+                                         repeats=repeats)
     joules = None
     if energy and device.type == "cuda":
         def step():
@@ -450,16 +414,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice)")
     p.add_argument("--malloc", choices=("default", "retain"), default="default",
                    help="'retain': glibc keeps freed memory for reuse instead of faulting large "
-                   "tensors in again at every step (snntorch_localzo.demo.malloc; Linux)")
+                   "tensors in again at every step (benchmarks/_malloc.py; Linux)")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.energy_seconds = 3, 1, 0.25
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.malloc == "retain":
-        from snntorch_localzo.demo import malloc
-
-        if not malloc.retain():
+        if not _malloc.retain():
             p.error("argument --malloc: glibc's mallopt is not available here")
     if args.replot:
         if not args.out:
@@ -505,8 +467,9 @@ def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Op
         print(f"  {impl} T={T} hidden={hidden}: skipped ({skip})", flush=True)
         return dict(row, error=skip)
     try:
-        row = dict(measure(impl, T, args.batch, hidden, device, args.repeats, args.warmup,
-                           energy=args.energy, energy_seconds=args.energy_seconds), error=None)
+        row = dict(measure(impl, T=T, B=args.batch, hidden=hidden, device=device,
+                           repeats=args.repeats, warmup=args.warmup, energy=args.energy,
+                           energy_seconds=args.energy_seconds), error=None)
     except Exception as exc:  # recorded, and the next row runs
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         print(f"  {impl} T={T} hidden={hidden}: FAILED {message}", flush=True)

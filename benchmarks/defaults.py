@@ -60,6 +60,7 @@ import math
 import statistics
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -82,7 +83,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-from _common import machine  # noqa: E402
+from _common import machine, write_results  # noqa: E402
 
 
 # --------------------------------------------------------------------------- spike gradients
@@ -236,13 +237,13 @@ def run_sequential(model: nn.Sequential, x: torch.Tensor, num_steps: int):
 class NetSpec:
     key: str
     description: str
-    data: str  # "static28" or "rate8"
     num_steps: int
     epochs: int
     batch: int
     lr: float
-    loss: str  # "ce_mem_sum", "ce_rate", "ce_mem_mean"
-    readout: str  # "spike_count" or "mem_mean"
+    data: str = "static28"  # or "rate8"
+    loss: str = "ce_rate"  # or "ce_mem_sum", "ce_mem_mean"
+    readout: str = "spike_count"  # or "mem_mean"
 
     def build(self, spike_grad, threshold: float = 1.0) -> nn.Module:
         if self.key == "fc_tut5":
@@ -280,17 +281,14 @@ NETS: Dict[str, NetSpec] = {
     n.key: n
     for n in (
         NetSpec("fc_tut5", "tutorial 5: 784-1000-10 Leaky (beta 0.95), CE on membrane summed over steps",
-                "static28", num_steps=25, epochs=6, batch=32, lr=5e-4, loss="ce_mem_sum",
-                readout="spike_count"),
+                num_steps=25, epochs=6, batch=32, lr=5e-4, loss="ce_mem_sum"),
         NetSpec("conv_tut6", "tutorial 6: 12C5-MP2-64C5-MP2-FC10 Leaky (beta 0.5), ce_rate_loss",
-                "static28", num_steps=10, epochs=10, batch=64, lr=1e-2, loss="ce_rate",
-                readout="spike_count"),
+                num_steps=10, epochs=10, batch=64, lr=1e-2),
         NetSpec("demo", "demo DigitsNet: 64-128-10 Leaky (beta 0.9), rate-coded 8x8, CE on mean membrane",
-                "rate8", num_steps=25, epochs=15, batch=64, lr=2e-3, loss="ce_mem_mean",
+                num_steps=25, epochs=15, batch=64, lr=2e-3, data="rate8", loss="ce_mem_mean",
                 readout="mem_mean"),
         NetSpec("deep_conv", "deeper conv: 8C5-MP2-16C3-32C3-MP2-64C3-FC10, 5 Leaky (beta 0.5), ce_rate_loss",
-                "static28", num_steps=10, epochs=10, batch=64, lr=5e-3, loss="ce_rate",
-                readout="spike_count"),
+                num_steps=10, epochs=10, batch=64, lr=5e-3),
     )
 }
 
@@ -588,8 +586,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     specs = []
     for key in nets:
         s = NETS[key]
-        specs.append(NetSpec(s.key, s.description, s.data, args.T or s.num_steps, args.epochs or s.epochs,
-                             args.batch or s.batch, s.lr, s.loss, s.readout))
+        specs.append(dataclasses.replace(s, num_steps=args.T or s.num_steps,
+                                         epochs=args.epochs or s.epochs, batch=args.batch or s.batch))
     digits = Digits(args.train_limit, args.test_limit)
     settings = {
         "dataset": "scikit-learn digits, split stratified random_state=0; 8x8 upsampled to 28x28 "
@@ -634,12 +632,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print()
     print(format_table(summary))
     print(f"\n(total {total:.0f} s)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "summary": summary, "rows": rows}, indent=1))
-    print(f"wrote {out}")
-    if args.plot != "none":
-        print(f"wrote {plot(summary, settings, png)}")
-    return 0
+    return write_results(out, {"settings": settings, "summary": summary, "rows": rows},
+                         figure=None if args.plot == "none" else lambda: plot(summary, settings, png))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ Writes benchmarks/results/delta_study_cpu.json and docs/img/delta_study_cpu.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -45,6 +46,7 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 import defaults  # noqa: E402
+from _common import write_results  # noqa: E402
 
 from snntorch_localzo.distributions import Normal  # noqa: E402
 
@@ -145,8 +147,8 @@ def measure(spec, model, rec: URecorder, x: torch.Tensor) -> List[Dict]:
     return [layer_stats(v, s) for v, s in zip(rec.values, rec.spikes)]
 
 
-def study_one(spec, grad: defaults.SpikeGrad, scale: float, threshold: float, train_epochs: int,
-              seed: int, x_train, y_train, probe_x) -> Dict:
+def study_one(spec, grad: defaults.SpikeGrad, *, scale: float, threshold: float,
+              train_epochs: int, seed: int, x_train, y_train, probe_x) -> Dict:
     torch.manual_seed(seed)
     model = spec.build(grad.factory(), threshold=threshold)
     scale_init(model, scale)
@@ -336,13 +338,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = []
     for net in nets:
         s = defaults.NETS[net]
-        spec = defaults.NetSpec(s.key, s.description, s.data, args.T, s.epochs, s.batch, s.lr, s.loss,
-                                s.readout)
+        spec = dataclasses.replace(s, num_steps=args.T)
         for scale in args.scales:
             for thr in args.thresholds:
                 trained = (scale, thr) in [tuple(p) for p in args.train]
-                r = study_one(spec, grad, scale, thr, args.epochs if trained else 0, args.seed,
-                              x_train, y_train, probe_x)
+                r = study_one(spec, grad, scale=scale, threshold=thr,
+                              train_epochs=args.epochs if trained else 0, seed=args.seed,
+                              x_train=x_train, y_train=y_train, probe_x=probe_x)
                 results.append(r)
                 init = r["stages"][0]["layers"]
                 print(f"  {net} scale {scale:g} thr {thr:g}: max u per layer "
@@ -365,12 +367,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print()
     print(format_table(results))
     print(f"\n(total {data['settings']['total_s']:.0f} s)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
-    print(f"wrote {out}")
-    if args.plot != "none":
-        print(f"wrote {plot(data, png)}")
-    return 0
+    return write_results(out, data, figure=None if args.plot == "none" else lambda: plot(data, png))
 
 
 if __name__ == "__main__":

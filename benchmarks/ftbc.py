@@ -97,8 +97,8 @@ def select_recipe(data, name: str, epochs: int, steps: List[int], device, log) -
     net, levels, _ = NETS[name]
     candidates = []
     for lam, lr in RECIPES:
-        rows = ftbc.run(data, net, levels, lam, [0], epochs, lr, steps=steps, device=device,
-                        weight_decay=WEIGHT_DECAY, test=False)
+        rows = ftbc.run(data, net=net, levels=levels, lam=lam, seeds=[0], epochs=epochs, lr=lr,
+                        steps=steps, device=device, weight_decay=WEIGHT_DECAY, test=False)
         val_ftbc = statistics.mean(r["val_acc"] for r in rows if r["method"] == "ftbc")
         val_ann = next(r["val_acc"] for r in rows if r["method"] == "ann")
         candidates.append(dict(lam=lam, lr=lr, val_ann=val_ann, val_ftbc_mean=val_ftbc))
@@ -244,8 +244,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             settings["selection"][n] = {"chosen": recipe, "candidates": "given (--recipe)"}
         chosen = settings["selection"][n]["chosen"]
         log(f"{n}: lam init {chosen['lam']:g}, lr {chosen['lr']:g}")
-        rows += ftbc.run(data, net, levels, chosen["lam"], seeds, epochs, chosen["lr"],
-                         steps=steps, released=True, finetune_steps=finetune,
+        rows += ftbc.run(data, net=net, levels=levels, lam=chosen["lam"], seeds=seeds,
+                         epochs=epochs, lr=chosen["lr"], steps=steps, released=True, finetune_steps=finetune,
                          finetune_epochs=args.finetune_epochs, device=device, log=log,
                          weight_decay=WEIGHT_DECAY)
     total = time.perf_counter() - start

@@ -64,6 +64,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from snntorch_localzo.demo.timing import Timer
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -341,7 +343,7 @@ def profile_step(impl: str, T: int, B: int, hidden: int, device: torch.device, w
     }
 
 
-def weight_grad_sides(in_f: int, out_f: int, T: int, B: int, device: torch.device,
+def weight_grad_sides(in_f: int, out_f: int, *, T: int, B: int, device: torch.device,
                       active: float = 0.01, repeats: int = 5) -> Dict:
     """Both sides of the sparse weight gradient's size rule at one layer
     shape: the sparse kernel and the dense product, median ms, with ``active``
@@ -358,7 +360,7 @@ def weight_grad_sides(in_f: int, out_f: int, T: int, B: int, device: torch.devic
         "sparse": lambda: sparse_kernels.sparse_weight_grad(x, e, beta, torch.float32),
         "dense": lambda: e.reshape(-1, out_f).t() @ x.reshape(-1, in_f),
     }
-    timer = compare.Timer(device)
+    timer = Timer(device)
     ms = {}
     for name, fn in sides.items():
         fn()  # compiled, warm
@@ -388,7 +390,8 @@ def profile_phase(out_dir: Path, mode: str, device: torch.device) -> int:
     for in_f, out_f in rule["shapes"]:
         for T in rule["T"]:
             report["weight_grad_rule"].append(
-                weight_grad_sides(in_f, out_f, T, rule["B"], device, repeats=rule["repeats"]))
+                weight_grad_sides(in_f, out_f, T=T, B=rule["B"], device=device,
+                                  repeats=rule["repeats"]))
             compare.write_json(path, report)
     return 0
 

@@ -55,13 +55,13 @@ import torch
 import torch.nn as nn
 
 import snntorch_localzo as localzo
-from snntorch_localzo.demo.opzo import METHODS, _images, conv_net, fc_net, train_opzo
+from snntorch_localzo.demo.opzo import METHODS, as_images, conv_net, fc_net, train_opzo
 from snntorch_localzo.opzo import OPZO
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import add_digits_args, digits, digits_settings, machine  # noqa: E402
+from _common import add_digits_args, digits, digits_settings, machine, write_results  # noqa: E402
 FC_METHODS = ["opzo", "ottt_backprop", "dfa", "zo", "opzo_localzo"]
 CONV_METHODS = ["opzo", "ottt_backprop", "dfa", "zo"]
 
@@ -316,8 +316,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                              epochs=args.epochs if net == "fc" else args.conv_epochs,
                              num_steps=args.steps, batch_size=args.batch, lr=args.lr,
                              hidden=hidden, local_grad=local_grad, **shape, **options)
-            row["peak_mib"] = _peak_of_run(net, method, hidden, data, args, device, local_grad,
-                                           options)
+            row["peak_mib"] = _peak_of_run(net, method, hidden=hidden, data=data, args=args,
+                                           device=device, local_grad=local_grad, options=options)
             rows.append(row)
             active = "" if row["active_frac"] is None else f", {100 * row['active_frac']:.2f}% active"
             val = "" if row["val_acc"] is None else f"val {100 * row['val_acc']:6.2f}%  "
@@ -333,16 +333,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(line)
     print(f"\n(total {total / 60:.1f} min)")
     settings["total_min"] = total / 60
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "rows": rows, "summary": summary,
-                               "memory_vs_T": memory}, indent=1))
-    print(f"wrote {out}")
-    if args.plot != "none":
-        print(f"wrote {plot(summary, settings, png)}")
-    return 0
+    return write_results(out, {"settings": settings, "rows": rows, "summary": summary,
+                               "memory_vs_T": memory},
+                         figure=None if args.plot == "none" else lambda: plot(summary, settings, png))
 
 
-def _peak_of_run(net, method, hidden, data, args, device, local_grad, options) -> float:
+def _peak_of_run(net, method, *, hidden, data, args, device, local_grad, options) -> float:
     """Peak MiB of one training step of a fresh trainer of this method (after
     one warm-up step), on the run's first batch."""
     torch.manual_seed(0)
@@ -352,7 +348,7 @@ def _peak_of_run(net, method, hidden, data, args, device, local_grad, options) -
     trainer = OPZO(model, torch.optim.Adam(model.parameters(), args.lr),
                    local_grad=local_grad, **opts, **options).to(device)
     x = data.x_train[:, :args.batch]
-    x = _images(x) if net == "conv" else x
+    x = as_images(x) if net == "conv" else x
     y = data.y_train[:args.batch]
     trainer.train_step(x, y)
     mib = peak_mib(lambda: trainer.train_step(x, y), device)

@@ -32,7 +32,8 @@ class _Saved:
         self.tensor = tensor
 
 
-def saved_bytes_per_neuron_step(make_lif, dtype, backend, T=8, B=16, N=64, device="cpu") -> float:
+def saved_bytes_per_neuron_step(make_lif, dtype, *, backend, T=8, B=16, N=64,
+                                device="cpu") -> float:
     boxes = []
 
     def pack(t):
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     for name, make_lif in LAYERS.items():
         backend = fused if name == "localzo.Leaky" else "reference"
         vals = [
-            saved_bytes_per_neuron_step(make_lif, dt, backend, device=args.device)
+            saved_bytes_per_neuron_step(make_lif, dt, backend=backend, device=args.device)
             for dt in (torch.float32, torch.bfloat16, torch.float16)
         ]
         print(f"{name:<32}" + "".join(f"{v:>10.2f}" for v in vals))

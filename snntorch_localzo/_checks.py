@@ -109,3 +109,22 @@ def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
     return value
+
+
+def check_nonnegative(name: str, value) -> float:
+    """A finite real number >= 0 (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number >= 0, got {type(value).__name__}")
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def check_choice(name: str, value, choices) -> str:
+    """One of ``choices`` (names)."""
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be one of {tuple(choices)}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
+    return value

@@ -18,3 +18,11 @@ def progress_bar(total: Optional[int], enabled: bool = True, **kwargs):
     except ImportError:
         return None
     return tqdm(total=total, file=sys.stderr, leave=False, disable=None, **kwargs)
+
+
+def progress_counter(total: Optional[int], enabled: bool = True, **kwargs):
+    """:func:`progress_bar` and a callable that advances it (its ``update``),
+    or ``(None, None)`` where there is no bar: the callable is what the
+    training loops take as ``progress``."""
+    bar = progress_bar(total, enabled, **kwargs)
+    return (bar, bar.update) if bar is not None else (None, None)

@@ -6,7 +6,7 @@ from typing import Dict
 
 import torch
 
-from ._ops.layout import ACTIVE, CALLS, LAST_ACTIVE, LAST_TOTAL, METER_SLOTS, TOTAL
+from ._ops.layout import ACTIVE, CALLS, LAST_ACTIVE, LAST_TOTAL, METER_SLOTS, TOTAL, record_nonzero
 
 __all__ = ["ActivityMeter"]
 
@@ -34,6 +34,12 @@ class ActivityMeter:
         if acc is None:
             acc = self._acc[device] = torch.zeros(METER_SLOTS, dtype=torch.int64, device=device)
         return acc
+
+    def record_nonzero(self, grad: torch.Tensor) -> None:
+        """Counts the non-zero entries of ``grad`` as one backward call, on
+        ``grad``'s device and without synchronising (for spike gradients
+        other than LocalZO, whose backward passes count for themselves)."""
+        record_nonzero(self.accumulator(grad.device), grad)
 
     def reset(self) -> None:
         """Forgets every count (in place: compiled graphs keep their tensors)."""

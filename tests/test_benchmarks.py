@@ -63,9 +63,10 @@ def format_rows(text):
                     "(its Leaky keeps state differently): no fused step to measure")
 def test_fused_leaky_keeps_one_byte_per_neuron_step():
     saved = load("saved_bytes")
-    ours = saved.saved_bytes_per_neuron_step(lambda: localzo.Leaky(beta=0.9), torch.float32, "triton")
+    ours = saved.saved_bytes_per_neuron_step(lambda: localzo.Leaky(beta=0.9), torch.float32,
+                                             backend="triton")
     theirs = saved.saved_bytes_per_neuron_step(saved.LAYERS["snn.Leaky + surrogate.atan()"],
-                                               torch.float32, "reference")
+                                               torch.float32, backend="reference")
     assert 1.0 <= ours < 1.05
     assert theirs >= 4.0
 

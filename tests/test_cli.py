@@ -195,7 +195,7 @@ def test_readme_quick_start_names_every_option_and_shows_its_table():
     seeds = list(range(opts.seed, opts.seed + opts.runs))
     assert f"seeds {seeds}" in table.splitlines()[1]
     est = cli._localzo_from_args(opts)
-    assert f"\n{cli._call_string(est)} " in table
+    assert f"\n{cli.call_string(est)} " in table
 
 
 def test_twin_parameters_reach_the_estimator(capsys):

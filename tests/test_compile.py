@@ -1,7 +1,7 @@
 """torch.compile: models of this package's layers compile (with
 fullgraph=True wherever snnTorch's own Leaky does) and give eager mode's
 results; and every Triton kernel compiles for the H100 (sm_90) ahead of time
-on the CPU (see aot_compile.py), which catches what the interpreter cannot:
+on the CPU (see scripts/aot_compile.py), which catches what the interpreter cannot:
 type errors in branches, unsupported operations, register blow-ups, and the
 specialisations (aligned pointers, divisible sizes) real launches get."""
 
@@ -18,30 +18,21 @@ from snntorch import surrogate, utils
 
 import snntorch_localzo as localzo
 from conftest import MODES
+from nets import LinearSequenceNet
 from snntorch_localzo import use_backend
+from snntorch_localzo.demo.models import StepMLP
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
 
 BACKENDS = MODES
 from snntorch_localzo import _backend
 
 
-class CompiledNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.sg = localzo.make("normal", delta=0.3, track=True)
-        self.fc1 = nn.Linear(10, 16)
-        self.lif1 = localzo.Leaky(beta=0.9, spike_grad=self.sg)
-        self.fc2 = nn.Linear(16, 4)
-        self.lif2 = snn.Leaky(beta=0.9, spike_grad=self.sg)
-
-    def forward(self, x):
-        m1, m2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        out = []
-        for t in range(x.shape[0]):
-            s1, m1 = self.lif1(self.fc1(x[t]), m1)
-            s2, m2 = self.lif2(self.fc2(s1), m2)
-            out.append(s2)
-        return torch.stack(out)
+def compiled_net():
+    """10-16-4, step by step: localzo.Leaky, then snn.Leaky, sharing one
+    localzo.make(); returns the net and that spike gradient."""
+    sg = localzo.make("normal", delta=0.3, track=True)
+    neurons = iter([localzo.Leaky(beta=0.9, spike_grad=sg), snn.Leaky(beta=0.9, spike_grad=sg)])
+    return StepMLP([10, 16, 4], lambda: next(neurons)), sg
 
 
 def _snn_leaky_compiles_fullgraph() -> bool:
@@ -61,6 +52,24 @@ def _snn_leaky_compiles_fullgraph() -> bool:
     return True
 
 
+def eager_then_compiled(net, step, backend, between=lambda: None):
+    """``step(net)`` (it runs forward and backward, returns what to compare)
+    in eager mode and then compiled (fullgraph wherever snn.Leaky compiles
+    so), each from seed 1 with fresh gradients; ``between()`` runs in
+    between. Returns the eager result, the eager gradients and the compiled
+    result (its gradients are in ``net``)."""
+    fullgraph = _snn_leaky_compiles_fullgraph()
+    with use_backend(backend):
+        torch.manual_seed(1)
+        eager = step(net)
+        eager_grads = [p.grad.clone() for p in net.parameters()]
+        between()
+        net.zero_grad()
+        torch.manual_seed(1)
+        compiled = step(torch.compile(net, fullgraph=fullgraph))
+    return eager, eager_grads, compiled
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_compile_fullgraph_matches_eager(backend):
@@ -68,40 +77,34 @@ def test_torch_compile_fullgraph_matches_eager(backend):
     localzo.Leaky and snn.Leaky with localzo.make(), with the same spikes, the
     same random directions (so gradients equal to float rounding) and the
     same sparsity counts as in eager mode."""
-    fullgraph = _snn_leaky_compiles_fullgraph()
     torch.manual_seed(0)
-    net = CompiledNet()
+    net, sg = compiled_net()
     x = torch.rand(5, 3, 10) * 2
-    with use_backend(backend):
-        torch.manual_seed(1)
-        eager = net(x)
-        eager.sum().backward()
-        eager_grads = [p.grad.clone() for p in net.parameters()]
-        eager_counts = (net.sg.meter.active, net.sg.meter.total)
-        net.zero_grad()
-        net.sg.reset_stats()
-        compiled = torch.compile(net, fullgraph=fullgraph)
-        torch.manual_seed(1)
-        out = compiled(x)
+    counts = []
+
+    def step(model):
+        out = model(x)
         out.sum().backward()
+        return out
+
+    def between():
+        counts.append((sg.meter.active, sg.meter.total))
+        sg.reset_stats()
+
+    eager, eager_grads, out = eager_then_compiled(net, step, backend, between)
     assert torch.equal(out, eager)
     for p, g in zip(net.parameters(), eager_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-5)
-    assert (net.sg.meter.active, net.sg.meter.total) == eager_counts
-    assert eager_counts[0] > 0
+    assert (sg.meter.active, sg.meter.total) == counts[0]
+    assert counts[0][0] > 0
 
 
-class CompiledSequenceNet(nn.Module):
+class CompiledSequenceNet(LinearSequenceNet):
     def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(8, 12)
-        self.lif = localzo.Leaky(beta=0.9, spike_grad=localzo.make("normal", delta=0.4))
-        self.seq = localzo.LinearLeaky(0.9, 12, 5, spike_grad=localzo.make("uniform", delta=0.4))
+        super().__init__(8, 12, 5, delta=0.4, laws=("normal", "uniform"))
 
     def forward(self, x):
-        self.lif.init_leaky()
-        spk, _ = self.lif.forward_sequence(self.fc(x))
-        out, mem = self.seq(spk)
+        out, mem = super().forward(x)
         return out.sum() + mem.pow(2).sum(), out
 
 
@@ -110,23 +113,19 @@ class CompiledSequenceNet(nn.Module):
 def test_torch_compile_sequence_layers_match_eager(backend):
     """forward_sequence and LinearLeaky compile with fullgraph=True (inside a
     compiled graph the sparse input gradient gives way to the dense one)."""
-    fullgraph = _snn_leaky_compiles_fullgraph()
     torch.manual_seed(0)
     net = CompiledSequenceNet()
     x = torch.rand(6, 3, 8) * 2
-    with use_backend(backend):
-        torch.manual_seed(1)
-        loss, eager = net(x)
+
+    def step(model):
+        loss, out = model(x)
         loss.backward()
-        eager_grads = [p.grad.clone() for p in net.parameters()]
-        net.zero_grad()
-        torch.manual_seed(1)
-        loss, out = torch.compile(net, fullgraph=fullgraph)(x)
-        loss.backward()
+        return out
+
+    eager, eager_grads, out = eager_then_compiled(net, step, backend)
     assert torch.equal(out, eager)
     for p, g in zip(net.parameters(), eager_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-4)
-
 
 
 @pytest.mark.aot
@@ -134,7 +133,7 @@ def test_torch_compile_sequence_layers_match_eager(backend):
 def test_all_kernels_compile_for_sm90(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("aot_compile.py"))],
+        [sys.executable, str(Path(__file__).parent / "scripts" / "aot_compile.py")],
         capture_output=True, text=True, env=env,
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -149,7 +148,7 @@ def test_time_loops_index_in_64_bits(tmp_path):
     can allocate (test_gpu.py runs such a scan on a GPU with the memory)."""
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("aot_compile.py")), "--offsets"],
+        [sys.executable, str(Path(__file__).parent / "scripts" / "aot_compile.py"), "--offsets"],
         capture_output=True, text=True, env=env,
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]

@@ -1,5 +1,5 @@
 """DistributedDataParallel: two CPU processes (gloo) train alike, each rank
-drawing its own directions (tests/ddp_check.py)."""
+drawing its own directions (tests/scripts/ddp_check.py)."""
 
 import json
 import os
@@ -22,7 +22,7 @@ def test_distributed_data_parallel_two_cpu_processes(backend):
     if backend == "triton":
         env["TRITON_INTERPRET"] = "1"
     out = subprocess.run(
-        [sys.executable, str(HERE / "ddp_check.py"), backend],
+        [sys.executable, str(HERE / "scripts" / "ddp_check.py"), backend],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]

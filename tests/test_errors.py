@@ -2,6 +2,7 @@
 expected. The README's table of bad inputs lists exactly the cases of
 BAD_INPUTS."""
 
+import math
 import warnings
 from pathlib import Path
 
@@ -143,3 +144,17 @@ def test_set_backend_triton_says_what_it_can_do(monkeypatch):
         warnings.simplefilter("error")
         localzo.set_backend("reference")
         localzo.set_backend("auto")
+
+
+def test_shared_argument_checks_name_the_argument():
+    """TypeError for a wrong type, ValueError for a wrong value, the argument named."""
+    from snntorch_localzo._checks import check_choice, check_nonnegative
+
+    assert check_nonnegative("x", 0) == 0.0 and check_choice("form", "a", ("a", "b")) == "a"
+    for value, error in ((-1.0, ValueError), (math.inf, ValueError), (math.nan, ValueError),
+                         (True, TypeError), ("1", TypeError)):
+        with pytest.raises(error, match="`x`"):
+            check_nonnegative("x", value)
+    for value, error in (("c", ValueError), (None, TypeError), (1, TypeError)):
+        with pytest.raises(error, match="`form` must be one of \\('a', 'b'\\)"):
+            check_choice("form", value, ("a", "b"))

@@ -1,4 +1,4 @@
-"""Long runs: saved state is freed every step (tests/memory_check.py)."""
+"""Long runs: saved state is freed every step (tests/scripts/memory_check.py)."""
 
 import json
 import os
@@ -18,11 +18,11 @@ HERE = Path(__file__).resolve().parent
 def test_memory_does_not_grow_over_many_steps(backend):
     """Saved state is freed every step: after warm-up, the live tensors (count
     and bytes) are the same after 50 and after 150 training steps (30 and 60
-    on the interpreter). Measured in a fresh process (tests/memory_check.py),
+    on the interpreter). Measured in a fresh process (tests/scripts/memory_check.py),
     where no other test's tensors come and go."""
     first, last = (30, 60) if backend == "triton" else (50, 150)
     out = subprocess.run(
-        [sys.executable, str(HERE / "memory_check.py"), backend, str(first), str(last)],
+        [sys.executable, str(HERE / "scripts" / "memory_check.py"), backend, str(first), str(last)],
         capture_output=True, text=True, env=dict(os.environ), timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -334,7 +334,7 @@ def test_no_graph_through_layers_with_snntorch_surrogate(monkeypatch):
 
 @pytest.mark.heavy
 def test_live_memory_does_not_grow_with_sequence_length():
-    script = ROOT / "tests" / "opzo_memory_check.py"
+    script = ROOT / "tests" / "scripts" / "opzo_memory_check.py"
     out = subprocess.run([sys.executable, str(script), "10", "200"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -648,10 +648,10 @@ def test_nested_sequentials_are_walked():
     (dict(perturb="weights"), ValueError, "`perturb` must be one of"),
     (dict(loss="nll"), ValueError, "`loss` must be one of"),
     (dict(update="epoch"), ValueError, "`update` must be one of"),
-    (dict(momentum=1.0), ValueError, "`momentum` must lie in \\[0, 1\\)"),
+    (dict(momentum=1.0), ValueError, "`momentum` must be in \\[0, 1\\)"),
     (dict(momentum="high"), TypeError, "`momentum` must be a number"),
-    (dict(noise_std=-0.1), ValueError, "`noise_std` must lie in"),
-    (dict(noise_std=float("nan")), ValueError, "`noise_std` must lie in"),
+    (dict(noise_std=-0.1), ValueError, "`noise_std` must be a finite number >= 0"),
+    (dict(noise_std=float("nan")), ValueError, "`noise_std` must be a finite number >= 0"),
     (dict(feedback="zo", noise_std=0.0), ValueError, "`noise_std` must be > 0"),
     (dict(dual_noise=1), TypeError, "`dual_noise` must be a bool"),
     (dict(local_grad=3), TypeError, "`local_grad` must be a spike gradient"),

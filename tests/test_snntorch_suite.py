@@ -1,7 +1,7 @@
 """snnTorch's own tests, run against this package.
 
 The tests come from snnTorch's source distribution on PyPI (its ``tests/``
-folder), fetched once per tox environment by ``tests/fetch_snntorch_tests.py``
+folder), fetched once per tox environment by ``tests/scripts/fetch_snntorch_tests.py``
 into the folder named by ``SNNTORCH_LOCALZO_SNNTORCH_TESTS`` (tox.ini sets
 both). Two checks:
 
@@ -113,11 +113,11 @@ def pytest_sessionfinish(session):
 def _snntorch_tests() -> Path:
     if not FOLDER:
         pytest.skip("SNNTORCH_LOCALZO_SNNTORCH_TESTS is not set: run "
-                    "`python tests/fetch_snntorch_tests.py DIR` and point it at DIR (tox does)")
+                    "`python tests/scripts/fetch_snntorch_tests.py DIR` and point it at DIR (tox does)")
     folder = Path(FOLDER)
     if not (folder / "RELEASE").is_file():
         pytest.skip(f"snnTorch's tests are not in {FOLDER}: the registry was not "
-                    "reachable when tests/fetch_snntorch_tests.py ran")
+                    "reachable when tests/scripts/fetch_snntorch_tests.py ran")
     return folder
 
 

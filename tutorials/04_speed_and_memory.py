@@ -36,7 +36,6 @@
 # %%
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -126,45 +125,19 @@ print("identical forward outputs:", same_forward)
 # and fill caches) and report the **median** of several repeats. Memory: reset the peak
 # counter, note what is allocated before the step, and report the peak above it. On a
 # CPU, the wall clock stands in for the events.
+#
+# The package's `time_training_steps` does exactly this (the benchmarks use it too; read
+# it in `snntorch_localzo/demo/timing.py`, about thirty lines): it runs `warmup + repeats`
+# training steps and returns the forward and backward milliseconds and, on a GPU, the
+# peak MiB of each measured step.
 
 # %%
-def start_timer():
-    if device.type == "cuda":
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-    return time.perf_counter()
-
-
-def elapsed_ms(start):
-    if device.type == "cuda":
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    return 1e3 * (time.perf_counter() - start)
+from snntorch_localzo.demo.timing import time_training_steps
 
 
 def measure(model):
-    loss_fn = nn.CrossEntropyLoss()
-    fwd, bwd, peak = [], [], []
-    for i in range(warmup + repeats):
-        model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        t = start_timer()
-        loss = loss_fn(model(x), y)
-        forward_ms = elapsed_ms(t)
-        t = start_timer()
-        loss.backward()
-        backward_ms = elapsed_ms(t)
-        if i >= warmup:
-            fwd.append(forward_ms)
-            bwd.append(backward_ms)
-            if device.type == "cuda":
-                peak.append((torch.cuda.max_memory_allocated() - before) / 2**20)
+    fwd, bwd, peak = time_training_steps(model, nn.CrossEntropyLoss(), x, y, device=device,
+                                         warmup=warmup, repeats=repeats)
     return {
         "fwd_ms": statistics.median(fwd),
         "bwd_ms": statistics.median(bwd),

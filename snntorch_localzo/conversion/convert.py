@@ -17,8 +17,11 @@ __all__ = ["convert", "ann_layers"]
 #: modules copied as they are (linear in their input, the same at every step)
 _KEPT = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
          nn.AdaptiveAvgPool2d, nn.Flatten)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-_DROPPED = (nn.Dropout, nn.Identity)  # the identity at inference
+#: normalisation at its running statistics (folded into the layer before, or kept as
+#: ChannelAffine; FTBC runs the ANN's through them in inference mode)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+#: modules left out (the identity at inference)
+DROPPED = (nn.Dropout, nn.Identity)
 _HINTS = {
     nn.ReLU: "replace it with QCFS (conversion.swap_relu) and fine-tune before converting",
     nn.MaxPool1d: "max pooling of spikes does not keep firing rates; use average pooling",
@@ -32,7 +35,7 @@ def ann_layers(ann: nn.Module, prefix: str = "") -> List[tuple]:
     for anything :func:`convert` cannot handle, naming the module."""
     if not isinstance(ann, nn.Module):
         raise TypeError(f"`ann` must be a torch.nn.Module, got {type(ann).__name__}")
-    if isinstance(ann, QCFS) or isinstance(ann, _KEPT + _BATCHNORM + _DROPPED):
+    if isinstance(ann, QCFS) or isinstance(ann, _KEPT + BATCHNORM + DROPPED):
         return [("", ann)]
     if not isinstance(ann, nn.Sequential):
         raise TypeError(
@@ -46,7 +49,7 @@ def ann_layers(ann: nn.Module, prefix: str = "") -> List[tuple]:
         if isinstance(child, nn.Sequential):
             out += ann_layers(child, prefix=f"{name}.")
             continue
-        if not isinstance(child, (QCFS,) + _KEPT + _BATCHNORM + _DROPPED):
+        if not isinstance(child, (QCFS,) + _KEPT + BATCHNORM + DROPPED):
             hint = next((h for t, h in _HINTS.items() if isinstance(child, t)), None)
             raise TypeError(
                 f"cannot convert module '{name}' ({type(child).__name__}): supported are "
@@ -149,14 +152,14 @@ def convert(
                     f"`neuron` must build an nn.Module, got {type(built).__name__}"
                 )
             layers.append(IFNeuron(built).to(module.lam.device))
-        elif isinstance(module, _BATCHNORM):
+        elif isinstance(module, BATCHNORM):
             scale, shift = _batchnorm_affine(module, name)
             prev = layers[-1] if layers else None
             if fold_batchnorm and isinstance(prev, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 layers[-1] = _fold(prev, scale, shift)
             else:
                 layers.append(ChannelAffine(scale, shift))
-        elif isinstance(module, _DROPPED):
+        elif isinstance(module, DROPPED):
             continue
         else:
             layers.append(copy.deepcopy(module))

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from .._checks import check_count
+
 __all__ = ["ImageFolder", "load_arrays", "load_cifar", "images_to_tensor"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -187,9 +189,7 @@ class ImageFolder(Dataset):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"`root`: no folder {self.root}")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError(f"`size` must be an integer >= 1 or None, got {size!r}")
-        self.size = size
+        self.size = check_count("size", size, allow_none=True)
         self.grayscale = grayscale
         self.classes: List[str] = sorted(d.name for d in self.root.iterdir() if d.is_dir())
         self.samples: List[Tuple[Path, int]] = [

@@ -5,16 +5,16 @@ what the ANN's QCFS activation outputs, at every time step."""
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, List, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import check_choice, check_count, check_fraction
 from .._progress import progress_bar
-from .convert import _BATCHNORM, _DROPPED, ann_layers
-from .network import ConvertedSNN, IFNeuron, check_num_steps
+from .convert import BATCHNORM, DROPPED, ann_layers
+from .network import ConvertedSNN, IFNeuron
 from .qcfs import QCFS
 
 __all__ = ["calibrate", "conversion_error"]
@@ -40,15 +40,6 @@ def _check_pair(snn_net: ConvertedSNN, ann: nn.Module) -> None:
             f"`ann` has {qcfs} QCFS activations but `snn` has {neurons} spiking layers: "
             "`snn` must be conversion.convert(ann)"
         )
-
-
-def _check_count(name: str, value, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
-    return value
 
 
 def _batches(data: Data, num_batches: Optional[int]):
@@ -90,11 +81,11 @@ def _ann_activations(ann: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
     acts = []
     h = x
     for name, m in ann_layers(ann):
-        if isinstance(m, _BATCHNORM):
+        if isinstance(m, BATCHNORM):
             if m.running_mean is None:
                 raise ValueError(f"BatchNorm '{name}' has no running statistics")
             h = F.batch_norm(h, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
-        elif isinstance(m, _DROPPED):
+        elif isinstance(m, DROPPED):
             continue
         else:
             h = m(h)
@@ -211,8 +202,8 @@ def conversion_error(
     """
     snn_net = _check_snn(snn)
     _check_pair(snn_net, ann)
-    check_num_steps(num_steps)
-    _check_count("num_batches", num_batches, allow_none=True)
+    check_count("num_steps", num_steps)
+    check_count("num_batches", num_batches, allow_none=True)
     if snn_net.calibrated_steps and num_steps > snn_net.calibrated_steps:
         raise ValueError(
             f"`num_steps`={num_steps} but the network was calibrated for "
@@ -247,6 +238,7 @@ def calibrate(
     ann: nn.Module,
     data: Data,
     num_steps: int,
+    *,
     alpha: float = 0.5,
     iters: int = 5,
     num_batches: Optional[int] = 3,
@@ -326,15 +318,11 @@ def calibrate(
     """
     snn_net = _check_snn(snn)
     _check_pair(snn_net, ann)
-    check_num_steps(num_steps)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-        math.isfinite(alpha) and 0 < alpha <= 1
-    ):
-        raise ValueError(f"`alpha` must be a number in (0, 1], got {alpha!r}")
-    _check_count("iters", iters)
-    _check_count("num_batches", num_batches, allow_none=True)
-    if form not in FORMS:
-        raise ValueError(f"`form` must be one of {FORMS}, got {form!r}")
+    check_count("num_steps", num_steps)
+    alpha = check_fraction("alpha", alpha, high_open=False)
+    check_count("iters", iters)
+    check_count("num_batches", num_batches, allow_none=True)
+    check_choice("form", form, FORMS)
     dev_snn, dev_ann = _device(snn_net), _device(ann)
     segments = _segments(snn_net)
     saved = [n.bias for n in snn_net.neurons]
@@ -352,7 +340,7 @@ def calibrate(
                 if not neuron.steps:
                     neuron.bias = currents[0].new_zeros(num_steps, currents[0].shape[1])
                 target = acts[k].to(device=dev_snn, dtype=currents[0].dtype)
-                inputs = _calibrate_layer(neuron, currents, target, float(alpha), iters, form)
+                inputs = _calibrate_layer(neuron, currents, target, alpha, iters, form)
                 if bar is not None:
                     bar.update(1)
     except BaseException:

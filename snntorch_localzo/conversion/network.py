@@ -8,13 +8,9 @@ from typing import List
 import torch
 import torch.nn as nn
 
+from .._checks import check_count
+
 __all__ = ["ConvertedSNN", "IFNeuron", "ChannelAffine"]
-
-
-def check_num_steps(num_steps, name: str = "num_steps") -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {num_steps!r}")
-    return num_steps
 
 
 class ChannelAffine(nn.Module):
@@ -190,7 +186,7 @@ class ConvertedSNN(nn.Module):
                 "`x` must be a floating-point tensor (the ANN's input), got "
                 f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
-        check_num_steps(num_steps)
+        check_count("num_steps", num_steps)
         calibrated = self.calibrated_steps
         if calibrated and num_steps > calibrated:
             raise ValueError(

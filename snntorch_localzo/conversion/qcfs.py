@@ -4,10 +4,11 @@ puts it in place of a model's ``nn.ReLU`` modules."""
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn
+
+from .._checks import check_count, check_positive
 
 __all__ = ["QCFS", "swap_relu"]
 
@@ -22,18 +23,6 @@ class _FloorSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad
-
-
-def _check_levels(levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"`levels` must be an integer >= 1, got {levels!r}")
-    return levels
-
-
-def _check_lam(lam) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam <= 0:
-        raise ValueError(f"`lam` must be a finite number > 0, got {lam!r}")
-    return float(lam)
 
 
 class QCFS(nn.Module):
@@ -72,8 +61,8 @@ class QCFS(nn.Module):
 
     def __init__(self, levels: int = 8, lam: float = 8.0):
         super().__init__()
-        self.levels = _check_levels(levels)
-        self.lam = nn.Parameter(torch.tensor(_check_lam(lam)))
+        self.levels = check_count("levels", levels)
+        self.lam = nn.Parameter(torch.tensor(check_positive("lam", lam)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         u = torch.clamp(z / self.lam, 0.0, 1.0)
@@ -116,8 +105,8 @@ def swap_relu(model: nn.Module, levels: int = 8, lam: float = 8.0) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-    _check_levels(levels)
-    _check_lam(lam)
+    check_count("levels", levels)
+    check_positive("lam", lam)
     if isinstance(model, nn.ReLU):
         return QCFS(levels, lam)
     out = copy.deepcopy(model)

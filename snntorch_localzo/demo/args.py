@@ -8,11 +8,12 @@ import argparse
 import math
 import os
 from pathlib import Path
+from typing import List
 
 import torch
 
-__all__ = ["Parser", "positive_int", "positive_float", "step", "device", "json_path", "plot_dir",
-           "plural"]
+__all__ = ["Parser", "positive_int", "positive_ints", "positive_float", "step", "device",
+           "json_path", "plot_dir", "plural"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,6 +34,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def positive_ints(text: str) -> List[int]:
+    """Integers >= 1 separated by commas (``1,2,4``), at least one."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers >= 1 separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1 separated by commas, got {text!r}")
+    return values
 
 
 def positive_float(text: str) -> float:

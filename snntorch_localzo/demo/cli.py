@@ -21,7 +21,7 @@ import torch
 
 from ..adaptive import AdaptiveDelta
 from ..distributions import DISTRIBUTIONS
-from .._progress import progress_bar
+from .._progress import progress_counter
 from ..estimator import LocalZO, make
 from . import args
 from .data import spiking_digits
@@ -127,7 +127,7 @@ def _localzo_from_args(opts) -> LocalZO:
     return make(opts.dist, samples=opts.samples, track=True, **params)
 
 
-def _call_string(est) -> str:
+def call_string(est) -> str:
     """``localzo.make('normal', delta=0.01)``: how a user would write it;
     ``localzo.make()`` for the default (normal law, adaptive step)."""
     if est.adaptive:
@@ -138,12 +138,6 @@ def _call_string(est) -> str:
     if est.dist.name == "normal" and not params and not samples:
         return "localzo.make()"
     return f"localzo.make({est.dist.name!r}{params}{samples})"
-
-
-def _progress_bar(total: int, enabled: bool):
-    """A bar over ``total`` batches and its ``update``, or ``(None, None)``."""
-    bar = progress_bar(total, enabled, unit="batch")
-    return (bar, bar.update) if bar is not None else (None, None)
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -221,7 +215,7 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
     active = {runs[0].name: [r.active_frac for r in runs] for runs in results}
     fig_act = plots.curves_figure(active, "non-zero spike gradients in backward %", log=True,
                                   title="Active fraction per epoch" + band, scale=100.0)
-    title = f"{_call_string(est)}, {draws} draws"
+    title = f"{call_string(est)}, {draws} draws"
     if est.adaptive:
         # the step comes from the sample's membranes: a layer of 256 evenly spread ones,
         # of which the figure shows those within 4 steps of threshold
@@ -229,7 +223,7 @@ def save_plots(directory, results: List[List[RunResult]], est: LocalZO, draws: i
         # every draw's (the rows are alike); at threshold, where no floor widens it
         step = float(est.step(_as_layer(u, draws))[0].flatten()[u.abs().argmin()])
         shown = u.abs() <= 4 * step
-        title = f"{_call_string(est)}, step {step:.3g} at threshold, {draws} draws"
+        title = f"{call_string(est)}, step {step:.3g} at threshold, {draws} draws"
     else:
         u = torch.linspace(-4 * est.delta, 4 * est.delta, 32, dtype=torch.float64)
         shown = torch.ones_like(u, dtype=torch.bool)
@@ -271,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = opts.device
     import snntorch.surrogate as surrogate
 
-    localzo_name = _call_string(_localzo_from_args(opts))
+    localzo_name = call_string(_localzo_from_args(opts))
     layer = snn_leaky = "snn.Leaky"
     if opts.linear_leaky:
         layer = "linear_leaky"
@@ -292,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data = spiking_digits(num_steps=opts.steps, seed=seed, device=device)
         total = opts.epochs * batches_per_epoch(data.x_train.shape[1], 64)
         for i, (name, factory, leaky) in enumerate(specs):
-            bar, progress = _progress_bar(total, not opts.no_progress)
+            bar, progress = progress_counter(total, not opts.no_progress, unit="batch")
             if bar is not None:
                 bar.set_description(f"seed {seed} {name}")
             results[i].append(

@@ -13,8 +13,11 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_choice, check_fraction
+
 __all__ = [
     "SpikeDataset",
+    "digits_split",
     "spiking_digits",
     "rate_encode",
     "rate_patterns",
@@ -24,7 +27,7 @@ __all__ = [
 ]
 
 
-def _digits_split(test_size: float, purpose: str):
+def digits_split(test_size: float, purpose: str):
     """scikit-learn's digits (pixels 0..16) with the package's fixed stratified
     split (``random_state=0``): ``X_train, X_test, y_train, y_test``."""
     try:
@@ -112,12 +115,9 @@ def spiking_digits(
     :param val_size: fraction of the training part held out for validation,
         in [0, 1). Defaults to 0 (no validation split)
     """
-    if not isinstance(redraw, bool):
-        raise TypeError(f"`redraw` must be a bool, got {type(redraw).__name__}")
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) \
-            or not 0.0 <= val_size < 1.0:
-        raise ValueError(f"`val_size` must be a fraction in [0, 1), got {val_size!r}")
-    X_tr, X_te, y_tr, y_te = _digits_split(test_size, "the digits demo")
+    check_bool("redraw", redraw)
+    check_fraction("val_size", val_size, low_open=False)
+    X_tr, X_te, y_tr, y_te = digits_split(test_size, "the digits demo")
     X_val = y_val = None
     if val_size > 0:
         from sklearn.model_selection import train_test_split
@@ -142,17 +142,9 @@ def spiking_digits(
     )
 
 
-def rate_patterns(
-    num_classes: int = 20,
-    features: int = 700,
-    num_steps: int = 100,
-    train: int = 2048,
-    test: int = 512,
-    rate: float = 0.05,
-    contrast: float = 0.3,
-    seed: int = 0,
-    device=None,
-) -> SpikeDataset:
+def rate_patterns(num_classes: int = 20, features: int = 700, *, num_steps: int = 100,
+                  train: int = 2048, test: int = 512, rate: float = 0.05, contrast: float = 0.3,
+                  seed: int = 0, device=None) -> SpikeDataset:
     """A generated spike-train classification task shaped like SHD (700
     input channels, 20 classes): each class has a fixed random firing-rate
     profile over the channels (mean ``rate``; ``contrast`` sets how far
@@ -195,15 +187,9 @@ def _saccade_offsets(times: np.ndarray, amplitude: float) -> np.ndarray:
     return corners[leg] * (1 - frac) + corners[leg + 1] * frac
 
 
-def moving_digit_events(
-    num_samples: int = 1000,
-    split: str = "train",
-    seed: int = 0,
-    duration_us: int = 300_000,
-    steps: int = 60,
-    contrast_threshold: float = 0.25,
-    noise_events: int = 50,
-):
+def moving_digit_events(num_samples: int = 1000, *, split: str = "train", seed: int = 0,
+                        duration_us: int = 300_000, steps: int = 60,
+                        contrast_threshold: float = 0.25, noise_events: int = 50):
     """Event-camera recordings generated from scikit-learn's digits, in the
     format of tonic's N-MNIST: the way N-MNIST was made (a sensor that moves
     in three saccades in front of a still digit) simulated on a 34x34 sensor.
@@ -227,9 +213,8 @@ def moving_digit_events(
     :return: ``(events, labels)``: a list of ``num_samples`` structured arrays
         of dtype :data:`EVENT_DTYPE` sorted by ``t``, and an int64 array of labels
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
-    X_tr, X_te, y_tr, y_te = _digits_split(0.2, "the generated events")
+    check_choice("split", split, ("train", "test"))
+    X_tr, X_te, y_tr, y_te = digits_split(0.2, "the generated events")
     X, y = (X_tr, y_tr) if split == "train" else (X_te, y_te)
     rng = np.random.default_rng(seed)
     pick = rng.permutation(np.resize(np.arange(len(y)), num_samples))

@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .. import conversion
-from .._progress import progress_bar
+from .._checks import check_fraction
+from .._progress import progress_counter
 from ..conversion.data import ImageFolder, load_arrays, load_cifar
-from .args import Parser, json_path, plural
+from .args import Parser, json_path, plural, positive_ints
+from .data import digits_split
 
 __all__ = ["main", "build_parser", "build_ann", "load_data", "split_validation", "run",
            "format_table"]
@@ -69,9 +71,7 @@ def _task(name: str, train: Dataset, test: Dataset, num_classes: Optional[int] =
 def digits_task() -> TaskData:
     """scikit-learn's digits as images ``[1, 8, 8]`` in [0, 1] (pixels / 16),
     with the package's fixed stratified split (1437 train, 360 test)."""
-    from .data import _digits_split
-
-    x_tr, x_te, y_tr, y_te = _digits_split(0.2, "the ftbc demo")
+    x_tr, x_te, y_tr, y_te = digits_split(0.2, "the ftbc demo")
 
     def dataset(x, y):
         return TensorDataset(torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0,
@@ -136,8 +136,7 @@ def split_validation(dataset: Dataset, fraction: float = 0.2, seed: int = 0):
     """``(rest, val)``: a random ``fraction`` of ``dataset`` held out as a
     validation split (a fixed permutation drawn from ``seed``), for choosing
     settings without the test split."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"`fraction` must lie in (0, 1), got {fraction!r}")
+    check_fraction("fraction", fraction)
     n = len(dataset)
     n_val = int(round(fraction * n))
     if not 0 < n_val < n:
@@ -182,8 +181,8 @@ def build_ann(net: str, input_shape: tuple, num_classes: int, levels: int = 8, l
     raise ValueError(f"unknown net {net!r}: 'mlp' or 'conv'")
 
 
-def train_ann(ann: nn.Module, train: Dataset, epochs: int, lr: float, batch_size: int, seed: int,
-              device: torch.device, progress=None, weight_decay: float = 0.0) -> None:
+def train_ann(ann: nn.Module, train: Dataset, *, epochs: int, lr: float, batch_size: int,
+              seed: int, device: torch.device, progress=None, weight_decay: float = 0.0) -> None:
     """Adam (L2 ``weight_decay``) with a cosine learning-rate schedule, cross-entropy."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(ann.parameters(), lr, weight_decay=weight_decay)
@@ -223,7 +222,7 @@ def localzo_neuron(delta_scale: float):
     return build
 
 
-def finetune_localzo(snn_net, ann, train: Dataset, num_steps: int, epochs: int, lr: float,
+def finetune_localzo(snn_net, ann, train: Dataset, *, num_steps: int, epochs: int, lr: float,
                      batch_size: int, delta_scale: float, seed: int, device: torch.device):
     """A copy of ``snn_net`` with ``localzo.Leaky`` neurons (same state:
     weights, thresholds, temporal biases), trained by BPTT at ``num_steps``
@@ -248,7 +247,7 @@ def finetune_localzo(snn_net, ann, train: Dataset, num_steps: int, epochs: int, 
 
 
 # --------------------------------------------------------------------------- experiment
-def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, seeds=(0,),
+def run(data: TaskData, *, net: str = "mlp", levels: int = 8, lam: float = 2.0, seeds=(0,),
         epochs: int = 60, lr: float = 2e-3, batch_size: int = 64, steps=DEFAULT_STEPS,
         alpha: float = 0.5, iters: int = 5, calib_batches: int = 3, calib_batch_size: int = 480,
         released: bool = False, finetune_steps=(), finetune_epochs: int = 5,
@@ -288,10 +287,10 @@ def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, see
         torch.manual_seed(seed)
         ann = build_ann(net, data.input_shape, data.num_classes, levels, lam).to(device)
         per_epoch = math.ceil(len(train) / batch_size)
-        bar = progress_bar(epochs * per_epoch, progress, desc=f"{label} seed {seed}: ANN",
-                           unit="batch")
-        train_ann(ann, train, epochs, lr, batch_size, seed, device, bar.update if bar else None,
-                  weight_decay)
+        bar, advance = progress_counter(epochs * per_epoch, progress,
+                                        desc=f"{label} seed {seed}: ANN", unit="batch")
+        train_ann(ann, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                  device=device, progress=advance, weight_decay=weight_decay)
         if bar is not None:
             bar.close()
         ann_row = dict(net=label, T=None, method="ann", seed=seed, **accuracies(ann))
@@ -318,8 +317,9 @@ def run(data: TaskData, net: str = "mlp", levels: int = 8, lam: float = 2.0, see
                                  residual_error=float(out_of_sample[:, :T].mean()),
                                  residual_error_calib=float(in_sample[method][:, :T].mean())))
         for T in finetune_steps:
-            tuned, active = finetune_localzo(snns["ftbc"], ann, train, T, finetune_epochs,
-                                             finetune_lr, batch_size, delta_scale, seed, device)
+            tuned, active = finetune_localzo(
+                snns["ftbc"], ann, train, num_steps=T, epochs=finetune_epochs, lr=finetune_lr,
+                batch_size=batch_size, delta_scale=delta_scale, seed=seed, device=device)
             rows.append(dict(net=label, T=T, method="ftbc+localzo", seed=seed,
                              **accuracies(tuned, num_steps=T), epochs=finetune_epochs,
                              active_frac=active))
@@ -379,16 +379,6 @@ def format_table(rows: List[Dict], key: str = "test_acc") -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def _int_list(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="snntorch-localzo ftbc",
@@ -415,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="ANN weight decay, Adam's L2 term (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
-    p.add_argument("--steps", type=_int_list, default=list(DEFAULT_STEPS),
+    p.add_argument("--steps", type=positive_ints, default=list(DEFAULT_STEPS),
                    help="time steps to evaluate, comma-separated (default 1,2,4,8,16,32)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--runs", type=int, default=1, help="number of seeds (default 1)")
@@ -429,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--released", action="store_true",
                    help="also calibrate as the authors' released script does (own bias not fed "
                         "back, alpha 0.4, accumulated over the calibration batches)")
-    p.add_argument("--finetune", type=_int_list, default=[], metavar="T[,T...]",
+    p.add_argument("--finetune", type=positive_ints, default=[], metavar="T[,T...]",
                    help="also fine-tune the FTBC network with LocalZO (localzo.Leaky, BPTT) at "
                         "these time steps")
     p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
@@ -498,11 +488,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"FTBC alpha={args.alpha:g}, iters={args.iters}, "
           f"{args.calib_batches} batches of {args.calib_batch_size}; device {device}; seeds {seeds}",
           flush=True)
-    rows = run(data, args.net, args.levels, args.lam, seeds, args.epochs, args.lr, args.batch_size,
-               args.steps, args.alpha, args.iters, args.calib_batches, args.calib_batch_size,
-               args.released, args.finetune, args.finetune_epochs, args.finetune_lr,
-               args.delta_scale, device, progress=not args.no_progress,
-               log=lambda line: print(line, flush=True), weight_decay=args.weight_decay)
+    rows = run(data, net=args.net, levels=args.levels, lam=args.lam, seeds=seeds,
+               epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, steps=args.steps,
+               alpha=args.alpha, iters=args.iters, calib_batches=args.calib_batches,
+               calib_batch_size=args.calib_batch_size, released=args.released,
+               finetune_steps=args.finetune, finetune_epochs=args.finetune_epochs,
+               finetune_lr=args.finetune_lr, delta_scale=args.delta_scale, device=device,
+               progress=not args.no_progress, log=lambda line: print(line, flush=True),
+               weight_decay=args.weight_decay)
     print()
     print(format_table(rows), flush=True)
     if args.json:

@@ -23,12 +23,13 @@ import snntorch.surrogate as surrogate
 import torch
 import torch.nn as nn
 
+from .._progress import progress_counter
 from ..estimator import LocalZO, make
 from ..opzo import FEEDBACKS, NOISES, OPZO
-from .args import Parser, json_path, plural
+from .args import Parser, json_path, plural, positive_ints
 from .data import SpikeDataset, spiking_digits
 
-__all__ = ["main", "build_parser", "fc_net", "conv_net", "train_opzo", "METHODS",
+__all__ = ["main", "build_parser", "fc_net", "conv_net", "as_images", "train_opzo", "METHODS",
            "DEFAULT_HIDDEN"]
 
 #: hidden layers of the deep fully connected net (64-256-256-256-128-10)
@@ -75,7 +76,7 @@ def conv_net(beta: float = 0.9, channels: Sequence[int] = (16, 32), n_out: int =
     )
 
 
-def _images(x: torch.Tensor) -> torch.Tensor:
+def as_images(x: torch.Tensor) -> torch.Tensor:
     """``[T, N, 64]`` digits as ``[T, N, 1, 8, 8]`` images."""
     return x.reshape(x.shape[0], x.shape[1], 1, 8, 8)
 
@@ -125,7 +126,7 @@ def train_opzo(
     options.update(opzo_options)
     if data is None:
         data = spiking_digits(num_steps=num_steps, seed=seed, device=device)
-    shape = _images if net == "conv" else (lambda x: x)
+    shape = as_images if net == "conv" else (lambda x: x)
     has_val = data.x_val is not None
     torch.manual_seed(seed)
     model = (conv_net(beta) if net == "conv" else fc_net(hidden, beta, gain=gain)).to(device)
@@ -168,16 +169,6 @@ def batches(n_train: int, batch_size: int) -> int:
 
 
 # ---------------------------------------------------------------------- command line
-def _positive_ints(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="snntorch-localzo opzo",
@@ -193,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "zo (zeroth order by node perturbation); default: all four")
     p.add_argument("--net", default="fc", choices=["fc", "conv"],
                    help="fc: 64-hidden-10 fully connected (default); conv: small conv net")
-    p.add_argument("--hidden", type=_positive_ints, default=list(DEFAULT_HIDDEN),
+    p.add_argument("--hidden", type=positive_ints, default=list(DEFAULT_HIDDEN),
                    help="hidden sizes of the fc net (default 256,256,256,128)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--steps", type=int, default=8, help="time steps per sample (default 8)")
@@ -296,8 +287,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = build_parser()
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     _check(p, args)
-    from .cli import _progress_bar
-
     seeds = list(range(args.seed, args.seed + args.runs))
     net_name = ("64-" + "-".join(map(str, args.hidden)) + "-10" if args.net == "fc"
                 else "conv 1x8x8-16x8x8-32x4x4-10")
@@ -316,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             local_grad = (make(delta=args.delta, track=True) if args.local_grad == "localzo"
                           else surrogate.sigmoid(slope=args.slope))
             name = feedback + ("+localzo" if args.local_grad == "localzo" else "")
-            bar, progress = _progress_bar(total, not args.no_progress)
+            bar, progress = progress_counter(total, not args.no_progress, unit="batch")
             if bar is not None:
                 bar.set_description(f"seed {seed} {name}")
             noisy = dict(noise_std=args.noise_std, momentum=args.momentum,

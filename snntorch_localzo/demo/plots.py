@@ -80,6 +80,13 @@ def _plain_labels(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
+def _titled(fig, title: str):
+    """``fig`` with ``title`` above its panels (none when empty)."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def _values(x):
     """A tensor, array or list as a plain list of floats."""
     if hasattr(x, "detach"):
@@ -91,6 +98,7 @@ def plot_gradient(
     ax,
     u,
     expected,
+    *,
     estimated=None,
     stderr=None,
     surrogate=None,
@@ -144,6 +152,7 @@ def _mean_std(runs: Sequence[Sequence[float]]):
 def curves_figure(
     series: Mapping[str, Series],
     ylabel: str,
+    *,
     xlabel: str = "epoch",
     title: str = "",
     x: Optional[Sequence[float]] = None,
@@ -206,9 +215,7 @@ def training_figure(histories: Mapping[str, Mapping[str, Sequence[float]]], titl
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _titled(fig, title)
 
 
 def bars_figure(
@@ -247,9 +254,7 @@ def bars_figure(
         if j == 0:
             ax.set_yticks(rows, list(names), fontsize=8)
             ax.invert_yaxis()
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _titled(fig, title)
 
 
 def grouped_bars_figure(
@@ -293,6 +298,4 @@ def grouped_bars_figure(
         axes[-1].set_xlabel(xlabel)
     axes[0].legend(fontsize=7, ncols=min(4, len(series)), loc="lower left",
                    bbox_to_anchor=(0, 1.02))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _titled(fig, title)

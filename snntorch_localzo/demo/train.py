@@ -15,7 +15,6 @@ import torch.nn as nn
 import snntorch as snn
 
 from ..estimator import LocalZO
-from .._ops.layout import record
 from ..stats import ActivityMeter
 from .data import SpikeDataset, spiking_digits
 from .models import DigitsNet
@@ -38,7 +37,7 @@ class SpikeGradProbe:
         return self.spike_grad(mem_shift)
 
     def _count(self, grad: torch.Tensor) -> None:
-        record(self.meter.accumulator(grad.device), torch.count_nonzero(grad), grad.numel())
+        self.meter.record_nonzero(grad)
 
 
 @dataclass

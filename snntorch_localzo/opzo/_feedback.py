@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from .._checks import check_choice
+
 __all__ = ["NOISES", "draw_noise", "NoiseStream", "momentum_update"]
 
 #: noise laws accepted by ``noise=``
@@ -39,19 +41,18 @@ def draw_noise(
     per sample: ``"gaussian"`` N(0, 1) entries, ``"rademacher"`` +-1 entries,
     ``"sphere"`` uniform on the sphere of radius ``sqrt(n)`` per sample (``n``
     the entries of one sample)."""
+    check_choice("noise", kind, NOISES)
     shape = tuple(shape)
     if kind == "gaussian":
         return torch.randn(shape, device=device, dtype=dtype, generator=generator)
     if kind == "rademacher":
         bits = torch.randint(0, 2, shape, device=device, generator=generator)
         return bits.to(dtype).mul_(2).sub_(1)
-    if kind == "sphere":
-        z = torch.randn(shape, device=device, dtype=dtype, generator=generator)
-        flat = z.reshape(shape[0], -1)
-        n = flat.shape[1]
-        flat.mul_(math.sqrt(n) / flat.norm(dim=1, keepdim=True).clamp_min(1e-30))
-        return z
-    raise ValueError(f"`noise` must be one of {NOISES}, got {kind!r}")
+    z = torch.randn(shape, device=device, dtype=dtype, generator=generator)  # "sphere"
+    flat = z.reshape(shape[0], -1)
+    n = flat.shape[1]
+    flat.mul_(math.sqrt(n) / flat.norm(dim=1, keepdim=True).clamp_min(1e-30))
+    return z
 
 
 class NoiseStream:

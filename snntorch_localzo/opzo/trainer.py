@@ -23,13 +23,14 @@ memory does not grow with the sequence length.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
+from .._checks import (check_bool, check_choice, check_float_tensor, check_fraction,
+                       check_nonnegative)
 from ._feedback import NOISES, NoiseStream, momentum_update
 from ._layers import Block, neuron_state, reset_neuron, walk
 from ._local import local_derivative
@@ -50,26 +51,6 @@ class StepResult(NamedTuple):
 
     loss: float
     acc: float
-
-
-def _check_number(name: str, value, low: float, high: float = math.inf,
-                  low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
-    value = float(value)
-    bad = (not math.isfinite(value) or value < low or value > high
-           or (low_open and value == low) or (high_open and value == high))
-    if bad:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"`{name}` must lie in {lo}{low:g}, {high:g}{hi}, got {value:g}")
-    return value
-
-
-def _check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
-    return value
 
 
 class OPZO(nn.Module):
@@ -135,29 +116,27 @@ class OPZO(nn.Module):
         self,
         net: nn.Module,
         optimizer: Optional[torch.optim.Optimizer] = None,
+        *,
         feedback: str = "momentum",
         noise_std: float = 0.1,
         momentum: float = 0.999,
         dual_noise: bool = True,
         local_grad=None,
         loss: str = "ce",
-        *,
         noise: str = "gaussian",
         perturb: str = "output",
         update: str = "sequence",
         generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
-        self.feedback = _check_choice("feedback", feedback, FEEDBACKS)
-        self.noise_std = _check_number("noise_std", noise_std, 0.0)
-        self.momentum = _check_number("momentum", momentum, 0.0, 1.0, high_open=True)
-        if not isinstance(dual_noise, bool):
-            raise TypeError(f"`dual_noise` must be a bool, got {type(dual_noise).__name__}")
-        self.dual_noise = dual_noise
-        self.loss = _check_choice("loss", loss, LOSSES)
-        self.noise = _check_choice("noise", noise, NOISES)
-        self.perturb = _check_choice("perturb", perturb, PERTURB)
-        self.update = _check_choice("update", update, UPDATES)
+        self.feedback = check_choice("feedback", feedback, FEEDBACKS)
+        self.noise_std = check_nonnegative("noise_std", noise_std)
+        self.momentum = check_fraction("momentum", momentum, low_open=False)
+        self.dual_noise = check_bool("dual_noise", dual_noise)
+        self.loss = check_choice("loss", loss, LOSSES)
+        self.noise = check_choice("noise", noise, NOISES)
+        self.perturb = check_choice("perturb", perturb, PERTURB)
+        self.update = check_choice("update", update, UPDATES)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
@@ -271,11 +250,7 @@ class OPZO(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, x_seq, y=None):
-        if not isinstance(x_seq, torch.Tensor) or not x_seq.is_floating_point():
-            raise TypeError(
-                "`x_seq` must be a floating-point tensor of shape [T, batch, ...], got "
-                f"{type(x_seq).__name__ if not isinstance(x_seq, torch.Tensor) else x_seq.dtype}"
-            )
+        check_float_tensor("x_seq", x_seq)
         if x_seq.dim() < 2 or x_seq.shape[0] < 1 or x_seq.shape[1] < 1:
             raise ValueError(
                 f"`x_seq` must have shape [T, batch, ...] with T >= 1 and batch >= 1, got "

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -18,18 +19,16 @@ import torch.nn as nn
 
 import snntorch_localzo as localzo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
+from nets import LinearSequenceNet  # noqa: E402
 
-class Net(nn.Module):
+
+class Net(LinearSequenceNet):
     def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(12, 16)
-        self.lif = localzo.Leaky(beta=0.9, spike_grad=localzo.make("normal", delta=0.5))
-        self.seq = localzo.LinearLeaky(0.9, 16, 4, spike_grad=localzo.make("normal", delta=0.5))
+        super().__init__(12, 16, 4, delta=0.5)
 
     def forward(self, x):  # x: [T, B, 12]
-        self.lif.init_leaky()
-        spk, _ = self.lif.forward_sequence(self.fc(x))
-        out, mem = self.seq(spk)
+        out, mem = super().forward(x)
         return out.sum(0) + mem.mean(0)
 
 

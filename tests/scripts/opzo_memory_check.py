@@ -7,7 +7,7 @@ sequence; prints one JSON line: {"T": [max count, max bytes], ...}. Run by
 tests/test_opzo.py in its own process so that no other test's tensors enter
 the count.
 
-    python tests/opzo_memory_check.py 10 200
+    python tests/scripts/opzo_memory_check.py 10 200
 """
 
 import gc

@@ -3,7 +3,7 @@ one JSON line: the live tensors (count, bytes) after ``first`` and ``last``
 steps. Run by test_memory.py, in its own process so that no other test's
 tensors (caches, garbage freed late) enter the count.
 
-    python tests/memory_check.py BACKEND FIRST LAST
+    python tests/scripts/memory_check.py BACKEND FIRST LAST
 """
 
 import gc

@@ -3,7 +3,7 @@ on PyPI: every test file, with the conftest and data files they use) for the
 installed snnTorch, once per tox environment (tox.ini runs this before pytest;
 nothing of snnTorch's is kept in this repository):
 
-    python tests/fetch_snntorch_tests.py DIR
+    python tests/scripts/fetch_snntorch_tests.py DIR
 
 DIR then holds the sdist's ``tests/`` folder, e.g. ``DIR/test_snntorch/test_leaky.py``,
 and a file ``RELEASE`` naming the release it came from (written last).
