@@ -23,6 +23,8 @@ import warnings
 
 import torch
 
+from ._checks import check_choice
+
 __all__ = ["get_backend", "set_backend", "use_backend", "triton_available", "Path", "device_path"]
 
 _MODES = ("auto", "reference", "triton")
@@ -37,9 +39,7 @@ class Path(str, enum.Enum):
 
 
 def _checked(mode: str) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
-    return mode
+    return check_choice("mode", mode, _MODES)
 
 
 _mode = _checked(os.environ.get("SNNTORCH_LOCALZO_BACKEND", "auto"))

@@ -70,7 +70,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ._checks import check_fraction, check_positive
+from ._checks import check_choice, check_fraction, check_positive
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
 from .step import Step
 
@@ -83,9 +83,7 @@ def _law(law) -> Distribution:
         if not law.adaptive:
             raise ValueError(f"the adaptive step supports {LAWS}, not {law.name!r}")
         return law
-    if law not in LAWS:
-        raise ValueError(f"`law` must be one of {LAWS}, got {law!r}")
-    return get_distribution(law, delta=1.0)
+    return get_distribution(check_choice("law", law, LAWS), delta=1.0)
 
 
 def _kth(a: torch.Tensor, fraction: float) -> torch.Tensor:

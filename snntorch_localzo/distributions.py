@@ -177,14 +177,8 @@ class Distribution:
         tail = torch.full((1,), 1.0 - q, dtype=torch.float64)
         return self.sampler.from_q(tail, self.kparam, self._sampler_table(tail.device)).tolist()[0]
 
-    def abs_sample(
-        self,
-        shape,
-        *,
-        device=None,
-        dtype: torch.dtype = torch.float32,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
+    def abs_sample(self, shape, *, device=None, dtype: torch.dtype = torch.float32,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Draws ``|z|`` with torch's random number generator (the law's
         sampler, as the operators draw)."""
         draw = torch.randn if self.sampler.normal else torch.rand
@@ -194,14 +188,8 @@ class Distribution:
     def _sampler_table(self, device) -> Optional[torch.Tensor]:
         return self.table().to(device) if self.sampler is TABLE else None
 
-    def sample(
-        self,
-        shape,
-        *,
-        device=None,
-        dtype: torch.dtype = torch.float32,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
+    def sample(self, shape, *, device=None, dtype: torch.dtype = torch.float32,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Draws signed ``z`` (symmetric law) of the given shape."""
         if isinstance(shape, int):
             shape = (shape,)

@@ -20,6 +20,7 @@ import snntorch as snn
 import torch
 
 from ..adaptive import AdaptiveDelta
+from ..distributions import ADAPTIVE_LAWS
 from ..distributions import DISTRIBUTIONS
 from .._progress import progress_counter
 from ..estimator import LocalZO, make
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--delta", type=args.step, default=None,
-        help=f"LocalZO step for {'/'.join(PAPER_LAWS)}: 'adaptive' (default: make()'s "
+        help=f"LocalZO step for {'/'.join(ADAPTIVE_LAWS)}: 'adaptive' (default: make()'s "
         "adaptive step) or a number > 0 for a fixed step, e.g. 0.008 (see README)",
     )
     p.add_argument(
@@ -100,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: the laws with a free ``delta`` (adaptive unless ``--delta`` fixes it)
-PAPER_LAWS = ("normal", "uniform", "laplace")
 #: the parameter each twin takes
 TWIN_PARAMETER = {"atan": "alpha", "sigmoid": "slope", "fast_sigmoid": "slope"}
 
@@ -119,7 +119,7 @@ def check_dist_options(parser: argparse.ArgumentParser, opts) -> None:
 
 def _localzo_from_args(opts) -> LocalZO:
     params = {}
-    if opts.dist in PAPER_LAWS:
+    if opts.dist in ADAPTIVE_LAWS:
         params["delta"] = None if opts.delta in (None, "adaptive") else opts.delta
     elif getattr(opts, TWIN_PARAMETER[opts.dist]) is not None:
         name = TWIN_PARAMETER[opts.dist]

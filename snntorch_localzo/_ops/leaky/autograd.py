@@ -131,15 +131,9 @@ def run_native(x, mem, params, spec, meter, absz, steps):
 
 
 # --------------------------------------------------------------------- entries
-def leaky_step(
-    x: torch.Tensor,
-    mem: Optional[torch.Tensor],
-    params: LeakyParams,
-    spec: ZOSpec,
-    meter=None,
-    path: Optional[Path] = None,
-    absz: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def leaky_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec,
+               meter=None, path: Optional[Path] = None,
+               absz: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """One Leaky step with the LocalZO spike function: ``(spk, mem')``.
 
     :param mem: previous membrane, or None for a zero membrane
@@ -156,15 +150,9 @@ def leaky_step(
     return reference.leaky_step(x, mem, params, lambda u: spike(u, spec, meter, absz))
 
 
-def leaky_seq(
-    x: torch.Tensor,
-    mem: Optional[torch.Tensor],
-    params: LeakyParams,
-    spec: ZOSpec,
-    meter=None,
-    path: Optional[Path] = None,
-    absz: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def leaky_seq(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec,
+              meter=None, path: Optional[Path] = None,
+              absz: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """A whole sequence ``x: [T, ...]``: ``(spk [T, ...], mem [T, ...])``, equal
     to :func:`leaky_step` applied T times. On the native path the spikes carry
     the active entries, which a following sparse layer reads.
