@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ..distributions import TABLE_SIZE, TABLE_XMAX
-from . import layout
+from . import layout, resets
 from .spec import KIND_EXPONENTIAL, KIND_LOMAX2, KIND_NORMAL, KIND_TABLE, KIND_UNIFORM
 
 #: Entries per program of the elementwise kernels.
@@ -44,6 +44,10 @@ RESET_BIT: tl.constexpr = tl.constexpr(layout.RESET_BIT)
 RESET_FLAG: tl.constexpr = tl.constexpr(layout.RESET_FLAG)
 ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.ACTIVE)
 LAST_ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.LAST_ACTIVE)
+# the reset mechanisms (resets.py), which the scan kernels take as RESET
+RESET_SUBTRACT: tl.constexpr = tl.constexpr(resets.RESET_SUBTRACT)
+RESET_ZERO: tl.constexpr = tl.constexpr(resets.RESET_ZERO)
+RESET_NONE: tl.constexpr = tl.constexpr(resets.RESET_NONE)
 TABLE_N: tl.constexpr = tl.constexpr(TABLE_SIZE)
 TABLE_SCALE_C: tl.constexpr = tl.constexpr(TABLE_SCALE)
 K_NORMAL: tl.constexpr = tl.constexpr(KIND_NORMAL)

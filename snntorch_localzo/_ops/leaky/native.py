@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -29,12 +30,25 @@ import torch
 from .. import layout, oplib, rng
 from ..workspace import output, scratch
 from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
+from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..spec import ZOSpec
-from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams
+from .reference import LeakyParams
 
 try:
     from . import _scan
 except ImportError:  # built without a C compiler
+    _scan = None
+
+#: The reset numbers the C loops were compiled with (setup.py passes resets.py's).
+C_RESETS = None if _scan is None else tuple(
+    getattr(_scan, name, None) for name in ("RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE")
+)
+if C_RESETS is not None and C_RESETS != (RESET_SUBTRACT, RESET_ZERO, RESET_NONE):
+    warnings.warn(
+        f"{_scan.__file__} was built with other reset numbers than resets.py (a stale build; "
+        "rebuild it with `python setup.py build_ext --inplace`): the PyTorch loops run instead",
+        RuntimeWarning,
+    )
     _scan = None
 
 _C_DTYPES = (torch.float32, torch.float64)

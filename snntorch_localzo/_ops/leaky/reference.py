@@ -20,8 +20,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 
-RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
-RESETS = {"subtract": RESET_SUBTRACT, "zero": RESET_ZERO, "none": RESET_NONE}
+from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, RESETS  # noqa: F401 (re-exported)
 
 
 class LeakyParams(NamedTuple):

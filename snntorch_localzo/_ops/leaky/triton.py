@@ -47,10 +47,10 @@ def leaky_scan_fwd_kernel(
         step = tl.cast(t, tl.int64) * n + offs  # int64: T * n may pass 2**31
         x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
         reset = tl.where(tc.round_to(m - thr, DT) > 0.0, 1.0, 0.0)
-        if RESET == 1:  # zero
+        if RESET == tc.RESET_ZERO:
             m = (1.0 - reset) * m
         m = tc.round_to(tc.round_to(b * m, DT) + x, DT)
-        if RESET == 0:  # subtract
+        if RESET == tc.RESET_SUBTRACT:
             m = tc.round_to(m - reset * thr, DT)
         u = tc.round_to(m - thr, DT)
         tl.store(spk_ptr + step, tc.cast(tl.where(u > 0.0, gr, 0.0), DT), mask=mask)
@@ -145,7 +145,7 @@ def leaky_scan_bwd_kernel(
             gm = tc.round_to(gm + tl.load(e_ptr + step, mask=mask, other=0.0).to(tl.float32), DT)
         tl.store(gx_ptr + step, tc.cast(gm, DT), mask=mask)
         carry = tc.round_to(gm * b, DT)
-        if RESET == 1:  # zero: d mem[t] / d mem[t-1] = beta * (1 - reset[t])
+        if RESET == tc.RESET_ZERO:  # d mem[t] / d mem[t-1] = beta * (1 - reset[t])
             code = tl.load(code_ptr + step, mask=mask, other=0).to(tl.int32)
             carry = tl.where((code & tc.RESET_FLAG) != 0, 0.0 * carry, carry)
     if NEED_GMEM0:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .. import layout, oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
-from ..leaky.reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
+from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from .reference import input_trace
 
 #: Memory the time chunk of the input trace may take.
