@@ -29,10 +29,9 @@ from .. import layout, oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
-from .reference import input_trace
+from ..sampling import compute_dtype
+from .reference import input_trace, trace_chunk_steps
 
-#: Memory the time chunk of the input trace may take.
-TRACE_BUDGET_BYTES = 16 * 2**20
 #: The sparse weight gradient pays off from this many neurons: its input trace
 #: costs about as much as a dense product with ~100 outputs on the
 #: development machine's CPU.
@@ -99,12 +98,12 @@ def sparse_weight_grad(
     """``dW`` (float32, float64 for float64 ``x``; ``[out, in]``) from the active entries (flat ``index`` into
     ``[T, B, out]``, values ``e_active``) and the input trace of ``x [T, B, in]``."""
     T, B, IN = x.shape
-    dw = torch.zeros(out_features, IN, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    dw = torch.zeros(out_features, IN, dtype=compute_dtype(x.dtype))
     if index.numel() == 0:
         return dw
     rows = index // out_features  # t * B + b
     cols = index % out_features
-    chunk = max(1, min(T, TRACE_BUDGET_BYTES // max(1, B * IN * 4)))
+    chunk = trace_chunk_steps(T, B, IN, dw.dtype)  # the trace is in dw's dtype
     carry = None
     bounds = torch.searchsorted(rows, torch.arange(0, T + chunk, chunk).clamp(max=T) * B)
     for ci, t0 in enumerate(range(0, T, chunk)):

@@ -10,6 +10,13 @@ import torch.nn.functional as F
 
 from ..leaky import reference as leaky_reference
 from ..leaky.reference import LeakyParams
+from ..sampling import compute_dtype
+
+#: Memory the time chunk of the input trace may take, on the CPU and on a GPU
+#: alike. 16 MiB is the native CPU path's value, with which its weight
+#: gradient was benchmarked; the Triton path had 64 MiB, never measured there
+#: (a smaller chunk costs two kernel launches per extra chunk, and its memory).
+TRACE_BUDGET_BYTES = 16 * 2**20
 
 
 def linear_leaky(
@@ -34,7 +41,7 @@ def input_trace(x: torch.Tensor, beta: torch.Tensor, t0: int = 0, steps: Optiona
     reset is ``sum over active (t, b, j) of e[t, b, j] * trace[t, b, :]``
     (docs/method.md section 4). ``out``: where to write it (else a new tensor)."""
     steps = x.shape[0] - t0 if steps is None else steps
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(x.dtype)
     b = beta.clamp(0, 1).to(x.dtype).to(dtype)
     if out is None:
         out = torch.empty((steps,) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
@@ -44,3 +51,10 @@ def input_trace(x: torch.Tensor, beta: torch.Tensor, t0: int = 0, steps: Optiona
         out[i] += x[t0 + i]
         tr = out[i]
     return out
+
+
+def trace_chunk_steps(T: int, B: int, IN: int, dtype: torch.dtype) -> int:
+    """Time steps per chunk of the input trace of ``x [T, B, IN]`` held in
+    ``dtype`` (the trace's, not ``x``'s): as many as ``TRACE_BUDGET_BYTES``
+    holds, at least one, at most ``T``."""
+    return max(1, min(T, TRACE_BUDGET_BYTES // max(1, B * IN * dtype.itemsize)))

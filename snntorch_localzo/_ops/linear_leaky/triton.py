@@ -31,9 +31,8 @@ import triton.language as tl
 
 from .. import oplib
 from .. import triton_common as tc
+from .reference import trace_chunk_steps
 
-#: Memory the time chunk of the input trace may take.
-TRACE_BUDGET_BYTES = 64 * 2**20
 #: Rows of ``e`` a program looks at per iteration, and input columns per program.
 BLOCK_R, BLOCK_IN = 64, 64
 #: Layers narrower than this take the dense product (one launch of cuBLAS
@@ -110,7 +109,7 @@ def _sparse_weight_grad(
     dw = torch.zeros(OUT, IN, dtype=torch.float32, device=device)
     et = e.reshape(T * B, OUT).t().contiguous()
     x = x.contiguous()
-    chunk = max(1, min(T, TRACE_BUDGET_BYTES // max(1, B * IN * 4)))
+    chunk = trace_chunk_steps(T, B, IN, torch.float32)
     carry = torch.zeros(B * IN, dtype=torch.float32, device=device)
     trace = torch.empty(chunk, B * IN, dtype=torch.float32, device=device)
     with tc.on_device(x):
