@@ -169,10 +169,9 @@ def _forward(
 def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
                   steps):
     k = oplib.dynamic_size()
-    cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return (
         torch.empty_like(x), torch.empty_like(x), x.new_empty(k, dtype=torch.int64),
-        x.new_empty(k, dtype=cdtype),
+        x.new_empty(k, dtype=compute_dtype(x.dtype)),
         x.new_empty(x.shape if reset == RESET_ZERO else (0,), dtype=torch.bool),
     )
 
