@@ -149,28 +149,25 @@ def abs_z(r, kparam, table_ptr, KIND: tl.constexpr):
 
 
 @triton.jit
-def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr):
-    """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3."""
-    o = rng_offs + tl.full([], GROUP, tl.int64) * stride
-    if KIND == K_NORMAL:
-        r0, r1, r2, r3 = tl.randn4x(seed, o)
+def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr, EXTERNAL: tl.constexpr):
+    """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3, as
+    a tuple. With EXTERNAL magnitudes nothing is drawn: the four are
+    placeholders that ``sample_abs_z`` does not read."""
+    if EXTERNAL:
+        r = (rng_offs, rng_offs, rng_offs, rng_offs)
     else:
-        r0, r1, r2, r3 = tl.rand4x(seed, o)
-    return r0, r1, r2, r3
+        o = rng_offs + tl.full([], GROUP, tl.int64) * stride
+        if KIND == K_NORMAL:
+            r = tl.randn4x(seed, o)
+        else:
+            r = tl.rand4x(seed, o)
+    return r
 
 
 @triton.jit
 def sample_abs_z(
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    kparam,
-    KIND: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    I: tl.constexpr, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam,
+    KIND: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """``|z_I|`` for each element: drawn from ``r`` or read from ``absz``."""
     if EXTERNAL:
@@ -182,21 +179,10 @@ def sample_abs_z(
 
 @triton.jit
 def code_bit(
-    code,
-    uabs,
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    delta,
-    kparam,
-    KIND: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    code, uabs, I: tl.constexpr, r, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam,
+    KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
+    """``code`` with bit ``I`` set where sample ``I`` is active (``I < M``)."""
     if I < M:
         a = sample_abs_z(
             I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
@@ -207,53 +193,28 @@ def code_bit(
 
 @triton.jit
 def zo_code(
-    uabs,
-    rng_offs,
-    stride,
-    mask,
-    seed,
-    absz_ptr,
-    table_ptr,
-    delta,
-    kparam,
-    KIND: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    uabs, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
+    KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """Bit ``i`` set where sample ``i`` is active: ``|u| < delta * |z_i|``."""
     code = tl.zeros(rng_offs.shape, dtype=tl.int32)
     for g in tl.static_range((M + 3) // 4):
-        if EXTERNAL:
-            r0 = uabs
-            r1 = uabs
-            r2 = uabs
-            r3 = uabs
-        else:
-            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
-        code = code_bit(code, uabs, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-        code = code_bit(code, uabs, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-        code = code_bit(code, uabs, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-        code = code_bit(code, uabs, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
+        r = draw4(seed, rng_offs, stride, g, KIND, EXTERNAL)
+        for j in tl.static_range(4):
+            code = code_bit(
+                code, uabs, 4 * g + j, r[j], rng_offs, stride, mask, absz_ptr, table_ptr, delta,
+                kparam, KIND, M, EXTERNAL,
+            )
     return code
 
 
 @triton.jit
 def grad_term(
-    acc,
-    code,
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    acc, code, I: tl.constexpr, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
+    """``acc`` plus sample ``I``'s term ``|z_I|**P`` where its bit of ``code``
+    is set (``I < M``)."""
     if I < M:
         a = sample_abs_z(
             I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
@@ -268,53 +229,25 @@ def grad_term(
 
 @triton.jit
 def zo_grad(
-    code,
-    rng_offs,
-    stride,
-    mask,
-    seed,
-    absz_ptr,
-    table_ptr,
-    coef,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    code, rng_offs, stride, mask, seed, absz_ptr, table_ptr, coef, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """The estimate ``G`` (float32) from the code of the forward pass."""
     acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
     for g in tl.static_range((M + 3) // 4):
-        if EXTERNAL:
-            r0 = acc
-            r1 = acc
-            r2 = acc
-            r3 = acc
-        else:
-            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
-        acc = grad_term(acc, code, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
-        acc = grad_term(acc, code, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
-        acc = grad_term(acc, code, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
-        acc = grad_term(acc, code, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
+        r = draw4(seed, rng_offs, stride, g, KIND, EXTERNAL)
+        for j in tl.static_range(4):
+            acc = grad_term(
+                acc, code, 4 * g + j, r[j], rng_offs, stride, mask, absz_ptr, table_ptr, kparam,
+                KIND, P, M, EXTERNAL,
+            )
     return acc * coef
 
 
 @triton.jit
 def zo_estimate(
-    uabs,
-    rng_offs,
-    stride,
-    mask,
-    seed,
-    absz_ptr,
-    table_ptr,
-    delta,
-    coef,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    uabs, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, coef, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """The estimate ``G`` (float32) at ``|u|`` within one kernel: the code,
     then the estimate from it (the Philox draws are recomputed, which costs
@@ -328,3 +261,11 @@ def zo_estimate(
         KIND, P, M, EXTERNAL,
     )
 
+
+@triton.jit
+def count_active(count_ptr, g, mask):
+    """Adds the block's non-zero estimates ``g`` to the meter's accumulator at
+    ``count_ptr`` (``layout.py``): to the window's count and the last call's."""
+    active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
+    tl.atomic_add(count_ptr + ACTIVE_SLOT, active)
+    tl.atomic_add(count_ptr + LAST_ACTIVE_SLOT, active)

@@ -116,10 +116,8 @@ def leaky_estimate_kernel(
     gs = tl.load(gspk_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     e = tc.round_to(tc.round_to(gs * gr, DT) * g, DT)
     tl.store(e_ptr + offs, tc.cast(e, DT), mask=mask)
-    if TRACK:  # the meter's accumulator: this call's and the window's count
-        active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
-        tl.atomic_add(count_ptr + tc.ACTIVE_SLOT, active)
-        tl.atomic_add(count_ptr + tc.LAST_ACTIVE_SLOT, active)
+    if TRACK:
+        tc.count_active(count_ptr, g, mask)
 
 
 @triton.jit
