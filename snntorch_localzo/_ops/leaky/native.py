@@ -213,6 +213,25 @@ def active_spike_grads(
     return (gs.to(g.dtype) * g).to(grad_spk.dtype)
 
 
+def spike_grads(
+    grad_spk: Optional[torch.Tensor], index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor,
+    acc: torch.Tensor, for_scan: bool = True,
+):
+    """The spike gradient's part of a backward: ``(e, sparse_e, e_active)`` as
+    :func:`spike_grads_for_scan` gives them, or ``(None, None, e_active)``
+    when no reverse scan follows (``for_scan`` False: only the active entries
+    are read); the call is counted into the meter ``acc``. All None without
+    a spike gradient."""
+    if grad_spk is None:
+        return None, None, None
+    if for_scan:
+        grads = spike_grads_for_scan(grad_spk, index, g, graded)
+    else:
+        grads = None, None, active_spike_grads(grad_spk, index, g, graded)
+    layout.record(acc, index.numel(), grad_spk.numel())
+    return grads
+
+
 def reverse_scan(
     e: Optional[torch.Tensor],
     grad_mem: Optional[torch.Tensor],
@@ -277,10 +296,7 @@ def _backward(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_mem0)``, ``grad_x`` of the input's ``shape`` (``steps``
     as in :func:`scan`); counts the active entries into the meter ``acc``."""
-    e = sparse_e = None
-    if grad_spk is not None:
-        e, sparse_e, _ = spike_grads_for_scan(grad_spk, index, g, graded)
-        layout.record(acc, index.numel(), grad_spk.numel())
+    e, sparse_e, _ = spike_grads(grad_spk, index, g, graded, acc)
     seq = tuple(shape) if steps else (1,) + tuple(shape)
     gx, gmem0 = reverse_scan(e, grad_mem, resets if reset == RESET_ZERO else None, beta, dtype, seq,
                              sparse_e)

@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .. import layout, oplib
+from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
@@ -178,13 +178,7 @@ def _backward(
         and use_sparse_weight_grad(OUT, index.numel(), T * B * OUT)
     )
     need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
-    e = sparse_e = e_active = None
-    if grad_spk is not None:
-        if need_h:
-            e, sparse_e, e_active = leaky_native.spike_grads_for_scan(grad_spk, index, g, graded)
-        else:  # only the active entries are read
-            e_active = leaky_native.active_spike_grads(grad_spk, index, g, graded)
-        layout.record(acc, index.numel(), T * B * OUT)
+    e, sparse_e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded, acc, for_scan=need_h)
     empty = x.new_empty(0)
     h = gmem0 = None
     if need_h:
