@@ -25,8 +25,8 @@ SAMPLE_MASK = RESET_FLAG - 1
 MAX_SAMPLES = RESET_BIT
 
 #: Meter slots: counts since the last reset, then the last backward call's.
-ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(5)
 METER_SLOTS = 5
+ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(METER_SLOTS)
 
 
 # ----------------------------------------------------------------- the meter
