@@ -124,6 +124,20 @@ def round_to(x, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def load_param(ptr, DT: tl.constexpr):
+    """A neuron parameter (0-d: threshold, graded spike) in float32, rounded
+    to ``DT`` as the reference casts it to the input's dtype."""
+    return round_to(tl.load(ptr).to(tl.float32), DT)
+
+
+@triton.jit
+def load_beta(beta_ptr, DT: tl.constexpr):
+    """``beta`` clamped to [0, 1] and rounded to ``DT``, as the reference's
+    ``clamped_beta``."""
+    return round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+
+
+@triton.jit
 def abs_z(r, kparam, table_ptr, KIND: tl.constexpr):
     """``|z|`` from a standard normal (K_NORMAL) or uniform draw ``r``."""
     if KIND == K_NORMAL:

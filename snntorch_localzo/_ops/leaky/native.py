@@ -32,7 +32,7 @@ from ..workspace import output, scratch
 from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..spec import ZOSpec
-from .reference import LeakyParams
+from .reference import LeakyParams, clamped_beta
 
 try:
     from . import _scan
@@ -247,7 +247,7 @@ def reverse_scan(
     ``gm[t] += e[t]``, ``carry = beta * gm[t]`` (zeroed where zero reset fired).
     ``sparse_e``: ``(index, values)``, ``e`` zero away from those flat indices
     (the C loop only; the other entries then skip the ``+ 0``)."""
-    b = beta.clamp(0, 1).to(dtype)
+    b = clamped_beta(beta, dtype)
     gx = output("grad", shape, dtype)
     carry = torch.zeros(shape[1:], dtype=dtype)
     e = None if e is None else e.reshape(shape)

@@ -40,9 +40,9 @@ def leaky_scan_fwd_kernel(
         m = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
         m = tl.zeros([BLOCK], dtype=tl.float32)
-    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
-    thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
-    gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
+    b = tc.load_beta(beta_ptr, DT)
+    thr = tc.load_param(thr_ptr, DT)
+    gr = tc.load_param(graded_ptr, DT)
     for t in range(T):
         step = tl.cast(t, tl.int64) * n + offs  # int64: T * n may pass 2**31
         x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
@@ -72,7 +72,7 @@ def leaky_code_kernel(
     DT: tl.constexpr = mem_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < total
-    thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
+    thr = tc.load_param(thr_ptr, DT)
     m = tl.load(mem_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     first = offs < n
     prev = tl.load(mem_ptr + offs - n, mask=mask & (offs >= n), other=0.0).to(tl.float32)
@@ -112,7 +112,7 @@ def leaky_estimate_kernel(
         )
     else:
         g = tl.zeros([BLOCK], dtype=tl.float32)
-    gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
+    gr = tc.load_param(graded_ptr, DT)
     gs = tl.load(gspk_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     e = tc.round_to(tc.round_to(gs * gr, DT) * g, DT)
     tl.store(e_ptr + offs, tc.cast(e, DT), mask=mask)
@@ -129,7 +129,7 @@ def leaky_scan_bwd_kernel(
     DT: tl.constexpr = gx_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < n
-    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+    b = tc.load_beta(beta_ptr, DT)
     carry = tl.zeros([BLOCK], dtype=tl.float32)  # gradient reaching mem[t] from step t + 1
     for i in range(T):
         t = T - 1 - i

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
+from ..leaky.reference import clamped_beta
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..sampling import compute_dtype
 from .reference import input_trace, trace_chunk_steps
@@ -84,7 +85,7 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
     if leaky_native.use_c(x, out):
         xc = x.contiguous()
         carry = torch.zeros(x.shape[1:], dtype=out.dtype) if carry is None else carry
-        b = beta.clamp(0, 1).to(x.dtype).to(out.dtype)
+        b = clamped_beta(beta, x.dtype).to(out.dtype)
         leaky_native._scan.trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
                                  carry.numel(), float(b), out.dtype == torch.float64)
         return carry

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..leaky import reference as leaky_reference
-from ..leaky.reference import LeakyParams
+from ..leaky.reference import LeakyParams, clamped_beta
 from ..sampling import compute_dtype
 
 #: Memory the time chunk of the input trace may take, on the CPU and on a GPU
@@ -42,7 +42,7 @@ def input_trace(x: torch.Tensor, beta: torch.Tensor, t0: int = 0, steps: Optiona
     (docs/method.md section 4). ``out``: where to write it (else a new tensor)."""
     steps = x.shape[0] - t0 if steps is None else steps
     dtype = compute_dtype(x.dtype)
-    b = beta.clamp(0, 1).to(x.dtype).to(dtype)
+    b = clamped_beta(beta, x.dtype).to(dtype)
     if out is None:
         out = torch.empty((steps,) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
     tr = torch.zeros(x.shape[1:], dtype=dtype, device=x.device) if carry is None else carry

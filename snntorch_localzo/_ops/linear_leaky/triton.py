@@ -63,7 +63,7 @@ def trace_kernel(x_ptr, carry_ptr, trace_ptr, beta_ptr, t0, steps, n, BLOCK: tl.
     DT: tl.constexpr = x_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < n
-    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+    b = tc.load_beta(beta_ptr, DT)
     tr = tl.load(carry_ptr + offs, mask=mask, other=0.0)
     for i in range(steps):
         x = tl.load(x_ptr + (t0 + i).to(tl.int64) * n + offs, mask=mask, other=0.0).to(tl.float32)
