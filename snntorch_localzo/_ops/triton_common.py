@@ -192,17 +192,41 @@ def sample_abs_z(
 
 
 @triton.jit
-def code_bit(
-    code, uabs, I: tl.constexpr, r, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam,
-    KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
+def code_bit(code, uabs, I: tl.constexpr, a, delta, P: tl.constexpr):
+    """``code`` with bit ``I`` set where sample ``I`` is active:
+    ``|u| < delta * |z_I|`` (``a = |z_I|``; a term of :func:`fold_samples`)."""
+    return code | ((uabs < delta * a).to(tl.int32) << I)
+
+
+@triton.jit
+def grad_term(acc, code, I: tl.constexpr, a, delta, P: tl.constexpr):
+    """``acc`` plus sample ``I``'s term ``|z_I|**P`` (``a = |z_I|``, ``P`` 1 or
+    -1) where bit ``I`` of ``code`` is set (a term of :func:`fold_samples`)."""
+    if P == 1:
+        w = a
+    else:
+        w = tl.math.div_rn(1.0, a)  # IEEE division, as torch's reciprocal
+    return acc + tl.where(((code >> I) & 1) != 0, w, 0.0)
+
+
+@triton.jit
+def fold_samples(
+    acc, x, TERM: tl.constexpr, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
-    """``code`` with bit ``I`` set where sample ``I`` is active (``I < M``)."""
-    if I < M:
-        a = sample_abs_z(
-            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
-        )
-        code = code | ((uabs < delta * a).to(tl.int32) << I)
-    return code
+    """``acc`` updated with ``TERM(acc, x, i, |z_i|, delta, P)`` for the samples
+    ``i = 0 .. M - 1`` in order; ``|z_i|`` drawn four to a Philox call
+    (:func:`draw4`) or read from ``absz``."""
+    for g in tl.static_range((M + 3) // 4):
+        r = draw4(seed, rng_offs, stride, g, KIND, EXTERNAL)
+        for j in tl.static_range(4):
+            if 4 * g + j < M:
+                a = sample_abs_z(
+                    4 * g + j, r[j], rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND,
+                    EXTERNAL,
+                )
+                acc = TERM(acc, x, 4 * g + j, a, delta, P)
+    return acc
 
 
 @triton.jit
@@ -211,34 +235,10 @@ def zo_code(
     KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """Bit ``i`` set where sample ``i`` is active: ``|u| < delta * |z_i|``."""
-    code = tl.zeros(rng_offs.shape, dtype=tl.int32)
-    for g in tl.static_range((M + 3) // 4):
-        r = draw4(seed, rng_offs, stride, g, KIND, EXTERNAL)
-        for j in tl.static_range(4):
-            code = code_bit(
-                code, uabs, 4 * g + j, r[j], rng_offs, stride, mask, absz_ptr, table_ptr, delta,
-                kparam, KIND, M, EXTERNAL,
-            )
-    return code
-
-
-@triton.jit
-def grad_term(
-    acc, code, I: tl.constexpr, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam,
-    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
-):
-    """``acc`` plus sample ``I``'s term ``|z_I|**P`` where its bit of ``code``
-    is set (``I < M``)."""
-    if I < M:
-        a = sample_abs_z(
-            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
-        )
-        if P == 1:
-            w = a
-        else:
-            w = tl.math.div_rn(1.0, a)  # IEEE division, as torch's reciprocal
-        acc = acc + tl.where(((code >> I) & 1) != 0, w, 0.0)
-    return acc
+    return fold_samples(
+        tl.zeros(rng_offs.shape, dtype=tl.int32), uabs, code_bit, rng_offs, stride, mask, seed,
+        absz_ptr, table_ptr, delta, kparam, KIND, 1, M, EXTERNAL,  # (code_bit ignores P)
+    )
 
 
 @triton.jit
@@ -247,14 +247,10 @@ def zo_grad(
     KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """The estimate ``G`` (float32) from the code of the forward pass."""
-    acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
-    for g in tl.static_range((M + 3) // 4):
-        r = draw4(seed, rng_offs, stride, g, KIND, EXTERNAL)
-        for j in tl.static_range(4):
-            acc = grad_term(
-                acc, code, 4 * g + j, r[j], rng_offs, stride, mask, absz_ptr, table_ptr, kparam,
-                KIND, P, M, EXTERNAL,
-            )
+    acc = fold_samples(
+        tl.zeros(rng_offs.shape, dtype=tl.float32), code, grad_term, rng_offs, stride, mask, seed,
+        absz_ptr, table_ptr, 0.0, kparam, KIND, P, M, EXTERNAL,  # (grad_term ignores delta)
+    )
     return acc * coef
 
 
