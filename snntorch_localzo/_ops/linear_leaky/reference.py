@@ -13,9 +13,10 @@ from ..leaky.reference import LeakyParams, clamped_beta
 from ..sampling import compute_dtype
 
 #: Memory the time chunk of the input trace may take, on the CPU and on a GPU
-#: alike. 16 MiB is the native CPU path's value, with which its weight
-#: gradient was benchmarked; the Triton path had 64 MiB, never measured there
-#: (a smaller chunk costs two kernel launches per extra chunk, and its memory).
+#: alike (``trace_chunk_steps``). 16 MiB is the native CPU path's value, which
+#: its benchmarks ran with; the Triton path had 64 MiB, never measured on a
+#: GPU, where a smaller chunk costs two kernel launches per extra chunk and
+#: a larger one its memory.
 TRACE_BUDGET_BYTES = 16 * 2**20
 
 
