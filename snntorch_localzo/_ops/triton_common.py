@@ -90,6 +90,13 @@ def block_offsets(BLOCK: tl.constexpr):
 
 
 @triton.jit
+def step_offsets(t, n, offs):
+    """Offsets of ``offs`` in time step ``t`` of a ``[T, n]`` tensor, in int64
+    (``T * n`` may pass 2**31)."""
+    return tl.cast(t, tl.int64) * n + offs
+
+
+@triton.jit
 def bf16_rtne(x):
     """float32 ``x`` rounded to the nearest bfloat16 (ties to even), still
     float32. Done on the bits because Triton's interpreter truncates when it

@@ -44,7 +44,7 @@ def leaky_scan_fwd_kernel(
     thr = tc.load_param(thr_ptr, DT)
     gr = tc.load_param(graded_ptr, DT)
     for t in range(T):
-        step = tl.cast(t, tl.int64) * n + offs  # int64: T * n may pass 2**31
+        step = tc.step_offsets(t, n, offs)
         x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
         reset = tl.where(tc.round_to(m - thr, DT) > 0.0, 1.0, 0.0)
         if RESET == tc.RESET_ZERO:
@@ -133,7 +133,7 @@ def leaky_scan_bwd_kernel(
     carry = tl.zeros([BLOCK], dtype=tl.float32)  # gradient reaching mem[t] from step t + 1
     for i in range(T):
         t = T - 1 - i
-        step = tl.cast(t, tl.int64) * n + offs
+        step = tc.step_offsets(t, n, offs)
         # what autograd accumulates on mem[t]: the caller's gradient plus the next step's
         if HAS_GMEM:
             gm = tc.round_to(tl.load(gmem_ptr + step, mask=mask, other=0.0).to(tl.float32) + carry, DT)

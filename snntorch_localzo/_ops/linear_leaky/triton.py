@@ -66,9 +66,9 @@ def trace_kernel(x_ptr, carry_ptr, trace_ptr, beta_ptr, t0, steps, n, BLOCK: tl.
     b = tc.load_beta(beta_ptr, DT)
     tr = tl.load(carry_ptr + offs, mask=mask, other=0.0)
     for i in range(steps):
-        x = tl.load(x_ptr + (t0 + i).to(tl.int64) * n + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + tc.step_offsets(t0 + i, n, offs), mask=mask, other=0.0).to(tl.float32)
         tr = b * tr + x
-        tl.store(trace_ptr + tl.cast(i, tl.int64) * n + offs, tr, mask=mask)
+        tl.store(trace_ptr + tc.step_offsets(i, n, offs), tr, mask=mask)
     tl.store(carry_ptr + offs, tr, mask=mask)
 
 
