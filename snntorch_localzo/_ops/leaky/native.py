@@ -66,6 +66,17 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _with_time(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """``t`` with its time dimension first: ``steps`` steps, or one step
+    without a time dimension when ``steps == 0`` (then ``t.unsqueeze(0)``)."""
+    return t if steps else t.unsqueeze(0)
+
+
+def _time_shape(shape, steps: int) -> tuple:
+    """:func:`_with_time` of a shape."""
+    return tuple(shape) if steps else (1,) + tuple(shape)
+
+
 def scan(
     x: torch.Tensor, mem0: Optional[torch.Tensor], params: LeakyParams, steps: int,
     want_uabs: bool = False,
@@ -80,7 +91,7 @@ def scan(
     dt = x.dtype
     b, thr, gr = params.scalars(dt)
     mem = output("mem", x.shape, dt)
-    xs, mems = (x, mem) if steps else (x.unsqueeze(0), mem.unsqueeze(0))
+    xs, mems = _with_time(x, steps), _with_time(mem, steps)
     if use_c(x, mem0):
         spk = output("spk", x.shape, dt)
         uabs = scratch("u", mem.shape, dt) if want_uabs else None
@@ -94,7 +105,7 @@ def scan(
         resets = None
         if zero:  # the reset of step t is the spike of step t - 1
             resets = torch.empty(mem.shape, dtype=torch.bool)
-            rs, fs = (resets, fired) if steps else (resets.unsqueeze(0), fired.unsqueeze(0))
+            rs, fs = _with_time(resets, steps), _with_time(fired, steps)
             rs[0] = (torch.zeros_like(xs[0]) if mem0 is None else mem0) > thr
             rs[1:] = fs[:-1]
         return spk, mem, resets, uabs
@@ -102,7 +113,7 @@ def scan(
     # the reset of the first step; ``a > thr`` is ``a - thr > 0`` in IEEE arithmetic
     fired = m > thr
     resets = torch.empty(mem.shape, dtype=torch.bool) if params.reset == RESET_ZERO else None
-    reset_steps = None if resets is None else (resets if steps else resets.unsqueeze(0))
+    reset_steps = None if resets is None else _with_time(resets, steps)
     reset_thr = fired * thr if params.reset == RESET_SUBTRACT else None
     for t in range(xs.shape[0]):
         new = mems[t]
@@ -297,7 +308,7 @@ def _backward(
     """``(grad_x, grad_mem0)``, ``grad_x`` of the input's ``shape`` (``steps``
     as in :func:`scan`); counts the active entries into the meter ``acc``."""
     e, sparse_e, _ = spike_grads(grad_spk, index, g, graded, acc)
-    seq = tuple(shape) if steps else (1,) + tuple(shape)
+    seq = _time_shape(shape, steps)
     gx, gmem0 = reverse_scan(e, grad_mem, resets if reset == RESET_ZERO else None, beta, dtype, seq,
                              sparse_e)
     return gx.reshape(shape), gmem0
@@ -305,7 +316,7 @@ def _backward(
 
 def _backward_fake(grad_spk, grad_mem, index, g, resets, beta, graded, reset, dtype, shape, steps,
                    acc):
-    seq = tuple(shape) if steps else (1,) + tuple(shape)
+    seq = _time_shape(shape, steps)
     return torch.empty(shape, dtype=dtype), torch.empty(seq[1:], dtype=dtype)
 
 
