@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from snntorch_localzo._ops import workspace
+from snntorch_localzo._ops import resets, workspace
 from snntorch_localzo._ops.leaky import native
 from snntorch_localzo._ops.leaky.reference import LeakyParams
 from snntorch_localzo._ops.linear_leaky import native as linear_native
@@ -24,6 +24,12 @@ def test_c_loops_are_built_where_ci_requires_them():
     if os.environ.get("SNNTORCH_LOCALZO_REQUIRE_C", "0") in ("", "0"):
         pytest.skip("SNNTORCH_LOCALZO_REQUIRE_C is not set")
     assert native._scan is not None and native.use_c(torch.zeros(1))
+
+
+@pytest.mark.skipif(native.C_RESETS is None, reason="the C loops were not built here")
+def test_c_loops_number_the_resets_as_python():
+    """setup.py compiles the numbers of resets.py into the C loops, which export them."""
+    assert native.C_RESETS == (resets.RESET_SUBTRACT, resets.RESET_ZERO, resets.RESET_NONE)
 
 
 def both(monkeypatch, fn):

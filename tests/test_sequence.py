@@ -11,7 +11,7 @@ import torch.nn as nn
 import snntorch as snn
 
 import snntorch_localzo as localzo
-from conftest import DEVICE, KERNELS, MODES, made_by, needs_kernels
+from conftest import DEVICE, MODES, made_by, needs_kernels
 from snntorch_localzo import use_backend
 from snntorch_localzo._ops import active, planner
 from snntorch_localzo._ops.planner import Path
@@ -19,6 +19,7 @@ from snntorch_localzo._ops.leaky import LeakyParams, leaky_seq, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.linear_leaky import linear_leaky
 from snntorch_localzo._ops.linear_leaky import native as native_linear
+from snntorch_localzo._ops.linear_leaky import reference as linear_reference
 from snntorch_localzo._ops.linear_leaky import triton as sparse_kernels
 from snntorch_localzo._ops.linear_leaky.autograd import NativeLinearLeaky, TritonLinearLeaky
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
@@ -402,12 +403,20 @@ def test_triton_size_rule_takes_the_dense_product_for_long_walks(monkeypatch):
 @pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
 def test_sparse_weight_grad_over_several_time_chunks(mode, monkeypatch, sparse_everywhere):
-    module = native_linear if mode == "auto" and DEVICE == "cpu" else sparse_kernels
-    monkeypatch.setattr(module, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
+    monkeypatch.setattr(linear_reference, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
     ref = two_layers("reference", True, seed=6)
     sparse = two_layers(mode, True, seed=6)
     for r, s in zip(ref, sparse):
         torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.version_free
+def test_trace_chunk_steps_count_the_bytes_of_the_trace_dtype(monkeypatch):
+    monkeypatch.setattr(linear_reference, "TRACE_BUDGET_BYTES", 6 * 4 * 30 * 4)  # 6 float32 steps
+    steps = linear_reference.trace_chunk_steps
+    assert steps(100, 4, 30, torch.float32) == 6 and steps(100, 4, 30, torch.float64) == 3
+    assert steps(5, 4, 30, torch.float32) == 5  # at most T
+    assert steps(100, 400, 30, torch.float32) == 1  # at least one
 
 
 def test_in_place_change_drops_the_sparse_input_mark():

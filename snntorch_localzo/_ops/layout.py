@@ -25,18 +25,8 @@ SAMPLE_MASK = RESET_FLAG - 1
 MAX_SAMPLES = RESET_BIT
 
 #: Meter slots: counts since the last reset, then the last backward call's.
-ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(5)
 METER_SLOTS = 5
-
-
-def active_mask(code: torch.Tensor) -> torch.Tensor:
-    """Where a code byte says the estimate is non-zero."""
-    return (code & SAMPLE_MASK) != 0
-
-
-def reset_mask(code: torch.Tensor) -> torch.Tensor:
-    """Where a code byte records a reset."""
-    return (code & RESET_FLAG) != 0
+ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(METER_SLOTS)
 
 
 # ----------------------------------------------------------------- the meter

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from .. import distributions as D
 from ..distributions import TABLE_SIZE, TABLE_XMAX
-from . import layout
+from . import layout, resets
 
 #: Entries per program of the elementwise kernels.
 BLOCK = 1024
@@ -44,6 +44,10 @@ RESET_BIT: tl.constexpr = tl.constexpr(layout.RESET_BIT)
 RESET_FLAG: tl.constexpr = tl.constexpr(layout.RESET_FLAG)
 ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.ACTIVE)
 LAST_ACTIVE_SLOT: tl.constexpr = tl.constexpr(layout.LAST_ACTIVE)
+# the reset mechanisms (resets.py), which the scan kernels take as RESET
+RESET_SUBTRACT: tl.constexpr = tl.constexpr(resets.RESET_SUBTRACT)
+RESET_ZERO: tl.constexpr = tl.constexpr(resets.RESET_ZERO)
+RESET_NONE: tl.constexpr = tl.constexpr(resets.RESET_NONE)
 TABLE_N: tl.constexpr = tl.constexpr(TABLE_SIZE)
 TABLE_SCALE_C: tl.constexpr = tl.constexpr(TABLE_SCALE)
 # the samplers of the law table (distributions.py), as the kernels switch on them
@@ -73,6 +77,16 @@ def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ref, dtype=t.dtype).copy_(t)
 
 
+def meter_target(acc: torch.Tensor, total: int, placeholder: torch.Tensor):
+    """``(count_ptr, TRACK)`` for a kernel that counts with :func:`count_active`:
+    the meter's accumulator, started for a call of ``total`` entries, or a
+    placeholder (never written) when ``acc`` is empty (not counting)."""
+    if not acc.numel():
+        return placeholder, False
+    layout.prepare_for_kernel(acc, total)
+    return acc, True
+
+
 def on_device(t: torch.Tensor):
     """Launches inside this context go to ``t``'s GPU, whatever the current
     device is (a model on ``cuda:1`` without ``torch.cuda.set_device(1)``)."""
@@ -84,6 +98,13 @@ def on_device(t: torch.Tensor):
 def block_offsets(BLOCK: tl.constexpr):
     """This program's block of int64 element offsets (no wrap past 2**31)."""
     return tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+
+
+@triton.jit
+def step_offsets(t, n, offs):
+    """Offsets of ``offs`` in time step ``t`` of a ``[T, n]`` tensor, in int64
+    (``T * n`` may pass 2**31)."""
+    return tl.cast(t, tl.int64) * n + offs
 
 
 @triton.jit
@@ -121,6 +142,20 @@ def round_to(x, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def load_param(ptr, DT: tl.constexpr):
+    """A neuron parameter (0-d: threshold, graded spike) in float32, rounded
+    to ``DT`` as the reference casts it to the input's dtype."""
+    return round_to(tl.load(ptr).to(tl.float32), DT)
+
+
+@triton.jit
+def load_beta(beta_ptr, DT: tl.constexpr):
+    """``beta`` clamped to [0, 1] and rounded to ``DT``, as the reference's
+    ``clamped_beta``."""
+    return round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+
+
+@triton.jit
 def abs_z(r, kparam, table_ptr, KIND: tl.constexpr):
     """``|z|`` from a standard normal (K_NORMAL) or uniform draw ``r``."""
     if KIND == K_NORMAL:
@@ -146,28 +181,25 @@ def abs_z(r, kparam, table_ptr, KIND: tl.constexpr):
 
 
 @triton.jit
-def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr):
-    """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3."""
-    o = rng_offs + tl.full([], GROUP, tl.int64) * stride
-    if KIND == K_NORMAL:
-        r0, r1, r2, r3 = tl.randn4x(seed, o)
+def draw4(seed, rng_offs, stride, GROUP: tl.constexpr, KIND: tl.constexpr, EXTERNAL: tl.constexpr):
+    """Four independent draws per element for samples 4*GROUP .. 4*GROUP+3, as
+    a tuple. With EXTERNAL magnitudes nothing is drawn: the four are
+    placeholders that ``sample_abs_z`` does not read."""
+    if EXTERNAL:
+        r = (rng_offs, rng_offs, rng_offs, rng_offs)
     else:
-        r0, r1, r2, r3 = tl.rand4x(seed, o)
-    return r0, r1, r2, r3
+        o = rng_offs + tl.full([], GROUP, tl.int64) * stride
+        if KIND == K_NORMAL:
+            r = tl.randn4x(seed, o)
+        else:
+            r = tl.rand4x(seed, o)
+    return r
 
 
 @triton.jit
 def sample_abs_z(
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    kparam,
-    KIND: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    I: tl.constexpr, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam,
+    KIND: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """``|z_I|`` for each element: drawn from ``r`` or read from ``absz``."""
     if EXTERNAL:
@@ -178,140 +210,72 @@ def sample_abs_z(
 
 
 @triton.jit
-def code_bit(
-    code,
-    uabs,
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    delta,
-    kparam,
-    KIND: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
-):
-    if I < M:
-        a = sample_abs_z(
-            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
-        )
-        code = code | ((uabs < delta * a).to(tl.int32) << I)
-    return code
+def code_bit(code, uabs, I: tl.constexpr, a, delta, P: tl.constexpr):
+    """``code`` with bit ``I`` set where sample ``I`` is active:
+    ``|u| < delta * |z_I|`` (``a = |z_I|``; a term of :func:`fold_samples`)."""
+    return code | ((uabs < delta * a).to(tl.int32) << I)
 
 
 @triton.jit
-def zo_code(
-    uabs,
-    rng_offs,
-    stride,
-    mask,
-    seed,
-    absz_ptr,
-    table_ptr,
-    delta,
-    kparam,
-    KIND: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+def grad_term(acc, code, I: tl.constexpr, a, delta, P: tl.constexpr):
+    """``acc`` plus sample ``I``'s term ``|z_I|**P`` (``a = |z_I|``, ``P`` 1 or
+    -1) where bit ``I`` of ``code`` is set (a term of :func:`fold_samples`)."""
+    if P == 1:
+        w = a
+    else:
+        w = tl.math.div_rn(1.0, a)  # IEEE division, as torch's reciprocal
+    return acc + tl.where(((code >> I) & 1) != 0, w, 0.0)
+
+
+@triton.jit
+def fold_samples(
+    acc, x, TERM: tl.constexpr, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
-    """Bit ``i`` set where sample ``i`` is active: ``|u| < delta * |z_i|``."""
-    code = tl.zeros(rng_offs.shape, dtype=tl.int32)
+    """``acc`` updated with ``TERM(acc, x, i, |z_i|, delta, P)`` for the samples
+    ``i = 0 .. M - 1`` in order; ``|z_i|`` drawn four to a Philox call
+    (:func:`draw4`) or read from ``absz``."""
     for g in tl.static_range((M + 3) // 4):
-        if EXTERNAL:
-            r0 = uabs
-            r1 = uabs
-            r2 = uabs
-            r3 = uabs
-        else:
-            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
-        code = code_bit(code, uabs, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-        code = code_bit(code, uabs, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-        code = code_bit(code, uabs, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-        code = code_bit(code, uabs, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, delta, kparam, KIND, M, EXTERNAL)
-    return code
-
-
-@triton.jit
-def grad_term(
-    acc,
-    code,
-    I: tl.constexpr,
-    r,
-    rng_offs,
-    stride,
-    mask,
-    absz_ptr,
-    table_ptr,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
-):
-    if I < M:
-        a = sample_abs_z(
-            I, r, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, EXTERNAL
-        )
-        if P == 1:
-            w = a
-        else:
-            w = tl.math.div_rn(1.0, a)  # IEEE division, as torch's reciprocal
-        acc = acc + tl.where(((code >> I) & 1) != 0, w, 0.0)
+        r = draw4(seed, rng_offs, stride, g, KIND, EXTERNAL)
+        for j in tl.static_range(4):
+            if 4 * g + j < M:
+                a = sample_abs_z(
+                    4 * g + j, r[j], rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND,
+                    EXTERNAL,
+                )
+                acc = TERM(acc, x, 4 * g + j, a, delta, P)
     return acc
 
 
 @triton.jit
+def zo_code(
+    uabs, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, kparam,
+    KIND: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
+):
+    """Bit ``i`` set where sample ``i`` is active: ``|u| < delta * |z_i|``."""
+    return fold_samples(
+        tl.zeros(rng_offs.shape, dtype=tl.int32), uabs, code_bit, rng_offs, stride, mask, seed,
+        absz_ptr, table_ptr, delta, kparam, KIND, 1, M, EXTERNAL,  # (code_bit ignores P)
+    )
+
+
+@triton.jit
 def zo_grad(
-    code,
-    rng_offs,
-    stride,
-    mask,
-    seed,
-    absz_ptr,
-    table_ptr,
-    coef,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    code, rng_offs, stride, mask, seed, absz_ptr, table_ptr, coef, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """The estimate ``G`` (float32) from the code of the forward pass."""
-    acc = tl.zeros(rng_offs.shape, dtype=tl.float32)
-    for g in tl.static_range((M + 3) // 4):
-        if EXTERNAL:
-            r0 = acc
-            r1 = acc
-            r2 = acc
-            r3 = acc
-        else:
-            r0, r1, r2, r3 = draw4(seed, rng_offs, stride, g, KIND)
-        acc = grad_term(acc, code, 4 * g + 0, r0, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
-        acc = grad_term(acc, code, 4 * g + 1, r1, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
-        acc = grad_term(acc, code, 4 * g + 2, r2, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
-        acc = grad_term(acc, code, 4 * g + 3, r3, rng_offs, stride, mask, absz_ptr, table_ptr, kparam, KIND, P, M, EXTERNAL)
+    acc = fold_samples(
+        tl.zeros(rng_offs.shape, dtype=tl.float32), code, grad_term, rng_offs, stride, mask, seed,
+        absz_ptr, table_ptr, 0.0, kparam, KIND, P, M, EXTERNAL,  # (grad_term ignores delta)
+    )
     return acc * coef
 
 
 @triton.jit
 def zo_estimate(
-    uabs,
-    rng_offs,
-    stride,
-    mask,
-    seed,
-    absz_ptr,
-    table_ptr,
-    delta,
-    coef,
-    kparam,
-    KIND: tl.constexpr,
-    P: tl.constexpr,
-    M: tl.constexpr,
-    EXTERNAL: tl.constexpr
+    uabs, rng_offs, stride, mask, seed, absz_ptr, table_ptr, delta, coef, kparam,
+    KIND: tl.constexpr, P: tl.constexpr, M: tl.constexpr, EXTERNAL: tl.constexpr,
 ):
     """The estimate ``G`` (float32) at ``|u|`` within one kernel: the code,
     then the estimate from it (the Philox draws are recomputed, which costs
@@ -325,3 +289,11 @@ def zo_estimate(
         KIND, P, M, EXTERNAL,
     )
 
+
+@triton.jit
+def count_active(count_ptr, g, mask):
+    """Adds the block's non-zero estimates ``g`` to the meter's accumulator at
+    ``count_ptr`` (``layout.py``): to the window's count and the last call's."""
+    active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
+    tl.atomic_add(count_ptr + ACTIVE_SLOT, active)
+    tl.atomic_add(count_ptr + LAST_ACTIVE_SLOT, active)

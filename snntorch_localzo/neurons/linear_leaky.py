@@ -3,7 +3,6 @@ sequence, with the sparse LocalZO backward."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 import snntorch as snn
 

@@ -25,7 +25,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from snntorch_localzo._ops import triton_common as tc  # noqa: E402
+from snntorch_localzo._ops import resets, triton_common as tc  # noqa: E402
 from snntorch_localzo._ops.leaky import triton as leaky  # noqa: E402
 from snntorch_localzo._ops.linear_leaky import triton as linear  # noqa: E402
 from snntorch_localzo._ops.spike import triton as spike  # noqa: E402
@@ -80,7 +80,7 @@ def variants():
                 HAS_MEM=False, KIND=kind, M=m, EXTERNAL=False, ADAPTIVE=True, BLOCK=tc.BLOCK)
         yield leaky.leaky_estimate_kernel, dtype, dict(
             KIND=kind, P=p, M=m, EXTERNAL=ext, TRACK=not ext, BLOCK=tc.BLOCK)
-    for dtype, reset, flag in itertools.product(DT, range(3), (False, True)):
+    for dtype, reset, flag in itertools.product(DT, sorted(resets.RESETS.values()), (False, True)):
         yield leaky.leaky_scan_fwd_kernel, dtype, dict(RESET=reset, HAS_MEM=flag, BLOCK=tc.SCAN_BLOCK)
         yield leaky.leaky_scan_bwd_kernel, dtype, dict(
             RESET=reset, HAS_E=True, HAS_GMEM=flag, NEED_GMEM0=flag, BLOCK=tc.SCAN_BLOCK)

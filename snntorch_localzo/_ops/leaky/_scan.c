@@ -18,9 +18,12 @@
 #include <math.h>
 #include <stdint.h>
 
-#define RESET_SUBTRACT 0
-#define RESET_ZERO 1
-#define RESET_NONE 2
+/* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
+ * one definition, through setup.py's define_macros; the module exports them
+ * (RESET_SUBTRACT, ...) so that the package can check its build. */
+#if !defined(RESET_SUBTRACT) || !defined(RESET_ZERO) || !defined(RESET_NONE)
+#error "RESET_SUBTRACT, RESET_ZERO and RESET_NONE are defined by setup.py (from snntorch_localzo/_ops/resets.py)"
+#endif
 
 /* One time step for neurons [0, n): the membrane, the spike times graded,
  * |mem - thr| (optional) and the spike flag (optional), from the previous
@@ -210,4 +213,16 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__scan(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "RESET_SUBTRACT", RESET_SUBTRACT) < 0 ||
+        PyModule_AddIntConstant(m, "RESET_ZERO", RESET_ZERO) < 0 ||
+        PyModule_AddIntConstant(m, "RESET_NONE", RESET_NONE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

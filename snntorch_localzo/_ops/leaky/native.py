@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -29,13 +30,26 @@ import torch
 from .. import layout, oplib, rng
 from ..workspace import output, scratch
 from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
+from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..spec import ZOSpec
 from ...step import Step
-from .reference import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams
+from .reference import LeakyParams, clamped_beta
 
 try:
     from . import _scan
 except ImportError:  # built without a C compiler
+    _scan = None
+
+#: The reset numbers the C loops were compiled with (setup.py passes resets.py's).
+C_RESETS = None if _scan is None else tuple(
+    getattr(_scan, name, None) for name in ("RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE")
+)
+if C_RESETS is not None and C_RESETS != (RESET_SUBTRACT, RESET_ZERO, RESET_NONE):
+    warnings.warn(
+        f"{_scan.__file__} was built with other reset numbers than resets.py (a stale build; "
+        "rebuild it with `python setup.py build_ext --inplace`): the PyTorch loops run instead",
+        RuntimeWarning,
+    )
     _scan = None
 
 _C_DTYPES = (torch.float32, torch.float64)
@@ -53,6 +67,17 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _with_time(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """``t`` with its time dimension first: ``steps`` steps, or one step
+    without a time dimension when ``steps == 0`` (then ``t.unsqueeze(0)``)."""
+    return t if steps else t.unsqueeze(0)
+
+
+def _time_shape(shape, steps: int) -> tuple:
+    """:func:`_with_time` of a shape."""
+    return tuple(shape) if steps else (1,) + tuple(shape)
+
+
 def scan(
     x: torch.Tensor, mem0: Optional[torch.Tensor], params: LeakyParams, steps: int,
     want_uabs: bool = False,
@@ -67,7 +92,7 @@ def scan(
     dt = x.dtype
     b, thr, gr = params.scalars(dt)
     mem = output("mem", x.shape, dt)
-    xs, mems = (x, mem) if steps else (x.unsqueeze(0), mem.unsqueeze(0))
+    xs, mems = _with_time(x, steps), _with_time(mem, steps)
     if use_c(x, mem0):
         spk = output("spk", x.shape, dt)
         uabs = scratch("u", mem.shape, dt) if want_uabs else None
@@ -81,7 +106,7 @@ def scan(
         resets = None
         if zero:  # the reset of step t is the spike of step t - 1
             resets = torch.empty(mem.shape, dtype=torch.bool)
-            rs, fs = (resets, fired) if steps else (resets.unsqueeze(0), fired.unsqueeze(0))
+            rs, fs = _with_time(resets, steps), _with_time(fired, steps)
             rs[0] = (torch.zeros_like(xs[0]) if mem0 is None else mem0) > thr
             rs[1:] = fs[:-1]
         return spk, mem, resets, uabs
@@ -89,7 +114,7 @@ def scan(
     # the reset of the first step; ``a > thr`` is ``a - thr > 0`` in IEEE arithmetic
     fired = m > thr
     resets = torch.empty(mem.shape, dtype=torch.bool) if params.reset == RESET_ZERO else None
-    reset_steps = None if resets is None else (resets if steps else resets.unsqueeze(0))
+    reset_steps = None if resets is None else _with_time(resets, steps)
     reset_thr = fired * thr if params.reset == RESET_SUBTRACT else None
     for t in range(xs.shape[0]):
         new = mems[t]
@@ -155,10 +180,9 @@ def _forward(
 def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
                   steps):
     k = oplib.dynamic_size()
-    cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return (
         torch.empty_like(x), torch.empty_like(x), x.new_empty(k, dtype=torch.int64),
-        x.new_empty(k, dtype=cdtype),
+        x.new_empty(k, dtype=compute_dtype(x.dtype)),
         x.new_empty(x.shape if reset == RESET_ZERO else (0,), dtype=torch.bool),
     )
 
@@ -200,6 +224,25 @@ def active_spike_grads(
     return (gs.to(g.dtype) * g).to(grad_spk.dtype)
 
 
+def spike_grads(
+    grad_spk: Optional[torch.Tensor], index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor,
+    acc: torch.Tensor, for_scan: bool = True,
+):
+    """The spike gradient's part of a backward: ``(e, sparse_e, e_active)`` as
+    :func:`spike_grads_for_scan` gives them, or ``(None, None, e_active)``
+    when no reverse scan follows (``for_scan`` False: only the active entries
+    are read); the call is counted into the meter ``acc``. All None without
+    a spike gradient."""
+    if grad_spk is None:
+        return None, None, None
+    if for_scan:
+        grads = spike_grads_for_scan(grad_spk, index, g, graded)
+    else:
+        grads = None, None, active_spike_grads(grad_spk, index, g, graded)
+    layout.record(acc, index.numel(), grad_spk.numel())
+    return grads
+
+
 def reverse_scan(
     e: Optional[torch.Tensor],
     grad_mem: Optional[torch.Tensor],
@@ -215,7 +258,7 @@ def reverse_scan(
     ``gm[t] += e[t]``, ``carry = beta * gm[t]`` (zeroed where zero reset fired).
     ``sparse_e``: ``(index, values)``, ``e`` zero away from those flat indices
     (the C loop only; the other entries then skip the ``+ 0``)."""
-    b = beta.clamp(0, 1).to(dtype)
+    b = clamped_beta(beta, dtype)
     gx = output("grad", shape, dtype)
     carry = torch.zeros(shape[1:], dtype=dtype)
     e = None if e is None else e.reshape(shape)
@@ -264,11 +307,8 @@ def _backward(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_mem0)``, ``grad_x`` of the input's ``shape`` (``steps``
     as in :func:`scan`); counts the active entries into the meter ``acc``."""
-    e = sparse_e = None
-    if grad_spk is not None:
-        e, sparse_e, _ = spike_grads_for_scan(grad_spk, index, g, graded)
-        layout.record(acc, index.numel(), grad_spk.numel())
-    seq = tuple(shape) if steps else (1,) + tuple(shape)
+    e, sparse_e, _ = spike_grads(grad_spk, index, g, graded, acc)
+    seq = _time_shape(shape, steps)
     gx, gmem0 = reverse_scan(e, grad_mem, resets if reset == RESET_ZERO else None, beta, dtype, seq,
                              sparse_e)
     return gx.reshape(shape), gmem0
@@ -276,7 +316,7 @@ def _backward(
 
 def _backward_fake(grad_spk, grad_mem, index, g, resets, beta, graded, reset, dtype, shape, steps,
                    acc):
-    seq = tuple(shape) if steps else (1,) + tuple(shape)
+    seq = _time_shape(shape, steps)
     return torch.empty(shape, dtype=dtype), torch.empty(seq[1:], dtype=dtype)
 
 

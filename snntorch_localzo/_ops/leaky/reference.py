@@ -20,7 +20,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, RESETS  # noqa: F401
+from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, RESETS  # noqa: F401 (re-exported)
 
 
 class LeakyParams(NamedTuple):
@@ -35,7 +35,13 @@ class LeakyParams(NamedTuple):
 
     def scalars(self, dtype: torch.dtype):
         """``(beta clamped to [0, 1], threshold, graded)`` in ``dtype``."""
-        return self.beta.clamp(0, 1).to(dtype), self.threshold.to(dtype), self.graded.to(dtype)
+        return clamped_beta(self.beta, dtype), self.threshold.to(dtype), self.graded.to(dtype)
+
+
+def clamped_beta(beta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``beta`` clamped to [0, 1] and cast to ``dtype``: the decay as the neuron
+    uses it (the Triton kernels: ``triton_common.load_beta``)."""
+    return beta.clamp(0, 1).to(dtype)
 
 
 def leaky_step(

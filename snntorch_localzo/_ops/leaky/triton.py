@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import layout, oplib, rng
+from .. import oplib, rng
 from .. import triton_common as tc
 from ..spec import ZOSpec
 
@@ -40,17 +40,17 @@ def leaky_scan_fwd_kernel(
         m = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
         m = tl.zeros([BLOCK], dtype=tl.float32)
-    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
-    thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
-    gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
+    b = tc.load_beta(beta_ptr, DT)
+    thr = tc.load_param(thr_ptr, DT)
+    gr = tc.load_param(graded_ptr, DT)
     for t in range(T):
-        step = tl.cast(t, tl.int64) * n + offs  # int64: T * n may pass 2**31
+        step = tc.step_offsets(t, n, offs)
         x = tl.load(x_ptr + step, mask=mask, other=0.0).to(tl.float32)
         reset = tl.where(tc.round_to(m - thr, DT) > 0.0, 1.0, 0.0)
-        if RESET == 1:  # zero
+        if RESET == tc.RESET_ZERO:
             m = (1.0 - reset) * m
         m = tc.round_to(tc.round_to(b * m, DT) + x, DT)
-        if RESET == 0:  # subtract
+        if RESET == tc.RESET_SUBTRACT:
             m = tc.round_to(m - reset * thr, DT)
         u = tc.round_to(m - thr, DT)
         tl.store(spk_ptr + step, tc.cast(tl.where(u > 0.0, gr, 0.0), DT), mask=mask)
@@ -72,7 +72,7 @@ def leaky_code_kernel(
     DT: tl.constexpr = mem_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < total
-    thr = tc.round_to(tl.load(thr_ptr).to(tl.float32), DT)
+    thr = tc.load_param(thr_ptr, DT)
     m = tl.load(mem_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     first = offs < n
     prev = tl.load(mem_ptr + offs - n, mask=mask & (offs >= n), other=0.0).to(tl.float32)
@@ -112,14 +112,12 @@ def leaky_estimate_kernel(
         )
     else:
         g = tl.zeros([BLOCK], dtype=tl.float32)
-    gr = tc.round_to(tl.load(graded_ptr).to(tl.float32), DT)
+    gr = tc.load_param(graded_ptr, DT)
     gs = tl.load(gspk_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     e = tc.round_to(tc.round_to(gs * gr, DT) * g, DT)
     tl.store(e_ptr + offs, tc.cast(e, DT), mask=mask)
-    if TRACK:  # the meter's accumulator: this call's and the window's count
-        active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
-        tl.atomic_add(count_ptr + tc.ACTIVE_SLOT, active)
-        tl.atomic_add(count_ptr + tc.LAST_ACTIVE_SLOT, active)
+    if TRACK:
+        tc.count_active(count_ptr, g, mask)
 
 
 @triton.jit
@@ -131,11 +129,11 @@ def leaky_scan_bwd_kernel(
     DT: tl.constexpr = gx_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < n
-    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+    b = tc.load_beta(beta_ptr, DT)
     carry = tl.zeros([BLOCK], dtype=tl.float32)  # gradient reaching mem[t] from step t + 1
     for i in range(T):
         t = T - 1 - i
-        step = tl.cast(t, tl.int64) * n + offs
+        step = tc.step_offsets(t, n, offs)
         # what autograd accumulates on mem[t]: the caller's gradient plus the next step's
         if HAS_GMEM:
             gm = tc.round_to(tl.load(gmem_ptr + step, mask=mask, other=0.0).to(tl.float32) + carry, DT)
@@ -145,7 +143,7 @@ def leaky_scan_bwd_kernel(
             gm = tc.round_to(gm + tl.load(e_ptr + step, mask=mask, other=0.0).to(tl.float32), DT)
         tl.store(gx_ptr + step, tc.cast(gm, DT), mask=mask)
         carry = tc.round_to(gm * b, DT)
-        if RESET == 1:  # zero: d mem[t] / d mem[t-1] = beta * (1 - reset[t])
+        if RESET == tc.RESET_ZERO:  # d mem[t] / d mem[t-1] = beta * (1 - reset[t])
             code = tl.load(code_ptr + step, mask=mask, other=0).to(tl.int32)
             carry = tl.where((code & tc.RESET_FLAG) != 0, 0.0 * carry, carry)
     if NEED_GMEM0:
@@ -230,12 +228,10 @@ def spike_grads(
     """The gradient reaching each membrane through its spike, like ``code``
     (counted into the meter ``acc`` unless it is empty)."""
     e = torch.empty_like(code, dtype=dtype)
-    track = acc.numel() > 0
-    if track:
-        layout.prepare_for_kernel(acc, code.numel())
+    count, track = tc.meter_target(acc, code.numel(), table)
     with tc.on_device(code):
         leaky_estimate_kernel[tc.grid(code.numel())](
-            grad_spk, code, e, acc if track else table, seed, table if absz is None else absz,
+            grad_spk, code, e, count, seed, table if absz is None else absz,
             table, graded, code.numel(), spec.coef, spec.kparam,
             KIND=spec.kind, P=spec.p, M=spec.samples, EXTERNAL=absz is not None, TRACK=track,
             BLOCK=tc.BLOCK, **tc.LAUNCH,

@@ -25,15 +25,14 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .. import layout, oplib
+from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
-from ..leaky.reference import RESET_ZERO
+from ..leaky.reference import clamped_beta
 from ..planner import Path, use_sparse_weight_grad
-from .reference import input_trace
-
-#: Memory the time chunk of the input trace may take.
-TRACE_BUDGET_BYTES = 16 * 2**20
+from ..resets import RESET_ZERO
+from ..sampling import compute_dtype
+from .reference import input_trace, trace_chunk_steps
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -75,7 +74,7 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
     if leaky_native.use_c(x, out):
         xc = x.contiguous()
         carry = torch.zeros(x.shape[1:], dtype=out.dtype) if carry is None else carry
-        b = beta.clamp(0, 1).to(x.dtype).to(out.dtype)
+        b = clamped_beta(beta, x.dtype).to(out.dtype)
         leaky_native._scan.trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
                                  carry.numel(), float(b), out.dtype == torch.float64)
         return carry
@@ -89,12 +88,12 @@ def sparse_weight_grad(
     """``dW`` (float32, float64 for float64 ``x``; ``[out, in]``) from the active entries (flat ``index`` into
     ``[T, B, out]``, values ``e_active``) and the input trace of ``x [T, B, in]``."""
     T, B, IN = x.shape
-    dw = torch.zeros(out_features, IN, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    dw = torch.zeros(out_features, IN, dtype=compute_dtype(x.dtype))
     if index.numel() == 0:
         return dw
     rows = index // out_features  # t * B + b
     cols = index % out_features
-    chunk = max(1, min(T, TRACE_BUDGET_BYTES // max(1, B * IN * 4)))
+    chunk = trace_chunk_steps(T, B, IN, dw.dtype)  # the trace is in dw's dtype
     carry = None
     bounds = torch.searchsorted(rows, torch.arange(0, T + chunk, chunk).clamp(max=T) * B)
     for ci, t0 in enumerate(range(0, T, chunk)):
@@ -168,13 +167,7 @@ def _backward(
         out_features=OUT, in_features=x.shape[-1], rows=T * B, active=index.numel(),
     )
     need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
-    e = sparse_e = e_active = None
-    if grad_spk is not None:
-        if need_h:
-            e, sparse_e, e_active = leaky_native.spike_grads_for_scan(grad_spk, index, g, graded)
-        else:  # only the active entries are read
-            e_active = leaky_native.active_spike_grads(grad_spk, index, g, graded)
-        layout.record(acc, index.numel(), T * B * OUT)
+    e, sparse_e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded, acc, for_scan=need_h)
     empty = x.new_empty(0)
     h = gmem0 = None
     if need_h:

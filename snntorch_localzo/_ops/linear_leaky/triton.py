@@ -23,7 +23,6 @@ dense product's arithmetic with less efficient memory access.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import triton
@@ -31,9 +30,8 @@ import triton.language as tl
 
 from .. import oplib
 from .. import triton_common as tc
+from .reference import trace_chunk_steps
 
-#: Memory the time chunk of the input trace may take.
-TRACE_BUDGET_BYTES = 64 * 2**20
 #: Rows of ``e`` a program looks at per iteration, and input columns per program.
 BLOCK_R, BLOCK_IN = 64, 64
 
@@ -45,12 +43,12 @@ def trace_kernel(x_ptr, carry_ptr, trace_ptr, beta_ptr, t0, steps, n, BLOCK: tl.
     DT: tl.constexpr = x_ptr.dtype.element_ty
     offs = tc.block_offsets(BLOCK)
     mask = offs < n
-    b = tc.round_to(tl.minimum(tl.maximum(tl.load(beta_ptr).to(tl.float32), 0.0), 1.0), DT)
+    b = tc.load_beta(beta_ptr, DT)
     tr = tl.load(carry_ptr + offs, mask=mask, other=0.0)
     for i in range(steps):
-        x = tl.load(x_ptr + (t0 + i).to(tl.int64) * n + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + tc.step_offsets(t0 + i, n, offs), mask=mask, other=0.0).to(tl.float32)
         tr = b * tr + x
-        tl.store(trace_ptr + tl.cast(i, tl.int64) * n + offs, tr, mask=mask)
+        tl.store(trace_ptr + tc.step_offsets(i, n, offs), tr, mask=mask)
     tl.store(carry_ptr + offs, tr, mask=mask)
 
 
@@ -91,7 +89,7 @@ def _sparse_weight_grad(
     dw = torch.zeros(OUT, IN, dtype=torch.float32, device=device)
     et = e.reshape(T * B, OUT).t().contiguous()
     x = x.contiguous()
-    chunk = max(1, min(T, TRACE_BUDGET_BYTES // max(1, B * IN * 4)))
+    chunk = trace_chunk_steps(T, B, IN, torch.float32)
     carry = torch.zeros(B * IN, dtype=torch.float32, device=device)
     trace = torch.empty(chunk, B * IN, dtype=torch.float32, device=device)
     with tc.on_device(x):

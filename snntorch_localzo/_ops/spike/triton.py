@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import layout, rng
+from .. import rng
 from .. import triton_common as tc
 from ..spec import ZOSpec
 from .op import register_backward
@@ -50,10 +50,8 @@ def spike_bwd_kernel(
     )
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, tc.cast(grad * g, out_ptr.dtype.element_ty), mask=mask)
-    if TRACK:  # the meter's accumulator: this call's and the window's count
-        active = tl.sum(((g != 0.0) & mask).to(tl.int32), axis=0).to(tl.int64)
-        tl.atomic_add(count_ptr + tc.ACTIVE_SLOT, active)
-        tl.atomic_add(count_ptr + tc.LAST_ACTIVE_SLOT, active)
+    if TRACK:
+        tc.count_active(count_ptr, g, mask)
 
 
 def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
@@ -64,12 +62,10 @@ def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz
     grad_out = grad_out.contiguous()
     out = torch.empty_like(u, dtype=grad_out.dtype)
     seed = rng.philox_seed(u.device)
-    track = acc.numel() > 0
-    if track:
-        layout.prepare_for_kernel(acc, n)
+    count, track = tc.meter_target(acc, n, table)
     with tc.on_device(u):
         spike_bwd_kernel[tc.grid(n)](
-            grad_out, u, out, acc if track else table, seed,
+            grad_out, u, out, count, seed,
             table if absz is None else absz, table, n, spec.delta, spec.coef, spec.kparam,
             KIND=spec.kind, P=spec.p, M=spec.samples, EXTERNAL=absz is not None,
             TRACK=track, BLOCK=tc.BLOCK, **tc.LAUNCH,
