@@ -3,7 +3,7 @@
 A :class:`ZOSpec` is built once per ``(distribution, samples)`` pair (see
 :attr:`snntorch_localzo.LocalZO.spec`) and travels unchanged from the neurons
 to the launchers. It is flattened into plain ints, floats and the table
-tensor only where an operator is called (:meth:`ZOSpec.op_args`), because
+tensor only where an operator is called (:meth:`ZOSpec.op_kwargs`, :meth:`ZOSpec.table`), because
 ``torch.library`` operators take nothing else, and rebuilt on the other side
 (:meth:`ZOSpec.unflat`).
 
@@ -77,15 +77,15 @@ class ZOSpec:
         return self.step.scale(u, self, steps)
 
     # ------------------------------------------------------------- operators
-    def op_args(self, device) -> Tuple[List[int], List[float], torch.Tensor]:
-        """The spec as operator arguments: ints, floats (the step's settings
-        appended) and the table on ``device``."""
+    def op_kwargs(self) -> Dict[str, list]:
+        """The spec's ints and floats as the operators' keyword arguments
+        ``spec_ints`` and ``spec_floats`` (the table goes with the tensors)."""
         ints, floats = _flat(self)
-        return ints, floats, self.table(device)
+        return {"spec_ints": ints, "spec_floats": floats}
 
     @staticmethod
     def unflat(ints: List[int], floats: List[float]) -> "ZOSpec":
-        """Inverse of :meth:`op_args` (without the table)."""
+        """Inverse of :meth:`op_kwargs`."""
         return _unflat(tuple(int(i) for i in ints), tuple(float(f) for f in floats))
 
     def table(self, device) -> torch.Tensor:

@@ -39,8 +39,8 @@ class TritonLeaky(torch.autograd.Function):
         from . import triton as kernels
 
         spk, mem, code, seed = kernels.leaky_forward(
-            x, mem0, params.beta, params.threshold, params.graded, params.reset,
-            *spec.op_args(x.device), absz, steps, True,
+            x, mem0, params.beta, params.threshold, params.graded, spec.table(x.device), absz,
+            reset=params.reset, steps=steps, need_code=True, **spec.op_kwargs(),
         )
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(code, seed, params.beta, params.graded, absz)
@@ -55,9 +55,10 @@ class TritonLeaky(torch.autograd.Function):
         code, seed, beta, graded, absz = ctx.saved_tensors
         need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[1]
         gx, gmem0, _ = kernels.leaky_backward(
-            grad_spk, grad_mem, code, seed, beta, graded, ctx.params.reset,
-            *ctx.spec.op_args(code.device), ctx.dtype, need_gmem0, absz,
-            ctx.acc if grad_spk is not None else layout.no_meter(code.device), ctx.steps,
+            grad_spk, grad_mem, code, seed, beta, graded, ctx.spec.table(code.device), absz,
+            ctx.acc if grad_spk is not None else layout.no_meter(code.device),
+            reset=ctx.params.reset, dtype=ctx.dtype, need_grad_mem0=need_gmem0, steps=ctx.steps,
+            **ctx.spec.op_kwargs(),
         )
         return gx, (gmem0 if need_gmem0 else None), None, None, None, None, None
 
@@ -84,8 +85,8 @@ def run_triton(x, mem, params, spec, meter, absz, steps):
         from . import triton as kernels
 
         spk, mem, _, _ = kernels.leaky_forward(
-            x, mem, params.beta, params.threshold, params.graded, params.reset,
-            *spec.op_args(x.device), None, steps, False,
+            x, mem, params.beta, params.threshold, params.graded, spec.table(x.device), None,
+            reset=params.reset, steps=steps, need_code=False, **spec.op_kwargs(),
         )
         return spk, mem
     return TritonLeaky.apply(x, mem, params, spec, layout.accumulator(meter, x.device), absz, steps)
@@ -99,8 +100,8 @@ class NativeLeaky(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mem0, params, spec, acc, absz, steps):
         spk, mem, index, g, resets = native.leaky_forward(
-            x, mem0, params.beta, params.threshold, params.graded, params.reset,
-            *spec.op_args(x.device), absz, steps,
+            x, mem0, params.beta, params.threshold, params.graded, spec.table(x.device), absz,
+            reset=params.reset, steps=steps, **spec.op_kwargs(),
         )
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
@@ -113,8 +114,8 @@ class NativeLeaky(torch.autograd.Function):
     def backward(ctx, grad_spk, grad_mem, _grad_index):
         index, g, resets, beta, graded = ctx.saved_tensors
         gx, gmem0 = native.leaky_backward(
-            grad_spk, grad_mem, index, g, resets, beta, graded, ctx.reset, ctx.dtype, ctx.shape,
-            ctx.steps, ctx.acc,
+            grad_spk, grad_mem, index, g, resets, beta, graded, ctx.acc,
+            reset=ctx.reset, dtype=ctx.dtype, shape=ctx.shape, steps=ctx.steps,
         )
         need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[1]
         return gx, (gmem0 if need_gmem0 else None), None, None, None, None, None

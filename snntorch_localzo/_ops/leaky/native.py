@@ -139,17 +139,9 @@ def scan(
 
 
 def _forward(
-    x: torch.Tensor,
-    mem0: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset: int,
-    spec_ints: List[int],
-    spec_floats: List[float],
-    table: torch.Tensor,
-    absz: Optional[torch.Tensor],
-    steps: int,
+    x: torch.Tensor, mem0: Optional[torch.Tensor], beta: torch.Tensor, threshold: torch.Tensor,
+    graded: torch.Tensor, table: torch.Tensor, absz: Optional[torch.Tensor],
+    *, reset: int, spec_ints: List[int], spec_floats: List[float], steps: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scan and one draw of the estimate: ``(spk, mem, index, g, resets)``
     (``resets`` empty unless zero reset; ``index`` flat into ``x``)."""
@@ -177,7 +169,7 @@ def _forward(
     return spk, mem, index, g, resets
 
 
-def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
+def _forward_fake(x, mem0, beta, threshold, graded, table, absz, *, reset, spec_ints, spec_floats,
                   steps):
     k = oplib.dynamic_size()
     return (
@@ -292,18 +284,9 @@ def reverse_scan(
 
 
 def _backward(
-    grad_spk: Optional[torch.Tensor],
-    grad_mem: Optional[torch.Tensor],
-    index: torch.Tensor,
-    g: torch.Tensor,
-    resets: torch.Tensor,
-    beta: torch.Tensor,
-    graded: torch.Tensor,
-    reset: int,
-    dtype: torch.dtype,
-    shape: List[int],
-    steps: int,
-    acc: torch.Tensor,
+    grad_spk: Optional[torch.Tensor], grad_mem: Optional[torch.Tensor], index: torch.Tensor,
+    g: torch.Tensor, resets: torch.Tensor, beta: torch.Tensor, graded: torch.Tensor,
+    acc: torch.Tensor, *, reset: int, dtype: torch.dtype, shape: List[int], steps: int,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_mem0)``, ``grad_x`` of the input's ``shape`` (``steps``
     as in :func:`scan`); counts the active entries into the meter ``acc``."""
@@ -314,8 +297,8 @@ def _backward(
     return gx.reshape(shape), gmem0
 
 
-def _backward_fake(grad_spk, grad_mem, index, g, resets, beta, graded, reset, dtype, shape, steps,
-                   acc):
+def _backward_fake(grad_spk, grad_mem, index, g, resets, beta, graded, acc, *, reset, dtype, shape,
+                   steps):
     seq = _time_shape(shape, steps)
     return torch.empty(shape, dtype=dtype), torch.empty(seq[1:], dtype=dtype)
 

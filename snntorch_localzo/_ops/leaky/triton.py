@@ -152,18 +152,9 @@ def leaky_scan_bwd_kernel(
 
 # ------------------------------------------------------------------ launchers
 def _forward(
-    x: torch.Tensor,
-    mem0: Optional[torch.Tensor],
-    beta: torch.Tensor,
-    threshold: torch.Tensor,
-    graded: torch.Tensor,
-    reset: int,
-    spec_ints: List[int],
-    spec_floats: List[float],
-    table: torch.Tensor,
-    absz: Optional[torch.Tensor],
-    steps: int,
-    need_code: bool,
+    x: torch.Tensor, mem0: Optional[torch.Tensor], beta: torch.Tensor, threshold: torch.Tensor,
+    graded: torch.Tensor, table: torch.Tensor, absz: Optional[torch.Tensor],
+    *, reset: int, spec_ints: List[int], spec_floats: List[float], steps: int, need_code: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x``: dense, ``steps`` time steps along its first dimension, or one step
     without a time dimension when ``steps == 0``; ``mem0`` (optional) with the
@@ -205,7 +196,7 @@ def _step_like(spec: ZOSpec, mem: torch.Tensor, threshold: torch.Tensor,
     return None if d is None else torch.empty_like(mem, dtype=d.dtype).copy_(d.expand_as(mem))
 
 
-def _forward_fake(x, mem0, beta, threshold, graded, reset, spec_ints, spec_floats, table, absz,
+def _forward_fake(x, mem0, beta, threshold, graded, table, absz, *, reset, spec_ints, spec_floats,
                   steps, need_code):
     code_shape = x.shape if need_code else (0,)
     return (
@@ -246,21 +237,11 @@ def _state_like(code: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Ten
 
 
 def _backward(
-    grad_spk: Optional[torch.Tensor],
-    grad_mem: Optional[torch.Tensor],
-    code: torch.Tensor,
-    seed: torch.Tensor,
-    beta: torch.Tensor,
-    graded: torch.Tensor,
-    reset: int,
-    spec_ints: List[int],
-    spec_floats: List[float],
-    table: torch.Tensor,
-    dtype: torch.dtype,
-    need_grad_mem0: bool,
-    absz: Optional[torch.Tensor],
-    acc: torch.Tensor,
-    steps: int,
+    grad_spk: Optional[torch.Tensor], grad_mem: Optional[torch.Tensor], code: torch.Tensor,
+    seed: torch.Tensor, beta: torch.Tensor, graded: torch.Tensor, table: torch.Tensor,
+    absz: Optional[torch.Tensor], acc: torch.Tensor,
+    *, reset: int, spec_ints: List[int], spec_floats: List[float], dtype: torch.dtype,
+    need_grad_mem0: bool, steps: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns ``(grad_x, grad_mem0, e)``, like ``code`` (``grad_mem0`` empty when
     not needed, ``e`` empty without a spike gradient). Incoming gradients are
@@ -285,8 +266,8 @@ def _backward(
     return gx, gmem0, e
 
 
-def _backward_fake(grad_spk, grad_mem, code, seed, beta, graded, reset, spec_ints, spec_floats,
-                   table, dtype, need_grad_mem0, absz, acc, steps):
+def _backward_fake(grad_spk, grad_mem, code, seed, beta, graded, table, absz, acc, *, reset,
+                   spec_ints, spec_floats, dtype, need_grad_mem0, steps):
     gx = torch.empty_like(code, dtype=dtype)
     gmem0 = _state_like(code, steps, dtype) if need_grad_mem0 else gx.new_empty(0)
     return gx, gmem0, (gx.new_empty(code.shape) if grad_spk is not None else gx.new_empty(0))

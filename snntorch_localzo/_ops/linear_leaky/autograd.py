@@ -35,8 +35,8 @@ class TritonLinearLeaky(torch.autograd.Function):
 
         cur = F.linear(x, weight, bias)
         spk, mem, code, seed = leaky_kernels.leaky_forward(
-            cur, mem0, params.beta, params.threshold, params.graded, params.reset,
-            *spec.op_args(x.device), absz, cur.shape[0], True,
+            cur, mem0, params.beta, params.threshold, params.graded, spec.table(x.device), absz,
+            reset=params.reset, steps=cur.shape[0], need_code=True, **spec.op_kwargs(),
         )
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, weight, code, seed, params.beta, params.graded, absz)
@@ -52,9 +52,10 @@ class TritonLinearLeaky(torch.autograd.Function):
         x, weight, code, seed, beta, graded, absz = ctx.saved_tensors
         need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[3]
         h, gmem0, e = leaky_kernels.leaky_backward(
-            grad_spk, grad_mem, code, seed, beta, graded, ctx.params.reset,
-            *ctx.spec.op_args(code.device), x.dtype, need_gmem0, absz,
-            ctx.acc if grad_spk is not None else layout.no_meter(code.device), code.shape[0],
+            grad_spk, grad_mem, code, seed, beta, graded, ctx.spec.table(code.device), absz,
+            ctx.acc if grad_spk is not None else layout.no_meter(code.device),
+            reset=ctx.params.reset, dtype=x.dtype, need_grad_mem0=need_gmem0, steps=code.shape[0],
+            **ctx.spec.op_kwargs(),
         )
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
@@ -78,8 +79,8 @@ class NativeLinearLeaky(torch.autograd.Function):
     def forward(ctx, x, weight, bias, mem0, params, spec, acc, absz, sparse):
         cur = native.linear(x, weight, bias)
         spk, mem, index, g, resets = leaky_native.leaky_forward(
-            cur, mem0, params.beta, params.threshold, params.graded, params.reset,
-            *spec.op_args(x.device), absz, cur.shape[0],
+            cur, mem0, params.beta, params.threshold, params.graded, spec.table(x.device), absz,
+            reset=params.reset, steps=cur.shape[0], **spec.op_kwargs(),
         )
         lower = active.active_of(x) if sparse else None
         ctx.set_materialize_grads(False)
@@ -100,8 +101,8 @@ class NativeLinearLeaky(torch.autograd.Function):
             ctx.has_bias and ctx.needs_input_grad[2], ctx.has_mem0 and ctx.needs_input_grad[3],
         ]
         grads = native.backward(
-            grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, ctx.reset, lower,
-            ctx.sparse, needs, ctx.acc,
+            grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, lower, ctx.acc,
+            reset=ctx.reset, sparse=ctx.sparse, needs=needs,
         )
         gx, gw, gb, gmem0 = (gr if need else None for gr, need in zip(grads, needs))
         return gx, gw, gb, gmem0, None, None, None, None, None

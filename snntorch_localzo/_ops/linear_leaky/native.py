@@ -141,20 +141,10 @@ def sparse_input_grad(
 
 
 def _backward(
-    grad_spk: Optional[torch.Tensor],
-    grad_mem: Optional[torch.Tensor],
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    index: torch.Tensor,
-    g: torch.Tensor,
-    resets: torch.Tensor,
-    beta: torch.Tensor,
-    graded: torch.Tensor,
-    reset: int,
-    lower: Optional[torch.Tensor],
-    sparse: bool,
-    needs: List[bool],
-    acc: torch.Tensor,
+    grad_spk: Optional[torch.Tensor], grad_mem: Optional[torch.Tensor], x: torch.Tensor,
+    weight: torch.Tensor, index: torch.Tensor, g: torch.Tensor, resets: torch.Tensor,
+    beta: torch.Tensor, graded: torch.Tensor, lower: Optional[torch.Tensor], acc: torch.Tensor,
+    *, reset: int, sparse: bool, needs: List[bool],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_w, grad_b, grad_mem0)`` (empty where ``needs`` is False:
     ``[x, weight, bias, mem0]``)."""
@@ -190,8 +180,8 @@ def _backward(
     return gx, gw, gb, (gmem0 if need_m else empty)
 
 
-def _backward_fake(grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, reset, lower,
-                   sparse, needs, acc):
+def _backward_fake(grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, lower, acc, *,
+                   reset, sparse, needs):
     T, B, IN = x.shape
     OUT = weight.shape[0]
     empty = x.new_empty(0)

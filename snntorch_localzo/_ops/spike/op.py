@@ -15,21 +15,20 @@ def register_backward(path: str, impl: Callable) -> Callable:
     as the estimate sees it, ``absz`` the test hook's magnitudes or None,
     ``acc`` the meter's accumulator, counted into unless empty) as the
     operator ``spike_backward_<path>``, which takes the spec as operator
-    arguments (``spec.op_args``)."""
+    arguments (``spec.op_kwargs()`` and its table)."""
 
     def backward(
         grad_out: torch.Tensor, u: torch.Tensor, table: torch.Tensor, absz: Optional[torch.Tensor],
-        acc: torch.Tensor, spec_ints: List[int], spec_floats: List[float],
+        acc: torch.Tensor, *, spec_ints: List[int], spec_floats: List[float],
     ) -> torch.Tensor:
         return impl(grad_out, u, ZOSpec.unflat(spec_ints, spec_floats), table, absz, acc)
 
-    def fake(grad_out, u, table, absz, acc, spec_ints, spec_floats):
+    def fake(grad_out, u, table, absz, acc, *, spec_ints, spec_floats):
         return torch.empty_like(u, dtype=grad_out.dtype)
 
     op = oplib.register(f"spike_backward_{path}", backward, fake, mutates=("acc",), seeded=True)
 
     def call(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc) -> torch.Tensor:
-        ints, floats, table = spec.op_args(u.device)
-        return op(grad_out, u, table, absz, acc, ints, floats)
+        return op(grad_out, u, spec.table(u.device), absz, acc, **spec.op_kwargs())
 
     return call
