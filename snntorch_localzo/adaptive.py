@@ -71,6 +71,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ._checks import check_choice, check_fraction, check_positive
+from ._ops.order import kth_smallest2
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
 from .step import Step
 
@@ -86,11 +87,9 @@ def _law(law) -> Distribution:
     return get_distribution(check_choice("law", law, LAWS), delta=1.0)
 
 
-def _kth(a: torch.Tensor, fraction: float) -> torch.Tensor:
-    """The ``round(fraction * n)``-th smallest (at least the first) of each
-    row of ``a [R, n]``."""
-    n = a.shape[1]
-    return a.kthvalue(min(max(round(fraction * n), 1), n), 1).values
+def _rank(fraction: float, n: int) -> int:
+    """``round(fraction * n)``, at least the first and at most the last."""
+    return min(max(round(fraction * n), 1), n)
 
 
 @dataclass(frozen=True, repr=False)
@@ -179,8 +178,10 @@ class AdaptiveDelta(Step):
         fire = (u.reshape(batch, -1) > 0).to(torch.float32).mean(1)
         x_med = _quantile(law, 0.5 ** (1.0 / samples))
         low = self.floor * x_med
-        q = _kth(rows, self.active).clamp(low, self.ceil * x_med).log()
-        q_silent = _kth(rows, self.silent).clamp(low, self.ceil * x_med).log()
+        n = rows.shape[1]
+        q, q_silent = kth_smallest2(rows, _rank(self.active, n), _rank(self.silent, n))
+        q = q.clamp(low, self.ceil * x_med).log()
+        q_silent = q_silent.clamp(low, self.ceil * x_med).log()
         w = (1.0 - fire / self.rate).clamp(0.0, 1.0)
         d = (torch.lerp(q, q_silent, w).exp() / x_med).clamp(self.floor, self.ceil)
         d = d.reshape((batch,) + (1,) * (u.dim() - 1))
@@ -189,7 +190,6 @@ class AdaptiveDelta(Step):
             near = a.flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
             d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
         if self.entry > 0:
-            n = rows.shape[1]
             x_e = _quantile(law, (1.0 - min(self.entry, 1.0 / n)) ** (1.0 / samples))
             d = torch.maximum(d, (a / x_e).clamp(max=self.ceil))
         return d

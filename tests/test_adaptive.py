@@ -399,3 +399,33 @@ def test_native_draw_sees_the_c_loops_magnitudes():
         x.grad = None
     assert seen == [True]  # the native path drew once, from magnitudes
     assert fractions[0] == pytest.approx(fractions[1], rel=0.05)
+
+
+@pytest.mark.version_free
+@pytest.mark.parametrize("n", [1, 2, 7, 256, 3001])
+def test_order_statistics_equal_kthvalue(n):
+    """The C selection of the adaptive step returns torch.kthvalue's values,
+    ties, infinities (NaN membranes) and either order of the two ranks included."""
+    from snntorch_localzo._ops import order
+    from snntorch_localzo._ops.leaky import native
+
+    if native.c_module() is None:
+        pytest.skip("the C loops are not built here")
+    torch.manual_seed(n)
+    rows = torch.randn(9, n).abs()
+    rows[1] = rows[1].round()  # ties
+    rows[2, : n // 2] = math.inf
+    rows[3] = 0.0
+    for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2):
+        got = order.kth_smallest2(rows, k1, k2)
+        assert torch.equal(got[0], rows.kthvalue(k1, 1).values)
+        assert torch.equal(got[1], rows.kthvalue(k2, 1).values)
+
+
+def test_adaptive_step_is_the_same_with_and_without_the_c_selection(monkeypatch):
+    torch.manual_seed(0)
+    u = -0.4 + 0.3 * torch.randn(16, 6, 5, 5)
+    u[0, 0, 0, 0] = float("nan")
+    with_c = AdaptiveDelta().delta(u, "normal", 1)
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    assert torch.equal(AdaptiveDelta().delta(u, "normal", 1), with_c)

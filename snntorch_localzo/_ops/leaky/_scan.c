@@ -1,4 +1,5 @@
-/* Time loops of the native CPU path, in C.
+/* Time loops of the native CPU path, in C (and, at the end, the order
+ * statistics of the adaptive step).
  *
  * The vectorised PyTorch loops in native.py run a handful of small tensor
  * operations per time step; their dispatch costs more than their arithmetic.
@@ -17,6 +18,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
  * one definition, through setup.py's define_macros; the module exports them
@@ -144,6 +146,84 @@ REVERSE_SCAN(reverse_scan_f64, double)
 TRACE(trace_f32, float)
 TRACE(trace_f64, double)
 
+/* Order statistics of the adaptive step: for each of `rows` rows of n floats,
+ * the k1-th and k2-th smallest (1-based, 1 <= k1 <= k2 <= n), NaN counted as
+ * +infinity, exactly the values torch.kthvalue returns. Quickselect on a copy
+ * of the row (Hoare partition around the median of three); the second
+ * selection searches only the part of the row the first left above k1. A
+ * selection that runs past 2 log2(n) + 8 rounds (adversarial input) sorts
+ * what is left instead.                                                     */
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static void select_kth(float *v, int64_t lo, int64_t hi, int64_t k)
+{
+    /* afterwards v[k] is the value of rank k of v[lo..hi] (0-based), every
+     * v[lo..k-1] <= v[k] <= every v[k+1..hi] */
+    int rounds = 8;
+    for (int64_t m = hi - lo + 1; m > 1; m >>= 1) rounds += 2;
+    while (hi > lo) {
+        if (rounds-- == 0) {
+            qsort(v + lo, (size_t)(hi - lo + 1), sizeof(float), cmp_float);
+            return;
+        }
+        int64_t mid = lo + (hi - lo) / 2;
+        float a = v[lo], b = v[mid], c = v[hi];
+        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i <= j) {
+                float t = v[i]; v[i] = v[j]; v[j] = t;
+                i++; j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return;  /* v[j+1..i-1] all equal the pivot */
+    }
+}
+
+static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t k2,
+                    float *out1, float *out2)
+{
+    float *v = (float *)malloc((size_t)n * sizeof(float));
+    if (!v) return -1;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = a + r * n;
+        for (int64_t i = 0; i < n; i++) v[i] = row[i] != row[i] ? INFINITY : row[i];
+        select_kth(v, 0, n - 1, k1 - 1);
+        out1[r] = v[k1 - 1];
+        if (k2 != k1) select_kth(v, k1, n - 1, k2 - 1);
+        out2[r] = v[k2 - 1];
+    }
+    free(v);
+    return 0;
+}
+
+static PyObject *py_row_kth2(PyObject *self, PyObject *args)
+{
+    unsigned long long a, out1, out2;
+    long long rows, n, k1, k2;
+    int status;
+    if (!PyArg_ParseTuple(args, "KLLLLKK", &a, &rows, &n, &k1, &k2, &out1, &out2))
+        return NULL;
+    if (n < 1 || k1 < 1 || k2 < k1 || k2 > n) {
+        PyErr_SetString(PyExc_ValueError, "row_kth2: needs 1 <= k1 <= k2 <= n");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = row_kth2((const float *)a, rows, n, k1, k2, (float *)out1, (float *)out2);
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_leaky_scan(PyObject *self, PyObject *args)
 {
     unsigned long long x, mem0, mem, spk, uabs, fired;
@@ -208,6 +288,7 @@ static PyMethodDef methods[] = {
     {"leaky_scan", py_leaky_scan, METH_VARARGS, "Leaky membrane scan (see _scan.c)."},
     {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
     {"trace", py_trace, METH_VARARGS, "Input trace of the sparse weight gradient."},
+    {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -55,9 +55,17 @@ if C_RESETS is not None and C_RESETS != (RESET_SUBTRACT, RESET_ZERO, RESET_NONE)
 _C_DTYPES = (torch.float32, torch.float64)
 
 
+def c_module():
+    """The C module (``_scan.c``) when it runs here: built, and not turned off
+    with ``SNNTORCH_LOCALZO_NO_C=1``; else None."""
+    if _scan is None or os.environ.get("SNNTORCH_LOCALZO_NO_C", "0") not in ("", "0"):
+        return None
+    return _scan
+
+
 def use_c(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether the C loops run for these tensors (float32 or float64, all alike)."""
-    if _scan is None or os.environ.get("SNNTORCH_LOCALZO_NO_C", "0") not in ("", "0"):
+    if c_module() is None:
         return False
     present = [t for t in tensors if t is not None]
     return present[0].dtype in _C_DTYPES and all(t.dtype == present[0].dtype for t in present)
