@@ -19,6 +19,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
  * one definition, through setup.py's define_macros; the module exports them
@@ -148,29 +149,42 @@ TRACE(trace_f64, double)
 
 /* Order statistics of the adaptive step: for each of `rows` rows of n floats,
  * the k1-th and k2-th smallest (1-based, 1 <= k1 <= k2 <= n), NaN counted as
- * +infinity, exactly the values torch.kthvalue returns. Quickselect on a copy
- * of the row (Hoare partition around the median of three); the second
- * selection searches only the part of the row the first left above k1. A
- * selection that runs past 2 log2(n) + 8 rounds (adversarial input) sorts
- * what is left instead.                                                     */
+ * +infinity: exactly the values torch.kthvalue returns. A radix selection:
+ * one pass maps each value to an order-preserving 32-bit key and counts the
+ * keys by their top 8 bits (coarse) and top 14 bits (fine: sign, exponent
+ * and 5 mantissa bits), which gives the fine bin of each wanted rank and the
+ * rank inside it; a second pass gathers that bin's values (a few of the
+ * row) and a quickselect finds the rank among them. The counts are zeroed
+ * again through the keys, so a row costs O(n) whatever the number of bins.
+ * Rows of at most KTH_SMALL values are selected directly (a quickselect on a
+ * copy costs less there than the counts).                                   */
 
-static int cmp_float(const void *a, const void *b)
+#define KTH_FINE 18
+#define KTH_SMALL 128
+#define KTH_COARSE 24
+
+static uint32_t order_key(float x)
 {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
+    uint32_t b;
+    if (x != x) x = INFINITY;
+    if (x == 0.0f) x = 0.0f;  /* -0 sorts with +0 */
+    memcpy(&b, &x, sizeof b);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+static float key_value(uint32_t k)
+{
+    uint32_t b = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
 }
 
 static void select_kth(float *v, int64_t lo, int64_t hi, int64_t k)
 {
     /* afterwards v[k] is the value of rank k of v[lo..hi] (0-based), every
-     * v[lo..k-1] <= v[k] <= every v[k+1..hi] */
-    int rounds = 8;
-    for (int64_t m = hi - lo + 1; m > 1; m >>= 1) rounds += 2;
+     * v[lo..k-1] <= v[k] <= every v[k+1..hi]; NaN-free input */
     while (hi > lo) {
-        if (rounds-- == 0) {
-            qsort(v + lo, (size_t)(hi - lo + 1), sizeof(float), cmp_float);
-            return;
-        }
         int64_t mid = lo + (hi - lo) / 2;
         float a = v[lo], b = v[mid], c = v[hi];
         float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
@@ -189,21 +203,58 @@ static void select_kth(float *v, int64_t lo, int64_t hi, int64_t k)
     }
 }
 
+/* The value of rank k (0-based) among the n keys, given their counts. */
+static float kth_of_keys(const uint32_t *keys, int64_t n, const uint32_t *coarse,
+                         const uint32_t *fine, int64_t k, float *cand)
+{
+    uint32_t c = 0, f;
+    int64_t below = 0;
+    while (below + coarse[c] <= k) below += coarse[c++];
+    f = c << (KTH_COARSE - KTH_FINE);
+    while (below + fine[f] <= k) below += fine[f++];
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if ((keys[i] >> KTH_FINE) == f) cand[m++] = key_value(keys[i]);
+    select_kth(cand, 0, m - 1, k - below);
+    return cand[k - below];
+}
+
 static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t k2,
                     float *out1, float *out2)
 {
-    float *v = (float *)malloc((size_t)n * sizeof(float));
-    if (!v) return -1;
-    for (int64_t r = 0; r < rows; r++) {
+    uint32_t *coarse = (uint32_t *)calloc((size_t)1 << (32 - KTH_COARSE), sizeof(uint32_t));
+    uint32_t *fine = (uint32_t *)calloc((size_t)1 << (32 - KTH_FINE), sizeof(uint32_t));
+    uint32_t *keys = (uint32_t *)malloc((size_t)n * sizeof(uint32_t));
+    float *cand = (float *)malloc((size_t)n * sizeof(float));
+    int status = (coarse && fine && keys && cand) ? 0 : -1;
+    for (int64_t r = 0; !status && r < rows; r++) {
         const float *row = a + r * n;
-        for (int64_t i = 0; i < n; i++) v[i] = row[i] != row[i] ? INFINITY : row[i];
-        select_kth(v, 0, n - 1, k1 - 1);
-        out1[r] = v[k1 - 1];
-        if (k2 != k1) select_kth(v, k1, n - 1, k2 - 1);
-        out2[r] = v[k2 - 1];
+        if (n <= KTH_SMALL) {
+            for (int64_t i = 0; i < n; i++) cand[i] = row[i] != row[i] ? INFINITY : row[i];
+            select_kth(cand, 0, n - 1, k1 - 1);
+            out1[r] = cand[k1 - 1];
+            select_kth(cand, k1 - 1, n - 1, k2 - 1);
+            out2[r] = cand[k2 - 1];
+            continue;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t k = order_key(row[i]);
+            keys[i] = k;
+            coarse[k >> KTH_COARSE]++;
+            fine[k >> KTH_FINE]++;
+        }
+        out1[r] = kth_of_keys(keys, n, coarse, fine, k1 - 1, cand);
+        out2[r] = k2 == k1 ? out1[r] : kth_of_keys(keys, n, coarse, fine, k2 - 1, cand);
+        for (int64_t i = 0; i < n; i++) {
+            coarse[keys[i] >> KTH_COARSE] = 0;
+            fine[keys[i] >> KTH_FINE] = 0;
+        }
     }
-    free(v);
-    return 0;
+    free(coarse);
+    free(fine);
+    free(keys);
+    free(cand);
+    return status;
 }
 
 static PyObject *py_row_kth2(PyObject *self, PyObject *args)
