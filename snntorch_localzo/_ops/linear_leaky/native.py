@@ -75,8 +75,8 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
         xc = x.contiguous()
         carry = torch.zeros(x.shape[1:], dtype=out.dtype) if carry is None else carry
         b = clamped_beta(beta, x.dtype).to(out.dtype)
-        leaky_native._scan.trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
-                                 carry.numel(), float(b), out.dtype == torch.float64)
+        leaky_native.c_module().trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
+                                      carry.numel(), float(b), out.dtype == torch.float64)
         return carry
     input_trace(x, beta, t0, steps, None if carry is None else carry.clone(), out)
     return out[-1].clone()
