@@ -342,6 +342,27 @@ def format_table(rows: List[Dict], baseline: str = "snntorch_atan") -> str:
     return "\n".join(lines) + f"\n(x: speed-up over {baseline} at the same T and hidden)"
 
 
+def ns_per_neuron_step(row: Dict) -> float:
+    """A training step's time (forward + backward) per neuron and time step:
+    nanoseconds over ``T * B * (spiking neurons of the net)``."""
+    neurons = sum(sizes(row["hidden"])[1:])
+    return (row["fwd_ms"] + row["bwd_ms"]) * 1e6 / (row["T"] * row["B"] * neurons)
+
+
+def scaling_table(rows: List[Dict]) -> str:
+    """Nanoseconds per neuron-step of each implementation (rows) at each
+    ``(T, hidden)`` (columns): how the cost grows with the work."""
+    rows = measured(rows)
+    keys = sorted(dict.fromkeys((r["hidden"], r["T"]) for r in rows))
+    cell = {(r["impl"], r["hidden"], r["T"]): ns_per_neuron_step(r) for r in rows}
+    head = f"{'ns per neuron-step':<22}" + "".join(f"{f'T={T} h={h}':>14}" for h, T in keys)
+    lines = [head, "-" * len(head)]
+    for impl in dict.fromkeys(r["impl"] for r in rows):
+        vals = [cell.get((impl, h, T)) for h, T in keys]
+        lines.append(f"{impl:<22}" + "".join(f"{v:>14.2f}" if v is not None else f"{'-':>14}" for v in vals))
+    return "\n".join(lines)
+
+
 def plot(rows: List[Dict], path: Path, baseline: str = "snntorch_atan") -> Path:
     """Bars grouped by T (and hidden), one colour per implementation: the
     speed-up over ``baseline`` of a training step and of its backward, and the
@@ -427,6 +448,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.error("--replot needs --out (the JSON to read)")
         rows = json.loads(Path(args.out).read_text())
         print(format_table(rows))
+        if len({(r["T"], r["hidden"]) for r in measured(rows)}) > 1:
+            print(scaling_table(rows))
         _write_plot(rows, args.plot)
         return 0
     device = torch.device(args.device)
@@ -450,6 +473,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rows.append(row)
                 write_json(out, rows)  # after every row: an interrupted run keeps what it measured
     print(format_table(rows))
+    if len({(r["T"], r["hidden"]) for r in measured(rows)}) > 1:
+        print(scaling_table(rows))
     print(f"wrote {out}")
     _write_plot(rows, args.plot)
     return 0

@@ -50,6 +50,20 @@ def test_compare_smoke(tmp_path, capsys):
     assert "snntorch_atan" in table
 
 
+def test_compare_scaling_table_is_time_per_neuron_step():
+    compare = load("compare")
+    row = dict(impl="a", T=2, B=4, hidden=16, fwd_ms=1.5, bwd_ms=0.5, error=None)
+    # 2 ms over 2 steps * 4 samples * (16 + 16 + 20) neurons
+    assert compare.ns_per_neuron_step(row) == pytest.approx(2e6 / (2 * 4 * 52))
+    rows = [row, dict(row, T=4), dict(row, impl="b", fwd_ms=3.5)]
+    lines = compare.scaling_table(rows).splitlines()
+    assert "T=2 h=16" in lines[0] and "T=4 h=16" in lines[0]
+    a, b = lines[2].split(), lines[3].split()
+    assert a[0] == "a" and float(a[1]) == pytest.approx(4807.69, abs=0.01)
+    assert float(a[2]) == pytest.approx(4807.69 / 2, abs=0.01)
+    assert b[0] == "b" and float(b[1]) == pytest.approx(2 * 4807.69, abs=0.02) and b[2] == "-"
+
+
 def format_rows(text):
     """The table's lines (from its header to its footnote)."""
     lines = text.splitlines()
