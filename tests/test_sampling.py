@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import snntorch_localzo as localzo
-from snntorch_localzo._ops import sampling
+from snntorch_localzo._ops import planner, sampling
 
 pytestmark = pytest.mark.version_free
 
@@ -27,13 +27,21 @@ def dense_draws(est, u, repeats):
     return dense.view(repeats, -1)
 
 
+@pytest.fixture(params=["sparse", "dense"])
+def draw(request, monkeypatch):
+    """The native estimate's two draws, each forced: the tail split
+    (``NATIVE_DENSE_NEAR = 1``: never dense) and every entry (``= 0``)."""
+    monkeypatch.setattr(planner, "NATIVE_DENSE_NEAR", 1.0 if request.param == "sparse" else 0.0)
+    return request.param
+
+
 @pytest.mark.parametrize("samples", [1, 3])
 @pytest.mark.parametrize("name,kw", LAWS, ids=[n for n, _ in LAWS])
-def test_sparse_draws_have_the_estimates_law(name, kw, samples):
+def test_sparse_draws_have_the_estimates_law(name, kw, samples, draw):
     """Mean within 5 standard errors (+0.1% of the peak) of the closed form,
     where at least 20 of the draws are expected to be non-zero (elsewhere the
     sample standard error says nothing); non-zero fraction within 5 binomial
-    standard errors of 1 - F(|u|/delta)^m everywhere."""
+    standard errors of 1 - F(|u|/delta)^m everywhere; both draws."""
     torch.manual_seed(0)
     est = localzo.make(name, samples=samples, **kw)
     u = torch.linspace(-5 * est.delta, 5 * est.delta, 21, dtype=torch.float64)
@@ -120,3 +128,19 @@ def test_quantile_from_the_tail_is_the_inverse_cdf(name, kw):
     z = sampling.abs_z_from_q(est.spec, est.spec.table("cpu"), q)
     F = est.dist.abs_cdf(z)
     torch.testing.assert_close(1 - F, q, rtol=2e-3 if tabulated else 1e-9, atol=1e-12)
+
+
+def test_native_draw_is_dense_only_with_many_entries_near_threshold(monkeypatch):
+    """The planner's rule: a dense draw above NATIVE_DENSE_NEAR of the entries
+    near threshold (|u| < delta z_hi), the tail split below."""
+    calls = []
+    monkeypatch.setattr(sampling, "draw_abs_z", lambda *a, **k: calls.append(1) or torch.ones(1, 1000))
+    spec = localzo.make(delta=0.1).spec
+    far = torch.full((1000,), 5.0)
+    sampling.sparse_estimate_abs(far, spec, spec.table("cpu"))
+    assert not calls
+    near = far.clone()
+    near[:200] = 0.01  # 20% near
+    sampling.sparse_estimate_abs(near, spec, spec.table("cpu"))
+    assert calls == [1]
+    assert planner.native_draws_densely(151, 1000) and not planner.native_draws_densely(150, 1000)

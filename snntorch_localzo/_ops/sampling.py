@@ -18,7 +18,10 @@
   below ``1 - TAIL`` unless a tail event hit them. Every ``U`` is then
   uniform on [0, 1) as the definition asks, and ``|z|`` is drawn (in float64,
   from ``q = 1 - U``, so that far tails keep their precision) only for the
-  entries that can be active.
+  entries that can be active. When many entries are near threshold (an
+  untrained, silent layer with the adaptive step's wide band), deciding them
+  one by one costs more than drawing every entry: then (the planner's
+  ``native_draws_densely``) it draws every entry as the reference does.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..distributions import SAMPLERS, TABLE, compute_dtype
+from . import planner
 from .workspace import scratch
 from .spec import ZOSpec
 
@@ -149,6 +153,11 @@ def sparse_estimate_abs(
     n, m = uabs.numel(), spec.samples
     near_thr = spec.delta * torch.tensor(_z_hi(spec, table), dtype=cdtype)
     near = flat_nonzero(torch.lt(uabs, near_thr, out=scratch("near", uabs.shape, torch.bool)))
+    if planner.native_draws_densely(near.numel(), n):  # many near entries: the reference's draw
+        absz = draw_abs_z(spec, table, (n,), device=device, dtype=cdtype, generator=generator)
+        g = estimate(uabs, absz, spec)
+        index = flat_nonzero(g != 0)
+        return index, g[index]
     # near entries: U below 1 - TAIL, q = 1 - U in (TAIL, 1] (float32 is precise there)
     v = torch.rand(m, near.numel(), dtype=cdtype, generator=generator, device=device)
     z_near = abs_z_from_q(spec, table, v.mul_(TAIL - 1.0).add_(1.0))
