@@ -152,12 +152,14 @@ def sparse_estimate_abs(
     uabs = uabs.reshape(-1)
     n, m = uabs.numel(), spec.samples
     near_thr = spec.delta * torch.tensor(_z_hi(spec, table), dtype=cdtype)
-    near = flat_nonzero(torch.lt(uabs, near_thr, out=scratch("near", uabs.shape, torch.bool)))
-    if planner.native_draws_densely(near.numel(), n):  # many near entries: the reference's draw
+    near_mask = torch.lt(uabs, near_thr, out=scratch("near", uabs.shape, torch.bool))
+    if planner.native_draws_densely(int(torch.count_nonzero(near_mask)), n):
+        # many near entries: the reference's draw of every entry
         absz = draw_abs_z(spec, table, (n,), device=device, dtype=cdtype, generator=generator)
         g = estimate(uabs, absz, spec)
-        index = flat_nonzero(g != 0)
+        index = torch.nonzero(g, as_tuple=True)[0]
         return index, g[index]
+    near = flat_nonzero(near_mask)
     # near entries: U below 1 - TAIL, q = 1 - U in (TAIL, 1] (float32 is precise there)
     v = torch.rand(m, near.numel(), dtype=cdtype, generator=generator, device=device)
     z_near = abs_z_from_q(spec, table, v.mul_(TAIL - 1.0).add_(1.0))
