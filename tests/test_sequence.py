@@ -468,3 +468,42 @@ def test_non_finite_incoming_gradient_propagates_as_in_the_reference(mode):
     assert torch.isnan(ref).any()
     assert torch.equal(torch.isnan(fused), torch.isnan(ref))
     torch.testing.assert_close(fused, ref, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.version_free
+def test_native_layer_keeps_spike_inputs_as_bytes_with_the_same_gradients(monkeypatch):
+    """A LinearLeaky on the native path keeps a spike input (0/1) for backward
+    as one byte per entry, and its gradients are those of the float input."""
+    from snntorch_localzo._ops.leaky import native as leaky_native
+
+    if leaky_native.c_module() is None:
+        pytest.skip("the C loops are not built here")
+
+    def run():
+        torch.manual_seed(4)
+        layer = localzo.LinearLeaky(0.9, 40, 300, spike_grad=localzo.make("normal", delta=0.3))
+        x = (torch.rand(6, 4, 40) < 0.3).float()
+        saved = []
+
+        def pack(t):
+            saved.append((t.dtype, tuple(t.shape)))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            spk, _ = layer(x)
+        spk.sum().backward()
+        return saved, layer.linear.weight.grad, layer.linear.bias.grad
+
+    pack_binary = native_linear.pack_binary
+    with use_backend("auto"):
+        saved, gw, gb = run()
+        assert (torch.uint8, (6, 4, 40)) in saved and (torch.float32, (6, 4, 40)) not in saved
+        monkeypatch.setattr(native_linear, "pack_binary", lambda x: None)
+        saved_f, gw_f, gb_f = run()
+    assert (torch.float32, (6, 4, 40)) in saved_f
+    assert torch.equal(gw, gw_f) and torch.equal(gb, gb_f) and (gw != 0).any()
+    # a non-spike input is kept as it is
+    assert pack_binary(torch.tensor([0.0, 1.0, 0.5])) is None
+    assert pack_binary(torch.tensor([0.0, 1.0, -0.0])) is None
+    assert torch.equal(pack_binary(torch.tensor([0.0, 1.0, 1.0])),
+                       torch.tensor([0, 1, 1], dtype=torch.uint8))

@@ -257,6 +257,38 @@ static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t
     return status;
 }
 
+/* Spikes kept for backward in one byte each: out[i] = x[i] for x in {+0, 1}
+ * (bit patterns, so -0 does not pass); returns 0 at the first other value. */
+#define PACK_BINARY(NAME, T_, UT_, ONE)                                               \
+    static int NAME(const T_ *x, uint8_t *out, int64_t n)                              \
+    {                                                                                  \
+        for (int64_t i = 0; i < n; i++) {                                              \
+            UT_ b;                                                                     \
+            memcpy(&b, x + i, sizeof b);                                               \
+            if (b == 0) out[i] = 0;                                                    \
+            else if (b == (UT_)(ONE)) out[i] = 1;                                      \
+            else return 0;                                                             \
+        }                                                                              \
+        return 1;                                                                      \
+    }
+
+PACK_BINARY(pack_binary_f32, float, uint32_t, 0x3f800000u)
+PACK_BINARY(pack_binary_f64, double, uint64_t, 0x3ff0000000000000ull)
+
+static PyObject *py_pack_binary(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out;
+    long long n;
+    int f64, ok;
+    if (!PyArg_ParseTuple(args, "KKLi", &x, &out, &n, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    ok = f64 ? pack_binary_f64((const double *)x, (uint8_t *)out, n)
+             : pack_binary_f32((const float *)x, (uint8_t *)out, n);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(ok);
+}
+
 static PyObject *py_row_kth2(PyObject *self, PyObject *args)
 {
     unsigned long long a, out1, out2;
@@ -340,6 +372,7 @@ static PyMethodDef methods[] = {
     {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
     {"trace", py_trace, METH_VARARGS, "Input trace of the sparse weight gradient."},
     {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
+    {"pack_binary", py_pack_binary, METH_VARARGS, "0/1 values to one byte each, or False."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -85,10 +85,13 @@ class NativeLinearLeaky(torch.autograd.Function):
         lower = active.active_of(x) if sparse else None
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
+        # spikes in, as most inputs of this layer are: kept as one byte each until backward
+        packed = native.pack_binary(x) if weight.requires_grad else None
         ctx.save_for_backward(
-            x, weight, index, g, resets, params.beta, params.graded,
+            x if packed is None else packed, weight, index, g, resets, params.beta, params.graded,
             None if lower is None else lower.index,
         )
+        ctx.x_dtype = x.dtype
         ctx.reset, ctx.acc, ctx.sparse = params.reset, acc, sparse
         ctx.has_bias, ctx.has_mem0 = bias is not None, mem0 is not None
         return spk, mem, index
@@ -96,6 +99,7 @@ class NativeLinearLeaky(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
         x, weight, index, g, resets, beta, graded, lower = ctx.saved_tensors
+        x = x.to(ctx.x_dtype)  # (a byte per entry when it was spikes)
         needs = [
             ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2], ctx.has_mem0 and ctx.needs_input_grad[3],

@@ -50,6 +50,21 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
     return out.view(T, B, weight.shape[0])
 
 
+def pack_binary(x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``x`` as one byte per entry (uint8) when every entry is +0 or 1 (spikes,
+    as a layer keeps its input for backward: a quarter of float32's memory;
+    ``x.to(dtype)`` gives the same bits back), else None. One C pass that stops
+    at the first other value; None where the C loops do not run."""
+    module = leaky_native.c_module()
+    if module is None or not leaky_native.use_c(x) or torch.compiler.is_compiling():
+        return None
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=torch.uint8)
+    if not module.pack_binary(x.data_ptr(), out.data_ptr(), x.numel(), x.dtype == torch.float64):
+        return None
+    return out
+
+
 def _csr(crow, col, values, size):
     """A CSR matrix built without checks (the indices come from ``nonzero``) and
     without torch's "beta feature" warning."""
