@@ -99,7 +99,7 @@ class NativeLinearLeaky(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
         x, weight, index, g, resets, beta, graded, lower = ctx.saved_tensors
-        x = x.to(ctx.x_dtype)  # (a byte per entry when it was spikes)
+        x = native.unpack_binary(x, ctx.x_dtype)
         needs = [
             ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2], ctx.has_mem0 and ctx.needs_input_grad[3],

@@ -65,6 +65,15 @@ def pack_binary(x: torch.Tensor) -> Optional[torch.Tensor]:
     return out
 
 
+def unpack_binary(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The input :func:`pack_binary` kept (``x`` itself when it was not packed),
+    in ``dtype``: a scratch tensor, valid during the backward that asks
+    (a new one at every step would fault its pages in again)."""
+    if x.dtype == dtype:
+        return x
+    return scratch("x_unpacked", x.shape, dtype).copy_(x)
+
+
 def _csr(crow, col, values, size):
     """A CSR matrix built without checks (the indices come from ``nonzero``) and
     without torch's "beta feature" warning."""
