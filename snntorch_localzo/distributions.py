@@ -33,6 +33,7 @@ fast_sigmoid) and an inverse-CDF table with linear interpolation otherwise
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
@@ -565,6 +566,7 @@ DISTRIBUTIONS = {
 ADAPTIVE_LAWS = tuple(name for name, cls in DISTRIBUTIONS.items() if cls.adaptive)
 
 
+@functools.lru_cache(maxsize=None)
 def adaptive_law_of(sampler_kind: int) -> Distribution:
     """The adaptive law (with the unit step) that sampler ``sampler_kind``
     draws: how an adaptive spec rebuilt from operator arguments knows its law."""

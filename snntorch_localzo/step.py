@@ -49,7 +49,7 @@ class Step:
 
     def scale(self, u: torch.Tensor, spec, steps: int = 0) -> torch.Tensor:
         """The membrane the operators' estimate sees."""
-        return self.apply(u, self.divisor(u if self.adaptive else None, spec, steps))
+        return self.apply(u, self.divisor(u, spec, steps))
 
     def height(self, dist) -> float:
         """What the coefficient ``c / (2 delta m)`` is divided by."""

@@ -1,10 +1,12 @@
 """Order statistics of each row: what the adaptive step reads of a sample's
 membrane (:mod:`snntorch_localzo.adaptive`).
 
-``torch.kthvalue`` sorts a copy of each row; on the CPU the C selection of
-``leaky/_scan.c`` finds the same values (the exact order statistics) by
-quickselect, two of them in one pass over a row. Inside ``torch.compile``,
-off the CPU, or without the C loops, ``torch.kthvalue`` runs.
+On the CPU the C selection of ``leaky/_scan.c`` (``row_kth2``) finds the
+same values as ``torch.kthvalue`` (the exact order statistics), both ranks
+of a row from one counting pass: a radix selection by the top bits of an
+order-preserving key, then a quickselect inside the one bin that holds the
+rank. Inside ``torch.compile``, off the CPU, or without the C loops,
+``torch.kthvalue`` runs.
 """
 
 from __future__ import annotations

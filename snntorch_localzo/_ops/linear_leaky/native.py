@@ -55,12 +55,11 @@ def pack_binary(x: torch.Tensor) -> Optional[torch.Tensor]:
     as a layer keeps its input for backward: a quarter of float32's memory;
     ``x.to(dtype)`` gives the same bits back), else None. One C pass that stops
     at the first other value; None where the C loops do not run."""
-    module = leaky_native.c_module()
-    if module is None or not leaky_native.use_c(x) or torch.compiler.is_compiling():
+    if not leaky_native.use_c(x) or torch.compiler.is_compiling():
         return None
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=torch.uint8)
-    if not module.pack_binary(x.data_ptr(), out.data_ptr(), x.numel(), x.dtype == torch.float64):
+    if not leaky_native.c_module().pack_binary(x.data_ptr(), out.data_ptr(), x.numel(), x.dtype == torch.float64):
         return None
     return out
 

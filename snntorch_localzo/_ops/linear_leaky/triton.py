@@ -23,7 +23,6 @@ dense product's arithmetic with less efficient memory access.
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
