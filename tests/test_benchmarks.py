@@ -246,3 +246,15 @@ def test_gpu_check_names_why_a_run_fails():
         "compare compare_h256.json: localzo_step T=100: RuntimeError: x",
     ]
     assert check.problems_of({"preflight": [], "smoke": ok, "compare": []}) == []
+
+
+def test_rule_cost_smoke(tmp_path):
+    rule_cost = load("rule_cost")
+    out = tmp_path / "r.json"
+    assert rule_cost.main(["--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["n"] for r in rows if r["what"] == "order"] == [20, 256, 2304, 6912]
+    draws = [r for r in rows if r["what"] == "draw"]
+    assert all(r["sparse_ms"] > 0 and r["dense_ms"] > 0 for r in draws)
+    # the planner's choice follows the fraction near threshold
+    assert [r["chosen"] for r in draws] == ["dense" if r["near"] > 0.15 else "sparse" for r in draws]
