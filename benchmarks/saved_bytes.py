@@ -32,7 +32,7 @@ class _Saved:
         self.tensor = tensor
 
 
-def saved_bytes_per_neuron_step(make_lif, dtype, *, backend, T=8, B=16, N=64,
+def saved_bytes_per_neuron_step(make_lif, dtype, *, backend, T=8, B=16, N=96,
                                 device="cpu") -> float:
     boxes = []
 

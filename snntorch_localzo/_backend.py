@@ -36,6 +36,9 @@ class Path(str, enum.Enum):
     REFERENCE = "reference"
     NATIVE = "native"
     TRITON = "triton"
+    #: the estimate's expected value instead of a draw (a step's small calls,
+    #: :meth:`Step.is_exact <snntorch_localzo.step.Step.is_exact>`): plain PyTorch
+    EXACT = "exact"
 
 
 def _checked(mode: str) -> str:

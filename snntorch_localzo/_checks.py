@@ -92,14 +92,14 @@ def check_fraction(name: str, value, *, low_open: bool = True, high_open: bool =
     return v
 
 
-def check_count(name: str, value, *, allow_none: bool = False) -> Optional[int]:
-    """An integer >= 1 (not a bool); None passes when ``allow_none``."""
+def check_count(name: str, value, *, allow_none: bool = False, minimum: int = 1) -> Optional[int]:
+    """An integer >= ``minimum`` (not a bool); None passes when ``allow_none``."""
     if value is None and allow_none:
         return None
-    expected = f"an integer >= 1{' or None' if allow_none else ''}"
+    expected = f"an integer >= {minimum}{' or None' if allow_none else ''}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__}")
-    if value < 1:
+    if value < minimum:
         raise ValueError(f"`{name}` must be {expected}, got {value!r}")
     return int(value)
 

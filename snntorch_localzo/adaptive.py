@@ -32,7 +32,10 @@ The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
    :math:`ρ_b n` entries lie in the band, the :math:`ρ_b n`-th active with
    probability one half (:math:`\\mathrm{med}|z|`: the median of
    :math:`\\max_i |z_i|` with :math:`m` directions);
-2. *silent samples*: :math:`ρ_b` is ``active`` (:math:`ρ`) for a sample
+2. *silent samples*: :math:`ρ_b` is :math:`ρ` (``active`` for inputs
+   without channels, ``conv_active`` for inputs with channels: a fully
+   connected layer trains as well with a fifth of the band a deep
+   convolutional stack needs, ``docs/method.md`` section 7) for a sample
    whose layer fires (a fraction :math:`r_b \\ge` ``rate`` of its entries above
    threshold) and widens, log-linearly in :math:`q_b`, to ``silent``
    (:math:`ρ_s`) as :math:`r_b` falls to 0:
@@ -47,10 +50,17 @@ The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
 4. *entry floor*: :math:`δ_{b,j} = \\max(δ_b, |u_{b,j}| / x_e)`, with
    :math:`x_e` the level :math:`\\max_i|z_i|` exceeds with probability
    :math:`\\min(` ``entry`` :math:`, 1/n)`: in a large layer about one extra
-   expected estimate per sample, in a small one (an output layer of 10
-   neurons) every neuron of every sample active with probability ``entry``
-   or more, so no output neuron is cut off from gradient;
-5. :math:`δ` clamped to ``[floor, ceil]``.
+   expected estimate per sample, in a smaller one every neuron of every
+   sample active with probability ``entry`` or more, so no neuron is cut
+   off from gradient;
+5. :math:`δ` clamped to ``[floor, ceil]``;
+6. *small layers*: a call whose samples have at most ``exact`` entries each
+   (an output layer of a few classes) gets the estimate's expected value
+   :math:`g_1(u/δ)/g_1(0)` itself instead of a draw, the limit of infinitely
+   many directions. Its few entries cost next to nothing, and the noise of a
+   draw there would reach every layer below: on ``benchmarks/defaults.py``'s
+   deep conv net the draw at its 10 outputs cost about 2 points of
+   validation accuracy (``docs/method.md`` section 7).
 
 :math:`δ` is a detached function of ``u`` (one step per entry with the entry
 floor; ``[batch, 1, ...]`` or ``[batch, channels, 1, ...]`` without), and every path
@@ -70,10 +80,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ._checks import check_choice, check_fraction, check_positive
+from ._checks import check_choice, check_count, check_fraction, check_positive
 from ._ops.order import kth_smallest2
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
-from .step import Step
+from .step import Step, sample_entries
 
 __all__ = ["AdaptiveDelta", "LAWS"]
 
@@ -98,8 +108,11 @@ class AdaptiveDelta(Step):
     step per sample, widened per channel and per entry by the floors, from
     that sample's membrane alone.
 
-    :param active: share :math:`ρ` of a firing sample's entries in the band.
-        Defaults to 0.05
+    :param active: share :math:`ρ` of a firing sample's entries in the band,
+        for inputs without channels (``[batch, neurons]``, fully connected
+        layers). Defaults to 0.01
+    :param conv_active: the same share for inputs with channels
+        (``[batch, channels, ...]``, convolutional layers). Defaults to 0.05
     :param silent: share :math:`ρ_s` of a sample that does not fire.
         Defaults to 0.3
     :param rate: firing fraction :math:`r_0` from which a sample counts as
@@ -114,24 +127,30 @@ class AdaptiveDelta(Step):
         Defaults to 0.1
     :param floor: smallest step. Defaults to 1e-3
     :param ceil: largest step. Defaults to 10
+    :param exact: a call whose samples have at most this many entries gets
+        the expected value instead of a draw (0 turns it off). Defaults to 64
     """
 
-    active: float = 0.05
+    active: float = 0.01
+    conv_active: float = 0.05
     silent: float = 0.3
     rate: float = 0.01
     channel: float = 0.1
     entry: float = 0.1
     floor: float = 1e-3
     ceil: float = 10.0
+    exact: int = 64
 
     def __post_init__(self):
         check_fraction("active", self.active)
+        check_fraction("conv_active", self.conv_active)
         check_fraction("silent", self.silent)
         check_fraction("rate", self.rate)
         check_fraction("channel", self.channel, low_open=False)
         check_fraction("entry", self.entry, low_open=False)
         check_positive("floor", self.floor)
         check_positive("ceil", self.ceil)
+        check_count("exact", self.exact, minimum=0)
         if self.ceil <= self.floor:
             raise ValueError(f"`ceil` ({self.ceil}) must be larger than `floor` ({self.floor})")
 
@@ -179,7 +198,8 @@ class AdaptiveDelta(Step):
         x_med = _quantile(law, 0.5 ** (1.0 / samples))
         low = self.floor * x_med
         n = rows.shape[1]
-        q, q_silent = kth_smallest2(rows, _rank(self.active, n), _rank(self.silent, n))
+        rho = self.conv_active if u.dim() >= 3 else self.active
+        q, q_silent = kth_smallest2(rows, _rank(rho, n), _rank(self.silent, n))
         q = q.clamp(low, self.ceil * x_med).log()
         q_silent = q_silent.clamp(low, self.ceil * x_med).log()
         w = (1.0 - fire / self.rate).clamp(0.0, 1.0)
@@ -196,7 +216,8 @@ class AdaptiveDelta(Step):
 
     def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law,
                                  samples: int) -> torch.Tensor:
-        """``mean 1 - F(|u|/δ)^m`` in float64 (for tests and the study)."""
+        """``mean 1 - F(|u|/δ)^m`` in float64 (for tests and the study; a draw,
+        also where :meth:`is_exact` would give the expected value)."""
         x = u.detach().to(torch.float64) / delta.to(torch.float64)
         return _law(law).active_prob(x, samples).mean()
 
@@ -217,15 +238,22 @@ class AdaptiveDelta(Step):
         return dist.expected_grad(u.to(torch.float64) / d) / dist.peak()
 
     def active_prob(self, dist, u, samples):
+        if self.is_exact(sample_entries(u.shape)):  # the expected value: non-zero where it is
+            return (self.expected_grad(dist, u, samples) != 0).to(torch.float64)
         d = self.delta(u, dist, samples).to(torch.float64)
         return dist.active_prob(u.to(torch.float64) / d, samples)
+
+    def is_exact(self, entries):
+        return entries <= self.exact
 
     def op_floats(self):
         return tuple(float(getattr(self, f.name)) for f in fields(self))
 
     @classmethod
     def from_floats(cls, floats):
-        return cls(*floats)
+        values = dict(zip((f.name for f in fields(cls)), floats))
+        values["exact"] = int(values["exact"])
+        return cls(**values)
 
 
 @functools.lru_cache(maxsize=1024)

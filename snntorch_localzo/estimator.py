@@ -175,15 +175,23 @@ class LocalZO:
         ``mem_shift``, outside autograd (for learning rules that use the spike
         gradient as a local factor, such as OPZO's). Float32 (float64 for
         float64 input), shaped like ``mem_shift``; exactly zero away from
-        threshold. Drawn from torch's generator; counted by the meter when
+        threshold. Drawn from torch's generator (the expected value itself for
+        a call the step gives it, :meth:`Step.is_exact
+        <snntorch_localzo.step.Step.is_exact>`); counted by the meter when
         tracking."""
+        from ._ops.planner import Path, spike_path
+        from ._ops.sampling import expected_estimate
         from ._ops.spike.reference import draw_estimate
 
         check_float_tensor("mem_shift", mem_shift)
         u = mem_shift.detach()
         spec = self.spec
-        return draw_estimate(spec.scale(u), spec, spec.table(u.device),
-                             layout.accumulator(self.meter, u.device))
+        acc = layout.accumulator(self.meter, u.device)
+        if spike_path(u, spec) is Path.EXACT:
+            g = expected_estimate(spec.scale(u), spec)
+            layout.record_nonzero(acc, g)
+            return g
+        return draw_estimate(spec.scale(u), spec, spec.table(u.device), acc)
 
     def sample(self, shape, **kwargs) -> torch.Tensor:
         """Draws directions :math:`z` (keyword arguments as ``torch.randn``)."""

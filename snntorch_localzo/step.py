@@ -12,6 +12,8 @@ asks of it, whichever it is:
   height one at threshold);
 * :meth:`Step.expected_grad`, :meth:`Step.active_prob`, :meth:`Step.delta_of`
   -- the theory of the estimate with this step;
+* :meth:`Step.is_exact` -- whether a call whose samples have this many entries
+  gets the estimate's expected value instead of a draw (the planner asks);
 * :meth:`Step.op_floats` / :meth:`Step.from_floats` -- the step as operator
   arguments (``_ops/spec.py``).
 
@@ -21,12 +23,27 @@ asks of it, whichever it is:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["Step", "FixedStep", "FIXED"]
+__all__ = ["Step", "FixedStep", "FIXED", "sample_entries"]
+
+
+def sample_entries(shape, steps: int = 0) -> int:
+    """Entries per sample of a call on a membrane of ``shape``: ``[batch,
+    *neurons]`` (``steps = 0``; 1-d or 0-d: one sample) or ``steps`` calls
+    ``[T, batch, *neurons]`` (2-d or fewer: ``T`` calls of one sample), as
+    :meth:`AdaptiveDelta.delta <snntorch_localzo.adaptive.AdaptiveDelta.delta>`
+    reads them."""
+    shape = tuple(int(d) for d in shape)
+    if steps:
+        dims = shape[2:] if len(shape) > 2 else shape[1:]
+    else:
+        dims = shape if len(shape) <= 1 else shape[1:]
+    return math.prod(dims)
 
 
 class Step:
@@ -66,6 +83,11 @@ class Step:
     def active_prob(self, dist, u: torch.Tensor, samples: int) -> torch.Tensor:
         """The probability of a non-zero estimate at ``u``."""
         raise NotImplementedError
+
+    def is_exact(self, entries: int) -> bool:
+        """Whether a call whose samples have ``entries`` entries each gets the
+        estimate's expected value (:meth:`expected_grad`) instead of a draw."""
+        return False
 
     def op_floats(self) -> Tuple[float, ...]:
         """The step's settings as operator arguments."""

@@ -45,10 +45,12 @@ def kth(u, fraction):
 
 @pytest.mark.parametrize("law,samples", [("normal", 1), ("uniform", 1), ("laplace", 1), ("normal", 3)])
 def test_band_holds_each_samples_nearest_entries(law, samples):
-    """Steps 1-2: a firing sample's step puts its 5% nearest entries in the band,
-    the 15th of 300 active with probability one half; a silent sample's its 30%;
-    one that fires at half the rate halfway between, in log."""
+    """Steps 1-2: a firing sample's step puts its ``active`` share (1%) of
+    nearest entries in the band, the 3rd of 300 active with probability one
+    half; a silent sample's its 30%; one that fires at half the rate halfway
+    between, in log; inputs with channels take ``conv_active`` (5%)."""
     torch.manual_seed(0)
+    rho = PLAIN.active
     u = -0.5 + 0.3 * torch.randn(12, 300)
     u[:4, :30] = 0.1 + torch.rand(4, 30)  # fires at 10%
     u[4:8] = -1.0 + 0.1 * torch.randn(4, 300)  # silent
@@ -57,14 +59,18 @@ def test_band_holds_each_samples_nearest_entries(law, samples):
     d = PLAIN.delta(u, law, samples)
     assert d.shape == (12, 1)
     x_med = abs_quantile(law, 0.5 ** (1 / samples))
-    assert torch.allclose(d[:4, 0], kth(u[:4], 0.05) / x_med, rtol=1e-6)
+    assert torch.allclose(d[:4, 0], kth(u[:4], rho) / x_med, rtol=1e-6)
     assert torch.allclose(d[4:8, 0], kth(u[4:8], 0.3) / x_med, rtol=1e-6)
     w = 1 - (1 / 300) / 0.01
-    mid = torch.exp((1 - w) * kth(u[8:], 0.05).log() + w * kth(u[8:], 0.3).log()) / x_med
+    mid = torch.exp((1 - w) * kth(u[8:], rho).log() + w * kth(u[8:], 0.3).log()) / x_med
     assert torch.allclose(d[8:, 0], mid, rtol=1e-5)
     # the band's entry at the median of max |z|: active with probability one half
-    fifteenth = kth(u[:4], 0.05).view(4, 1)
-    assert torch.allclose(active_prob(law, fifteenth / d[:4], samples), torch.full((4, 1), 0.5), atol=1e-5)
+    third = kth(u[:4], rho).view(4, 1)
+    assert torch.allclose(active_prob(law, third / d[:4], samples), torch.full((4, 1), 0.5), atol=1e-5)
+    # the same entries as 3 channels of 10 x 10: the convolutional share
+    dc = PLAIN.delta(u[:4].reshape(4, 3, 10, 10), law, samples)
+    assert dc.shape == (4, 1, 1, 1) and PLAIN.conv_active == 0.05
+    assert torch.allclose(dc.view(4), kth(u[:4], PLAIN.conv_active) / x_med, rtol=1e-6)
 
 
 def test_step_is_clamped_to_floor_and_ceil():
@@ -229,6 +235,10 @@ def test_reproducible_and_picklable():
     (dict(entry=1.0), ValueError, "`entry`"),
     (dict(floor=1.0, ceil=0.5), ValueError, "`ceil`"),
     (dict(floor=0.0), ValueError, "`floor`"),
+    (dict(conv_active=0.0), ValueError, "`conv_active`"),
+    (dict(exact=-1), ValueError, "`exact`"),
+    (dict(exact=2.0), TypeError, "`exact`"),
+    (dict(exact=True), TypeError, "`exact`"),
 ])
 def test_bad_rule_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -243,7 +253,7 @@ def test_adaptive_step_needs_a_law_it_solves_for():
 
 def test_leaky_with_the_adaptive_step_takes_the_fused_paths(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    x = torch.randn(5, 8, 20)
+    x = torch.randn(5, 8, 80)  # more than AdaptiveDelta.exact entries a sample: drawn
     one = torch.tensor(1.0)
     params = LeakyParams(torch.tensor(0.9), one, one, 0)
     lif = localzo.Leaky(beta=0.9)
@@ -295,7 +305,7 @@ def _fused_paths():
             (Path.TRITON, torch.float16), (Path.TRITON, torch.bfloat16)]
 
 
-@pytest.mark.parametrize("shape", [(6, 16, 40), (6, 40), (6, 4, 3, 5, 5)])
+@pytest.mark.parametrize("shape", [(6, 16, 72), (6, 72), (6, 4, 3, 5, 5)])
 @pytest.mark.parametrize("path,dtype", _fused_paths())
 def test_fused_sequence_equals_the_step_loop(shape, path, dtype, monkeypatch):
     """The Leaky sequence on the native path and in the Triton kernels (the

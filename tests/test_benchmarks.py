@@ -89,7 +89,7 @@ def test_fused_leaky_keeps_one_byte_per_neuron_step():
 def test_compare_localzo_impls_on_the_kernels(tmp_path):
     compare = load("compare")
     out = tmp_path / "r.json"
-    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "72", "--repeats", "1",
             "--warmup", "0", "--out", str(out), "--plot", "none",
             "--impls", "localzo_step,localzo_seq,localzo_dense,localzo_sparse"]
     with localzo.use_backend("triton"):
@@ -115,7 +115,7 @@ def test_compare_keeps_going_past_a_failing_row_and_writes_as_it_goes(tmp_path, 
         return real(impl, *args, **kwargs)
 
     monkeypatch.setattr(compare, "measure", measure)
-    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "72", "--repeats", "1",
             "--warmup", "0", "--out", str(out), "--plot", "none",
             "--impls", "snntorch_atan,localzo_seq,localzo_dense"]
     assert compare.main(args) == 0

@@ -75,7 +75,7 @@ CASES = {
     # reference (fallback) cases
     "learn_beta": {"learn_beta": True},
     "learn_threshold": {"learn_threshold": True},
-    "per_neuron_beta": {"beta": torch.linspace(0.1, 0.9, 24)},
+    "per_neuron_beta": {"beta": torch.linspace(0.1, 0.9, 72)},
     "inhibition": {"inhibition": True},
     "state_quant": {"state_quant": lambda m: torch.round(m * 8) / 8},
     "learn_graded": {"learn_graded_spikes_factor": True},
@@ -102,7 +102,7 @@ def build_pair(case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_forward_equals_snntorch(case, backend):
     torch.manual_seed(1)
-    x = torch.rand(6, 3, 24, device=DEVICE) * 1.2
+    x = torch.rand(6, 3, 72, device=DEVICE) * 1.2
     ours, theirs = build_pair(case)
     ours, theirs = ours.to(DEVICE), theirs.to(DEVICE)
     mem_arg = not CASES[case].get("init_hidden", False)
@@ -123,8 +123,9 @@ def test_fused_path_taken_exactly_where_documented(case, mode):
     ours = ours.to(DEVICE)
     # the native CPU step runs from NATIVE_MIN_NUMEL entries (below, the reference's dense
     # draw is cheaper: test_small_cpu_steps_take_the_reference)
-    rows = -(-NATIVE_MIN_NUMEL // 24) if mode == "auto" and DEVICE == "cpu" else 3
-    x = torch.rand(rows, 24, device=DEVICE, requires_grad=True)
+    # (72 neurons: more than make()'s exact, below which every path gives the expected value)
+    rows = -(-NATIVE_MIN_NUMEL // 72) if mode == "auto" and DEVICE == "cpu" else 3
+    x = torch.rand(rows, 72, device=DEVICE, requires_grad=True)
     with use_backend(mode):
         out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
     spk = out[0] if isinstance(out, tuple) else out
@@ -260,7 +261,7 @@ def test_init_hidden_rejects_mem_argument():
 @pytest.mark.skipif(DEVICE != "cpu" or not MODERN_SNNTORCH, reason="the native path is the CPU's")
 def test_small_cpu_steps_take_the_reference():
     lif = localzo.Leaky(beta=0.9)
-    small = torch.rand(4, 24, requires_grad=True)
+    small = torch.rand(4, 72, requires_grad=True)
     spk, _ = lif(small, lif.init_leaky())
     assert not made_by(spk, NativeLeaky)
     spk_seq, _ = lif.forward_sequence(small.unsqueeze(0))  # a sequence decides at once: fused

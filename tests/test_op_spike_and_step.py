@@ -69,17 +69,27 @@ def test_spike_path_is_planned_from_device_mode_and_size(device):
     """``auto``: the native path on CPU tensors (the reference below
     NATIVE_MIN_NUMEL entries, where drawing for all costs less than the
     bookkeeping), the kernels on CUDA tensors (the reference where they do
-    not support the spec: more than 7 directions)."""
+    not support the spec: more than 7 directions); in every mode, the
+    expected value for the calls whose samples the adaptive step deems small
+    (``AdaptiveDelta.exact`` entries or fewer), never for a fixed step."""
     spec = localzo.make().spec
     big = torch.zeros(planner.NATIVE_MIN_NUMEL, device=device)
-    small = torch.zeros(10, device=device)
+    small = torch.zeros(2, 100, device=device)
+    tiny = torch.zeros(4096, 10, device=device)  # an output layer: 10 entries a sample
     cpu = device == "cpu"
     with localzo.use_backend("auto"):
         assert planner.spike_path(big, spec) is (Path.NATIVE if cpu else Path.TRITON)
         assert planner.spike_path(small, spec) is (Path.REFERENCE if cpu else Path.TRITON)
         assert planner.spike_path(big, localzo.make(samples=9).spec) is (Path.NATIVE if cpu else Path.REFERENCE)
+        assert planner.spike_path(tiny, spec) is Path.EXACT
+        assert planner.spike_path(tiny[0], spec) is Path.EXACT  # one sample
+        assert planner.spike_path(torch.zeros(4, 65, device=device), spec) is not Path.EXACT
+        assert planner.spike_path(tiny, localzo.make(delta=0.05).spec) is not Path.EXACT
+        never = localzo.make(delta=localzo.AdaptiveDelta(exact=0)).spec
+        assert planner.spike_path(tiny, never) is not Path.EXACT
     with localzo.use_backend("reference"):
         assert planner.spike_path(big, spec) is Path.REFERENCE
+        assert planner.spike_path(tiny, spec) is Path.EXACT
 
 
 @pytest.mark.parametrize("path", FUSED)

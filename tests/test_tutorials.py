@@ -116,7 +116,9 @@ def test_tutorial_04_speed_and_memory(run_tutorial):
     assert list(results) == g["names"]
     assert results["snn.Leaky loop, ATan"]["active"] == 1.0
     for name in g["names"][1:]:
-        assert 0.0 <= results[name]["active"] < 0.5, (name, results[name])
+        # untrained, silent hidden layers (make()'s wider band while silent) and the 20
+        # outputs, which make() gives the expected value (every entry): well below ATan's
+        assert 0.0 <= results[name]["active"] < 0.7, (name, results[name])
     assert_pngs(figures, ["04_speed_memory.png"])
 
 

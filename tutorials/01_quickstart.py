@@ -61,7 +61,7 @@ FIGURES = Path(os.environ.get("SNNTORCH_LOCALZO_FIGURES", "figures"))
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 num_steps = 8 if FAST else 25  # time steps per sample
-hidden = 32 if FAST else 128  # hidden neurons
+hidden = 72 if FAST else 128  # hidden neurons
 num_epochs = 2 if FAST else 10
 print(f"device: {device}, snnTorch {snn.__version__}, snntorch-localzo {localzo.__version__}")
 

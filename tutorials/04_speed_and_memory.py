@@ -51,7 +51,7 @@ FIGURES = Path(os.environ.get("SNNTORCH_LOCALZO_FIGURES", "figures"))
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if FAST:
-    num_steps, batch_size, hidden, repeats, warmup = 4, 4, 16, 2, 1
+    num_steps, batch_size, hidden, repeats, warmup = 4, 4, 72, 2, 1
 elif device.type == "cuda":
     num_steps, batch_size, hidden, repeats, warmup = 100, 128, 256, 10, 3
 else:

@@ -13,6 +13,12 @@ path                what runs
 ``Path.NATIVE``     the native CPU path: C time loops and the sparse
                     estimate (only entries that can be active draw)
 ``Path.REFERENCE``  plain PyTorch, step by step (every other case)
+``Path.EXACT``      the spike function's expected value instead of a
+                    draw, for the calls whose samples are small enough
+                    for the step (``Step.is_exact``: an output layer);
+                    a Leaky layer then takes the native path (which
+                    gives it too, ``auto`` on the CPU) or the reference,
+                    not the kernels
 ==================  ==================================================
 
 Inside a layer's backward one more choice is made here: the sparse or the
@@ -27,6 +33,7 @@ import torch
 
 from .._backend import Path, device_path
 from .resets import RESET_NONE, RESET_SUBTRACT
+from ..step import sample_entries
 from .spec import MAX_SAMPLES, ZOSpec
 
 if TYPE_CHECKING:
@@ -79,6 +86,8 @@ def kernel_supports(spec: ZOSpec, dtype: torch.dtype) -> bool:
 
 def spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     """The path of the spike function's backward for ``u``."""
+    if spec.step.is_exact(sample_entries(u.shape)):
+        return Path.EXACT
     path = device_path(u)
     if path is Path.TRITON and not kernel_supports(spec, u.dtype):
         return Path.REFERENCE if u.is_cuda else Path.NATIVE
@@ -103,19 +112,26 @@ def _scalar_params(params: "LeakyParams", x: torch.Tensor, dtypes) -> bool:
 
 def leaky_path(
     x: torch.Tensor, mem: Optional[torch.Tensor], params: "LeakyParams", spec: ZOSpec,
-    steps: int = 0,
+    steps: int = 0, mem_shape: Optional[tuple] = None,
 ) -> Path:
     """The path of a Leaky step (``steps = 0``) or sequence with input ``x`` and
     state ``mem``: the fused paths need scalar, fixed ``beta``/``threshold``/
     ``graded`` and a state of the input's dtype and device; the kernels also a
-    dtype and a number of directions they cover. On the CPU a single step
-    smaller than ``NATIVE_MIN_NUMEL`` entries takes the reference."""
+    dtype and a number of directions they cover, and a draw: a small layer's
+    expected value (``Step.is_exact``) the native path and the reference
+    give. On the CPU a single step smaller than ``NATIVE_MIN_NUMEL`` entries
+    takes the reference.
+
+    :param mem_shape: the membrane's shape where it is not ``x``'s (Linear + Leaky)
+    """
     path = device_path(x)
     if path is Path.REFERENCE:
         return path
     if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
         return Path.REFERENCE
     if path is Path.TRITON:
+        if spec.step.is_exact(sample_entries(x.shape if mem_shape is None else mem_shape, steps)):
+            return Path.REFERENCE  # (on the CPU too: the interpreter's tests see what CUDA runs)
         if kernel_supports(spec, x.dtype) and _scalar_params(params, x, (torch.float32,)):
             return path
         path = Path.REFERENCE if x.is_cuda else Path.NATIVE
@@ -139,7 +155,8 @@ def linear_leaky_path(
     for p in (weight, bias):
         if p is not None and (p.dtype != x.dtype or p.device != x.device):
             return Path.REFERENCE
-    return leaky_path(x, mem, params, spec, max(x.shape[0], 1))
+    return leaky_path(x, mem, params, spec, max(x.shape[0], 1),
+                      mem_shape=tuple(x.shape[:-1]) + (weight.shape[0],))
 
 
 def sparse_weight_grad_fits(

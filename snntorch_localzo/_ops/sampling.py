@@ -4,6 +4,8 @@
   ``|z|``: every path is tested against it bit for bit (the kernels through
   the ``absz`` test hook).
 * :func:`draw_abs_z` draws ``|z|`` for every entry (the reference path).
+* :func:`expected_estimate` is the estimate's expected value, which a call
+  too small for a draw gets instead (``Path.EXACT``).
 * :func:`sparse_estimate` draws only what decides the few non-zero
   estimates (the native CPU path), with the same law:
 
@@ -26,6 +28,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -54,6 +57,19 @@ def estimate(u: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> torch.Tensor:
         w = a if spec.p == 1 else 1.0 / a
         acc = acc + torch.where(uabs < spec.delta * a, w, torch.zeros_like(w))
     return acc * spec.coef
+
+
+def expected_estimate(u: torch.Tensor, spec: ZOSpec) -> torch.Tensor:
+    """The estimate's expected value at ``u`` (as the operators see it), in
+    the compute dtype: ``g(u) / height``, what a call the step gives no draw
+    gets (:meth:`Step.is_exact <snntorch_localzo.step.Step.is_exact>`)."""
+    law = spec.law
+    return law.expected_grad(u.to(compute_dtype(u.dtype))) * _inverse_height(spec.step, law)
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_height(step, law) -> float:
+    return 1.0 / step.height(law)
 
 
 def draw_abs_z(

@@ -29,10 +29,10 @@ import torch
 
 from .. import layout, oplib, rng
 from ..workspace import output, scratch
-from ..sampling import compute_dtype, sparse_estimate, sparse_estimate_abs
+from ..sampling import compute_dtype, expected_estimate, sparse_estimate, sparse_estimate_abs
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..spec import ZOSpec
-from ...step import Step
+from ...step import Step, sample_entries
 from .reference import LeakyParams, clamped_beta
 
 try:
@@ -160,11 +160,16 @@ def _forward(
     # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
     # step of each time step (as the spike function's), |z| given, or no |u| from the C loop
     u = None
-    if spec.step.adaptive or absz is not None or uabs is None:
+    exact = spec.step.is_exact(sample_entries(x.shape, steps))
+    if spec.step.adaptive or exact or absz is not None or uabs is None:
         # (its own scratch role: the C loop's |u| lives under "u")
         u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
     d = spec.divisor(u, steps)  # None: the fixed step, applied by the estimate
-    if absz is not None:
+    if exact:  # no draw: the expected value
+        g = expected_estimate(Step.apply(u, d), spec).reshape(-1)
+        index = torch.nonzero(g, as_tuple=True)[0]
+        g = g[index]
+    elif absz is not None:
         index, g = sparse_estimate(Step.apply(u, d), spec, table, absz=absz)
     else:  # |u|, widened to the compute dtype
         if uabs is None:

@@ -17,6 +17,8 @@ def _backward_impl(path: Path):
         from .triton import spike_backward
 
         return spike_backward
+    if path is Path.EXACT:
+        return reference.exact_backward
     return native.backward if path is Path.NATIVE else reference.backward
 
 

@@ -1,0 +1,124 @@
+"""make()'s small layers: a call whose samples have at most
+``AdaptiveDelta.exact`` entries (an output layer) gets the estimate's expected
+value instead of a draw, on every path, bit for bit alike."""
+
+import pickle
+
+import pytest
+import snntorch as snn
+import torch
+
+import snntorch_localzo as localzo
+from snntorch_localzo import AdaptiveDelta
+from snntorch_localzo._ops import planner
+from snntorch_localzo._ops.planner import Path
+from snntorch_localzo.step import sample_entries
+
+from conftest import MODES as BACKENDS
+
+
+def _u(*shape, seed=0):
+    torch.manual_seed(seed)
+    return (0.8 * torch.randn(*shape) - 0.4).requires_grad_()
+
+
+@pytest.mark.parametrize("shape", [(16, 10), (10,), (8, 2, 3, 3)])
+def test_small_call_gets_the_expected_value(shape):
+    est = localzo.make()
+    u = _u(*shape)
+    est(u).backward(torch.full(shape, 0.5))
+    expected = est.expected_grad(u.detach()).to(torch.float32)
+    assert torch.allclose(u.grad, 0.5 * expected, rtol=1e-6, atol=0)
+    assert (u.grad != 0).all()  # dense: every neuron of an output layer gets gradient
+    # and the same values twice (no draw), whatever the generator
+    u.grad = None
+    torch.manual_seed(123)
+    est(u).backward(torch.full(shape, 0.5))
+    assert torch.allclose(u.grad, 0.5 * expected, rtol=1e-6, atol=0)
+    # the theory says so too
+    assert torch.equal(est.active_prob(u.detach()), torch.ones(shape, dtype=torch.float64))
+    assert torch.allclose(est.estimate(u.detach()), expected, rtol=1e-6, atol=0)
+
+
+def test_only_small_samples_and_only_the_adaptive_step():
+    spec = localzo.make().spec
+    assert spec.step.is_exact(64) and not spec.step.is_exact(65)
+    assert not localzo.make(delta=0.05).spec.step.is_exact(1)
+    assert not localzo.make("atan").spec.step.is_exact(1)
+    assert not AdaptiveDelta(exact=0).is_exact(1)
+    # a drawn layer of 65 neurons is sparse
+    est = localzo.make()
+    u = _u(256, 65)
+    est(u).sum().backward()
+    assert 0 < (u.grad != 0).float().mean() < 0.5
+
+
+def test_entries_per_sample_of_a_call():
+    assert sample_entries((4, 8)) == 8 and sample_entries((8,)) == 8 and sample_entries(()) == 1
+    assert sample_entries((4, 3, 5, 5)) == 75 and sample_entries((0, 8)) == 8
+    assert sample_entries((10, 4, 8), 10) == 8 and sample_entries((10, 8), 10) == 8
+    assert sample_entries((10,), 10) == 1 and sample_entries((10, 4, 3, 5), 10) == 15
+
+
+def test_exact_travels_with_the_rule():
+    rule = AdaptiveDelta(exact=7)
+    assert type(rule).from_floats(rule.op_floats()) == rule
+    assert isinstance(type(rule).from_floats(rule.op_floats()).exact, int)
+    assert pickle.loads(pickle.dumps(rule)) == rule
+    assert repr(rule) == "AdaptiveDelta(exact=7)"
+    est = localzo.make(delta=rule)
+    u = _u(16, 8)
+    est(u).sum().backward()  # 8 entries > 7: drawn, sparse
+    assert (u.grad == 0).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_leaky_layers_give_the_expected_value_on_every_path(backend):
+    """localzo.Leaky (step and sequence) and LinearLeaky with 10 neurons:
+    the same gradients as snn.Leaky with make(), on the backend's paths."""
+    torch.manual_seed(3)
+    x = torch.rand(6, 32, 10) * 1.4
+    w = torch.linspace(0.5, 1.5, 10)
+
+    def grads(run):
+        xi = x.clone().requires_grad_()
+        (run(xi) * w).sum().backward()
+        return xi.grad
+
+    theirs = snn.Leaky(beta=0.85, spike_grad=localzo.make())
+
+    def step_loop(layer, xi):
+        mem = layer.init_leaky()
+        out = []
+        for t in range(xi.shape[0]):
+            spk, mem = layer(xi[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    ref = grads(lambda xi: step_loop(theirs, xi))
+    assert (ref != 0).float().mean() > 0.5  # the expected value reaches most entries
+    ours = localzo.Leaky(beta=0.85)
+    with localzo.use_backend(backend):
+        assert torch.equal(grads(lambda xi: step_loop(ours, xi)), ref)
+        assert torch.equal(grads(lambda xi: ours.forward_sequence(xi)[0]), ref)
+    # Linear + Leaky: the identity weight turns it into the same layer
+    lin = localzo.LinearLeaky(0.85, 10, 10, bias=False)
+    with torch.no_grad():
+        lin.linear.weight.copy_(torch.eye(10))
+    with localzo.use_backend(backend):
+        assert torch.allclose(grads(lambda xi: lin(xi)[0]), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_triton_mode_runs_small_layers_on_the_reference():
+    """Not the kernels (they draw); the CPU in the interpreter as CUDA."""
+    pytest.importorskip("triton")
+    from snntorch_localzo._ops.leaky.reference import LeakyParams
+
+    one = torch.tensor(1.0)
+    p = LeakyParams(torch.tensor(0.9), one, one, 0)
+    spec = localzo.make().spec
+    x = torch.rand(5, 8, 10)
+    with localzo.use_backend("triton"):
+        assert planner.leaky_path(x, None, p, spec, 5) is Path.REFERENCE
+    with localzo.use_backend("auto"):
+        assert planner.leaky_path(x, None, p, spec, 5) is Path.NATIVE
