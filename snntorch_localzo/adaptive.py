@@ -75,13 +75,12 @@ accumulation and DDP shards train the same surrogate as the full batch
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, fields
 
 import torch
 
 from ._checks import check_choice, check_count, check_fraction, check_positive
-from ._ops.order import kth_smallest2
+from ._ops.order import abs_far, floors, row_stats
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
 from .step import Step, sample_entries
 
@@ -191,27 +190,26 @@ class AdaptiveDelta(Step):
         batch = u.shape[0]
         if u.numel() == 0:  # no entries: any step will do
             return torch.ones((batch,) + (1,) * (u.dim() - 1), dtype=torch.float32, device=u.device)
-        # a NaN membrane counts as far away: it must not poison its sample's step
-        a = torch.nan_to_num(u.to(torch.float32).abs(), nan=math.inf)
-        rows = a.reshape(batch, -1)
-        fire = (u.reshape(batch, -1) > 0).to(torch.float32).mean(1)
+        flat = u.reshape(batch, -1).to(torch.float32)
+        n = flat.shape[1]
         x_med = _quantile(law, 0.5 ** (1.0 / samples))
         low = self.floor * x_med
-        n = rows.shape[1]
         rho = self.conv_active if u.dim() >= 3 else self.active
-        q, q_silent = kth_smallest2(rows, _rank(rho, n), _rank(self.silent, n))
+        q, q_silent, fire = row_stats(flat, _rank(rho, n), _rank(self.silent, n))
         q = q.clamp(low, self.ceil * x_med).log()
         q_silent = q_silent.clamp(low, self.ceil * x_med).log()
         w = (1.0 - fire / self.rate).clamp(0.0, 1.0)
         d = (torch.lerp(q, q_silent, w).exp() / x_med).clamp(self.floor, self.ceil)
-        d = d.reshape((batch,) + (1,) * (u.dim() - 1))
-        if u.dim() >= 3 and self.channel > 0:
-            x_q = _quantile(law, (1.0 - self.channel) ** (1.0 / samples))
-            near = a.flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
-            d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
-        if self.entry > 0:
+        channels = u.dim() >= 3 and self.channel > 0
+        x_q = _quantile(law, (1.0 - self.channel) ** (1.0 / samples)) if channels else 0.0
+        if self.entry > 0:  # a step per entry
             x_e = _quantile(law, (1.0 - min(self.entry, 1.0 / n)) ** (1.0 / samples))
-            d = torch.maximum(d, (a / x_e).clamp(max=self.ceil))
+            groups = u.shape[1] if channels else 1
+            return floors(flat, d, groups, x_q, x_e, self.ceil).reshape(u.shape)
+        d = d.reshape((batch,) + (1,) * (u.dim() - 1))
+        if channels:
+            near = abs_far(u).flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
+            d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
         return d
 
     def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law,

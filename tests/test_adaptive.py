@@ -432,10 +432,25 @@ def test_order_statistics_equal_kthvalue(n):
         assert torch.equal(got[1], rows.kthvalue(k2, 1).values)
 
 
-def test_adaptive_step_is_the_same_with_and_without_the_c_selection(monkeypatch):
+@pytest.mark.parametrize("shape", [(16, 6, 5, 5), (32, 300), (8, 10), (300,), (5, 4, 3, 7)])
+@pytest.mark.parametrize("rule", [AdaptiveDelta(), PLAIN, CHANNEL, AdaptiveDelta(channel=0.0)])
+def test_adaptive_step_is_the_same_with_and_without_the_c_passes(shape, rule, monkeypatch):
+    """The C passes (order statistics, firing counts, floors) give the bits
+    of their PyTorch forms: NaN membranes, silent samples and steps mode included."""
+    from snntorch_localzo._ops.leaky import native
+
+    if native.c_module() is None:
+        pytest.skip("the C loops are not built here")
     torch.manual_seed(0)
-    u = -0.4 + 0.3 * torch.randn(16, 6, 5, 5)
-    u[0, 0, 0, 0] = float("nan")
-    with_c = AdaptiveDelta().delta(u, "normal", 1)
+    u = -0.4 + 0.3 * torch.randn(shape)
+    u.view(-1)[::37] = float("nan")
+    if len(shape) > 1:
+        u[1] = -2.0 + 0.01 * torch.randn(shape[1:])  # silent
+    with_c = [rule.delta(u, law, m) for law, m in (("normal", 1), ("laplace", 3))]
+    steps_c = rule.delta(u, "normal", 1, steps=shape[0]) if len(shape) > 2 else None
     monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
-    assert torch.equal(AdaptiveDelta().delta(u, "normal", 1), with_c)
+    without = [rule.delta(u, law, m) for law, m in (("normal", 1), ("laplace", 3))]
+    for a, b in zip(with_c, without):
+        assert a.shape == b.shape and torch.equal(a, b)
+    if steps_c is not None:
+        assert torch.equal(rule.delta(u, "normal", 1, steps=shape[0]), steps_c)

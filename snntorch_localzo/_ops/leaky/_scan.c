@@ -257,6 +257,68 @@ static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t
     return status;
 }
 
+/* The adaptive step's passes over a call's membrane u [rows, n] (float32;
+ * adaptive.py holds the rule, these compute its O(n) parts):
+ * rule_stats: per row, the k1-th and k2-th smallest of |u| (NaN as +inf,
+ *   the values torch.kthvalue returns) and the count of entries above 0;
+ * rule_floors: per entry, the step of its row (or of its row's channel
+ *   group of `pos` entries) widened by the channel and entry floors:
+ *   d_c = max(d_row, min(min over the group of |u| / x_q, ceil)) where
+ *   x_q > 0, then out = max(d_c, min(|u| / x_e, ceil)) where x_e > 0,
+ *   with IEEE float32 divisions, as torch computes them.                   */
+static int rule_stats(const float *u, int64_t rows, int64_t n, int64_t k1, int64_t k2,
+                      float *out1, float *out2, int64_t *fire)
+{
+    float *a = (float *)malloc((size_t)(rows * n) * sizeof(float));
+    if (!a) return -1;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = u + r * n;
+        float *ar = a + r * n;
+        int64_t count = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float x = row[i];
+            count += x > 0.0f;
+            ar[i] = x != x ? INFINITY : fabsf(x);
+        }
+        fire[r] = count;
+    }
+    int status = row_kth2(a, rows, n, k1, k2, out1, out2);
+    free(a);
+    return status;
+}
+
+static void rule_floors(const float *u, const float *drow, int64_t rows, int64_t groups,
+                        int64_t pos, float x_q, float x_e, float ceil, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t g = 0; g < groups; g++) {
+            const float *v = u + (r * groups + g) * pos;
+            float *o = out + (r * groups + g) * pos;
+            float d = drow[r];
+            if (x_q > 0.0f) {
+                float near = INFINITY;
+                for (int64_t i = 0; i < pos; i++) {
+                    float x = v[i] != v[i] ? INFINITY : fabsf(v[i]);
+                    near = x < near ? x : near;
+                }
+                float f = near / x_q;
+                f = f > ceil ? ceil : f;
+                d = f > d ? f : d;
+            }
+            if (x_e > 0.0f) {
+                for (int64_t i = 0; i < pos; i++) {
+                    float x = v[i] != v[i] ? INFINITY : fabsf(v[i]);
+                    float f = x / x_e;
+                    f = f > ceil ? ceil : f;
+                    o[i] = f > d ? f : d;
+                }
+            } else {
+                for (int64_t i = 0; i < pos; i++) o[i] = d;
+            }
+        }
+    }
+}
+
 /* Spikes kept for backward in one byte each: out[i] = x[i] for x in {+0, 1}
  * (bit patterns, so -0 does not pass); returns 0 at the first other value. */
 #define PACK_BINARY(NAME, T_, UT_, ONE)                                               \
@@ -304,6 +366,38 @@ static PyObject *py_row_kth2(PyObject *self, PyObject *args)
     status = row_kth2((const float *)a, rows, n, k1, k2, (float *)out1, (float *)out2);
     Py_END_ALLOW_THREADS
     if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_rule_stats(PyObject *self, PyObject *args)
+{
+    unsigned long long u, out1, out2, fire;
+    long long rows, n, k1, k2;
+    int status;
+    if (!PyArg_ParseTuple(args, "KLLLLKKK", &u, &rows, &n, &k1, &k2, &out1, &out2, &fire))
+        return NULL;
+    if (n < 1 || k1 < 1 || k2 < k1 || k2 > n) {
+        PyErr_SetString(PyExc_ValueError, "rule_stats: needs 1 <= k1 <= k2 <= n");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = rule_stats((const float *)u, rows, n, k1, k2, (float *)out1, (float *)out2, (int64_t *)fire);
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_rule_floors(PyObject *self, PyObject *args)
+{
+    unsigned long long u, drow, out;
+    long long rows, groups, pos;
+    double x_q, x_e, ceil;
+    if (!PyArg_ParseTuple(args, "KKLLLdddK", &u, &drow, &rows, &groups, &pos, &x_q, &x_e, &ceil, &out))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rule_floors((const float *)u, (const float *)drow, rows, groups, pos, (float)x_q, (float)x_e,
+                (float)ceil, (float *)out);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -372,6 +466,8 @@ static PyMethodDef methods[] = {
     {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
     {"trace", py_trace, METH_VARARGS, "Input trace of the sparse weight gradient."},
     {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
+    {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
+    {"rule_floors", py_rule_floors, METH_VARARGS, "Adaptive step: the channel and entry floors."},
     {"pack_binary", py_pack_binary, METH_VARARGS, "0/1 values to one byte each, or False."},
     {NULL, NULL, 0, NULL},
 };
