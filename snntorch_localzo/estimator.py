@@ -49,7 +49,9 @@ class LocalZO:
     reachable; nothing taken from the other samples of the batch), and the
     expected value is the law's surrogate of width :math:`δ_b` scaled to
     height one at threshold (for ``normal`` the bump
-    :math:`\\exp(-u^2/2δ_b^2)`). A number ``delta`` fixes the step.
+    :math:`\\exp(-u^2/2δ_b^2)`); a layer of at most 64 neurons (an output
+    layer) gets that expected value itself, without a draw. A number
+    ``delta`` fixes the step.
 
     Example::
 
