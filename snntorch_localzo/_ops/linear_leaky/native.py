@@ -1,6 +1,13 @@
-"""Native CPU backward of the Linear + Leaky sequence layer.
+"""Native CPU path of the Linear + Leaky sequence layer.
 
-With ``e = G * dL/dS`` non-zero only at the active entries (a few percent),
+Forward: the input current of all steps. A spike input (every entry +0 or 1)
+with at most ``planner.EVENT_MAX_DENSITY`` ones takes the event-driven
+current: one C pass checks it, packs it to a byte per entry for backward and
+lists its ones row by row, and a C loop sums the rows of ``W^T`` of those ones
+(the dense product's value to the rounding of that sum). Otherwise one dense
+product.
+
+Backward: with ``e = G * dL/dS`` non-zero only at the active entries (a few percent),
 subtractive or no reset, a scalar beta and the membrane output unused:
 
 * **weight gradient** ``dW = E^T @ trace`` with ``E`` the sparse ``[T B, out]``
@@ -29,7 +36,7 @@ from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..leaky.reference import clamped_beta
-from ..planner import Path, use_sparse_weight_grad
+from ..planner import Path, event_capacity, use_event_current, use_sparse_weight_grad
 from ..resets import RESET_ZERO
 from ..sampling import compute_dtype
 from .reference import input_trace, trace_chunk_steps
@@ -102,19 +109,35 @@ def event_current(events: SpikeEvents, weight: torch.Tensor, bias: Optional[torc
     return out
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+           events: Optional[SpikeEvents] = None) -> torch.Tensor:
     """``F.linear`` over all steps into a scratch tensor (the input current is
-    only read by the scan that follows)."""
+    only read by the scan that follows): from the ones of a binary ``x``
+    (``events``) where the planner says so (:func:`use_event_current`), else
+    one dense product."""
     if torch.compiler.is_compiling():
         return F.linear(x, weight, bias)
     T, B, IN = x.shape
     out = scratch("cur", (T * B, weight.shape[0]), x.dtype)
-    x2 = x.reshape(T * B, IN)
-    if bias is None:
-        torch.mm(x2, weight.t(), out=out)
+    ones = None if events is None else events.ones
+    if use_event_current(Path.NATIVE, x, weight, bias, ones) and _finite(weight):
+        event_current(events, weight, bias, out)
+    elif bias is None:
+        torch.mm(x.reshape(T * B, IN), weight.t(), out=out)
     else:
-        torch.addmm(bias, x2, weight.t(), out=out)
+        torch.addmm(bias, x.reshape(T * B, IN), weight.t(), out=out)
     return out.view(T, B, weight.shape[0])
+
+
+def input_current(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  keep_packed: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(cur, packed)``: the input current of all steps (:func:`linear`) and,
+    when ``keep_packed`` and ``x`` is binary, ``x`` as bytes for backward
+    (:func:`pack_binary`), both from one pass over ``x``."""
+    capacity = event_capacity(Path.NATIVE, x, weight, bias) or 0
+    events = binary_events(x, capacity, keep_packed) if capacity or keep_packed else None
+    cur = linear(x, weight, bias, events)
+    return cur, (events.packed if keep_packed and events is not None else None)
 
 
 def unpack_binary(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
