@@ -384,7 +384,7 @@ typedef double event_vec_double __attribute__((vector_size(EVENT_WIDTH / 4)));
         T_ a[EVENT_WIDTH / sizeof(T_)] = {0};                                           \
         for (int64_t p = start; p < end; p++) {                                         \
             const T_ *w = wt + (int64_t)cols[p] * m + c0;                               \
-            for (int k = 0; k < EVENT_WIDTH / sizeof(T_); k++) a[k] += w[k];            \
+            for (int k = 0; k < (int)(EVENT_WIDTH / sizeof(T_)); k++) a[k] += w[k];      \
         }                                                                               \
         memcpy(o + c0, a, sizeof a);                                                    \
     } while (0)
