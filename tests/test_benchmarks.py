@@ -251,8 +251,10 @@ def test_gpu_check_names_why_a_run_fails():
 def test_rule_cost_smoke(tmp_path):
     rule_cost = load("rule_cost")
     out = tmp_path / "r.json"
-    assert rule_cost.main(["--repeats", "1", "--out", str(out)]) == 0
+    assert rule_cost.main(["--repeats", "1", "--tb", "40", "--threads", "1", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
+    currents = [r for r in rows if r["what"] == "current"]
+    assert len(currents) == 16 and all(r["event_ms"] > 0 and r["dense_ms"] > 0 for r in currents)
     assert [r["n"] for r in rows if r["what"] == "order"] == [20, 256, 2304, 6912]
     draws = [r for r in rows if r["what"] == "draw"]
     assert all(r["sparse_ms"] > 0 and r["dense_ms"] > 0 for r in draws)

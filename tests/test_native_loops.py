@@ -113,6 +113,82 @@ def test_trace_in_c_equals_torch(monkeypatch, dtype):
     same(*both(monkeypatch, run))
 
 
+def _binary_rows(dtype, n=70):
+    """Rows of ``n`` spikes: all zero, all one, one one (first and last
+    column), then random ones at 1% to 50%."""
+    torch.manual_seed(12)
+    rows = [torch.zeros(n), torch.ones(n), torch.eye(n)[0], torch.eye(n)[-1]]
+    rows += [(torch.rand(n) < p).float() for p in (0.01, 0.05, 0.2, 0.5) for _ in range(3)]
+    return torch.stack(rows).to(dtype)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_events_list_the_ones_row_by_row(dtype):
+    """binary_events: the packed bytes, the number of ones and, within the
+    capacity, their columns in ascending order row after row (every width: the
+    C loop takes eight bytes at a time)."""
+    for n in (1, 7, 8, 9, 70):
+        x = _binary_rows(dtype, n).reshape(2, -1, n)
+        ev = linear_native.binary_events(x, x.numel())
+        rows, cols = torch.nonzero(x.reshape(-1, n), as_tuple=True)
+        assert torch.equal(ev.packed, x.to(torch.uint8)) and ev.ones == rows.numel()
+        assert torch.equal(ev.cols[:ev.ones], cols.to(torch.int32))
+        ends = torch.cumsum(torch.bincount(rows, minlength=x.numel() // n), 0)
+        assert torch.equal(ev.row_end, ends)
+        # over the capacity: packed and counted, not listed (the planner takes the dense product)
+        over = linear_native.binary_events(x, ev.ones - 1, keep=False)
+        assert over.ones == ev.ones and torch.equal(over.packed, ev.packed)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_events_reject_other_values(dtype):
+    x = _binary_rows(dtype)
+    for value in (0.5, -0.0, 2.0, float("nan"), float("inf")):
+        bad = x.clone()
+        bad[-1, -1] = value  # in the last row: the loop checks every row before it lists it
+        assert linear_native.binary_events(bad, bad.numel()) is None
+        assert linear_native.pack_binary(bad) is None
+    assert linear_native.binary_events(x.half(), x.numel()) is None  # no C loop for float16
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("out_features", [5, 64, 200])
+def test_event_current_equals_the_dense_product(dtype, with_bias, out_features):
+    """The sum of the weight columns of the ones against ``F.linear``: equal to
+    the rounding of the sum (its order differs), exactly for rows of at most
+    one one. Widths below, at and across the C loop's register blocks."""
+    x = _binary_rows(dtype).reshape(2, -1, 70)
+    w = torch.randn(out_features, 70, dtype=dtype)
+    b = torch.randn(out_features, dtype=dtype) if with_bias else None
+    w0, b0 = w.clone(), None if b is None else b.clone()
+    ev = linear_native.binary_events(x, x.numel())
+    out = torch.full((x.numel() // 70, out_features), float("nan"), dtype=dtype)
+    linear_native.event_current(ev, w, b, out)
+    dense = torch.nn.functional.linear(x, w, b).reshape(out.shape)
+    torch.testing.assert_close(out, dense)
+    single = [0, 2, 3]  # no one, or one: no sum to round
+    assert torch.equal(out[single], dense[single])
+    assert torch.equal(w, w0) and (b is None or torch.equal(b, b0))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_finite_in_c_equals_torch(dtype):
+    """The check that sends a weight holding inf or NaN to the dense product."""
+    t = torch.randn(37, dtype=dtype)
+    t[5] = torch.finfo(dtype).max
+    for value, pos in ((None, 0), (float("inf"), 0), (-float("inf"), 36), (float("nan"), 17)):
+        u = t.clone()
+        if value is not None:
+            u[pos] = value
+        assert native.c_module().all_finite(u.data_ptr(), u.numel(), dtype == torch.float64) \
+            == bool(torch.isfinite(u).all())
+
+
 def _pointers(n, held):
     """Storage addresses of ``n`` outputs taken one after the other (each freed
     before the next), outside any assert statement (pytest keeps their values)."""

@@ -284,16 +284,18 @@ def test_linear_leaky_rejects_bad_shapes(args, match):
         localzo.LinearLeaky(0.9, 7, 5)(*args)
 
 
-def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5, device=DEVICE):
+def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5, device=DEVICE, dyadic=False):
     """Two stacked layers with fixed directions on ``device``; returns outputs
-    and gradients."""
+    and gradients. ``dyadic``: weights and bias on a grid of 1/64, so that
+    every input current is exact, whatever the order of its sum."""
     torch.manual_seed(seed)
     T, B, IN, H, OUT = 9, 4, 30, 24, 6
     est = localzo.make("normal", delta=0.3, samples=2)
     x = (torch.rand(T, B, IN) < 0.3).float().to(device)
-    w1 = (torch.randn(H, IN) * 0.4).to(device).requires_grad_(True)
-    b1 = (torch.randn(H) * 0.1).to(device).requires_grad_(True)
-    w2 = (torch.randn(OUT, H) * 0.4).to(device).requires_grad_(True)
+    grid = (lambda t: t.mul(64).round().div(64)) if dyadic else (lambda t: t)
+    w1 = grid(torch.randn(H, IN) * 0.4).to(device).requires_grad_(True)
+    b1 = grid(torch.randn(H) * 0.1).to(device).requires_grad_(True)
+    w2 = grid(torch.randn(OUT, H) * 0.4).to(device).requires_grad_(True)
     a1 = est.dist.abs_sample((2, T, B, H)).to(device)
     a2 = est.dist.abs_sample((2, T, B, OUT)).to(device)
     g = torch.randn(T, B, OUT, device=device)
@@ -303,16 +305,18 @@ def two_layers(backend, sparse, loss_on_mem=False, reset=0, seed=5, device=DEVIC
         s2, m2 = linear_leaky(s1, w2, None, None, p, est.spec, absz=a2, sparse=sparse)
         loss = (s2 * g).sum() + ((m2 * g).sum() if loss_on_mem else 0.0)
         loss.backward()
-    return s1, s2, w1.grad, b1.grad, w2.grad
+    return s1, s2, m2, w1.grad, b1.grad, w2.grad
 
 
 @pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
 @pytest.mark.parametrize("case", ["spikes", "mem_in_loss", "zero_reset", "no_reset"])
-def test_linear_leaky_gradients_equal_dense_reference(case, mode, sparse_everywhere):
+def test_linear_leaky_gradients_equal_dense_reference(case, mode, sparse_everywhere, monkeypatch):
     """Sparse and dense fused backward against the reference with the same
     directions: dense identical, sparse equal to float32 rounding (the sums
-    run in another order)."""
+    run in another order). The input current is the dense product here (the
+    event-driven one also sums in another order: tested below)."""
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 0.0)
     kwargs = {
         "spikes": {},
         "mem_in_loss": {"loss_on_mem": True},
@@ -325,7 +329,7 @@ def test_linear_leaky_gradients_equal_dense_reference(case, mode, sparse_everywh
     for r, d, s in zip(ref, dense, sparse):
         assert torch.equal(r, d)
         torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
-    assert ref[2].abs().sum() > 0 and ref[4].abs().sum() > 0
+    assert ref[3].abs().sum() > 0 and ref[5].abs().sum() > 0
 
 
 def _count_calls(monkeypatch, module, names, calls):
@@ -494,16 +498,137 @@ def test_native_layer_keeps_spike_inputs_as_bytes_with_the_same_gradients(monkey
         spk.sum().backward()
         return saved, layer.linear.weight.grad, layer.linear.bias.grad
 
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 0.0)  # the dense current in both runs
     pack_binary = native_linear.pack_binary
-    with use_backend("auto"):
-        saved, gw, gb = run()
-        assert (torch.uint8, (6, 4, 40)) in saved and (torch.float32, (6, 4, 40)) not in saved
-        monkeypatch.setattr(native_linear, "pack_binary", lambda x: None)
-        saved_f, gw_f, gb_f = run()
-    assert (torch.float32, (6, 4, 40)) in saved_f
-    assert torch.equal(gw, gw_f) and torch.equal(gb, gb_f) and (gw != 0).any()
     # a non-spike input is kept as it is
     assert pack_binary(torch.tensor([0.0, 1.0, 0.5])) is None
     assert pack_binary(torch.tensor([0.0, 1.0, -0.0])) is None
     assert torch.equal(pack_binary(torch.tensor([0.0, 1.0, 1.0])),
                        torch.tensor([0, 1, 1], dtype=torch.uint8))
+    with use_backend("auto"):
+        saved, gw, gb = run()
+        assert (torch.uint8, (6, 4, 40)) in saved and (torch.float32, (6, 4, 40)) not in saved
+        monkeypatch.setattr(native_linear, "binary_events", lambda x, capacity, keep=True: None)
+        saved_f, gw_f, gb_f = run()
+    assert (torch.float32, (6, 4, 40)) in saved_f
+    assert torch.equal(gw, gw_f) and torch.equal(gb, gb_f) and (gw != 0).any()
+
+
+# ------------------------------------------------ the event-driven input current
+needs_c = pytest.mark.skipif(
+    native_linear.leaky_native.c_module() is None, reason="the C loops are not built here"
+)
+
+
+@pytest.mark.version_free
+def test_planner_takes_the_event_current_up_to_its_density(monkeypatch):
+    """Binary input, native path, float32/float64 throughout, contiguous, at
+    most EVENT_MAX_DENSITY ones; the dense product otherwise."""
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 0.25)
+    x, w, b = torch.zeros(2, 3, 8), torch.zeros(5, 8), torch.zeros(5)
+
+    def use(ones, path=Path.NATIVE, x=x, w=w, b=b):
+        return planner.use_event_current(path, x, w, b, ones)
+
+    assert use(12) and use(0) and use(12, b=None)  # 48 entries: 12 ones at most
+    assert not use(13) and not use(None)  # too dense; not binary
+    assert not use(1, Path.TRITON) and not use(1, Path.REFERENCE)
+    assert use(1, x=x.double(), w=w.double(), b=b.double())
+    assert not use(1, x=x.half(), w=w.half(), b=b.half()) and not use(1, w=w.double())
+    assert not use(1, x=torch.zeros(3, 2, 8).transpose(0, 1))  # not contiguous
+    assert not use(0, x=torch.zeros(2, 3, 0))  # no entries
+
+
+@pytest.mark.version_free
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_layer_takes_the_event_current_up_to_the_cut_over(monkeypatch, dtype):
+    """Around the cut-over (4 * 3 * 10 entries, 30 ones at most): the event-
+    driven current at and below it, the dense product above it and for any
+    other input (not binary, -0, a non-finite weight), the same current to
+    rounding either way (NaN where the dense product has it)."""
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 0.25)
+    calls = {"event_current": 0}
+    _count_calls(monkeypatch, native_linear, list(calls), calls)
+    torch.manual_seed(3)
+    layer = localzo.LinearLeaky(0.9, 10, 7).to(dtype)
+    w, b = layer.linear.weight, layer.linear.bias
+    order = torch.randperm(120)
+
+    def spikes(ones):
+        x = torch.zeros(120, dtype=dtype)
+        x[order[:ones]] = 1.0
+        return x.reshape(4, 3, 10)
+
+    def current(x):
+        calls["event_current"] = 0
+        with torch.no_grad():
+            cur, _ = native_linear.input_current(x, w, b, keep_packed=False)
+            torch.testing.assert_close(cur, torch.nn.functional.linear(x, w, b), equal_nan=True)
+        return calls["event_current"] == 1
+
+    for ones in (0, 29, 30):
+        assert current(spikes(ones))
+    for ones in (31, 120):
+        assert not current(spikes(ones))
+    x = spikes(20)
+    for value in (0.5, -0.0):
+        bad = x.clone()
+        bad[3, 2, 9] = value
+        assert not current(bad)
+    with torch.no_grad():
+        w[0, 0] = float("inf")  # the dense product: NaN in the rows where x[..., 0] = 0
+    assert not current(x)
+    # the layer asks the same (the autograd forward and the no-grad branch)
+    with use_backend("auto"):
+        calls["event_current"] = 0
+        layer(spikes(30))
+        with torch.no_grad():
+            layer(spikes(30))
+        layer(spikes(31))
+    assert calls["event_current"] == 0  # the weight holds an inf
+    with torch.no_grad():
+        w.nan_to_num_(posinf=0.0)
+    with use_backend("auto"):
+        layer(spikes(30))
+        with torch.no_grad():
+            layer(spikes(30))
+        layer(spikes(31))
+    assert calls["event_current"] == 2
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")  # no C loops: the dense product
+    assert not current(spikes(30))
+
+
+@pytest.mark.version_free
+@needs_c
+@pytest.mark.parametrize("reset", [0, 1, 2])
+def test_event_current_gives_the_dense_outputs_and_gradients(monkeypatch, reset):
+    """Two stacked native layers with weights on a grid where every current is
+    exact in any order: spikes, membranes and gradients with the event-driven
+    current (both layers' inputs are spikes) equal those with the dense product,
+    bit for bit; the inputs are left as they were."""
+    calls = {"event_current": 0}
+    _count_calls(monkeypatch, native_linear, list(calls), calls)
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 1.0)
+    event = two_layers("auto", True, reset=reset, device="cpu", dyadic=True)
+    assert calls["event_current"] == 2
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 0.0)
+    dense = two_layers("auto", True, reset=reset, device="cpu", dyadic=True)
+    assert calls["event_current"] == 2
+    for e, d in zip(event, dense):
+        assert torch.equal(e, d)
+    assert event[1].count_nonzero() > 0 and event[3].abs().sum() > 0
+
+
+@pytest.mark.version_free
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((torch.ones(3, 2, 6),), "`input_` has 6 features, expected in_features=7"),
+        ((torch.zeros(3, 2, 7), torch.rand(3, 5)), r"`mem` has shape \(3, 5\) but must be \(2, 5\)"),
+    ],
+)
+def test_event_current_keeps_the_argument_checks(monkeypatch, args, match):
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 1.0)
+    with use_backend("auto"), pytest.raises(ValueError, match=match):
+        localzo.LinearLeaky(0.9, 7, 5)(*args)

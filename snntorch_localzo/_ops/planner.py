@@ -21,8 +21,10 @@ path                what runs
                     not the kernels
 ==================  ==================================================
 
-Inside a layer's backward one more choice is made here: the sparse or the
-dense weight gradient (:func:`use_sparse_weight_grad`).
+Inside a Linear + Leaky layer two more choices are made here: the
+event-driven or the dense input current in forward (:func:`use_event_current`)
+and the sparse or the dense weight gradient in backward
+(:func:`use_sparse_weight_grad`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ if TYPE_CHECKING:
     from .leaky.reference import LeakyParams
 
 __all__ = [
-    "Path", "spike_path", "leaky_path", "linear_leaky_path", "use_sparse_weight_grad",
-    "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
+    "Path", "spike_path", "leaky_path", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
+    "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR", "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY",
+    "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
 ]
 
 #: A single spike call or Leaky step on the CPU smaller than this takes the
@@ -72,6 +75,19 @@ SPARSE_MAX_ROWS = 8192
 #: then costs more than a dense draw; measured on the development machine,
 #: 819200 entries, one thread: the two cross between about 8% and 20% near).
 NATIVE_DENSE_NEAR = 0.15
+
+#: The native Linear + Leaky layer sums the weight rows of the ones of a binary
+#: input (the event-driven current, ``_scan.c`` event_sum) instead of the dense
+#: product when at most this fraction of its entries are ones. Measured with
+#: ``benchmarks/rule_cost.py`` on the development machine (2 shared cores,
+#: AVX-512): ``torch.addmm`` against the C pass that checks, packs and lists the
+#: ones plus the C sum, ``[T B, in] x [in, 256]`` with in = 256 and 700,
+#: ``T B`` = 3200 and 12800, 1% to 50% ones, two runs. With one torch thread
+#: they cross at 40-50% ones; with two (the C loops run on one) at 20% for
+#: in = 256, ``T B`` = 3200 in one run, the lowest crossing, and at 40% or
+#: more elsewhere. Taken below that lowest crossing; at 10% ones the
+#: event-driven current was 1.6 to 12 times faster than the product.
+EVENT_MAX_DENSITY = 0.15
 
 #: Dtypes of the fused paths.
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -157,6 +173,32 @@ def linear_leaky_path(
             return Path.REFERENCE
     return leaky_path(x, mem, params, spec, max(x.shape[0], 1),
                       mem_shape=tuple(x.shape[:-1]) + (weight.shape[0],))
+
+
+def event_capacity(
+    path: Path, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> Optional[int]:
+    """How many ones a binary input ``x`` (every entry +0 or 1) of a Linear +
+    Leaky layer may hold for the event-driven input current: ``EVENT_MAX_DENSITY``
+    of its entries. None where that current never runs: off the native path, a
+    dtype other than float32/float64 (the same for ``x``, ``weight`` and
+    ``bias``), a non-contiguous ``x`` or a capacity of 0."""
+    if path is not Path.NATIVE or x.dtype not in NATIVE_DTYPES or not x.is_contiguous():
+        return None
+    if any(p is not None and p.dtype != x.dtype for p in (weight, bias)):
+        return None
+    return int(EVENT_MAX_DENSITY * x.numel()) or None
+
+
+def use_event_current(
+    path: Path, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+    ones: Optional[int],
+) -> bool:
+    """Whether a Linear + Leaky layer forms its input current from the ones of
+    ``x`` (``ones`` of them; None: ``x`` is not binary) instead of the dense
+    product: where :func:`event_capacity` allows that many."""
+    capacity = event_capacity(path, x, weight, bias)
+    return ones is not None and capacity is not None and ones <= capacity
 
 
 def sparse_weight_grad_fits(

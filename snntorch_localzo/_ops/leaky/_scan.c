@@ -1,5 +1,7 @@
 /* Time loops of the native CPU path, in C (and, at the end, the order
- * statistics of the adaptive step).
+ * statistics of the adaptive step and the binary inputs of the Linear + Leaky
+ * layer: their packed copy and the event-driven input current, which sums in
+ * another order than PyTorch's product).
  *
  * The vectorised PyTorch loops in native.py run a handful of small tensor
  * operations per time step; their dispatch costs more than their arithmetic.
@@ -319,36 +321,222 @@ static void rule_floors(const float *u, const float *drow, int64_t rows, int64_t
     }
 }
 
-/* Spikes kept for backward in one byte each: out[i] = x[i] for x in {+0, 1}
- * (bit patterns, so -0 does not pass); returns 0 at the first other value. */
-#define PACK_BINARY(NAME, T_, UT_, ONE)                                               \
-    static int NAME(const T_ *x, uint8_t *out, int64_t n)                              \
-    {                                                                                  \
-        for (int64_t i = 0; i < n; i++) {                                              \
-            UT_ b;                                                                     \
-            memcpy(&b, x + i, sizeof b);                                               \
-            if (b == 0) out[i] = 0;                                                    \
-            else if (b == (UT_)(ONE)) out[i] = 1;                                      \
-            else return 0;                                                             \
-        }                                                                              \
-        return 1;                                                                      \
+/* Binary inputs, for the Linear + Leaky layer: the copy kept for backward and
+ * the event-driven input current. */
+
+/* The widest vector unit the CPU has runs these loops (one machine code per
+ * unit, picked when the module loads), where the compiler can build that. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 && defined(__x86_64__) && defined(__linux__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
+ * EVENT_ONES[m]: their number (both filled when the module loads). */
+static int32_t EVENT_OFFSETS[256][8];
+static uint8_t EVENT_ONES[256];
+
+static void fill_event_tables(void)
+{
+    for (int m = 0; m < 256; m++) {
+        int k = 0;
+        for (int b = 0; b < 8; b++)
+            if (m >> b & 1) EVENT_OFFSETS[m][k++] = b;
+        EVENT_ONES[m] = (uint8_t)k;
+    }
+}
+
+/* The columns of the ones of o[0, n) (bytes 0 or 1), ascending, written to
+ * cols from cols[0]; returns their number. Eight bytes at a time, without a
+ * branch on the values: their bits gathered into a byte m, then the eight
+ * offsets of m written and the count advanced by m's ones (so cols must
+ * have 7 entries to spare). */
+#if defined(__GNUC__)
+typedef int32_t event_columns __attribute__((vector_size(8 * sizeof(int32_t))));
+#endif
+
+static inline int64_t byte_columns(const uint8_t *restrict o, int64_t n, int32_t *restrict cols)
+{
+    int64_t k = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, o + i, sizeof w);
+        const unsigned m = (unsigned)((w * 0x0102040810204080ull) >> 56); /* bit q: byte q */
+#if defined(__GNUC__)
+        event_columns v;
+        memcpy(&v, EVENT_OFFSETS[m], sizeof v);
+        v += (int32_t)i;
+        memcpy(cols + k, &v, sizeof v);
+#else
+        for (int q = 0; q < 8; q++) cols[k + q] = (int32_t)i + EVENT_OFFSETS[m][q];
+#endif
+        k += EVENT_ONES[m];
+    }
+    for (; i < n; i++) {
+        cols[k] = (int32_t)i;
+        k += o[i];
+    }
+    return k;
+}
+
+/* Spikes in one byte each and as events. x: rows of n entries; out[i] = x[i]
+ * for x in {+0, 1} (bit patterns, so -0 does not pass); returns -1 at the end
+ * of the first row that holds another value, else the number of ones. While
+ * they are at most cap (none where cols is NULL), the column of every one,
+ * row after row in ascending order, goes to cols (cap + 7 entries: see
+ * byte_columns) and the end of each row's columns (the running count) to
+ * row_end. */
+#define BINARY_EVENTS(NAME, T_, UT_, ONE)                                             \
+    VECTOR_CLONES static int64_t NAME(const T_ *x, uint8_t *out, int32_t *cols,         \
+                                      int64_t *row_end, int64_t rows, int64_t n,        \
+                                      int64_t cap)                                      \
+    {                                                                                   \
+        int64_t count = 0;                                                              \
+        for (int64_t r = 0; r < rows; r++) {                                            \
+            const T_ *xr = x + r * n;                                                   \
+            uint8_t *o = out + r * n;                                                   \
+            int64_t ones = 0, other = 0;                                                \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                UT_ b;                                                                  \
+                memcpy(&b, xr + i, sizeof b);                                           \
+                const int one = b == (UT_)(ONE);                                        \
+                o[i] = (uint8_t)one;                                                    \
+                ones += one;                                                            \
+                other += (b != 0) & !one;                                               \
+            }                                                                           \
+            if (other) return -1;                                                       \
+            if (cols && count + ones <= cap) {                                          \
+                byte_columns(o, n, cols + count);                                       \
+                row_end[r] = count + ones;                                              \
+            }                                                                           \
+            count += ones;                                                              \
+        }                                                                               \
+        return count;                                                                   \
     }
 
-PACK_BINARY(pack_binary_f32, float, uint32_t, 0x3f800000u)
-PACK_BINARY(pack_binary_f64, double, uint64_t, 0x3ff0000000000000ull)
+BINARY_EVENTS(binary_events_f32, float, uint32_t, 0x3f800000u)
+BINARY_EVENTS(binary_events_f64, double, uint64_t, 0x3ff0000000000000ull)
 
-static PyObject *py_pack_binary(PyObject *self, PyObject *args)
+/* The event-driven input current: out[r, :] = the sum of the rows wt[j, :]
+ * (wt: [in, m]) over the columns j of row r (cols and row_end of
+ * binary_events), added in that order from 0, plus bias (NULL: none). Each
+ * block of EVENT_WIDTH bytes of a row is summed in registers (four vectors
+ * of GCC's vector extension, which the compiler maps onto the unit at hand;
+ * a plain loop elsewhere), the last, narrower block in place in out. */
+#define EVENT_WIDTH 256
+#if defined(__GNUC__)
+typedef float event_vec_float __attribute__((vector_size(EVENT_WIDTH / 4)));
+typedef double event_vec_double __attribute__((vector_size(EVENT_WIDTH / 4)));
+#define EVENT_BLOCK(T_, cols, start, end, wt, m, c0, o)                                 \
+    do {                                                                                \
+        event_vec_##T_ a[4] = {{0}, {0}, {0}, {0}}, v;                                  \
+        for (int64_t p = start; p < end; p++) {                                         \
+            const char *w = (const char *)(wt + (int64_t)cols[p] * m + c0);             \
+            for (int q = 0; q < 4; q++) {                                               \
+                memcpy(&v, w + q * sizeof v, sizeof v);                                 \
+                a[q] += v;                                                              \
+            }                                                                           \
+        }                                                                               \
+        memcpy(o + c0, a, sizeof a);                                                    \
+    } while (0)
+#else
+#define EVENT_BLOCK(T_, cols, start, end, wt, m, c0, o)                                 \
+    do {                                                                                \
+        T_ a[EVENT_WIDTH / sizeof(T_)] = {0};                                           \
+        for (int64_t p = start; p < end; p++) {                                         \
+            const T_ *w = wt + (int64_t)cols[p] * m + c0;                               \
+            for (int k = 0; k < (int)(EVENT_WIDTH / sizeof(T_)); k++) a[k] += w[k];      \
+        }                                                                               \
+        memcpy(o + c0, a, sizeof a);                                                    \
+    } while (0)
+#endif
+
+#define EVENT_SUM(NAME, T_)                                                             \
+    VECTOR_CLONES static void NAME(const int32_t *cols, const int64_t *row_end,         \
+                                   const T_ *wt, const T_ *bias, T_ *out, int64_t rows, \
+                                   int64_t m)                                           \
+    {                                                                                   \
+        const int64_t W = EVENT_WIDTH / sizeof(T_);                                     \
+        for (int64_t r = 0; r < rows; r++) {                                            \
+            const int64_t start = r ? row_end[r - 1] : 0, end = row_end[r];             \
+            T_ *restrict o = out + r * m;                                               \
+            int64_t c0 = 0;                                                             \
+            for (; c0 + W <= m; c0 += W) EVENT_BLOCK(T_, cols, start, end, wt, m, c0, o);  \
+            for (int64_t c = c0; c < m; c++) o[c] = (T_)0;                              \
+            for (int64_t p = start; p < end && c0 < m; p++) {                           \
+                const T_ *restrict w = wt + (int64_t)cols[p] * m;                       \
+                for (int64_t c = c0; c < m; c++) o[c] += w[c];                          \
+            }                                                                           \
+            if (bias)                                                                   \
+                for (int64_t c = 0; c < m; c++) o[c] = o[c] + bias[c];                  \
+        }                                                                               \
+    }
+
+EVENT_SUM(event_sum_f32, float)
+EVENT_SUM(event_sum_f64, double)
+
+/* Whether x[0, n) holds no infinity and no NaN (all exponent bits set). */
+#define ALL_FINITE(NAME, T_, UT_, EXP)                                                  \
+    VECTOR_CLONES static int NAME(const T_ *x, int64_t n)                               \
+    {                                                                                   \
+        UT_ bad = 0;                                                                    \
+        for (int64_t i = 0; i < n; i++) {                                               \
+            UT_ b;                                                                      \
+            memcpy(&b, x + i, sizeof b);                                                \
+            bad |= (UT_)((b & (UT_)(EXP)) == (UT_)(EXP));                               \
+        }                                                                               \
+        return !bad;                                                                    \
+    }
+
+ALL_FINITE(all_finite_f32, float, uint32_t, 0x7f800000u)
+ALL_FINITE(all_finite_f64, double, uint64_t, 0x7ff0000000000000ull)
+
+static PyObject *py_all_finite(PyObject *self, PyObject *args)
 {
-    unsigned long long x, out;
+    unsigned long long x;
     long long n;
     int f64, ok;
-    if (!PyArg_ParseTuple(args, "KKLi", &x, &out, &n, &f64))
+    if (!PyArg_ParseTuple(args, "KLi", &x, &n, &f64))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    ok = f64 ? pack_binary_f64((const double *)x, (uint8_t *)out, n)
-             : pack_binary_f32((const float *)x, (uint8_t *)out, n);
+    ok = f64 ? all_finite_f64((const double *)x, n) : all_finite_f32((const float *)x, n);
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(ok);
+}
+
+static PyObject *py_binary_events(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out, cols, row_end;
+    long long rows, n, cap, count;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKKKLLLi", &x, &out, &cols, &row_end, &rows, &n, &cap, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    count = f64 ? binary_events_f64((const double *)x, (uint8_t *)out, (int32_t *)cols,
+                                    (int64_t *)row_end, rows, n, cap)
+                : binary_events_f32((const float *)x, (uint8_t *)out, (int32_t *)cols,
+                                    (int64_t *)row_end, rows, n, cap);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(count);
+}
+
+static PyObject *py_event_sum(PyObject *self, PyObject *args)
+{
+    unsigned long long cols, row_end, wt, bias, out;
+    long long rows, m;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKKKKLLi", &cols, &row_end, &wt, &bias, &out, &rows, &m, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64)
+        event_sum_f64((const int32_t *)cols, (const int64_t *)row_end, (const double *)wt,
+                      (const double *)bias, (double *)out, rows, m);
+    else
+        event_sum_f32((const int32_t *)cols, (const int64_t *)row_end, (const float *)wt,
+                      (const float *)bias, (float *)out, rows, m);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_row_kth2(PyObject *self, PyObject *args)
@@ -468,7 +656,9 @@ static PyMethodDef methods[] = {
     {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_floors", py_rule_floors, METH_VARARGS, "Adaptive step: the channel and entry floors."},
-    {"pack_binary", py_pack_binary, METH_VARARGS, "0/1 values to one byte each, or False."},
+    {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
+    {"event_sum", py_event_sum, METH_VARARGS, "Event-driven input current of binary inputs."},
+    {"all_finite", py_all_finite, METH_VARARGS, "No infinity and no NaN."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -479,6 +669,7 @@ PyMODINIT_FUNC PyInit__scan(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    fill_event_tables();
     if (PyModule_AddIntConstant(m, "RESET_SUBTRACT", RESET_SUBTRACT) < 0 ||
         PyModule_AddIntConstant(m, "RESET_ZERO", RESET_ZERO) < 0 ||
         PyModule_AddIntConstant(m, "RESET_NONE", RESET_NONE) < 0) {

@@ -1,8 +1,9 @@
 """Autograd glue of the Linear + Leaky sequence layer: runs the path the
 planner picks.
 
-Forward (fused paths): one matrix product for all steps, then the Leaky
-scan of the Triton or native path. Backward: the reverse scan gives
+Forward (fused paths): one matrix product for all steps (on the native path,
+for a sparse binary input, the sum of the weight columns of its ones), then
+the Leaky scan of the Triton or native path. Backward: the reverse scan gives
 ``h = dL/dI``; the weight gradient is sparse (from the active entries and the
 input trace) where docs/method.md section 4 holds (subtractive or no reset,
 fixed scalar beta, the membrane output unused by the loss) and the size
@@ -77,7 +78,9 @@ class TritonLinearLeaky(torch.autograd.Function):
 class NativeLinearLeaky(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, mem0, params, spec, acc, absz, sparse):
-        cur = native.linear(x, weight, bias)
+        # spikes in, as most inputs of this layer are: the current from their ones where
+        # that pays, and kept as one byte each until backward
+        cur, packed = native.input_current(x, weight, bias, keep_packed=weight.requires_grad)
         spk, mem, index, g, resets = leaky_native.leaky_forward(
             cur, mem0, params.beta, params.threshold, params.graded, spec.table(x.device), absz,
             reset=params.reset, steps=cur.shape[0], **spec.op_kwargs(),
@@ -85,8 +88,6 @@ class NativeLinearLeaky(torch.autograd.Function):
         lower = active.active_of(x) if sparse else None
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
-        # spikes in, as most inputs of this layer are: kept as one byte each until backward
-        packed = native.pack_binary(x) if weight.requires_grad else None
         ctx.save_for_backward(
             x if packed is None else packed, weight, index, g, resets, params.beta, params.graded,
             None if lower is None else lower.index,
@@ -141,9 +142,10 @@ def linear_leaky(
     x = x.contiguous()
     mem = None if mem is None else mem.contiguous()
     if not leaky_glue.wants_grad(x, weight, bias, mem):
-        cur = F.linear(x, weight, bias)
         if path is Path.TRITON:
+            cur = F.linear(x, weight, bias)
             return leaky_glue.run_triton(cur, mem, params, spec, None, None, cur.shape[0])
+        cur, _ = native.input_current(x, weight, bias, keep_packed=False)
         spk, mem_seq, _, _ = leaky_native.scan(cur, mem, params, cur.shape[0])
         return spk, mem_seq
     acc = layout.accumulator(meter, x.device)

@@ -1,6 +1,13 @@
-"""Native CPU backward of the Linear + Leaky sequence layer.
+"""Native CPU path of the Linear + Leaky sequence layer.
 
-With ``e = G * dL/dS`` non-zero only at the active entries (a few percent),
+Forward: the input current of all steps. A spike input (every entry +0 or 1)
+with at most ``planner.EVENT_MAX_DENSITY`` ones takes the event-driven
+current: one C pass checks it, packs it to a byte per entry for backward and
+lists its ones row by row, and a C loop sums the rows of ``W^T`` of those ones
+(the dense product's value to the rounding of that sum). Otherwise one dense
+product.
+
+Backward: with ``e = G * dL/dS`` non-zero only at the active entries (a few percent),
 subtractive or no reset, a scalar beta and the membrane output unused:
 
 * **weight gradient** ``dW = E^T @ trace`` with ``E`` the sparse ``[T B, out]``
@@ -20,7 +27,7 @@ dense ones: they agree to float32 rounding.
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,39 +36,108 @@ from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..leaky.reference import clamped_beta
-from ..planner import Path, use_sparse_weight_grad
+from ..planner import Path, event_capacity, use_event_current, use_sparse_weight_grad
 from ..resets import RESET_ZERO
 from ..sampling import compute_dtype
 from .reference import input_trace, trace_chunk_steps
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``F.linear`` over all steps into a scratch tensor (the input current is
-    only read by the scan that follows)."""
-    if torch.compiler.is_compiling():
-        return F.linear(x, weight, bias)
-    T, B, IN = x.shape
-    out = scratch("cur", (T * B, weight.shape[0]), x.dtype)
-    x2 = x.reshape(T * B, IN)
-    if bias is None:
-        torch.mm(x2, weight.t(), out=out)
-    else:
-        torch.addmm(bias, x2, weight.t(), out=out)
-    return out.view(T, B, weight.shape[0])
+class SpikeEvents(NamedTuple):
+    """A binary input (every entry +0 or 1) as :func:`binary_events` found it."""
+
+    #: one byte per entry, ``x.to(dtype)`` gives the same bits back
+    packed: torch.Tensor
+    #: the number of ones
+    ones: int
+    #: int32: the column of every one, row after row, ascending in each row
+    #: (a scratch tensor; meaningful where the capacity held them all)
+    cols: Optional[torch.Tensor]
+    #: int64 ``[rows]``: where each row's columns end in ``cols``
+    row_end: Optional[torch.Tensor]
+
+
+def binary_events(x: torch.Tensor, capacity: int, keep: bool = True) -> Optional[SpikeEvents]:
+    """``x`` (rows of ``x.shape[-1]`` entries) as bytes and events when every
+    entry is +0 or 1 (spikes, as most inputs of a Linear + Leaky layer), else
+    None; None also where the C loops do not run. One C pass that stops at the
+    end of the first row holding another value.
+
+    :param capacity: list the columns of the ones where there are at most this
+        many (0: pack only)
+    :param keep: the packed copy is kept (for backward); else a scratch tensor
+    """
+    if not leaky_native.use_c(x) or torch.compiler.is_compiling():
+        return None
+    x = x.contiguous()
+    n = x.shape[-1] if x.dim() else 1
+    rows = x.numel() // n if n else 0
+    packed = torch.empty(x.shape, dtype=torch.uint8) if keep else scratch("x_packed", x.shape, torch.uint8)
+    cols = row_end = None
+    if capacity > 0:  # the C loop writes up to 7 entries past the last one
+        cols = scratch("event_cols", (capacity + 7,), torch.int32)
+        row_end = scratch("event_row_end", (rows,), torch.int64)
+    ones = leaky_native.c_module().binary_events(
+        x.data_ptr(), packed.data_ptr(), _ptr(cols), _ptr(row_end), rows, n, capacity,
+        x.dtype == torch.float64,
+    )
+    if ones < 0:
+        return None
+    return SpikeEvents(packed, ones, cols, row_end)
 
 
 def pack_binary(x: torch.Tensor) -> Optional[torch.Tensor]:
     """``x`` as one byte per entry (uint8) when every entry is +0 or 1 (spikes,
     as a layer keeps its input for backward: a quarter of float32's memory;
-    ``x.to(dtype)`` gives the same bits back), else None. One C pass that stops
-    at the first other value; None where the C loops do not run."""
-    if not leaky_native.use_c(x) or torch.compiler.is_compiling():
-        return None
-    x = x.contiguous()
-    out = torch.empty(x.shape, dtype=torch.uint8)
-    if not leaky_native.c_module().pack_binary(x.data_ptr(), out.data_ptr(), x.numel(), x.dtype == torch.float64):
-        return None
+    ``x.to(dtype)`` gives the same bits back), else None; None where the C
+    loops do not run."""
+    events = binary_events(x, 0)
+    return None if events is None else events.packed
+
+
+def event_current(events: SpikeEvents, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  out: torch.Tensor) -> torch.Tensor:
+    """The input current of a binary input from its ones (the event-driven
+    ``F.linear``) into ``out [rows, out_features]``: ``out[r] = sum of W[:, j]
+    over the ones (r, j), in ascending j, + b``, one contiguous row of
+    ``W^T`` per one. Equals the dense product to the rounding of the sum."""
+    wt = scratch("weight_t", weight.shape[::-1], weight.dtype).copy_(weight.t())
+    b = None if bias is None else bias.contiguous()
+    leaky_native.c_module().event_sum(
+        events.cols.data_ptr(), events.row_end.data_ptr(), wt.data_ptr(), _ptr(b), out.data_ptr(),
+        out.shape[0], out.shape[1], out.dtype == torch.float64,
+    )
     return out
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+           events: Optional[SpikeEvents] = None) -> torch.Tensor:
+    """``F.linear`` over all steps into a scratch tensor (the input current is
+    only read by the scan that follows): from the ones of a binary ``x``
+    (``events``) where the planner says so (:func:`use_event_current`), else
+    one dense product."""
+    if torch.compiler.is_compiling():
+        return F.linear(x, weight, bias)
+    T, B, IN = x.shape
+    out = scratch("cur", (T * B, weight.shape[0]), x.dtype)
+    ones = None if events is None else events.ones
+    if use_event_current(Path.NATIVE, x, weight, bias, ones) and _finite(weight):
+        event_current(events, weight, bias, out)
+    elif bias is None:
+        torch.mm(x.reshape(T * B, IN), weight.t(), out=out)
+    else:
+        torch.addmm(bias, x.reshape(T * B, IN), weight.t(), out=out)
+    return out.view(T, B, weight.shape[0])
+
+
+def input_current(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  keep_packed: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(cur, packed)``: the input current of all steps (:func:`linear`) and,
+    when ``keep_packed`` and ``x`` is binary, ``x`` as bytes for backward
+    (:func:`pack_binary`), both from one pass over ``x``."""
+    capacity = event_capacity(Path.NATIVE, x, weight, bias) or 0
+    events = binary_events(x, capacity, keep_packed) if capacity or keep_packed else None
+    cur = linear(x, weight, bias, events)
+    return cur, (events.packed if keep_packed and events is not None else None)
 
 
 def unpack_binary(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -71,6 +147,19 @@ def unpack_binary(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if x.dtype == dtype:
         return x
     return scratch("x_unpacked", x.shape, dtype).copy_(x)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """Whether every entry of the float32/float64 ``t`` is finite (one C pass:
+    torch's reduction would wait for its threads). The event-driven current
+    skips the zeros of the input, where the dense product spreads
+    ``0 * inf = NaN``."""
+    t = t.contiguous()
+    return leaky_native.c_module().all_finite(t.data_ptr(), t.numel(), t.dtype == torch.float64)
 
 
 def _csr(crow, col, values, size):
