@@ -113,6 +113,52 @@ def test_trace_in_c_equals_torch(monkeypatch, dtype):
     same(*both(monkeypatch, run))
 
 
+@needs_c
+@pytest.mark.parametrize("n", [8, 16, 21])
+def test_binary_events_write_no_further_than_their_spare_entries(n):
+    """The column list at exactly its capacity, the row's last block of eight
+    without a one: the C loop writes at most EVENT_SPARE entries past the
+    capacity (a guard region after them stays untouched)."""
+    x = torch.zeros(3, n)
+    x[0, :5] = 1.0
+    x[1, 0] = 1.0  # 6 ones in all; rows 1 and 2 end in blocks of zeros
+    capacity = 6
+    cols = torch.full((capacity + linear_native.EVENT_SPARE + 16,), -7, dtype=torch.int32)
+    row_end = torch.zeros(3, dtype=torch.int64)
+    packed = torch.empty(3, n, dtype=torch.uint8)
+    ones = native.c_module().binary_events(x.data_ptr(), packed.data_ptr(), cols.data_ptr(),
+                                           row_end.data_ptr(), 3, n, capacity, False)
+    assert ones == 6 and cols[:6].tolist() == [0, 1, 2, 3, 4, 0]
+    assert (cols[capacity + linear_native.EVENT_SPARE:] == -7).all()
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("make_args", [dict(delta=0.5), dict(delta=0.5, samples=3),
+                                       dict(dist="fast_sigmoid"), dict()])
+def test_dense_estimate_in_c_equals_torch(monkeypatch, dtype, make_args):
+    """The native dense draw's estimate and its non-zero entries (C: one pass,
+    then a compaction) against ``sampling.estimate`` and ``torch.nonzero``:
+    same indices, same bits (p = +1 and -1, several directions, NaN |u|, |z| = 0)."""
+    import snntorch_localzo as localzo
+    from snntorch_localzo._ops import sampling
+
+    spec = localzo.make(**make_args).spec
+    torch.manual_seed(3)
+    uabs = (0.7 * torch.randn(5000, dtype=dtype)).abs()
+    uabs[::97] = float("nan")
+    absz = torch.randn(spec.samples, 5000, dtype=dtype).abs()
+    absz[0, ::89] = 0.0
+
+    def run():
+        index, values = sampling.nonzero_estimate(uabs, absz, spec)
+        return index, values
+
+    (i_c, v_c), (i_t, v_t) = both(monkeypatch, run)
+    assert torch.equal(i_c, i_t) and 0 < i_c.numel() < 5000
+    same((v_c,), (v_t,))
+
+
 def _binary_rows(dtype, n=70):
     """Rows of ``n`` spikes: all zero, all one, one one (first and last
     column), then random ones at 1% to 50%."""

@@ -155,6 +155,29 @@ def sparse_estimate(
     return sparse_estimate_abs(u.to(compute_dtype(u.dtype)).abs(), spec, table, generator=generator)
 
 
+def nonzero_estimate(uabs: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The non-zero entries ``(index, values)`` of :func:`estimate` at the flat
+    ``uabs`` (compute dtype) given ``absz [m, n]``: the same bits, in two C
+    passes (estimate, then compaction) where the C loops run, else
+    :func:`estimate` and ``torch.nonzero``."""
+    from .leaky import native  # (the Leaky package imports this module)
+
+    if not native.use_c(uabs, absz) or uabs.device.type != "cpu" or torch.compiler.is_compiling():
+        g = estimate(uabs, absz, spec)
+        index = torch.nonzero(g, as_tuple=True)[0]
+        return index, g[index]
+    uabs, absz = uabs.contiguous(), absz.contiguous()
+    n, f64 = uabs.numel(), uabs.dtype == torch.float64
+    c = native.c_module()
+    g = scratch("estimate", (n,), uabs.dtype)
+    count = c.dense_estimate(uabs.data_ptr(), absz.data_ptr(), absz.shape[0], n, float(spec.delta),
+                             float(spec.coef), int(spec.p == 1), g.data_ptr(), f64)
+    index = torch.empty(count, dtype=torch.int64)
+    values = torch.empty(count, dtype=uabs.dtype)
+    c.compact(g.data_ptr(), n, index.data_ptr(), values.data_ptr(), f64)
+    return index, values
+
+
 def sparse_estimate_abs(
     uabs: torch.Tensor,
     spec: ZOSpec,
@@ -172,9 +195,7 @@ def sparse_estimate_abs(
     if planner.native_draws_densely(int(torch.count_nonzero(near_mask)), n):
         # many near entries: the reference's draw of every entry
         absz = draw_abs_z(spec, table, (n,), device=device, dtype=cdtype, generator=generator)
-        g = estimate(uabs, absz, spec)
-        index = torch.nonzero(g, as_tuple=True)[0]
-        return index, g[index]
+        return nonzero_estimate(uabs, absz, spec)
     near = flat_nonzero(near_mask)
     # near entries: U below 1 - TAIL, q = 1 - U in (TAIL, 1] (float32 is precise there)
     v = torch.rand(m, near.numel(), dtype=cdtype, generator=generator, device=device)

@@ -321,6 +321,80 @@ static void rule_floors(const float *u, const float *drow, int64_t rows, int64_t
     }
 }
 
+/* The estimate of every entry from its drawn magnitudes, then its non-zero
+ * entries: g[i] = coef * sum_d w(absz[d, i]) * (uabs[i] < delta * absz[d, i]),
+ * w(a) = a (p = +1) or 1 / a (p = -1), summed from 0 in the order of d, with
+ * the float operations of sampling.estimate (so the same bits); then the
+ * indices and values of the entries with g != 0, ascending. g: n entries of
+ * scratch. Returns the number of non-zero entries (the second pass fills
+ * index and values, which must hold that many, when they are not NULL).   */
+#define DENSE_ESTIMATE(NAME, T_)                                                        \
+    static int64_t NAME(const T_ *uabs, const T_ *absz, int64_t m, int64_t n, T_ delta, \
+                        T_ coef, int p_pos, T_ *g)                                      \
+    {                                                                                   \
+        int64_t count = 0;                                                              \
+        for (int64_t i = 0; i < n; i++) {                                               \
+            T_ acc = (T_)0, u = uabs[i];                                                \
+            for (int64_t d = 0; d < m; d++) {                                           \
+                const T_ a = absz[d * n + i];                                           \
+                const T_ w = p_pos ? a : (T_)1 / a;                                     \
+                acc = acc + (u < delta * a ? w : (T_)0);                                \
+            }                                                                           \
+            acc = acc * coef;                                                           \
+            g[i] = acc;                                                                 \
+            count += acc != (T_)0;                                                      \
+        }                                                                               \
+        return count;                                                                   \
+    }
+
+DENSE_ESTIMATE(dense_estimate_f32, float)
+DENSE_ESTIMATE(dense_estimate_f64, double)
+
+#define COMPACT(NAME, T_)                                                               \
+    static void NAME(const T_ *g, int64_t n, int64_t *index, T_ *values)                \
+    {                                                                                   \
+        int64_t k = 0;                                                                  \
+        for (int64_t i = 0; i < n; i++)                                                 \
+            if (g[i] != (T_)0) {                                                        \
+                index[k] = i;                                                           \
+                values[k++] = g[i];                                                     \
+            }                                                                           \
+    }
+
+COMPACT(compact_f32, float)
+COMPACT(compact_f64, double)
+
+static PyObject *py_dense_estimate(PyObject *self, PyObject *args)
+{
+    unsigned long long uabs, absz, g;
+    long long m, n, count;
+    double delta, coef;
+    int p_pos, f64;
+    if (!PyArg_ParseTuple(args, "KKLLddiKi", &uabs, &absz, &m, &n, &delta, &coef, &p_pos, &g, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    count = f64 ? dense_estimate_f64((const double *)uabs, (const double *)absz, m, n, delta, coef,
+                                     p_pos, (double *)g)
+                : dense_estimate_f32((const float *)uabs, (const float *)absz, m, n, (float)delta,
+                                     (float)coef, p_pos, (float *)g);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(count);
+}
+
+static PyObject *py_compact(PyObject *self, PyObject *args)
+{
+    unsigned long long g, index, values;
+    long long n;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KLKKi", &g, &n, &index, &values, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64) compact_f64((const double *)g, n, (int64_t *)index, (double *)values);
+    else compact_f32((const float *)g, n, (int64_t *)index, (float *)values);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* Binary inputs, for the Linear + Leaky layer: the copy kept for backward and
  * the event-driven input current. */
 
@@ -351,7 +425,8 @@ static void fill_event_tables(void)
  * cols from cols[0]; returns their number. Eight bytes at a time, without a
  * branch on the values: their bits gathered into a byte m, then the eight
  * offsets of m written and the count advanced by m's ones (so cols must
- * have 7 entries to spare). */
+ * have 8 entries to spare past the last one it can hold: k may reach the
+ * capacity before a block of eight is written). */
 #if defined(__GNUC__)
 typedef int32_t event_columns __attribute__((vector_size(8 * sizeof(int32_t))));
 #endif
@@ -384,7 +459,7 @@ static inline int64_t byte_columns(const uint8_t *restrict o, int64_t n, int32_t
  * for x in {+0, 1} (bit patterns, so -0 does not pass); returns -1 at the end
  * of the first row that holds another value, else the number of ones. While
  * they are at most cap (none where cols is NULL), the column of every one,
- * row after row in ascending order, goes to cols (cap + 7 entries: see
+ * row after row in ascending order, goes to cols (cap + 8 entries: see
  * byte_columns) and the end of each row's columns (the running count) to
  * row_end. */
 #define BINARY_EVENTS(NAME, T_, UT_, ONE)                                             \
@@ -656,6 +731,8 @@ static PyMethodDef methods[] = {
     {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_floors", py_rule_floors, METH_VARARGS, "Adaptive step: the channel and entry floors."},
+    {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
+    {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries."},
     {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
     {"event_sum", py_event_sum, METH_VARARGS, "Event-driven input current of binary inputs."},
     {"all_finite", py_all_finite, METH_VARARGS, "No infinity and no NaN."},

@@ -56,6 +56,11 @@ class SpikeEvents(NamedTuple):
     row_end: Optional[torch.Tensor]
 
 
+#: Entries of the column list past its capacity that the C loop may write:
+#: it writes eight columns at a time, from at most the capacity on.
+EVENT_SPARE = 8
+
+
 def binary_events(x: torch.Tensor, capacity: int, keep: bool = True) -> Optional[SpikeEvents]:
     """``x`` (rows of ``x.shape[-1]`` entries) as bytes and events when every
     entry is +0 or 1 (spikes, as most inputs of a Linear + Leaky layer), else
@@ -73,8 +78,8 @@ def binary_events(x: torch.Tensor, capacity: int, keep: bool = True) -> Optional
     rows = x.numel() // n if n else 0
     packed = torch.empty(x.shape, dtype=torch.uint8) if keep else scratch("x_packed", x.shape, torch.uint8)
     cols = row_end = None
-    if capacity > 0:  # the C loop writes up to 7 entries past the last one
-        cols = scratch("event_cols", (capacity + 7,), torch.int32)
+    if capacity > 0:  # the C loop writes up to 8 entries past the last one (EVENT_SPARE)
+        cols = scratch("event_cols", (capacity + EVENT_SPARE,), torch.int32)
         row_end = scratch("event_row_end", (rows,), torch.int64)
     ones = leaky_native.c_module().binary_events(
         x.data_ptr(), packed.data_ptr(), _ptr(cols), _ptr(row_end), rows, n, capacity,
