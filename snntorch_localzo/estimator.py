@@ -182,17 +182,14 @@ class LocalZO:
         <snntorch_localzo.step.Step.is_exact>`); counted by the meter when
         tracking."""
         from ._ops.planner import Path, spike_path
-        from ._ops.sampling import expected_estimate
-        from ._ops.spike.reference import draw_estimate
+        from ._ops.spike.reference import draw_estimate, exact_estimate
 
         check_float_tensor("mem_shift", mem_shift)
         u = mem_shift.detach()
         spec = self.spec
         acc = layout.accumulator(self.meter, u.device)
         if spike_path(u, spec) is Path.EXACT:
-            g = expected_estimate(spec.scale(u), spec)
-            layout.record_nonzero(acc, g)
-            return g
+            return exact_estimate(spec.scale(u), spec, acc)
         return draw_estimate(spec.scale(u), spec, spec.table(u.device), acc)
 
     def sample(self, shape, **kwargs) -> torch.Tensor:

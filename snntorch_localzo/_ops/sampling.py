@@ -59,6 +59,14 @@ def estimate(u: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> torch.Tensor:
     return acc * spec.coef
 
 
+def nonzero_entries(g: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(index, values)``: the sorted flat indices of the non-zero entries of
+    ``g`` and their values."""
+    g = g.reshape(-1)
+    index = torch.nonzero(g, as_tuple=True)[0]
+    return index, g[index]
+
+
 def expected_estimate(u: torch.Tensor, spec: ZOSpec) -> torch.Tensor:
     """The estimate's expected value at ``u`` (as the operators see it), in
     the compute dtype: ``g(u) / height``, what a call the step gives no draw
@@ -149,9 +157,7 @@ def sparse_estimate(
     compute dtype. ``absz`` (test hook, ``[m, *u.shape]``) fixes the
     magnitudes; then the values equal :func:`estimate`'s bit for bit."""
     if absz is not None:
-        g = estimate(u, absz, spec).reshape(-1)
-        index = torch.nonzero(g, as_tuple=True)[0]
-        return index, g[index]
+        return nonzero_entries(estimate(u, absz, spec))
     return sparse_estimate_abs(u.to(compute_dtype(u.dtype)).abs(), spec, table, generator=generator)
 
 
@@ -163,9 +169,7 @@ def nonzero_estimate(uabs: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> Tu
     from .leaky import native  # (the Leaky package imports this module)
 
     if not native.use_c(uabs, absz) or uabs.device.type != "cpu" or torch.compiler.is_compiling():
-        g = estimate(uabs, absz, spec)
-        index = torch.nonzero(g, as_tuple=True)[0]
-        return index, g[index]
+        return nonzero_entries(estimate(uabs, absz, spec))
     uabs, absz = uabs.contiguous(), absz.contiguous()
     n, f64 = uabs.numel(), uabs.dtype == torch.float64
     c = native.c_module()

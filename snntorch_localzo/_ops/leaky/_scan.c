@@ -614,6 +614,16 @@ static PyObject *py_event_sum(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Whether 1 <= k1 <= k2 <= n, else a ValueError naming the function. */
+static int ranks_ok(const char *name, long long n, long long k1, long long k2)
+{
+    if (n < 1 || k1 < 1 || k2 < k1 || k2 > n) {
+        PyErr_Format(PyExc_ValueError, "%s: needs 1 <= k1 <= k2 <= n", name);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *py_row_kth2(PyObject *self, PyObject *args)
 {
     unsigned long long a, out1, out2;
@@ -621,10 +631,8 @@ static PyObject *py_row_kth2(PyObject *self, PyObject *args)
     int status;
     if (!PyArg_ParseTuple(args, "KLLLLKK", &a, &rows, &n, &k1, &k2, &out1, &out2))
         return NULL;
-    if (n < 1 || k1 < 1 || k2 < k1 || k2 > n) {
-        PyErr_SetString(PyExc_ValueError, "row_kth2: needs 1 <= k1 <= k2 <= n");
+    if (!ranks_ok("row_kth2", n, k1, k2))
         return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     status = row_kth2((const float *)a, rows, n, k1, k2, (float *)out1, (float *)out2);
     Py_END_ALLOW_THREADS
@@ -639,10 +647,8 @@ static PyObject *py_rule_stats(PyObject *self, PyObject *args)
     int status;
     if (!PyArg_ParseTuple(args, "KLLLLKKK", &u, &rows, &n, &k1, &k2, &out1, &out2, &fire))
         return NULL;
-    if (n < 1 || k1 < 1 || k2 < k1 || k2 > n) {
-        PyErr_SetString(PyExc_ValueError, "rule_stats: needs 1 <= k1 <= k2 <= n");
+    if (!ranks_ok("rule_stats", n, k1, k2))
         return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     status = rule_stats((const float *)u, rows, n, k1, k2, (float *)out1, (float *)out2, (int64_t *)fire);
     Py_END_ALLOW_THREADS

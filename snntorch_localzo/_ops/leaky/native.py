@@ -29,7 +29,7 @@ import torch
 
 from .. import layout, oplib, rng
 from ..workspace import output, scratch
-from ..sampling import compute_dtype, expected_estimate, sparse_estimate, sparse_estimate_abs
+from ..sampling import compute_dtype, expected_estimate, nonzero_entries, sparse_estimate, sparse_estimate_abs
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..spec import ZOSpec
 from ...step import Step, sample_entries
@@ -166,9 +166,7 @@ def _forward(
         u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
     d = spec.divisor(u, steps)  # None: the fixed step, applied by the estimate
     if exact:  # no draw: the expected value
-        g = expected_estimate(Step.apply(u, d), spec).reshape(-1)
-        index = torch.nonzero(g, as_tuple=True)[0]
-        g = g[index]
+        index, g = nonzero_entries(expected_estimate(Step.apply(u, d), spec))
     elif absz is not None:
         index, g = sparse_estimate(Step.apply(u, d), spec, table, absz=absz)
     else:  # |u|, widened to the compute dtype

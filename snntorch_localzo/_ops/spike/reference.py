@@ -28,6 +28,14 @@ def draw_estimate(u: torch.Tensor, spec: ZOSpec, table: torch.Tensor, acc: torch
     return g
 
 
+def exact_estimate(u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor) -> torch.Tensor:
+    """The estimate's expected value (no draw, ``Path.EXACT``) in the compute
+    dtype, counted into ``acc``."""
+    g = expected_estimate(u, spec)
+    layout.record_nonzero(acc, g)
+    return g
+
+
 def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     """``grad_out * G(u)`` with ``|z|`` drawn (unless given); adds the
     non-zero count to the meter ``acc`` (unless it is empty)."""
@@ -44,8 +52,7 @@ backward = register_backward("reference", _backward)
 
 def _exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     """``grad_out`` times the expected value (no draw; ``absz`` is not used)."""
-    g = expected_estimate(u, spec)
-    layout.record_nonzero(acc, g)
+    g = exact_estimate(u, spec, acc)
     return (grad_out.to(g.dtype) * g).to(grad_out.dtype)
 
 
