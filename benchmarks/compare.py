@@ -21,10 +21,11 @@ Implementations (``--impls``):
     localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
     localzo_adaptive     localzo_sparse with make()'s default adaptive step (the sequence rows:
                          delta 0.05)
-    spikingjelly         SpikingJelly 2.0 multi-step LIF (soft reset, ATan), if installed: its
-                         fastest backend on CUDA (Triton, else CuPy, else its PyTorch loop), its
-                         PyTorch loop on the CPU; a benchmark-only dependency, never one of this
-                         package
+    spikingjelly         SpikingJelly's multi-step LIF (soft reset, ATan), if installed: 2.0
+                         picks its implementation by device (its CPU operators, its CUDA
+                         selection); before 2.0 its fastest backend on CUDA (Triton, else CuPy,
+                         else its PyTorch loop), its PyTorch loop on the CPU; a benchmark-only
+                         dependency, never one of this package
 
 Results print as a table and go to ``benchmarks/results/<device>.json`` as a
 list of rows with keys impl, backend (what ran: ``pytorch`` for snnTorch's
@@ -78,24 +79,45 @@ def sizes(hidden: int) -> List[int]:
 
 
 # --------------------------------------------------------------------------- models
+def _sj_takes_backend() -> bool:
+    """Whether SpikingJelly's LIFNode takes a ``backend`` (up to 0.0.0.0.14;
+    2.0 picks its implementation from the tensors' device itself)."""
+    import inspect
+
+    from spikingjelly.activation_based import neuron
+
+    try:
+        params = inspect.signature(neuron.LIFNode.__init__).parameters
+    except (TypeError, ValueError):
+        return True
+    return "backend" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def _sj_lif(backend: str = "torch"):
     from spikingjelly.activation_based import neuron
     from spikingjelly.activation_based import surrogate as sj_surrogate
 
+    extra = {"backend": backend} if _sj_takes_backend() else {}
     return neuron.LIFNode(
         tau=10.0, decay_input=False, v_threshold=1.0, v_reset=None,
-        surrogate_function=sj_surrogate.ATan(), detach_reset=True, step_mode="m", backend=backend,
+        surrogate_function=sj_surrogate.ATan(), detach_reset=True, step_mode="m", **extra,
     )
 
 
 #: SpikingJelly's multi-step backends, fastest first.
 SJ_BACKENDS = ("triton", "cupy", "torch")
+#: The backend name of SpikingJelly 2.0, which dispatches by device itself
+#: (its CPU operators on the CPU, its CUDA selection on a GPU).
+SJ_AUTO = "auto"
 
 
 def spikingjelly_backend(device: torch.device) -> str:
-    """SpikingJelly's backend for ``device``: its PyTorch loop on the CPU (the
-    others need CUDA), on CUDA the first of Triton and CuPy it supports and
-    can import, else its PyTorch loop."""
+    """SpikingJelly's backend for ``device``: with 2.0, ``auto`` (it picks);
+    before, its PyTorch loop on the CPU (the others need CUDA), on CUDA the
+    first of Triton and CuPy it supports and can import, else its PyTorch
+    loop."""
+    if not _sj_takes_backend():
+        return SJ_AUTO
     if device.type != "cuda":
         return "torch"
     supported = tuple(getattr(_sj_lif(), "supported_backends", ("torch",)))

@@ -90,12 +90,14 @@ from _common import machine, write_results  # noqa: E402
 @dataclass(frozen=True)
 class SpikeGrad:
     """A named spike gradient: ``factory()`` gives a fresh object, shared by
-    all layers of a network unless ``per_layer`` (then one per layer)."""
+    all layers of a network unless ``per_layer`` (then one per layer), in
+    ``leaky`` neurons (``snn.Leaky``, or the drop-in ``localzo.Leaky``)."""
 
     key: str
     label: str
     factory: Callable
     per_layer: bool = False
+    leaky: Callable = snn.Leaky
 
 
 def new_default():
@@ -114,6 +116,9 @@ SPIKE_GRADS: Dict[str, SpikeGrad] = {
         SpikeGrad("old_default", "localzo.make('normal', delta=0.05)",
                   lambda: localzo.make("normal", delta=0.05)),
         SpikeGrad("new_default", NEW_DEFAULT_LABEL, new_default),
+        # the same spike gradient in the drop-in neuron (one object per layer, which counts itself)
+        SpikeGrad("drop_in", "localzo.Leaky with localzo.make()", lambda: localzo.make(track=True),
+                  per_layer=True, leaky=localzo.Leaky),
         # candidates studied for issue 10 (not in the default set)
         SpikeGrad("paper_conv", "localzo.make('normal', delta=0.5, samples=5)",
                   lambda: localzo.make("normal", delta=0.5, samples=5)),
@@ -141,10 +146,25 @@ def attach_probes(model: nn.Module, grad: SpikeGrad, shared) -> List[LayerProbe]
     object per layer when ``grad.per_layer``)."""
     probes = []
     for layer in spiking_layers(model):
-        probe = LayerProbe(grad.factory() if grad.per_layer else shared)
+        sg = grad.factory() if grad.per_layer else shared
+        if grad.leaky is not snn.Leaky:  # the drop-in keeps its LocalZO, whose meter counts
+            layer.spike_grad = sg
+            probes.append(MeterProbe(sg))
+            continue
+        probe = LayerProbe(sg)
         layer.spike_grad = probe
         probes.append(probe)
     return probes
+
+
+class MeterProbe:
+    """A drop-in layer's own LocalZO meter, read as its probe."""
+
+    def __init__(self, spike_grad):
+        self.meter = spike_grad.meter
+
+    def reset(self) -> None:
+        self.meter.reset()
 
 
 # --------------------------------------------------------------------------- data
@@ -179,13 +199,14 @@ class Digits:
 class TutorialFC(nn.Module):
     """snnTorch tutorial 5's network: returns output spikes and membranes ``[T, B, 10]``."""
 
-    def __init__(self, spike_grad, num_steps: int, beta: float = 0.95, threshold: float = 1.0):
+    def __init__(self, spike_grad, num_steps: int, beta: float = 0.95, threshold: float = 1.0,
+                 leaky=snn.Leaky):
         super().__init__()
         self.num_steps = num_steps
         self.fc1 = nn.Linear(28 * 28, 1000)
-        self.lif1 = snn.Leaky(beta=beta, spike_grad=spike_grad, threshold=threshold)
+        self.lif1 = leaky(beta=beta, spike_grad=spike_grad, threshold=threshold)
         self.fc2 = nn.Linear(1000, 10)
-        self.lif2 = snn.Leaky(beta=beta, spike_grad=spike_grad, threshold=threshold)
+        self.lif2 = leaky(beta=beta, spike_grad=spike_grad, threshold=threshold)
 
     def forward(self, x):
         mem1 = self.lif1.init_leaky()
@@ -199,25 +220,25 @@ class TutorialFC(nn.Module):
         return torch.stack(spk_rec), torch.stack(mem_rec)
 
 
-def tutorial_conv(spike_grad, beta: float = 0.5, threshold: float = 1.0) -> nn.Sequential:
+def tutorial_conv(spike_grad, beta: float = 0.5, threshold: float = 1.0, leaky=snn.Leaky) -> nn.Sequential:
     """snnTorch tutorial 6's ``nn.Sequential`` (one time step per call)."""
     kw = dict(beta=beta, spike_grad=spike_grad, threshold=threshold, init_hidden=True)
     return nn.Sequential(
-        nn.Conv2d(1, 12, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
-        nn.Conv2d(12, 64, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 10), snn.Leaky(output=True, **kw),
+        nn.Conv2d(1, 12, 5), nn.MaxPool2d(2), leaky(**kw),
+        nn.Conv2d(12, 64, 5), nn.MaxPool2d(2), leaky(**kw),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 10), leaky(output=True, **kw),
     )
 
 
-def deep_conv(spike_grad, beta: float = 0.5, threshold: float = 1.0) -> nn.Sequential:
+def deep_conv(spike_grad, beta: float = 0.5, threshold: float = 1.0, leaky=snn.Leaky) -> nn.Sequential:
     """Five Leaky layers in tutorial 6's style (28x28 -> 12 -> 12 -> 5 -> 3 -> 10)."""
     kw = dict(beta=beta, spike_grad=spike_grad, threshold=threshold, init_hidden=True)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), snn.Leaky(**kw),
-        nn.Conv2d(8, 16, 3, padding=1), snn.Leaky(**kw),
-        nn.Conv2d(16, 32, 3), nn.MaxPool2d(2), snn.Leaky(**kw),
-        nn.Conv2d(32, 64, 3), snn.Leaky(**kw),
-        nn.Flatten(), nn.Linear(64 * 3 * 3, 10), snn.Leaky(output=True, **kw),
+        nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), leaky(**kw),
+        nn.Conv2d(8, 16, 3, padding=1), leaky(**kw),
+        nn.Conv2d(16, 32, 3), nn.MaxPool2d(2), leaky(**kw),
+        nn.Conv2d(32, 64, 3), leaky(**kw),
+        nn.Flatten(), nn.Linear(64 * 3 * 3, 10), leaky(output=True, **kw),
     )
 
 
@@ -245,17 +266,19 @@ class NetSpec:
     loss: str = "ce_rate"  # or "ce_mem_sum", "ce_mem_mean"
     readout: str = "spike_count"  # or "mem_mean"
 
-    def build(self, spike_grad, threshold: float = 1.0) -> nn.Module:
+    def build(self, spike_grad, threshold: float = 1.0, leaky=snn.Leaky) -> nn.Module:
+        """The network with ``spike_grad`` in its ``leaky`` neurons (``snn.Leaky``,
+        or the drop-in ``localzo.Leaky``)."""
         if self.key == "fc_tut5":
-            return TutorialFC(spike_grad, self.num_steps, threshold=threshold)
+            return TutorialFC(spike_grad, self.num_steps, threshold=threshold, leaky=leaky)
         if self.key == "conv_tut6":
-            return tutorial_conv(spike_grad, threshold=threshold)
+            return tutorial_conv(spike_grad, threshold=threshold, leaky=leaky)
         if self.key == "deep_conv":
-            return deep_conv(spike_grad, threshold=threshold)
+            return deep_conv(spike_grad, threshold=threshold, leaky=leaky)
         if self.key == "demo":
             if threshold != 1.0:
                 raise ValueError("the demo net has threshold 1 only")
-            return DigitsNet(spike_grad)
+            return DigitsNet(spike_grad, leaky=leaky)
         raise ValueError(f"unknown net {self.key!r}")
 
     def forward(self, model, x):
@@ -319,7 +342,7 @@ def train_one(spec: NetSpec, grad: SpikeGrad, seed: int, digits: Digits) -> Dict
     n_train = y_train.shape[0]
     torch.manual_seed(seed)
     shared = grad.factory()
-    model = spec.build(shared)
+    model = spec.build(shared, leaky=grad.leaky)
     probes = attach_probes(model, grad, shared)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(0.9, 0.999))
     order_gen = torch.Generator().manual_seed(seed)
@@ -600,6 +623,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "n_train": int(digits.y["train"].shape[0]), "n_val": int(digits.y["val"].shape[0]),
         "n_test": int(digits.y["test"].shape[0]),
         "machine": machine(), "torch": torch.__version__, "snntorch": snntorch.__version__,
+        "threads": args.threads,
     }
     print(f"defaults benchmark: nets {nets}, spike gradients {grads}, seeds {settings['seeds']}; "
           f"{settings['machine']}; torch {torch.__version__}, snnTorch {snntorch.__version__}")

@@ -40,7 +40,8 @@ The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
    threshold) and widens, log-linearly in :math:`q_b`, to ``silent``
    (:math:`ρ_s`) as :math:`r_b` falls to 0:
    :math:`\\log q = (1 - w)\\log q_b(ρ) + w \\log q_b(ρ_s)`,
-   :math:`w = \\mathrm{clamp}(1 - r_b / r_0, 0, 1)`;
+   :math:`w = \\mathrm{clamp}(1 - r_b / r_0, 0, 1)` (in float64, and the
+   statistic itself where :math:`w` is 0 or 1: :meth:`AdaptiveDelta.row_step`);
 3. *channel floor* (inputs with channels, ``[batch, channels, ...]``):
    :math:`δ_{b,c} = \\max(δ_b, \\min_{x} |u_{b,c,x}| / x_q)`, with :math:`x_q` the
    level :math:`\\max_i|z_i|` exceeds with probability ``channel``: in every
@@ -63,7 +64,9 @@ The rule, for a call on ``u`` of shape ``[batch, *neurons]``, each sample
    validation accuracy (``docs/method.md`` section 7).
 
 :math:`δ` is a detached function of ``u`` (one step per entry with the entry
-floor; ``[batch, 1, ...]`` or ``[batch, channels, 1, ...]`` without), and every path
+floor; ``[batch, 1, ...]`` or ``[batch, channels, 1, ...]`` without; on the
+CPU one C pass per sample computes it, ``_ops/order.py``'s ``rule_delta``, the
+same bits as the PyTorch form), and every path
 (reference, native CPU, Triton) runs on the scaled membrane :math:`u/δ` with
 the unit step and the coefficient :math:`c / (2 m g_1(0))`, so all give the
 same bits. Because each sample's step is its own, a sample's expected
@@ -80,7 +83,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ._checks import check_choice, check_count, check_fraction, check_positive
-from ._ops.order import abs_far, floors, row_stats
+from ._ops.order import abs_far, floors, row_stats, rule_delta
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
 from .step import Step, sample_entries
 
@@ -191,26 +194,44 @@ class AdaptiveDelta(Step):
         if u.numel() == 0:  # no entries: any step will do
             return torch.ones((batch,) + (1,) * (u.dim() - 1), dtype=torch.float32, device=u.device)
         flat = u.reshape(batch, -1).to(torch.float32)
-        n = flat.shape[1]
-        x_med = _quantile(law, 0.5 ** (1.0 / samples))
-        low = self.floor * x_med
-        rho = self.conv_active if u.dim() >= 3 else self.active
-        q, q_silent, fire = row_stats(flat, _rank(rho, n), _rank(self.silent, n))
-        q = q.clamp(low, self.ceil * x_med).log()
-        q_silent = q_silent.clamp(low, self.ceil * x_med).log()
-        w = (1.0 - fire / self.rate).clamp(0.0, 1.0)
-        d = (torch.lerp(q, q_silent, w).exp() / x_med).clamp(self.floor, self.ceil)
-        channels = u.dim() >= 3 and self.channel > 0
-        x_q = _quantile(law, (1.0 - self.channel) ** (1.0 / samples)) if channels else 0.0
-        if self.entry > 0:  # a step per entry
-            x_e = _quantile(law, (1.0 - min(self.entry, 1.0 / n)) ** (1.0 / samples))
-            groups = u.shape[1] if channels else 1
-            return floors(flat, d, groups, x_q, x_e, self.ceil).reshape(u.shape)
+        rule = self.constants(law, samples, tuple(u.shape))
+        k1, k2, _, _, _, _, _, ceil, groups, x_q, x_e = rule
+        if x_e > 0:  # a step per entry
+            d = rule_delta(flat, rule)  # (the C pass, where it runs)
+            if d is not None:
+                return d.reshape(u.shape)
+        q, q_silent, fire = row_stats(flat, k1, k2)
+        d = self.row_step(q, q_silent, fire, rule)
+        if x_e > 0:
+            return floors(flat, d, groups, x_q, x_e, ceil).reshape(u.shape)
         d = d.reshape((batch,) + (1,) * (u.dim() - 1))
-        if channels:
+        if x_q > 0:
             near = abs_far(u).flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
-            d = torch.maximum(d, (near / x_q).clamp(max=self.ceil))
+            d = torch.maximum(d, (near / x_q).clamp(max=ceil))
         return d
+
+    def constants(self, law, samples: int, shape: tuple) -> tuple:
+        """The rule's constants for one call on a membrane of ``shape``
+        ``[batch, *neurons]`` (2 or more dimensions), as the C passes take
+        them: ``(k1, k2, rate, low, high, x_med, floor, ceil, groups, x_q,
+        x_e)``: the ranks of the band and of the silent band, the clamp of
+        the statistics ``[low, high]`` and the median level ``x_med`` of
+        :math:`\\max_i |z_i|`, the channels ``groups`` (1: no channel floor)
+        and the floors' levels ``x_q``, ``x_e`` (0: off). Cached."""
+        return _constants(self, _law(law), samples, len(shape), int(shape[1]), sample_entries(shape))
+
+    def row_step(self, q: torch.Tensor, q_silent: torch.Tensor, fire: torch.Tensor, rule: tuple) -> torch.Tensor:
+        """The step of each row (float32 ``[R]``) from its statistics
+        (:func:`~snntorch_localzo._ops.order.row_stats`), in float64 as the C
+        pass computes it: the statistics clamped to ``[low, high]``, their
+        log-linear blend by the silence weight ``w`` (either one alone where
+        ``w`` is 0 or 1), over ``x_med``, clamped to ``[floor, ceil]``."""
+        _, _, rate, low, high, x_med, floor, ceil = rule[:8]
+        w = (1.0 - fire.to(torch.float64) / rate).clamp(0.0, 1.0)
+        qa = q.to(torch.float64).clamp(low, high)
+        qb = q_silent.to(torch.float64).clamp(low, high)
+        t = torch.where(w <= 0, qa, torch.where(w >= 1, qb, torch.lerp(qa.log(), qb.log(), w).exp()))
+        return (t / x_med).clamp(floor, ceil).to(torch.float32)
 
     def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law,
                                  samples: int) -> torch.Tensor:
@@ -252,6 +273,17 @@ class AdaptiveDelta(Step):
         values = dict(zip((f.name for f in fields(cls)), floats))
         values["exact"] = int(values["exact"])
         return cls(**values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _constants(rule: AdaptiveDelta, law: Distribution, samples: int, dims: int, width: int, n: int) -> tuple:
+    x_med = _quantile(law, 0.5 ** (1.0 / samples))
+    rho = rule.conv_active if dims >= 3 else rule.active
+    channels = dims >= 3 and rule.channel > 0
+    x_q = _quantile(law, (1.0 - rule.channel) ** (1.0 / samples)) if channels else 0.0
+    x_e = _quantile(law, (1.0 - min(rule.entry, 1.0 / n)) ** (1.0 / samples)) if rule.entry > 0 else 0.0
+    return (_rank(rho, n), _rank(rule.silent, n), rule.rate, rule.floor * x_med, rule.ceil * x_med, x_med,
+            rule.floor, rule.ceil, width if channels else 1, x_q, x_e)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -446,6 +446,8 @@ def test_adaptive_step_is_the_same_with_and_without_the_c_passes(shape, rule, mo
     u.view(-1)[::37] = float("nan")
     if len(shape) > 1:
         u[1] = -2.0 + 0.01 * torch.randn(shape[1:])  # silent
+        u[2] = -1.0 + 0.2 * torch.randn(shape[1:])
+        u[2].view(-1)[-1] = 0.5  # one entry fires: silent in part where 1 / n < rate
     with_c = [rule.delta(u, law, m) for law, m in (("normal", 1), ("laplace", 3))]
     steps_c = rule.delta(u, "normal", 1, steps=shape[0]) if len(shape) > 2 else None
     monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")

@@ -192,8 +192,9 @@ def test_gpu_check_preflight_names_each_missing_piece(tmp_path, monkeypatch):
 
 def test_spikingjelly_row_runs_its_fastest_backend(monkeypatch):
     """On CUDA the peer row is SpikingJelly's Triton (else CuPy) backend, not
-    its default PyTorch loop; on the CPU its PyTorch loop. A stand-in module
-    plays SpikingJelly (a benchmark-only dependency, not installed here)."""
+    its default PyTorch loop; on the CPU its PyTorch loop; SpikingJelly 2.0
+    picks by itself. A stand-in module plays SpikingJelly (a benchmark-only
+    dependency, not installed by the tests)."""
     import sys
     import types
 
@@ -224,6 +225,17 @@ def test_spikingjelly_row_runs_its_fastest_backend(monkeypatch):
     built.clear()
     compare._sj_lif(compare.spikingjelly_backend(cpu))
     assert built == ["torch"]  # the backend reaches the neuron
+
+    class LIFNode2:  # SpikingJelly 2.0: no backend argument, it dispatches by device
+        def __init__(self, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                     surrogate_function=None, detach_reset=False, step_mode="s", store_v_seq=False):
+            built.append(step_mode)
+
+    ab.neuron.LIFNode = LIFNode2
+    assert compare.spikingjelly_backend(cuda) == compare.spikingjelly_backend(cpu) == "auto"
+    built.clear()
+    compare._sj_lif(compare.spikingjelly_backend(cpu))
+    assert built == ["m"]
 
 
 def test_gpu_check_names_why_a_run_fails():

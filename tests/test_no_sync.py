@@ -97,3 +97,35 @@ def test_the_recorder_catches_a_synchronising_op():
         t.sum().item()
         t[0] = 3.0
     assert {"nonzero", "_local_scalar_dense", "lift_fresh", "copy_from_host"} <= set(rec.ops)
+
+
+@needs_kernels
+@pytest.mark.interpreter
+def test_the_adaptive_rule_adds_at_most_two_launches_per_spike_call():
+    """On the Triton path make()'s default step costs at most two kernel
+    launches per spike call over a fixed step (issue 19): the rule's one
+    kernel (``_ops/rule_triton.py``) and the division by the step. Every aten
+    operation that launches a kernel and every Triton launch is counted, on
+    the CPU through the interpreter."""
+    import triton  # noqa: F401  (needs_kernels: it imports)
+    from _common import TritonLaunches
+
+    def launches(sg, u):
+        with localzo.use_backend("triton"):
+            x = u.clone().requires_grad_()
+            y = sg(x)
+            g = torch.ones_like(y)
+            y.backward(g)  # warm-up: tables, constants, caches
+            x.grad = None
+            y = sg(x)
+            rec, tri = OpRecorder(), TritonLaunches()
+            with rec, tri:
+                y.backward(g)
+        return rec.kernels + tri.count
+
+    torch.manual_seed(0)
+    for shape in [(4, 200), (2, 3, 5, 6)]:  # more than AdaptiveDelta.exact entries a sample: drawn
+        u = 0.5 * torch.randn(shape, device=DEVICE) - 0.3
+        fixed = launches(localzo.make("normal", delta=0.3), u)
+        adaptive = launches(localzo.make(), u)
+        assert adaptive - fixed <= 2, (shape, adaptive, fixed)

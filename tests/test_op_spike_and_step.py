@@ -16,7 +16,7 @@ import torch
 import snntorch_localzo as localzo
 from conftest import DEVICE, FUSED, assert_identical, made_by, run_with_grads
 from snntorch_localzo._backend import Path
-from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
+from snntorch_localzo._ops.leaky import LeakyParams, leaky_step, native
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops import planner
 from snntorch_localzo._ops.spike import spike
@@ -66,20 +66,27 @@ def test_spike_equals_reference_given_z(name, samples, dtype, path):
     "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
 ])
 def test_spike_path_is_planned_from_device_mode_and_size(device):
-    """``auto``: the native path on CPU tensors (the reference below
-    NATIVE_MIN_NUMEL entries, where drawing for all costs less than the
-    bookkeeping), the kernels on CUDA tensors (the reference where they do
-    not support the spec: more than 7 directions); in every mode, the
-    expected value for the calls whose samples the adaptive step deems small
-    (``AdaptiveDelta.exact`` entries or fewer), never for a fixed step."""
+    """``auto``: the native path on CPU tensors (at every size where its
+    fused C pass runs: float32, a law with a closed-form sampler, the C
+    loops built; else the reference below NATIVE_MIN_NUMEL entries, where
+    drawing for all costs less than the sparse draw's bookkeeping), the
+    kernels on CUDA tensors (the reference where they do not support the
+    spec: more than 7 directions); in every mode, the expected value for the
+    calls whose samples the adaptive step deems small (``AdaptiveDelta.exact``
+    entries or fewer), never for a fixed step."""
     spec = localzo.make().spec
     big = torch.zeros(planner.NATIVE_MIN_NUMEL, device=device)
     small = torch.zeros(2, 100, device=device)
     tiny = torch.zeros(4096, 10, device=device)  # an output layer: 10 entries a sample
     cpu = device == "cpu"
+    fused = cpu and native.c_module() is not None
     with localzo.use_backend("auto"):
         assert planner.spike_path(big, spec) is (Path.NATIVE if cpu else Path.TRITON)
-        assert planner.spike_path(small, spec) is (Path.REFERENCE if cpu else Path.TRITON)
+        assert planner.spike_path(small, spec) is (Path.NATIVE if fused else Path.REFERENCE if cpu else Path.TRITON)
+        if cpu:  # float64 is not fused: the sparse draw's size limit
+            assert planner.spike_path(small.double(), spec) is Path.REFERENCE
+        twin = localzo.make("atan").spec  # an inverse-CDF table: not fused
+        assert planner.spike_path(small, twin) is (Path.REFERENCE if cpu else Path.TRITON)
         assert planner.spike_path(big, localzo.make(samples=9).spec) is (Path.NATIVE if cpu else Path.REFERENCE)
         assert planner.spike_path(tiny, spec) is Path.EXACT
         assert planner.spike_path(tiny[0], spec) is Path.EXACT  # one sample

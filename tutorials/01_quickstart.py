@@ -233,8 +233,10 @@ history_sparse = train(Net(spike_grad=sparse_grad).to(device), spike_grad=sparse
 # byte per neuron between the two passes instead of a copy of the membrane; on the CPU,
 # from 2^17 neurons per step (batch times layer width), as the *native path*, which draws
 # random directions only for the neurons that can get a non-zero estimate and keeps only
-# those for backward. Smaller CPU steps, like this network's, run the plain PyTorch
-# reference, as `snn.Leaky` with `localzo.make()` does. Tutorial 4 measures both.
+# those for backward. Smaller CPU steps, like this network's, run snnTorch's own
+# operations for the state, and the spike function's backward is one C pass (each
+# sample's step, the draw where an estimate can be non-zero, the gradient), as with
+# `snn.Leaky` and `localzo.make()`. Tutorial 4 measures both.
 
 # %%
 fused_grad = localzo.make(delta=0.008, track=True)

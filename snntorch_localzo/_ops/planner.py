@@ -11,7 +11,9 @@ path                what runs
 ==================  ==================================================
 ``Path.TRITON``     fused Triton kernels (CUDA; CPU in the interpreter)
 ``Path.NATIVE``     the native CPU path: C time loops and the sparse
-                    estimate (only entries that can be active draw)
+                    estimate (only entries that can be active draw);
+                    for the spike function one fused C pass (step,
+                    draw, estimate)
 ``Path.REFERENCE``  plain PyTorch, step by step (every other case)
 ``Path.EXACT``      the spike function's expected value instead of a
                     draw, for the calls whose samples are small enough
@@ -47,10 +49,12 @@ __all__ = [
     "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
 ]
 
-#: A single spike call or Leaky step on the CPU smaller than this takes the
-#: reference, whose dense draw costs less there than the native path's
-#: bookkeeping: on the development machine's CPU (one thread) the two cross
-#: between 2**15 and 2**17 entries.
+#: A single Leaky step on the CPU smaller than this takes the reference, whose
+#: dense draw costs less there than the native path's bookkeeping: on the
+#: development machine's CPU (one thread) the two cross between 2**15 and
+#: 2**17 entries. So does a spike call that the fused C backward does not
+#: cover (float64, an inverse-CDF table law, no C compiler); the fused one
+#: (``spike/native.py``) pays at every size.
 NATIVE_MIN_NUMEL = 2**17
 #: The sparse weight gradient pays off from this many output neurons (CPU: its
 #: input trace costs about as much as a dense product with ~100 outputs on the
@@ -107,9 +111,17 @@ def spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     path = device_path(u)
     if path is Path.TRITON and not kernel_supports(spec, u.dtype):
         return Path.REFERENCE if u.is_cuda else Path.NATIVE
-    if path is Path.NATIVE and u.numel() < NATIVE_MIN_NUMEL:
+    if path is Path.NATIVE and u.numel() < NATIVE_MIN_NUMEL and not _fused_spike(u, spec):
         return Path.REFERENCE
     return path
+
+
+def _fused_spike(u: torch.Tensor, spec: ZOSpec) -> bool:
+    """Whether the spike function's fused C backward covers ``u`` (it pays at
+    every size, :mod:`snntorch_localzo._ops.spike.native`)."""
+    from .spike import native  # (the spike package imports this module)
+
+    return native.fused(u, spec)
 
 
 def native_draws_densely(near: int, total: int) -> bool:

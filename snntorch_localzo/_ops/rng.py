@@ -37,6 +37,14 @@ def philox_seed(device: torch.device) -> torch.Tensor:
     return seed
 
 
+def seed(device: torch.device) -> int:
+    """A 62-bit seed for the native CPU draws, from torch's generator of
+    ``device`` with the rank mixed in (as :func:`philox_seed`), as a Python int."""
+    value = int(torch.randint(0, 2**SEED_BITS, (), dtype=torch.int64, device=device))
+    salt = rank_salt()
+    return value ^ (salt * _PHILOX_SALT % 2**SEED_BITS) if salt else value
+
+
 def generator(device: torch.device) -> Optional[torch.Generator]:
     """None (use torch's generator of ``device``) unless the rank must be mixed
     in; then a generator seeded from a draw of that generator and the rank."""

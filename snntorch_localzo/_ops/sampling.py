@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Optional, Tuple
 
 import torch
@@ -72,12 +71,7 @@ def expected_estimate(u: torch.Tensor, spec: ZOSpec) -> torch.Tensor:
     the compute dtype: ``g(u) / height``, what a call the step gives no draw
     gets (:meth:`Step.is_exact <snntorch_localzo.step.Step.is_exact>`)."""
     law = spec.law
-    return law.expected_grad(u.to(compute_dtype(u.dtype))) * _inverse_height(spec.step, law)
-
-
-@functools.lru_cache(maxsize=64)
-def _inverse_height(step, law) -> float:
-    return 1.0 / step.height(law)
+    return law.expected_grad(u.to(compute_dtype(u.dtype))) * spec.inverse_height()
 
 
 def draw_abs_z(

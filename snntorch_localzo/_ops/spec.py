@@ -76,6 +76,12 @@ class ZOSpec:
         """The membrane the operators' estimate sees for ``u = mem - threshold``."""
         return self.step.scale(u, self, steps)
 
+    def inverse_height(self) -> float:
+        """``1 / step.height(law)``: what the law's surrogate is multiplied by
+        for the estimate's expected value. Cached, and computed when the spec
+        is built (:func:`spec_of`): never a host read inside a pass."""
+        return _inverse_height(self.step, self.law)
+
     # ------------------------------------------------------------- operators
     def op_kwargs(self) -> Dict[str, list]:
         """The spec's ints and floats as the operators' keyword arguments
@@ -117,10 +123,17 @@ def _unflat(ints: Tuple[int, ...], floats: Tuple[float, ...]) -> ZOSpec:
 def spec_of(dist: D.Distribution, samples: int, step: Step = FIXED) -> ZOSpec:
     """The spec of a distribution, a number of directions and a step (with an
     adaptive step, ``dist`` has the unit step). Cached."""
-    return ZOSpec(
+    spec = ZOSpec(
         kind=dist.sampler.kind, p=dist.p, samples=samples, delta=dist.delta,
         coef=dist.scale / samples / step.height(dist), kparam=dist.kparam, dist=dist, step=step,
     )
+    spec.inverse_height()  # (cached now, outside any pass)
+    return spec
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_height(step: Step, law: D.Distribution) -> float:
+    return 1.0 / step.height(law)
 
 
 _PLACEHOLDERS: Dict[torch.device, torch.Tensor] = {}

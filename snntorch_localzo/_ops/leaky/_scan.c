@@ -1,7 +1,10 @@
-/* Time loops of the native CPU path, in C (and, at the end, the order
- * statistics of the adaptive step and the binary inputs of the Linear + Leaky
- * layer: their packed copy and the event-driven input current, which sums in
- * another order than PyTorch's product).
+/* Time loops of the native CPU path, in C; then the order statistics and
+ * the whole rule of the adaptive step; the spike function's fused backward
+ * (the step, the draw of the directions where an estimate can be non-zero,
+ * and grad_out times the estimate in one pass per sample, with its own
+ * counter-based random streams); and the binary inputs of the Linear +
+ * Leaky layer: their packed copy and the event-driven input current, which
+ * sums in another order than PyTorch's product.
  *
  * The vectorised PyTorch loops in native.py run a handful of small tensor
  * operations per time step; their dispatch costs more than their arithmetic.
@@ -22,6 +25,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The widest vector unit the CPU has runs these loops (one machine code per
+ * unit, picked when the module loads), where the compiler can build that. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 && defined(__x86_64__) && defined(__linux__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
 
 /* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
  * one definition, through setup.py's define_macros; the module exports them
@@ -149,23 +160,19 @@ REVERSE_SCAN(reverse_scan_f64, double)
 TRACE(trace_f32, float)
 TRACE(trace_f64, double)
 
-/* Order statistics of the adaptive step: for each of `rows` rows of n floats,
- * the k1-th and k2-th smallest (1-based, 1 <= k1 <= k2 <= n), NaN counted as
- * +infinity: exactly the values torch.kthvalue returns. A radix selection:
- * one pass maps each value to an order-preserving 32-bit key and counts the
- * keys by their top 8 bits (coarse) and top 14 bits (fine: sign, exponent
- * and 5 mantissa bits), which gives the fine bin of each wanted rank and the
- * rank inside it; a second pass gathers that bin's values (a few of the
- * row) and a quickselect finds the rank among them. The counts are zeroed
- * again through the keys, so a row costs O(n) whatever the number of bins.
- * Rows of at most KTH_SMALL values are selected directly (a quickselect on a
- * copy costs less there than the counts).                                   */
+/* Order statistics of the adaptive step: the k-th smallest (1-based) of a
+ * row of n floats, NaN counted as +infinity: exactly the value
+ * torch.kthvalue returns.
+ * - k <= KTH_FEW: one pass keeps the k smallest seen so far, in order; a
+ *   block of 16 values none of which is below the k-th so far is skipped
+ *   whole (after the first blocks almost every one).
+ * - else a search on order-preserving 32-bit keys for the smallest key t
+ *   with at least k keys <= t, each step one branch-free counting pass
+ *   over the row (kth_key).                                                */
 
-#define KTH_FINE 18
-#define KTH_SMALL 128
-#define KTH_COARSE 24
+#define KTH_FEW 32
 
-static uint32_t order_key(float x)
+static inline uint32_t order_key(float x)
 {
     uint32_t b;
     if (x != x) x = INFINITY;
@@ -182,144 +189,166 @@ static float key_value(uint32_t k)
     return x;
 }
 
-static void select_kth(float *v, int64_t lo, int64_t hi, int64_t k)
+/* Scratch of the selections: the keys of one row of n values. */
+typedef struct {
+    uint32_t *keys, *cand;
+} kth_ws;
+
+static int kth_ws_init(kth_ws *w, int64_t n)
 {
-    /* afterwards v[k] is the value of rank k of v[lo..hi] (0-based), every
-     * v[lo..k-1] <= v[k] <= every v[k+1..hi]; NaN-free input */
-    while (hi > lo) {
-        int64_t mid = lo + (hi - lo) / 2;
-        float a = v[lo], b = v[mid], c = v[hi];
-        float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < pivot) i++;
-            while (v[j] > pivot) j--;
-            if (i <= j) {
-                float t = v[i]; v[i] = v[j]; v[j] = t;
-                i++; j--;
-            }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return;  /* v[j+1..i-1] all equal the pivot */
-    }
+    w->keys = (uint32_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
+    w->cand = (uint32_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
+    return (w->keys && w->cand) ? 0 : -1;
 }
 
-/* The value of rank k (0-based) among the n keys, given their counts. */
-static float kth_of_keys(const uint32_t *keys, int64_t n, const uint32_t *coarse,
-                         const uint32_t *fine, int64_t k, float *cand)
+static void kth_ws_free(kth_ws *w)
 {
-    uint32_t c = 0, f;
-    int64_t below = 0;
-    while (below + coarse[c] <= k) below += coarse[c++];
-    f = c << (KTH_COARSE - KTH_FINE);
-    while (below + fine[f] <= k) below += fine[f++];
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; i++)
-        if ((keys[i] >> KTH_FINE) == f) cand[m++] = key_value(keys[i]);
-    select_kth(cand, 0, m - 1, k - below);
-    return cand[k - below];
+    free(w->keys);
+    free(w->cand);
+}
+
+static void few_insert(float *best, int64_t *have, int64_t k, float x)
+{
+    if (*have == k && !(x < best[k - 1])) return;
+    int64_t j = *have < k ? (*have)++ : k - 1;
+    while (j > 0 && best[j - 1] > x) {
+        best[j] = best[j - 1];
+        j--;
+    }
+    best[j] = x;
+}
+
+/* whether any of the 16 values is below t */
+VECTOR_CLONES static int any_below16(const float *restrict v, float t)
+{
+    int any = 0;
+    for (int j = 0; j < 16; j++) any |= v[j] < t;
+    return any;
+}
+
+/* the k-th smallest (k <= KTH_FEW) of n NaN-free values */
+static float kth_few(const float *a, int64_t n, int64_t k)
+{
+    float best[KTH_FEW];
+    int64_t have = 0, i = 0;
+    for (; i < n && have < k; i++) few_insert(best, &have, k, a[i]);
+    for (; i + 16 <= n; i += 16)
+        if (any_below16(a + i, best[k - 1]))
+            for (int j = 0; j < 16; j++) few_insert(best, &have, k, a[i + j]);
+    for (; i < n; i++) few_insert(best, &have, k, a[i]);
+    return best[k - 1];
+}
+
+/* the keys of the n values and their smallest and largest */
+VECTOR_CLONES static void fill_keys(const float *restrict a, uint32_t *restrict keys, int64_t n,
+                                    uint32_t *lo, uint32_t *hi)
+{
+    uint32_t mn = 0xffffffffu, mx = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t k = order_key(a[i]);
+        keys[i] = k;
+        mn = k < mn ? k : mn;
+        mx = k > mx ? k : mx;
+    }
+    *lo = mn;
+    *hi = mx;
+}
+
+VECTOR_CLONES static int64_t count_at_most(const uint32_t *restrict keys, int64_t n, uint32_t t)
+{
+    int32_t c = 0;
+    for (int64_t i = 0; i < n; i++) c += keys[i] <= t;
+    return c;
+}
+
+#define KTH_GATHER 32
+
+/* the k-th smallest key, given the keys lie in [lo, hi] (the smallest and
+ * the largest): the bracket [lo, hi] with count(< lo) < k <= count(<= hi)
+ * shrinks, each step by one counting pass at a key interpolated between
+ * the bracket's values (two steps of three) or at its middle key, until it
+ * holds at most KTH_GATHER keys; those are sorted. */
+static uint32_t kth_key(const uint32_t *keys, int64_t n, int64_t k, uint32_t lo, uint32_t hi,
+                        uint32_t *cand)
+{
+    int64_t c_lo = 0, c_hi = n;
+    for (int step = 1; lo < hi; step++) {
+        if (c_hi - c_lo <= KTH_GATHER) {
+            int64_t m = 0;
+            const uint32_t width = hi - lo;
+            for (int64_t i = 0; i < n; i++) {
+                cand[m] = keys[i];
+                m += (uint32_t)(keys[i] - lo) <= width;
+            }
+            for (int64_t i = 1; i < m; i++) {
+                uint32_t v = cand[i];
+                int64_t j = i;
+                for (; j > 0 && cand[j - 1] > v; j--) cand[j] = cand[j - 1];
+                cand[j] = v;
+            }
+            return cand[k - c_lo - 1];
+        }
+        uint32_t mid = lo + (hi - lo) / 2;
+        const float vlo = key_value(lo), vhi = key_value(hi);
+        if (step % 3 && isfinite(vlo) && isfinite(vhi)) {
+            const double t = (double)vlo + ((double)vhi - (double)vlo) *
+                                               ((double)(k - c_lo) / (double)(c_hi - c_lo));
+            const uint32_t at = order_key((float)t);
+            mid = at < lo ? lo : (at >= hi ? hi - 1 : at);
+        }
+        const int64_t c = count_at_most(keys, n, mid);
+        if (c >= k) {
+            hi = mid;
+            c_hi = c;
+        } else {
+            lo = mid + 1;
+            c_lo = c;
+        }
+    }
+    return hi;
+}
+
+/* The k1-th and, when k2 > 0, the k2-th smallest (1-based, k1, k2 <= n)
+ * of one row of n values, NaN as +infinity (a is not changed). */
+static void kth_pair(const float *a, int64_t n, int64_t k1, int64_t k2, kth_ws *w,
+                     float *q1, float *q2)
+{
+    uint32_t lo = 0, hi = 0;
+    int keyed = 0;
+    if (k1 <= KTH_FEW) {
+        /* (NaN-free here: callers pass |u| with NaN as +inf, or keyed rows) */
+        *q1 = kth_few(a, n, k1);
+    } else {
+        fill_keys(a, w->keys, n, &lo, &hi);
+        keyed = 1;
+        *q1 = key_value(kth_key(w->keys, n, k1, lo, hi, w->cand));
+    }
+    if (k2 <= 0) return;
+    if (k2 <= KTH_FEW) {
+        *q2 = kth_few(a, n, k2);
+        return;
+    }
+    if (!keyed) fill_keys(a, w->keys, n, &lo, &hi);
+    *q2 = key_value(kth_key(w->keys, n, k2, lo, hi, w->cand));
 }
 
 static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t k2,
                     float *out1, float *out2)
 {
-    uint32_t *coarse = (uint32_t *)calloc((size_t)1 << (32 - KTH_COARSE), sizeof(uint32_t));
-    uint32_t *fine = (uint32_t *)calloc((size_t)1 << (32 - KTH_FINE), sizeof(uint32_t));
-    uint32_t *keys = (uint32_t *)malloc((size_t)n * sizeof(uint32_t));
-    float *cand = (float *)malloc((size_t)n * sizeof(float));
-    int status = (coarse && fine && keys && cand) ? 0 : -1;
+    kth_ws w;
+    int status = kth_ws_init(&w, n);
+    float *row = (float *)malloc((size_t)n * sizeof(float));
+    if (!row) status = -1;
     for (int64_t r = 0; !status && r < rows; r++) {
-        const float *row = a + r * n;
-        if (n <= KTH_SMALL) {
-            for (int64_t i = 0; i < n; i++) cand[i] = row[i] != row[i] ? INFINITY : row[i];
-            select_kth(cand, 0, n - 1, k1 - 1);
-            out1[r] = cand[k1 - 1];
-            select_kth(cand, k1 - 1, n - 1, k2 - 1);
-            out2[r] = cand[k2 - 1];
-            continue;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t k = order_key(row[i]);
-            keys[i] = k;
-            coarse[k >> KTH_COARSE]++;
-            fine[k >> KTH_FINE]++;
-        }
-        out1[r] = kth_of_keys(keys, n, coarse, fine, k1 - 1, cand);
-        out2[r] = k2 == k1 ? out1[r] : kth_of_keys(keys, n, coarse, fine, k2 - 1, cand);
-        for (int64_t i = 0; i < n; i++) {
-            coarse[keys[i] >> KTH_COARSE] = 0;
-            fine[keys[i] >> KTH_FINE] = 0;
-        }
+        for (int64_t i = 0; i < n; i++) row[i] = a[r * n + i] != a[r * n + i] ? INFINITY : a[r * n + i];
+        kth_pair(row, n, k1, k2, &w, out1 + r, out2 + r);
     }
-    free(coarse);
-    free(fine);
-    free(keys);
-    free(cand);
+    kth_ws_free(&w);
+    free(row);
     return status;
 }
 
-/* The adaptive step's passes over a call's membrane u [rows, n] (float32;
- * adaptive.py holds the rule, these compute its O(n) parts):
- * rule_stats: per row, the k1-th and k2-th smallest of |u| (NaN as +inf,
- *   the values torch.kthvalue returns) and the count of entries above 0;
- * rule_floors: per entry, the step of its row (or of its row's channel
- *   group of `pos` entries) widened by the channel and entry floors:
- *   d_c = max(d_row, min(min over the group of |u| / x_q, ceil)) where
- *   x_q > 0, then out = max(d_c, min(|u| / x_e, ceil)) where x_e > 0,
- *   with IEEE float32 divisions, as torch computes them.                   */
-static int rule_stats(const float *u, int64_t rows, int64_t n, int64_t k1, int64_t k2,
-                      float *out1, float *out2, int64_t *fire)
-{
-    float *a = (float *)malloc((size_t)(rows * n) * sizeof(float));
-    if (!a) return -1;
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = u + r * n;
-        float *ar = a + r * n;
-        int64_t count = 0;
-        for (int64_t i = 0; i < n; i++) {
-            float x = row[i];
-            count += x > 0.0f;
-            ar[i] = x != x ? INFINITY : fabsf(x);
-        }
-        fire[r] = count;
-    }
-    int status = row_kth2(a, rows, n, k1, k2, out1, out2);
-    free(a);
-    return status;
-}
 
-static void rule_floors(const float *u, const float *drow, int64_t rows, int64_t groups,
-                        int64_t pos, float x_q, float x_e, float ceil, float *out)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t g = 0; g < groups; g++) {
-            const float *v = u + (r * groups + g) * pos;
-            float *o = out + (r * groups + g) * pos;
-            float d = drow[r];
-            if (x_q > 0.0f) {
-                float near = INFINITY;
-                for (int64_t i = 0; i < pos; i++) {
-                    float x = v[i] != v[i] ? INFINITY : fabsf(v[i]);
-                    near = x < near ? x : near;
-                }
-                float f = near / x_q;
-                f = f > ceil ? ceil : f;
-                d = f > d ? f : d;
-            }
-            if (x_e > 0.0f) {
-                for (int64_t i = 0; i < pos; i++) {
-                    float x = v[i] != v[i] ? INFINITY : fabsf(v[i]);
-                    float f = x / x_e;
-                    f = f > ceil ? ceil : f;
-                    o[i] = f > d ? f : d;
-                }
-            } else {
-                for (int64_t i = 0; i < pos; i++) o[i] = d;
-            }
-        }
-    }
-}
 
 /* The estimate of every entry from its drawn magnitudes, then its non-zero
  * entries: g[i] = coef * sum_d w(absz[d, i]) * (uabs[i] < delta * absz[d, i]),
@@ -364,6 +393,485 @@ DENSE_ESTIMATE(dense_estimate_f64, double)
 COMPACT(compact_f32, float)
 COMPACT(compact_f64, double)
 
+/* ------------------------------------------------------------------------
+ * The spike function's backward on the CPU, fused: for a call on
+ * u = mem - threshold [rows, n] (float32), the step of every entry (the
+ * adaptive rule, or the fixed step), the draw of the directions where an
+ * estimate can be non-zero, and grad_in = grad_out * G, in one pass per row.
+ *
+ * The rule (adaptive.py states it; zo_rule holds its constants):
+ *   a = |u| (NaN as +inf), r = (count of u > 0) / n, in double;
+ *   q1 = the k1-th smallest a; w = clamp(1 - r / rate, 0, 1); where w > 0
+ *   also q2 = the k2-th smallest; qa = clamp(q1, low, high), qb likewise;
+ *   t = qa (w = 0), qb (w = 1), else exp(lerp(log qa, log qb, w)) with
+ *   torch.lerp's formula; d = (float)clamp(t / x_med, floor, ceil); then
+ *   the channel and entry floors (float32, the operations of order.floors).
+ *
+ * The draw: x = |u| / delta_i (adaptive) or |u| (fixed; compared with
+ * delta |z|). Each direction's |z| is drawn where x < z_near (a "near"
+ * entry); a far entry (x >= z_near, almost all) can only be active through
+ * a tail event |z| >= z_tail, which has probability tail_p per entry and
+ * direction: their positions over the row's n * m (direction, entry) pairs
+ * are drawn as geometric gaps and each gets |z| from the law's tail beyond
+ * z_tail. Every |z| then has the law's distribution.
+ *
+ * Random numbers: counter-based streams per row (row0 + its index in the
+ * call; SplitMix64 for the tail events and the other laws, a two-round
+ * 32-bit hash of (counter, row key) for the normal law's vectorised
+ * ziggurat), keyed by the call's seed, so a row's draws depend on nothing
+ * but the seed, its row number and its own membrane. |z| for the normal
+ * law: a 128-layer ziggurat (Marsaglia and Tsang, in Doornik's
+ * formulation) with Marsaglia's tail method; the other laws through their
+ * closed-form quantiles (distributions.py's samplers). The test hook absz
+ * ([m, absz_stride] magnitudes, row r of the call at r * n) replaces the
+ * draw; then the estimate's bits are sampling.estimate's.
+ * ------------------------------------------------------------------------ */
+
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    uint64_t s;
+} zo_rng;
+
+static inline uint64_t rng_bits(zo_rng *r)
+{
+    r->s += 0x9e3779b97f4a7c15ULL;
+    return mix64(r->s);
+}
+
+/* uniform on (0, 1] */
+static inline double rng_open(zo_rng *r)
+{
+    return (double)((rng_bits(r) >> 11) + 1) * 0x1.0p-53;
+}
+
+#define ZIG_LAYERS 128
+#define ZIG_R 3.442619855899
+#define ZIG_V 9.91256303526217e-3
+static double ZIG_X[ZIG_LAYERS + 1], ZIG_RATIO[ZIG_LAYERS];
+/* float copies for the vectorised fast path: the ratios rounded down, so a
+ * value the fast path accepts lies in its layer's rectangle */
+static float ZIG_XF[ZIG_LAYERS], ZIG_RF[ZIG_LAYERS];
+
+static void fill_ziggurat(void)
+{
+    double f = exp(-0.5 * ZIG_R * ZIG_R);
+    ZIG_X[0] = ZIG_V / f;
+    ZIG_X[1] = ZIG_R;
+    ZIG_X[ZIG_LAYERS] = 0.0;
+    for (int i = 2; i < ZIG_LAYERS; i++) {
+        ZIG_X[i] = sqrt(-2.0 * log(ZIG_V / ZIG_X[i - 1] + f));
+        f = exp(-0.5 * ZIG_X[i] * ZIG_X[i]);
+    }
+    for (int i = 0; i < ZIG_LAYERS; i++) {
+        ZIG_RATIO[i] = ZIG_X[i + 1] / ZIG_X[i];
+        ZIG_XF[i] = (float)ZIG_X[i];
+        ZIG_RF[i] = (float)ZIG_RATIO[i];
+        if ((double)ZIG_RF[i] > ZIG_RATIO[i]) ZIG_RF[i] = nextafterf(ZIG_RF[i], 0.0f);
+    }
+}
+
+/* |N(0, 1)| conditioned on being at least a (> 0): Marsaglia's tail method */
+static double normal_tail(zo_rng *r, double a)
+{
+    double x, y;
+    do {
+        x = -log(rng_open(r)) / a;
+        y = -log(rng_open(r));
+    } while (2.0 * y < x * x);
+    return a + x;
+}
+
+/* |N(0, 1)| */
+static inline double half_normal(zo_rng *r)
+{
+    for (;;) {
+        uint64_t b = rng_bits(r);
+        int i = (int)(b & (ZIG_LAYERS - 1));
+        double u = (double)(b >> 11) * 0x1.0p-53;
+        if (u < ZIG_RATIO[i]) return u * ZIG_X[i];
+        if (i == 0) return normal_tail(r, ZIG_R);
+        double x = u * ZIG_X[i];
+        double f0 = exp(-0.5 * (ZIG_X[i] * ZIG_X[i] - x * x));
+        double f1 = exp(-0.5 * (ZIG_X[i + 1] * ZIG_X[i + 1] - x * x));
+        if (f1 + (1.0 - rng_open(r)) * (f0 - f1) < 1.0) return x;
+    }
+}
+
+/* The normal law's draws of a row, vectorised: draw c of a row's stream is
+ * a 32-bit hash of (c, the row's key): its low 7 bits pick the ziggurat's
+ * layer, its top 24 the uniform. The fast path (the layer's rectangle,
+ * about 99% of draws) runs in vector lanes and marks the others with -1;
+ * zig_slow finishes those one by one (the wedge, the tail, a new draw). */
+static inline uint32_t hash32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline uint32_t draw_bits(uint32_t c, uint32_t k0, uint32_t k1)
+{
+    return hash32(hash32(c ^ k0) ^ k1);
+}
+
+VECTOR_CLONES static void zig_fast(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt,
+                                   float *restrict z)
+{
+    for (int64_t k = 0; k < cnt; k++) {
+        const uint32_t b = draw_bits(c0 + (uint32_t)k, k0, k1);
+        const uint32_t i = b & (ZIG_LAYERS - 1);
+        const float u = (float)(int32_t)(b >> 8) * 0x1.0p-24f;
+        const float xf = ZIG_XF[i], rf = ZIG_RF[i];
+        const float zf = u * xf;
+        z[k] = u < rf ? zf : -1.0f;
+    }
+}
+
+static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *z, uint64_t key)
+{
+    for (int64_t k = 0; k < cnt; k++) {
+        if (z[k] >= 0.0f) continue;
+        const uint32_t c = c0 + (uint32_t)k;
+        const uint32_t b = draw_bits(c, k0, k1);
+        const int i = (int)(b & (ZIG_LAYERS - 1));
+        const double u = (double)(b >> 8) * 0x1.0p-24;
+        zo_rng rng = {mix64(key ^ ((uint64_t)c * 0xd1b54a32d192ed03ULL))};
+        double v;
+        if (i == 0) {
+            v = normal_tail(&rng, ZIG_R);
+        } else {
+            const double x = u * ZIG_X[i];
+            const double f0 = exp(-0.5 * (ZIG_X[i] * ZIG_X[i] - x * x));
+            const double f1 = exp(-0.5 * (ZIG_X[i + 1] * ZIG_X[i + 1] - x * x));
+            v = f1 + (1.0 - rng_open(&rng)) * (f0 - f1) < 1.0 ? x : half_normal(&rng);
+        }
+        z[k] = (float)v;
+    }
+}
+
+/* acc += w(z k) where x < delta z k (w(a) = a for p = +1, 1 / a for p = -1) */
+VECTOR_CLONES static void accumulate(const float *restrict x, const float *restrict z,
+                                     float *restrict acc, int64_t cnt, float k, float delta,
+                                     int p_pos)
+{
+    for (int64_t j = 0; j < cnt; j++) {
+        const float a = z[j] * k;
+        const float w = p_pos ? a : 1.0f / a;
+        acc[j] = acc[j] + (x[j] < delta * a ? w : 0.0f);
+    }
+}
+
+/* The samplers' kinds (distributions.SAMPLERS) the fused backward draws. */
+#define KIND_NORMAL 0
+#define KIND_UNIFORM 1
+#define KIND_EXPONENTIAL 2
+#define KIND_LOMAX2 4
+
+/* Q(1 - q) of |z| for q in (0, 1] (kinds other than the normal) */
+static inline double abs_z_of_q(int kind, double q, double k)
+{
+    if (kind == KIND_UNIFORM) return (1.0 - q) * k;
+    if (kind == KIND_EXPONENTIAL) return -log(q) * k;
+    double s = sqrt(1.0 - q); /* KIND_LOMAX2 */
+    return s * (1.0 + s) / q * k;
+}
+
+/* one |z| of the law */
+static inline double draw_abs_z1(zo_rng *r, int kind, double k)
+{
+    if (kind == KIND_NORMAL) return half_normal(r) * k;
+    return abs_z_of_q(kind, rng_open(r), k);
+}
+
+/* one |z| of the law beyond z_tail (the tail event of probability tail_p) */
+static inline double draw_tail_z(zo_rng *r, int kind, double k, double z_tail, double tail_p)
+{
+    if (kind == KIND_NORMAL) return normal_tail(r, z_tail / k) * k;
+    return abs_z_of_q(kind, tail_p * rng_open(r), k);
+}
+
+/* v where c holds, else +0 (without a branch: whether an entry is active is
+ * a coin flip the branch predictor cannot learn) */
+static inline float keep_if(float v, int c)
+{
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    b &= (uint32_t)0 - (uint32_t)(c != 0);
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+typedef struct {
+    int adaptive;              /* 0: the fixed step (delta) */
+    int64_t k1, k2;            /* ranks of the band and of the silent band */
+    double rate, low, high, x_med, floor, ceil;
+    int64_t groups;            /* channels per row (1: none) */
+    float x_q, x_e, ceil_f;    /* channel and entry floors (0: off) */
+} zo_rule;
+
+typedef struct {
+    int kind, p_pos;
+    int64_t m;                 /* directions */
+    float delta, coef;
+    double kparam, z_near, z_tail, tail_p;
+} zo_law;
+
+/* The rule's step of a row whose statistics are q1, q2 (when w > 0) and
+ * count entries above zero of n. */
+static float rule_row_step(const zo_rule *R, double w, float q1, float q2)
+{
+    double qa = q1, qb = q2, t;
+    qa = qa < R->low ? R->low : (qa > R->high ? R->high : qa);
+    qb = qb < R->low ? R->low : (qb > R->high ? R->high : qb);
+    if (w <= 0.0) {
+        t = qa;
+    } else if (w >= 1.0) {
+        t = qb;
+    } else {
+        double la = log(qa), lb = log(qb);
+        t = exp(w < 0.5 ? la + w * (lb - la) : lb - (lb - la) * (1.0 - w));
+    }
+    t = t / R->x_med;
+    t = t < R->floor ? R->floor : (t > R->ceil ? R->ceil : t);
+    return (float)t;
+}
+
+static inline double rule_weight(const zo_rule *R, int64_t count, int64_t n)
+{
+    double w = 1.0 - ((double)count / (double)n) / R->rate;
+    return w < 0.0 ? 0.0 : (w > 1.0 ? 1.0 : w);
+}
+
+/* the smallest of n values (NaN-free) */
+VECTOR_CLONES static float row_min(const float *restrict v, int64_t n)
+{
+    float near = INFINITY;
+    for (int64_t i = 0; i < n; i++) near = v[i] < near ? v[i] : near;
+    return near;
+}
+
+/* each entry's step: max(d, min(a / x_e, ceil)) (x_e > 0), else d */
+VECTOR_CLONES static void entry_steps(const float *restrict a, float *restrict o, int64_t n, float d,
+                                      float x_e, float ceil)
+{
+    if (x_e > 0.0f) {
+        for (int64_t i = 0; i < n; i++) {
+            float f = a[i] / x_e;
+            f = f > ceil ? ceil : f;
+            o[i] = f > d ? f : d;
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) o[i] = d;
+    }
+}
+
+/* x = |u / delta| in place of delta */
+VECTOR_CLONES static void scaled_abs(const float *restrict u, float *restrict x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = fabsf(u[i] / x[i]);
+}
+
+/* out = grad * (g * coef); returns the count of non-zero g * coef */
+VECTOR_CLONES static int64_t scale_grad(const float *restrict grad, const float *restrict g,
+                                        float *restrict out, int64_t n, float coef)
+{
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float e = g[i] * coef;
+        total += e != 0.0f;
+        out[i] = grad[i] * e;
+    }
+    return total;
+}
+
+/* The step of every entry of one row: a = |u| (NaN as +inf), count the
+ * entries above zero; writes delta[n]. */
+static void rule_row(const zo_rule *R, const float *a, int64_t n, int64_t count, kth_ws *ws,
+                     float *delta)
+{
+    float q1 = 0.0f, q2 = 0.0f;
+    double w = rule_weight(R, count, n);
+    if (w >= 1.0)
+        kth_pair(a, n, R->k2, 0, ws, &q2, &q1);
+    else if (w > 0.0 && R->k2 < R->k1)
+        kth_pair(a, n, R->k2, R->k1, ws, &q2, &q1);
+    else
+        kth_pair(a, n, R->k1, w > 0.0 ? R->k2 : 0, ws, &q1, &q2);
+    float d = rule_row_step(R, w, q1, q2);
+    int64_t pos = n / R->groups;
+    for (int64_t g = 0; g < R->groups; g++) {
+        const float *v = a + g * pos;
+        float dc = d;
+        if (R->x_q > 0.0f) {
+            float f = row_min(v, pos) / R->x_q;
+            f = f > R->ceil_f ? R->ceil_f : f;
+            dc = f > dc ? f : dc;
+        }
+        entry_steps(v, delta + g * pos, pos, dc, R->x_e, R->ceil_f);
+    }
+}
+
+/* |u| with NaN as +inf, and the count of entries above zero */
+VECTOR_CLONES static int64_t abs_far_row(const float *restrict u, int64_t n, float *restrict a)
+{
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float x = u[i];
+        count += x > 0.0f;
+        a[i] = x != x ? INFINITY : fabsf(x);
+    }
+    return count;
+}
+
+/* The adaptive step of every entry of u [rows, n] (rule_delta of order.py). */
+static int rule_delta(const float *u, int64_t rows, int64_t n, const zo_rule *R, float *delta)
+{
+    kth_ws ws;
+    int status = kth_ws_init(&ws, n);
+    float *a = (float *)malloc((size_t)n * sizeof(float));
+    if (!a) status = -1;
+    for (int64_t r = 0; !status && r < rows; r++) {
+        int64_t count = abs_far_row(u + r * n, n, a);
+        rule_row(R, a, n, count, &ws, delta + r * n);
+    }
+    kth_ws_free(&ws);
+    free(a);
+    return status;
+}
+
+/* rule_stats: per row of u [rows, n], the k1-th and k2-th smallest of |u|
+ * (NaN as +inf: the values torch.kthvalue returns) and the count of entries
+ * above 0 (for a rule without the entry floor; with it, rule_delta does the
+ * whole rule). */
+static int rule_stats(const float *u, int64_t rows, int64_t n, int64_t k1, int64_t k2,
+                      float *out1, float *out2, int64_t *fire)
+{
+    kth_ws ws;
+    int status = kth_ws_init(&ws, n);
+    float *a = (float *)malloc((size_t)n * sizeof(float));
+    if (!a) status = -1;
+    for (int64_t r = 0; !status && r < rows; r++) {
+        fire[r] = abs_far_row(u + r * n, n, a);
+        kth_pair(a, n, k1, k2, &ws, out1 + r, out2 + r);
+    }
+    kth_ws_free(&ws);
+    free(a);
+    return status;
+}
+
+/* The fused backward (block comment above): out = grad * G(u) for rows
+ * row0 .. row0 + rows - 1 of a call (u, grad and out point at the first of
+ * them), n entries each; absz (test hook, NULL for a draw) points at the
+ * magnitudes of the first row, direction d of row r at d * absz_stride +
+ * r * n. Returns the number of non-zero estimates, or -1 when memory ran
+ * out. */
+static int64_t zo_spike_backward(const float *u, const float *grad, float *out, int64_t rows,
+                                 int64_t n, const zo_rule *R, const zo_law *L, const float *absz,
+                                 int64_t absz_stride, uint64_t seed, int64_t row0)
+{
+    kth_ws ws;
+    int status = R->adaptive ? kth_ws_init(&ws, n) : 0;
+    float *a = (float *)malloc((size_t)n * sizeof(float));
+    float *x = (float *)malloc((size_t)n * sizeof(float));
+    float *g = (float *)malloc((size_t)n * sizeof(float));
+    int64_t *idx = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    float *xs = (float *)malloc((size_t)n * sizeof(float));
+    float *zs = (float *)malloc((size_t)n * sizeof(float));
+    float *acc = (float *)malloc((size_t)n * sizeof(float));
+    if (!a || !x || !g || !idx || !xs || !zs || !acc) status = -1;
+    int64_t total = 0;
+    const int64_t pairs = n * L->m;
+    const double log_keep = log1p(-L->tail_p);
+    for (int64_t r = 0; !status && r < rows; r++) {
+        const float *ur = u + r * n;
+        int64_t count = abs_far_row(ur, n, a);
+        if (R->adaptive) {
+            rule_row(R, a, n, count, &ws, x);
+            scaled_abs(ur, x, n);
+        } else {
+            for (int64_t i = 0; i < n; i++) x[i] = fabsf(ur[i]);
+        }
+        if (absz) {
+            for (int64_t i = 0; i < n; i++) {
+                float acc = 0.0f;
+                for (int64_t d = 0; d < L->m; d++) {
+                    const float z = absz[d * absz_stride + r * n + i];
+                    const float wz = L->p_pos ? z : 1.0f / z;
+                    acc = acc + keep_if(wz, x[i] < L->delta * z);
+                }
+                g[i] = acc;
+            }
+        } else {
+            zo_rng rng = {mix64(seed ^ mix64((uint64_t)(row0 + r) + 0x632be59bd9b4e019ULL))};
+            const float z_near = (float)L->z_near;
+            /* the near entries, listed without a branch, then drawn */
+            int64_t near = 0;
+            for (int64_t i = 0; i < n; i++) {
+                g[i] = 0.0f;
+                idx[near] = i;
+                near += x[i] < z_near;
+            }
+            if (L->kind == KIND_NORMAL) {
+                const uint64_t key = mix64(seed ^ mix64((uint64_t)(row0 + r) + 0x9fb21c651e98df25ULL));
+                const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+                for (int64_t k = 0; k < near; k++) {
+                    xs[k] = x[idx[k]];
+                    acc[k] = 0.0f;
+                }
+                for (int64_t d = 0; d < L->m; d++) {
+                    const uint32_t c0 = (uint32_t)(d * n);
+                    zig_fast(k0, k1, c0, near, zs);
+                    zig_slow(k0, k1, c0, near, zs, key);
+                    accumulate(xs, zs, acc, near, (float)L->kparam, L->delta, L->p_pos);
+                }
+                for (int64_t k = 0; k < near; k++) g[idx[k]] = acc[k];
+            } else {
+                for (int64_t k = 0; k < near; k++) {
+                    const int64_t i = idx[k];
+                    const float xi = x[i];
+                    float sum = 0.0f;
+                    for (int64_t d = 0; d < L->m; d++) {
+                        const float z = (float)draw_abs_z1(&rng, L->kind, L->kparam);
+                        const float wz = L->p_pos ? z : 1.0f / z;
+                        sum = sum + keep_if(wz, xi < L->delta * z);
+                    }
+                    g[i] = sum;
+                }
+            }
+            /* tail events at the far entries */
+            for (int64_t j = -1;;) {
+                double gap = floor(log(rng_open(&rng)) / log_keep) + 1.0;
+                if (gap >= (double)(pairs - j)) break;
+                j += (int64_t)gap;
+                int64_t i = j % n;
+                if (x[i] < z_near) continue;
+                const float z = (float)draw_tail_z(&rng, L->kind, L->kparam, L->z_tail, L->tail_p);
+                const float wz = L->p_pos ? z : 1.0f / z;
+                g[i] = g[i] + (x[i] < L->delta * z ? wz : 0.0f);
+            }
+        }
+        total += scale_grad(grad + r * n, g, out + r * n, n, L->coef);
+    }
+    if (R->adaptive) kth_ws_free(&ws);
+    free(a);
+    free(x);
+    free(g);
+    free(idx);
+    free(xs);
+    free(zs);
+    free(acc);
+    return status ? -1 : total;
+}
+
 static PyObject *py_dense_estimate(PyObject *self, PyObject *args)
 {
     unsigned long long uabs, absz, g;
@@ -398,13 +906,6 @@ static PyObject *py_compact(PyObject *self, PyObject *args)
 /* Binary inputs, for the Linear + Leaky layer: the copy kept for backward and
  * the event-driven input current. */
 
-/* The widest vector unit the CPU has runs these loops (one machine code per
- * unit, picked when the module loads), where the compiler can build that. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 && defined(__x86_64__) && defined(__linux__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR_CLONES
-#endif
 
 /* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
  * EVENT_ONES[m]: their number (both filled when the module loads). */
@@ -656,19 +1157,6 @@ static PyObject *py_rule_stats(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_rule_floors(PyObject *self, PyObject *args)
-{
-    unsigned long long u, drow, out;
-    long long rows, groups, pos;
-    double x_q, x_e, ceil;
-    if (!PyArg_ParseTuple(args, "KKLLLdddK", &u, &drow, &rows, &groups, &pos, &x_q, &x_e, &ceil, &out))
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    rule_floors((const float *)u, (const float *)drow, rows, groups, pos, (float)x_q, (float)x_e,
-                (float)ceil, (float *)out);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
 
 static PyObject *py_leaky_scan(PyObject *self, PyObject *args)
 {
@@ -730,13 +1218,94 @@ static PyObject *py_trace(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+
+/* zo_rule from the Python tuple (k1, k2, rate, low, high, x_med, floor, ceil,
+ * groups, x_q, x_e) */
+static int parse_rule(PyObject *t, zo_rule *R)
+{
+    long long k1, k2, groups;
+    double x_q, x_e;
+    if (!PyArg_ParseTuple(t, "LLddddddLdd", &k1, &k2, &R->rate, &R->low, &R->high, &R->x_med,
+                          &R->floor, &R->ceil, &groups, &x_q, &x_e))
+        return 0;
+    R->adaptive = 1;
+    R->k1 = k1;
+    R->k2 = k2;
+    R->groups = groups;
+    R->x_q = (float)x_q;
+    R->x_e = (float)x_e;
+    R->ceil_f = (float)R->ceil;
+    return 1;
+}
+
+static int rule_fits(const zo_rule *R, long long n)
+{
+    if (n < 1 || R->k1 < 1 || R->k2 < 1 || R->k1 > n || R->k2 > n || R->groups < 1 || n % R->groups) {
+        PyErr_SetString(PyExc_ValueError, "rule: needs 1 <= k1, k2 <= n and groups dividing n");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_rule_delta(PyObject *self, PyObject *args)
+{
+    unsigned long long u, out;
+    long long rows, n;
+    PyObject *rule;
+    zo_rule R;
+    int status;
+    if (!PyArg_ParseTuple(args, "KLLOK", &u, &rows, &n, &rule, &out) || !parse_rule(rule, &R) ||
+        !rule_fits(&R, n))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = rule_delta((const float *)u, rows, n, &R, (float *)out);
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_spike_backward(PyObject *self, PyObject *args)
+{
+    unsigned long long u, grad, out, absz, seed;
+    long long rows, n, m, absz_stride, row0;
+    PyObject *rule;
+    zo_rule R;
+    zo_law L;
+    double delta, coef;
+    int64_t count;
+    if (!PyArg_ParseTuple(args, "KKKLLOiiLddddddKLKL", &u, &grad, &out, &rows, &n, &rule, &L.kind,
+                          &L.p_pos, &m, &delta, &coef, &L.kparam, &L.z_near, &L.z_tail, &L.tail_p,
+                          &absz, &absz_stride, &seed, &row0))
+        return NULL;
+    if (rule == Py_None) {
+        memset(&R, 0, sizeof R);
+    } else if (!parse_rule(rule, &R) || !rule_fits(&R, n)) {
+        return NULL;
+    }
+    if (L.kind != KIND_NORMAL && L.kind != KIND_UNIFORM && L.kind != KIND_EXPONENTIAL &&
+        L.kind != KIND_LOMAX2) {
+        PyErr_SetString(PyExc_ValueError, "spike_backward: no sampler of this kind");
+        return NULL;
+    }
+    L.m = m;
+    L.delta = (float)delta;
+    L.coef = (float)coef;
+    Py_BEGIN_ALLOW_THREADS
+    count = zo_spike_backward((const float *)u, (const float *)grad, (float *)out, rows, n, &R, &L,
+                              (const float *)absz, absz_stride, (uint64_t)seed, row0);
+    Py_END_ALLOW_THREADS
+    if (count < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(count);
+}
+
 static PyMethodDef methods[] = {
     {"leaky_scan", py_leaky_scan, METH_VARARGS, "Leaky membrane scan (see _scan.c)."},
     {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
     {"trace", py_trace, METH_VARARGS, "Input trace of the sparse weight gradient."},
     {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
-    {"rule_floors", py_rule_floors, METH_VARARGS, "Adaptive step: the channel and entry floors."},
+    {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},
+    {"spike_backward", py_spike_backward, METH_VARARGS, "The spike function's fused backward."},
     {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries."},
     {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
@@ -753,6 +1322,7 @@ PyMODINIT_FUNC PyInit__scan(void)
     if (m == NULL)
         return NULL;
     fill_event_tables();
+    fill_ziggurat();
     if (PyModule_AddIntConstant(m, "RESET_SUBTRACT", RESET_SUBTRACT) < 0 ||
         PyModule_AddIntConstant(m, "RESET_ZERO", RESET_ZERO) < 0 ||
         PyModule_AddIntConstant(m, "RESET_NONE", RESET_NONE) < 0) {

@@ -24,9 +24,10 @@ def _backward_impl(path: Path):
 
 class LocalZOSpike(torch.autograd.Function):
     """Heaviside forward; saves ``u`` (as snnTorch's surrogates do). The
-    backward draws the directions from torch's generator of ``u``'s device,
-    on the membrane the spec's step gives (``u / delta_t`` for the adaptive
-    step, ``u`` itself for a fixed one: :meth:`ZOSpec.scale`)."""
+    backward draws the directions from torch's generator of ``u``'s device
+    (or a stream seeded from it), on the membrane the spec's step gives
+    (``u / delta_t`` for the adaptive step, ``u`` itself for a fixed one:
+    :meth:`ZOSpec.scale`; the native path scales it itself)."""
 
     @staticmethod
     def forward(ctx, u, spec, acc, absz, path):
@@ -39,7 +40,9 @@ class LocalZOSpike(torch.autograd.Function):
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
         spec = ctx.spec
-        grad_in = _backward_impl(ctx.path)(grad_out, spec.scale(u), spec, absz, ctx.acc)
+        # (the native path applies the step itself, fused with its draw)
+        u = u if ctx.path is Path.NATIVE else spec.scale(u)
+        grad_in = _backward_impl(ctx.path)(grad_out, u, spec, absz, ctx.acc)
         return grad_in, None, None, None, None
 
 

@@ -1,24 +1,120 @@
-"""Native CPU path of the LocalZO spike function's backward: only the
-entries that can have a non-zero estimate draw their directions
-(``sampling.sparse_estimate``); the others get ``grad_out * 0``, as in the
-reference (an infinite or NaN incoming gradient stays NaN)."""
+"""Native CPU path of the LocalZO spike function's backward.
+
+It receives ``u = mem - threshold`` itself and applies the spec's step.
+
+* **Fused** (float32, a law with a closed-form sampler, the C loops built):
+  one C pass per sample (``_scan.c`` spike_backward) computes the step of
+  every entry (the adaptive rule, the same bits as
+  :meth:`AdaptiveDelta.delta <snntorch_localzo.adaptive.AdaptiveDelta.delta>`),
+  draws ``|z|`` only where the estimate can be non-zero (the near entries,
+  and tail events at the far ones: ``sampling``'s scheme) from a
+  counter-based stream seeded by one draw of torch's generator, and writes
+  ``grad_out * G``. No tensor operation runs per call but the seed and the
+  output, so it pays from the smallest layer on.
+* **Sparse** (everything else: float64, the table laws, no C compiler): the
+  step in PyTorch, then ``sampling.sparse_estimate``.
+
+Both give ``grad_out * 0`` where the estimate is zero, as the reference (an
+infinite or NaN incoming gradient stays NaN), and, given the magnitudes
+``|z|`` (``absz``), the reference's bits.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+from typing import Optional
+
 import torch
 
+from ... import distributions as D
 from .. import layout, rng
-from ..sampling import sparse_estimate
+from ..sampling import TAIL, _MARGIN, sparse_estimate
+from ..spec import ZOSpec
 from .op import register_backward
 
+#: The samplers the fused pass draws from (``_scan.c``'s kinds).
+FUSED_KINDS = (D.NORMAL.kind, D.UNIFORM.kind, D.EXPONENTIAL.kind, D.LOMAX2.kind)
 
-def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec, table, absz, acc) -> torch.Tensor:
-    index, g = sparse_estimate(u, spec, table, generator=rng.generator(u.device), absz=absz)
+
+_LEAKY_NATIVE = []
+
+
+def _c_module():
+    """The C module, or None (the Leaky package, which holds it, imports the
+    spike function: imported on first use)."""
+    if not _LEAKY_NATIVE:
+        from ..leaky import native as leaky_native
+
+        _LEAKY_NATIVE.append(leaky_native)
+    return _LEAKY_NATIVE[0].c_module()
+
+
+def fused(u: torch.Tensor, spec: ZOSpec) -> bool:
+    """Whether the fused C pass runs the backward of ``u`` (the planner asks)."""
+    if u.dtype != torch.float32 or u.device.type != "cpu" or spec.kind not in FUSED_KINDS:
+        return False
+    module = _c_module()
+    return module is not None and hasattr(module, "spike_backward")
+
+
+@functools.lru_cache(maxsize=1024)
+def _settings(spec: ZOSpec, shape: tuple) -> tuple:
+    """The C pass's arguments after the tensors for a call on ``u`` of
+    ``shape``: rows, entries per row, the rule's constants (None: the fixed
+    step), the law, the near and tail levels (:func:`_tail`)."""
+    rows = shape[0] if len(shape) >= 2 else 1
+    n = math.prod(shape) // rows if rows else 0
+    rule = spec.step.constants(spec.law, spec.samples, (rows, n) if len(shape) < 2 else shape) \
+        if spec.step.adaptive and n else None
+    return (rows, n, rule, spec.kind, int(spec.p == 1), spec.samples, float(spec.delta), float(spec.coef),
+            float(spec.kparam), *_tail(spec, n))
+
+
+def _tail(spec: ZOSpec, n: int):
+    """``(z_near, z_tail, tail_p)`` for rows of ``n`` entries: a tail event
+    (``|z| >= z_tail = Q(1 - tail_p)``) has probability ``tail_p`` per entry
+    and direction, and below ``z_near`` (``z_tail`` with a margin, in the
+    units of the compared membrane) an entry draws every direction.
+    ``tail_p`` is ``sampling.TAIL``, or twice the per-direction probability
+    at the adaptive step's entry floor where that is larger (a small layer):
+    entries held at the floor then count as far."""
+    floor = spec.step.entry if spec.step.adaptive else 0.0
+    p_dir = 1.0 - (1.0 - min(floor, 1.0 / max(n, 1))) ** (1.0 / spec.samples) if floor > 0 else 0.0
+    tail_p = min(max(TAIL, 2.0 * p_dir), 0.5)
+    z_tail = float(D.SAMPLERS[spec.kind].from_q(torch.tensor([tail_p], dtype=torch.float64), spec.kparam, None))
+    return spec.delta * z_tail * (1.0 + _MARGIN), z_tail, tail_p
+
+
+def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc) -> torch.Tensor:
+    u = u.detach().contiguous()
+    out = torch.empty(u.shape, dtype=torch.float32)
+    if u.numel():
+        grad = grad_out.to(torch.float32).contiguous()
+        if absz is not None:
+            absz = absz.to(torch.float32).contiguous()
+        count = _c_module().spike_backward(
+            u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_settings(spec, tuple(u.shape)),
+            0 if absz is None else absz.data_ptr(), u.numel(), rng.seed(u.device), 0,
+        )
+        layout.record(acc, count, u.numel())
+    return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
+
+
+def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
+    index, g = sparse_estimate(spec.scale(u), spec, table, generator=rng.generator(u.device), absz=absz)
     out = grad_out.mul(0).contiguous()
     flat = out.view(-1)
     flat[index] = (grad_out.reshape(-1)[index].to(g.dtype) * g).to(out.dtype)
     layout.record(acc, index.numel(), u.numel())
     return out
+
+
+def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz: Optional[torch.Tensor],
+              acc: torch.Tensor) -> torch.Tensor:
+    if fused(u, spec):
+        return _fused_backward(grad_out, u, spec, absz, acc)
+    return _sparse_backward(grad_out, u, spec, table, absz, acc)
 
 
 backward = register_backward("native", _backward)
