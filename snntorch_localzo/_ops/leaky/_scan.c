@@ -523,10 +523,46 @@ static inline uint32_t draw_bits(uint32_t c, uint32_t k0, uint32_t k1)
     return hash32(hash32(c ^ k0) ^ k1);
 }
 
-VECTOR_CLONES static void zig_fast(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt,
-                                   float *restrict z)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define ZIG_AVX2 1
+
+static inline __attribute__((target("avx2"))) __m256i hash32_avx2(__m256i x)
 {
-    for (int64_t k = 0; k < cnt; k++) {
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x7feb352du));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+/* zig_fast's arithmetic eight lanes at a time with the AVX2 gathers (the
+ * same operations, so the same bits); the tail of cnt % 8 as zig_fast */
+static __attribute__((target("avx2"))) int64_t zig_fast_avx2(uint32_t k0, uint32_t k1, uint32_t c0,
+                                                             int64_t cnt, float *z)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
+    const __m256i mask = _mm256_set1_epi32(ZIG_LAYERS - 1);
+    const __m256 scale = _mm256_set1_ps(0x1.0p-24f), minus = _mm256_set1_ps(-1.0f);
+    int64_t k = 0;
+    for (; k + 8 <= cnt; k += 8) {
+        __m256i c = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 + (uint32_t)k)), lane);
+        __m256i b = hash32_avx2(_mm256_xor_si256(hash32_avx2(_mm256_xor_si256(c, vk0)), vk1));
+        __m256i i = _mm256_and_si256(b, mask);
+        __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 8)), scale);
+        __m256 xf = _mm256_i32gather_ps(ZIG_XF, i, 4), rf = _mm256_i32gather_ps(ZIG_RF, i, 4);
+        __m256 zf = _mm256_mul_ps(u, xf);
+        _mm256_storeu_ps(z + k, _mm256_blendv_ps(minus, zf, _mm256_cmp_ps(u, rf, _CMP_LT_OQ)));
+    }
+    return k;
+}
+#endif
+
+VECTOR_CLONES static void zig_fast_from(uint32_t k0, uint32_t k1, uint32_t c0, int64_t k,
+                                        int64_t cnt, float *restrict z)
+{
+    for (; k < cnt; k++) {
         const uint32_t b = draw_bits(c0 + (uint32_t)k, k0, k1);
         const uint32_t i = b & (ZIG_LAYERS - 1);
         const float u = (float)(int32_t)(b >> 8) * 0x1.0p-24f;
@@ -535,6 +571,20 @@ VECTOR_CLONES static void zig_fast(uint32_t k0, uint32_t k1, uint32_t c0, int64_
         z[k] = u < rf ? zf : -1.0f;
     }
 }
+
+/* whether zig_fast runs its AVX2 lanes: the CPU has them (checked when the
+ * module loads) and set_simd has not turned them off (tests compare both) */
+static int CPU_AVX2 = 0, HAVE_AVX2 = 0;
+
+static void zig_fast(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *z)
+{
+    int64_t k = 0;
+#ifdef ZIG_AVX2
+    if (HAVE_AVX2) k = zig_fast_avx2(k0, k1, c0, cnt, z);
+#endif
+    zig_fast_from(k0, k1, c0, k, cnt, z);
+}
+
 
 static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *z, uint64_t key)
 {
@@ -816,17 +866,16 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
             /* the near entries, listed without a branch, then drawn */
             int64_t near = 0;
             for (int64_t i = 0; i < n; i++) {
+                const float xi = x[i];
                 g[i] = 0.0f;
                 idx[near] = i;
-                near += x[i] < z_near;
+                xs[near] = xi;
+                acc[near] = 0.0f;
+                near += xi < z_near;
             }
             if (L->kind == KIND_NORMAL) {
                 const uint64_t key = mix64(seed ^ mix64((uint64_t)(row0 + r) + 0x9fb21c651e98df25ULL));
                 const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-                for (int64_t k = 0; k < near; k++) {
-                    xs[k] = x[idx[k]];
-                    acc[k] = 0.0f;
-                }
                 for (int64_t d = 0; d < L->m; d++) {
                     const uint32_t c0 = (uint32_t)(d * n);
                     zig_fast(k0, k1, c0, near, zs);
@@ -1298,6 +1347,15 @@ static PyObject *py_spike_backward(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(count);
 }
 
+static PyObject *py_set_simd(PyObject *self, PyObject *args)
+{
+    int on, previous = HAVE_AVX2;
+    if (!PyArg_ParseTuple(args, "p", &on))
+        return NULL;
+    HAVE_AVX2 = on && CPU_AVX2;
+    return PyBool_FromLong(previous);
+}
+
 static PyMethodDef methods[] = {
     {"leaky_scan", py_leaky_scan, METH_VARARGS, "Leaky membrane scan (see _scan.c)."},
     {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
@@ -1306,6 +1364,7 @@ static PyMethodDef methods[] = {
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},
     {"spike_backward", py_spike_backward, METH_VARARGS, "The spike function's fused backward."},
+    {"set_simd", py_set_simd, METH_VARARGS, "Turns the draw's AVX2 lanes on or off (tests); returns the previous state."},
     {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries."},
     {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
@@ -1323,6 +1382,10 @@ PyMODINIT_FUNC PyInit__scan(void)
         return NULL;
     fill_event_tables();
     fill_ziggurat();
+#ifdef ZIG_AVX2
+    __builtin_cpu_init();
+    CPU_AVX2 = HAVE_AVX2 = __builtin_cpu_supports("avx2") != 0;
+#endif
     if (PyModule_AddIntConstant(m, "RESET_SUBTRACT", RESET_SUBTRACT) < 0 ||
         PyModule_AddIntConstant(m, "RESET_ZERO", RESET_ZERO) < 0 ||
         PyModule_AddIntConstant(m, "RESET_NONE", RESET_NONE) < 0) {
