@@ -4,7 +4,7 @@ cost on the CPU, side by side.
 Three measurements, each in one run, median of ``--repeats``:
 
 * ``order``: the adaptive step's two order statistics of every row (128
-  rows; the ranks of 5% and 30%) by the C radix selection
+  rows; the ranks of 5% and 30%) by the C selection
   (``_ops/order.py``) against two ``torch.kthvalue`` calls, at 20, 256,
   2304 and 6912 values a row;
 * ``draw``: the native estimate over 819200 entries at several fractions
