@@ -20,6 +20,7 @@ from snntorch_localzo._ops.spec import spec_of
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo.adaptive import AdaptiveDelta
 from snntorch_localzo.distributions import Normal, get_distribution
+from conftest import DEVICE, needs_kernels
 
 
 def abs_quantile(law, q):
@@ -456,3 +457,26 @@ def test_adaptive_step_is_the_same_with_and_without_the_c_passes(shape, rule, mo
         assert a.shape == b.shape and torch.equal(a, b)
     if steps_c is not None:
         assert torch.equal(rule.delta(u, "normal", 1, steps=shape[0]), steps_c)
+
+
+@needs_kernels
+@pytest.mark.interpreter
+@pytest.mark.parametrize("shape", [(6, 300), (4, 3, 5, 5), (3, 2000), (5, 7)])
+@pytest.mark.parametrize("rule", [AdaptiveDelta(), AdaptiveDelta(channel=0.0), AdaptiveDelta(silent=0.01)])
+def test_the_rule_kernel_gives_the_bits_of_the_other_forms(shape, rule, monkeypatch):
+    """On the Triton path the adaptive step is one kernel (``_ops/rule_triton.py``):
+    the same steps as the C pass and the PyTorch form, for firing, silent and
+    partly silent samples (the log-linear blend), NaN membranes, channels and
+    a rank above or below the silent band's."""
+    torch.manual_seed(1)
+    u = -0.4 + 0.3 * torch.randn(shape, device=DEVICE)
+    u.view(-1)[::29] = float("nan")
+    u[1] = -2.0 + 0.01 * torch.randn(shape[1:], device=DEVICE)  # silent
+    u[2] = -1.0 + 0.2 * torch.randn(shape[1:], device=DEVICE)
+    u[2].view(-1)[-1] = 0.5  # one entry fires: silent in part where 1 / n < rate
+    with localzo.use_backend("triton"):
+        kernel = rule.delta(u, "normal", 1)
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    with localzo.use_backend("reference"):
+        torch_form = rule.delta(u, "normal", 1)
+    assert kernel.shape == torch_form.shape and torch.equal(kernel, torch_form)

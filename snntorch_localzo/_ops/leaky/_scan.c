@@ -427,6 +427,12 @@ COMPACT(compact_f64, double)
  * draw; then the estimate's bits are sampling.estimate's.
  * ------------------------------------------------------------------------ */
 
+/* 2**-53 and 2**-24 (exact; no hexadecimal float literals, which not every
+ * C compiler takes) */
+#define TWO_M53 (1.0 / 9007199254740992.0)
+#define TWO_M24 (1.0 / 16777216.0)
+#define TWO_M24F (1.0f / 16777216.0f)
+
 static inline uint64_t mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -447,7 +453,7 @@ static inline uint64_t rng_bits(zo_rng *r)
 /* uniform on (0, 1] */
 static inline double rng_open(zo_rng *r)
 {
-    return (double)((rng_bits(r) >> 11) + 1) * 0x1.0p-53;
+    return (double)((rng_bits(r) >> 11) + 1) * TWO_M53;
 }
 
 #define ZIG_LAYERS 128
@@ -493,7 +499,7 @@ static inline double half_normal(zo_rng *r)
     for (;;) {
         uint64_t b = rng_bits(r);
         int i = (int)(b & (ZIG_LAYERS - 1));
-        double u = (double)(b >> 11) * 0x1.0p-53;
+        double u = (double)(b >> 11) * TWO_M53;
         if (u < ZIG_RATIO[i]) return u * ZIG_X[i];
         if (i == 0) return normal_tail(r, ZIG_R);
         double x = u * ZIG_X[i];
@@ -544,7 +550,7 @@ static __attribute__((target("avx2"))) int64_t zig_fast_avx2(uint32_t k0, uint32
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
     const __m256i mask = _mm256_set1_epi32(ZIG_LAYERS - 1);
-    const __m256 scale = _mm256_set1_ps(0x1.0p-24f), minus = _mm256_set1_ps(-1.0f);
+    const __m256 scale = _mm256_set1_ps(TWO_M24F), minus = _mm256_set1_ps(-1.0f);
     int64_t k = 0;
     for (; k + 8 <= cnt; k += 8) {
         __m256i c = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 + (uint32_t)k)), lane);
@@ -565,7 +571,7 @@ VECTOR_CLONES static void zig_fast_from(uint32_t k0, uint32_t k1, uint32_t c0, i
     for (; k < cnt; k++) {
         const uint32_t b = draw_bits(c0 + (uint32_t)k, k0, k1);
         const uint32_t i = b & (ZIG_LAYERS - 1);
-        const float u = (float)(int32_t)(b >> 8) * 0x1.0p-24f;
+        const float u = (float)(int32_t)(b >> 8) * TWO_M24F;
         const float xf = ZIG_XF[i], rf = ZIG_RF[i];
         const float zf = u * xf;
         z[k] = u < rf ? zf : -1.0f;
@@ -593,7 +599,7 @@ static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *
         const uint32_t c = c0 + (uint32_t)k;
         const uint32_t b = draw_bits(c, k0, k1);
         const int i = (int)(b & (ZIG_LAYERS - 1));
-        const double u = (double)(b >> 8) * 0x1.0p-24;
+        const double u = (double)(b >> 8) * TWO_M24;
         zo_rng rng = {mix64(key ^ ((uint64_t)c * 0xd1b54a32d192ed03ULL))};
         double v;
         if (i == 0) {
