@@ -25,7 +25,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from snntorch_localzo._ops import resets, triton_common as tc  # noqa: E402
+from snntorch_localzo._ops import resets, rule_triton as rule, triton_common as tc  # noqa: E402
 from snntorch_localzo._ops.leaky import triton as leaky  # noqa: E402
 from snntorch_localzo._ops.linear_leaky import triton as linear  # noqa: E402
 from snntorch_localzo._ops.spike import triton as spike  # noqa: E402
@@ -35,8 +35,9 @@ DT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 # pointers whose element type is not the data dtype
 FIXED_PTRS = {"code_ptr": "*u8", "seed_ptr": "*i64", "table_ptr": "*fp32", "absz_ptr": "*fp32",
               "count_ptr": "*i64", "beta_ptr": "*fp32", "thr_ptr": "*fp32", "graded_ptr": "*fp32",
-              "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32", "step_ptr": "*fp32"}
-INTS = {"n", "dn", "T", "t0", "steps", "total", "rows_total", "row0", "rows", "IN"}
+              "trace_ptr": "*fp32", "carry_ptr": "*fp32", "dw_ptr": "*fp32", "step_ptr": "*fp32",
+              "consts_ptr": "*fp64"}
+INTS = {"n", "dn", "T", "t0", "steps", "total", "rows_total", "row0", "rows", "IN", "groups", "pos", "k1", "k2"}
 
 
 def compile_kernel(kernel, dtype, constexprs, aligned):
@@ -87,6 +88,8 @@ def variants():
     for dtype in DT:
         yield linear.trace_kernel, dtype, {"BLOCK": tc.SCAN_BLOCK}
         yield linear.sparse_dw_kernel, dtype, {"BLOCK_R": linear.BLOCK_R, "BLOCK_IN": linear.BLOCK_IN}
+    for block in (256, rule.RULE_BLOCK):  # the adaptive step's rule (float32 only)
+        yield rule.rule_delta_kernel, "float32", {"BLOCK": block}
 
 
 #: Kernels that walk a time loop: their offsets ``t * n`` must be int64.
