@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 
@@ -87,7 +88,7 @@ from ._ops.order import abs_far, floors, row_stats, rule_delta
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
 from .step import Step, sample_entries
 
-__all__ = ["AdaptiveDelta", "LAWS"]
+__all__ = ["AdaptiveDelta", "LAWS", "RuleConstants"]
 
 
 def _law(law) -> Distribution:
@@ -195,43 +196,38 @@ class AdaptiveDelta(Step):
             return torch.ones((batch,) + (1,) * (u.dim() - 1), dtype=torch.float32, device=u.device)
         flat = u.reshape(batch, -1).to(torch.float32)
         rule = self.constants(law, samples, tuple(u.shape))
-        k1, k2, _, _, _, _, _, ceil, groups, x_q, x_e = rule
-        if x_e > 0:  # a step per entry
-            d = rule_delta(flat, rule)  # (the C pass, where it runs)
+        if rule.x_e > 0:  # a step per entry
+            d = rule_delta(flat, rule)  # (the C pass or the kernel, where they run)
             if d is not None:
                 return d.reshape(u.shape)
-        q, q_silent, fire = row_stats(flat, k1, k2)
+        q, q_silent, fire = row_stats(flat, rule.k1, rule.k2)
         d = self.row_step(q, q_silent, fire, rule)
-        if x_e > 0:
-            return floors(flat, d, groups, x_q, x_e, ceil).reshape(u.shape)
+        if rule.x_e > 0:
+            return floors(flat, d, rule.groups, rule.x_q, rule.x_e, rule.ceil).reshape(u.shape)
         d = d.reshape((batch,) + (1,) * (u.dim() - 1))
-        if x_q > 0:
+        if rule.x_q > 0:
             near = abs_far(u).flatten(2).amin(2).reshape(tuple(u.shape[:2]) + (1,) * (u.dim() - 2))
-            d = torch.maximum(d, (near / x_q).clamp(max=ceil))
+            d = torch.maximum(d, (near / rule.x_q).clamp(max=rule.ceil))
         return d
 
-    def constants(self, law, samples: int, shape: tuple) -> tuple:
+    def constants(self, law, samples: int, shape: tuple) -> "RuleConstants":
         """The rule's constants for one call on a membrane of ``shape``
-        ``[batch, *neurons]`` (2 or more dimensions), as the C passes take
-        them: ``(k1, k2, rate, low, high, x_med, floor, ceil, groups, x_q,
-        x_e)``: the ranks of the band and of the silent band, the clamp of
-        the statistics ``[low, high]`` and the median level ``x_med`` of
-        :math:`\\max_i |z_i|`, the channels ``groups`` (1: no channel floor)
-        and the floors' levels ``x_q``, ``x_e`` (0: off). Cached."""
+        ``[batch, *neurons]`` (2 or more dimensions), as the C pass and the
+        kernel take them (:class:`RuleConstants`). Cached."""
         return _constants(self, _law(law), samples, len(shape), int(shape[1]), sample_entries(shape))
 
-    def row_step(self, q: torch.Tensor, q_silent: torch.Tensor, fire: torch.Tensor, rule: tuple) -> torch.Tensor:
+    def row_step(self, q: torch.Tensor, q_silent: torch.Tensor, fire: torch.Tensor,
+                 rule: "RuleConstants") -> torch.Tensor:
         """The step of each row (float32 ``[R]``) from its statistics
         (:func:`~snntorch_localzo._ops.order.row_stats`), in float64 as the C
         pass computes it: the statistics clamped to ``[low, high]``, their
         log-linear blend by the silence weight ``w`` (either one alone where
         ``w`` is 0 or 1), over ``x_med``, clamped to ``[floor, ceil]``."""
-        _, _, rate, low, high, x_med, floor, ceil = rule[:8]
-        w = (1.0 - fire.to(torch.float64) / rate).clamp(0.0, 1.0)
-        qa = q.to(torch.float64).clamp(low, high)
-        qb = q_silent.to(torch.float64).clamp(low, high)
+        w = (1.0 - fire.to(torch.float64) / rule.rate).clamp(0.0, 1.0)
+        qa = q.to(torch.float64).clamp(rule.low, rule.high)
+        qb = q_silent.to(torch.float64).clamp(rule.low, rule.high)
         t = torch.where(w <= 0, qa, torch.where(w >= 1, qb, torch.lerp(qa.log(), qb.log(), w).exp()))
-        return (t / x_med).clamp(floor, ceil).to(torch.float32)
+        return (t / rule.x_med).clamp(rule.floor, rule.ceil).to(torch.float32)
 
     def expected_active_fraction(self, u: torch.Tensor, delta: torch.Tensor, law,
                                  samples: int) -> torch.Tensor:
@@ -275,15 +271,40 @@ class AdaptiveDelta(Step):
         return cls(**values)
 
 
+class RuleConstants(NamedTuple):
+    """The adaptive rule's constants for one call (:meth:`AdaptiveDelta.constants`),
+    in the order ``_scan.c`` reads them."""
+
+    #: ranks (1-based) of the band's and of the silent band's statistic
+    k1: int
+    k2: int
+    #: firing fraction from which a sample counts as firing
+    rate: float
+    #: the statistics are clamped to ``[low, high]``
+    low: float
+    high: float
+    #: the median level of :math:`\max_i |z_i|`
+    x_med: float
+    #: the step's clamp
+    floor: float
+    ceil: float
+    #: channels per sample (1: no channel floor)
+    groups: int
+    #: the channel floor's and the entry floor's levels (0: off)
+    x_q: float
+    x_e: float
+
+
 @functools.lru_cache(maxsize=1024)
-def _constants(rule: AdaptiveDelta, law: Distribution, samples: int, dims: int, width: int, n: int) -> tuple:
+def _constants(rule: AdaptiveDelta, law: Distribution, samples: int, dims: int, width: int,
+               n: int) -> RuleConstants:
     x_med = _quantile(law, 0.5 ** (1.0 / samples))
     rho = rule.conv_active if dims >= 3 else rule.active
     channels = dims >= 3 and rule.channel > 0
     x_q = _quantile(law, (1.0 - rule.channel) ** (1.0 / samples)) if channels else 0.0
     x_e = _quantile(law, (1.0 - min(rule.entry, 1.0 / n)) ** (1.0 / samples)) if rule.entry > 0 else 0.0
-    return (_rank(rho, n), _rank(rule.silent, n), rule.rate, rule.floor * x_med, rule.ceil * x_med, x_med,
-            rule.floor, rule.ceil, width if channels else 1, x_q, x_e)
+    return RuleConstants(_rank(rho, n), _rank(rule.silent, n), rule.rate, rule.floor * x_med,
+                         rule.ceil * x_med, x_med, rule.floor, rule.ceil, width if channels else 1, x_q, x_e)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -59,7 +59,7 @@ def row_stats(u: torch.Tensor, k1: int, k2: int) -> Tuple[torch.Tensor, torch.Te
     return out[0], out[1], fire.to(torch.float64) / n
 
 
-def rule_delta(u: torch.Tensor, rule: tuple) -> Optional[torch.Tensor]:
+def rule_delta(u: torch.Tensor, rule) -> Optional[torch.Tensor]:
     """The adaptive step of every entry of ``u [R, n]`` (float32) in one C
     pass per row (``_scan.c`` rule_delta: the statistics, the row's step and
     the floors, the same bits as the PyTorch form in

@@ -29,20 +29,13 @@ def rank_salt() -> int:
 
 
 def philox_seed(device: torch.device) -> torch.Tensor:
-    """A kernel seed as a one-element int64 tensor on ``device`` (no host sync)."""
+    """A kernel seed as a one-element int64 tensor on ``device`` (no host
+    sync); the native CPU draws take it as a Python int."""
     seed = torch.randint(0, 2**SEED_BITS, (1,), dtype=torch.int64, device=device)
     salt = rank_salt()
     if salt:
         seed = seed ^ (salt * _PHILOX_SALT % 2**SEED_BITS)
     return seed
-
-
-def seed(device: torch.device) -> int:
-    """A 62-bit seed for the native CPU draws, from torch's generator of
-    ``device`` with the rank mixed in (as :func:`philox_seed`), as a Python int."""
-    value = int(torch.randint(0, 2**SEED_BITS, (), dtype=torch.int64, device=device))
-    salt = rank_salt()
-    return value ^ (salt * _PHILOX_SALT % 2**SEED_BITS) if salt else value
 
 
 def generator(device: torch.device) -> Optional[torch.Generator]:

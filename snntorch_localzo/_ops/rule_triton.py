@@ -19,11 +19,11 @@ Per row of ``n`` entries (``|u|`` with NaN as +inf):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
-
-import functools
 
 #: Entries a program reads at a time.
 RULE_BLOCK = 1024
@@ -124,17 +124,16 @@ def rule_delta_kernel(
                 tl.store(obase + offs, tl.zeros((BLOCK,), tl.float32) + dc, mask=m)
 
 
-def rule_delta(u: torch.Tensor, rule: tuple) -> torch.Tensor:
+def rule_delta(u: torch.Tensor, rule) -> torch.Tensor:
     """The step of every entry of ``u [R, n]`` (float32, contiguous) by the
     kernel, given the rule's constants (:meth:`AdaptiveDelta.constants`)."""
-    k1, k2, rate, low, high, x_med, floor, ceil, groups, x_q, x_e = rule
     rows, n = u.shape
     out = torch.empty_like(u)
     if rows and n:
         block = min(RULE_BLOCK, triton.next_power_of_2(n))
-        consts = _constants(u.device, (rate, low, high, x_med, floor, ceil))
-        rule_delta_kernel[(rows,)](u, out, consts, n, groups, n // groups, k1, k2, float(x_q), float(x_e),
-                                   BLOCK=block)
+        consts = _constants(u.device, (rule.rate, rule.low, rule.high, rule.x_med, rule.floor, rule.ceil))
+        rule_delta_kernel[(rows,)](u, out, consts, n, rule.groups, n // rule.groups, rule.k1, rule.k2,
+                                   float(rule.x_q), float(rule.x_e), BLOCK=block)
     return out
 
 

@@ -96,6 +96,12 @@ def abs_z_from_q(spec: ZOSpec, table: torch.Tensor, q: torch.Tensor) -> torch.Te
     return SAMPLERS[spec.kind].from_q(q, spec.kparam, table)
 
 
+def tail_level(spec: ZOSpec, table: torch.Tensor, tail_p: float = TAIL) -> float:
+    """``Q(1 - tail_p)``: the level ``|z|`` exceeds with probability ``tail_p``
+    (a tail event), in float64."""
+    return float(abs_z_from_q(spec, table.cpu(), torch.tensor([tail_p], dtype=torch.float64)))
+
+
 _Z_HI = {}
 
 
@@ -103,8 +109,7 @@ def _z_hi(spec: ZOSpec, table: torch.Tensor) -> float:
     """``Q(1 - TAIL)`` with its margin (cached per sampler)."""
     key = (spec.kind, spec.kparam, table.data_ptr() if spec.kind == TABLE.kind else 0)
     if key not in _Z_HI:
-        q = torch.tensor([TAIL], dtype=torch.float64)
-        _Z_HI[key] = float(abs_z_from_q(spec, table.cpu(), q)) * (1.0 + _MARGIN)
+        _Z_HI[key] = tail_level(spec, table) * (1.0 + _MARGIN)
     return _Z_HI[key]
 
 

@@ -308,28 +308,29 @@ static uint32_t kth_key(const uint32_t *keys, int64_t n, int64_t k, uint32_t lo,
     return hi;
 }
 
-/* The k1-th and, when k2 > 0, the k2-th smallest (1-based, k1, k2 <= n)
- * of one row of n values, NaN as +infinity (a is not changed). */
+/* The k-th smallest (1-based, k <= n) of one row of n NaN-free values (a is
+ * not changed); the row's keys are filled once per row (*keyed). */
+static float kth_one(const float *a, int64_t n, int64_t k, kth_ws *w, int *keyed, uint32_t *lo,
+                     uint32_t *hi)
+{
+    if (k <= KTH_FEW) return kth_few(a, n, k);
+    if (!*keyed) {
+        fill_keys(a, w->keys, n, lo, hi);
+        *keyed = 1;
+    }
+    return key_value(kth_key(w->keys, n, k, *lo, *hi, w->cand));
+}
+
+/* The k1-th and the k2-th smallest (1-based, at most n; a rank <= 0 is not
+ * computed) of one row of n values, NaN as +infinity (a is not changed;
+ * callers pass |u| with NaN as +inf, or NaN-free rows). */
 static void kth_pair(const float *a, int64_t n, int64_t k1, int64_t k2, kth_ws *w,
                      float *q1, float *q2)
 {
     uint32_t lo = 0, hi = 0;
     int keyed = 0;
-    if (k1 <= KTH_FEW) {
-        /* (NaN-free here: callers pass |u| with NaN as +inf, or keyed rows) */
-        *q1 = kth_few(a, n, k1);
-    } else {
-        fill_keys(a, w->keys, n, &lo, &hi);
-        keyed = 1;
-        *q1 = key_value(kth_key(w->keys, n, k1, lo, hi, w->cand));
-    }
-    if (k2 <= 0) return;
-    if (k2 <= KTH_FEW) {
-        *q2 = kth_few(a, n, k2);
-        return;
-    }
-    if (!keyed) fill_keys(a, w->keys, n, &lo, &hi);
-    *q2 = key_value(kth_key(w->keys, n, k2, lo, hi, w->cand));
+    if (k1 > 0) *q1 = kth_one(a, n, k1, w, &keyed, &lo, &hi);
+    if (k2 > 0) *q2 = kth_one(a, n, k2, w, &keyed, &lo, &hi);
 }
 
 static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t k2,
@@ -454,6 +455,25 @@ static inline uint64_t rng_bits(zo_rng *r)
 static inline double rng_open(zo_rng *r)
 {
     return (double)((rng_bits(r) >> 11) + 1) * TWO_M53;
+}
+
+/* v where c holds, else +0 (without a branch: whether an entry is active is
+ * a coin flip the branch predictor cannot learn) */
+static inline float keep_if(float v, int c)
+{
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    b &= (uint32_t)0 - (uint32_t)(c != 0);
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+/* One direction's term of the estimate: w(z) = z (p = +1) or 1 / z
+ * (p = -1) where x < delta z, else +0 (sampling.estimate's operations) */
+static inline float active_term(float x, float z, float delta, int p_pos)
+{
+    const float w = p_pos ? z : 1.0f / z;
+    return keep_if(w, x < delta * z);
 }
 
 #define ZIG_LAYERS 128
@@ -619,11 +639,7 @@ VECTOR_CLONES static void accumulate(const float *restrict x, const float *restr
                                      float *restrict acc, int64_t cnt, float k, float delta,
                                      int p_pos)
 {
-    for (int64_t j = 0; j < cnt; j++) {
-        const float a = z[j] * k;
-        const float w = p_pos ? a : 1.0f / a;
-        acc[j] = acc[j] + (x[j] < delta * a ? w : 0.0f);
-    }
+    for (int64_t j = 0; j < cnt; j++) acc[j] = acc[j] + active_term(x[j], z[j] * k, delta, p_pos);
 }
 
 /* The samplers' kinds (distributions.SAMPLERS) the fused backward draws. */
@@ -653,17 +669,6 @@ static inline double draw_tail_z(zo_rng *r, int kind, double k, double z_tail, d
 {
     if (kind == KIND_NORMAL) return normal_tail(r, z_tail / k) * k;
     return abs_z_of_q(kind, tail_p * rng_open(r), k);
-}
-
-/* v where c holds, else +0 (without a branch: whether an entry is active is
- * a coin flip the branch predictor cannot learn) */
-static inline float keep_if(float v, int c)
-{
-    uint32_t b;
-    memcpy(&b, &v, sizeof b);
-    b &= (uint32_t)0 - (uint32_t)(c != 0);
-    memcpy(&v, &b, sizeof v);
-    return v;
 }
 
 typedef struct {
@@ -756,12 +761,9 @@ static void rule_row(const zo_rule *R, const float *a, int64_t n, int64_t count,
 {
     float q1 = 0.0f, q2 = 0.0f;
     double w = rule_weight(R, count, n);
-    if (w >= 1.0)
-        kth_pair(a, n, R->k2, 0, ws, &q2, &q1);
-    else if (w > 0.0 && R->k2 < R->k1)
-        kth_pair(a, n, R->k2, R->k1, ws, &q2, &q1);
-    else
-        kth_pair(a, n, R->k1, w > 0.0 ? R->k2 : 0, ws, &q1, &q2);
+    /* the band's statistic where the sample fires at all, the silent band's
+     * where it is silent at all */
+    kth_pair(a, n, w < 1.0 ? R->k1 : 0, w > 0.0 ? R->k2 : 0, ws, &q1, &q2);
     float d = rule_row_step(R, w, q1, q2);
     int64_t pos = n / R->groups;
     for (int64_t g = 0; g < R->groups; g++) {
@@ -837,33 +839,31 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
     kth_ws ws;
     int status = R->adaptive ? kth_ws_init(&ws, n) : 0;
     float *a = (float *)malloc((size_t)n * sizeof(float));
-    float *x = (float *)malloc((size_t)n * sizeof(float));
+    float *xbuf = (float *)malloc((size_t)n * sizeof(float));
     float *g = (float *)malloc((size_t)n * sizeof(float));
     int64_t *idx = (int64_t *)malloc((size_t)n * sizeof(int64_t));
     float *xs = (float *)malloc((size_t)n * sizeof(float));
     float *zs = (float *)malloc((size_t)n * sizeof(float));
     float *acc = (float *)malloc((size_t)n * sizeof(float));
-    if (!a || !x || !g || !idx || !xs || !zs || !acc) status = -1;
+    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc) status = -1;
     int64_t total = 0;
     const int64_t pairs = n * L->m;
     const double log_keep = log1p(-L->tail_p);
     for (int64_t r = 0; !status && r < rows; r++) {
         const float *ur = u + r * n;
         int64_t count = abs_far_row(ur, n, a);
+        /* the compared membrane: |u / delta_i| (adaptive), else |u| itself (a,
+         * whose NaN as +inf is never active either) */
+        float *x = R->adaptive ? xbuf : a;
         if (R->adaptive) {
             rule_row(R, a, n, count, &ws, x);
             scaled_abs(ur, x, n);
-        } else {
-            for (int64_t i = 0; i < n; i++) x[i] = fabsf(ur[i]);
         }
         if (absz) {
             for (int64_t i = 0; i < n; i++) {
                 float acc = 0.0f;
-                for (int64_t d = 0; d < L->m; d++) {
-                    const float z = absz[d * absz_stride + r * n + i];
-                    const float wz = L->p_pos ? z : 1.0f / z;
-                    acc = acc + keep_if(wz, x[i] < L->delta * z);
-                }
+                for (int64_t d = 0; d < L->m; d++)
+                    acc = acc + active_term(x[i], absz[d * absz_stride + r * n + i], L->delta, L->p_pos);
                 g[i] = acc;
             }
         } else {
@@ -894,11 +894,9 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
                     const int64_t i = idx[k];
                     const float xi = x[i];
                     float sum = 0.0f;
-                    for (int64_t d = 0; d < L->m; d++) {
-                        const float z = (float)draw_abs_z1(&rng, L->kind, L->kparam);
-                        const float wz = L->p_pos ? z : 1.0f / z;
-                        sum = sum + keep_if(wz, xi < L->delta * z);
-                    }
+                    for (int64_t d = 0; d < L->m; d++)
+                        sum = sum + active_term(xi, (float)draw_abs_z1(&rng, L->kind, L->kparam), L->delta,
+                                                L->p_pos);
                     g[i] = sum;
                 }
             }
@@ -910,15 +908,14 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
                 int64_t i = j % n;
                 if (x[i] < z_near) continue;
                 const float z = (float)draw_tail_z(&rng, L->kind, L->kparam, L->z_tail, L->tail_p);
-                const float wz = L->p_pos ? z : 1.0f / z;
-                g[i] = g[i] + (x[i] < L->delta * z ? wz : 0.0f);
+                g[i] = g[i] + active_term(x[i], z, L->delta, L->p_pos);
             }
         }
         total += scale_grad(grad + r * n, g, out + r * n, n, L->coef);
     }
     if (R->adaptive) kth_ws_free(&ws);
     free(a);
-    free(x);
+    free(xbuf);
     free(g);
     free(idx);
     free(xs);

@@ -29,7 +29,7 @@ import torch
 
 from ... import distributions as D
 from .. import layout, rng
-from ..sampling import TAIL, _MARGIN, sparse_estimate
+from ..sampling import TAIL, _MARGIN, sparse_estimate, tail_level
 from ..spec import ZOSpec
 from .op import register_backward
 
@@ -68,21 +68,20 @@ def _settings(spec: ZOSpec, shape: tuple) -> tuple:
     rule = spec.step.constants(spec.law, spec.samples, (rows, n) if len(shape) < 2 else shape) \
         if spec.step.adaptive and n else None
     return (rows, n, rule, spec.kind, int(spec.p == 1), spec.samples, float(spec.delta), float(spec.coef),
-            float(spec.kparam), *_tail(spec, n))
+            float(spec.kparam), *_tail(spec, rule.x_e if rule is not None else 0.0))
 
 
-def _tail(spec: ZOSpec, n: int):
-    """``(z_near, z_tail, tail_p)`` for rows of ``n`` entries: a tail event
-    (``|z| >= z_tail = Q(1 - tail_p)``) has probability ``tail_p`` per entry
-    and direction, and below ``z_near`` (``z_tail`` with a margin, in the
-    units of the compared membrane) an entry draws every direction.
-    ``tail_p`` is ``sampling.TAIL``, or twice the per-direction probability
-    at the adaptive step's entry floor where that is larger (a small layer):
-    entries held at the floor then count as far."""
-    floor = spec.step.entry if spec.step.adaptive else 0.0
-    p_dir = 1.0 - (1.0 - min(floor, 1.0 / max(n, 1))) ** (1.0 / spec.samples) if floor > 0 else 0.0
-    tail_p = min(max(TAIL, 2.0 * p_dir), 0.5)
-    z_tail = float(D.SAMPLERS[spec.kind].from_q(torch.tensor([tail_p], dtype=torch.float64), spec.kparam, None))
+def _tail(spec: ZOSpec, x_e: float):
+    """``(z_near, z_tail, tail_p)``: a tail event (``|z| >= z_tail = Q(1 - tail_p)``)
+    has probability ``tail_p`` per entry and direction, and below ``z_near``
+    (``z_tail`` with a margin, in the units of the compared membrane) an
+    entry draws every direction. ``tail_p`` is ``sampling.TAIL``, or twice the
+    probability of a direction beyond the adaptive step's entry floor ``x_e``
+    where that is larger (a small layer): entries held at the floor then
+    count as far."""
+    floor_p = float(spec.law.abs_sf(x_e)) if x_e > 0 else 0.0
+    tail_p = min(max(TAIL, 2.0 * floor_p), 0.5)
+    z_tail = tail_level(spec, spec.table("cpu"), tail_p)
     return spec.delta * z_tail * (1.0 + _MARGIN), z_tail, tail_p
 
 
@@ -95,7 +94,7 @@ def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz,
             absz = absz.to(torch.float32).contiguous()
         count = _c_module().spike_backward(
             u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_settings(spec, tuple(u.shape)),
-            0 if absz is None else absz.data_ptr(), u.numel(), rng.seed(u.device), 0,
+            0 if absz is None else absz.data_ptr(), u.numel(), int(rng.philox_seed(u.device)), 0,
         )
         layout.record(acc, count, u.numel())
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
