@@ -416,21 +416,30 @@ def test_native_draw_sees_the_c_loops_magnitudes():
 @pytest.mark.parametrize("n", [1, 2, 7, 256, 3001])
 def test_order_statistics_equal_kthvalue(n):
     """The C selection of the adaptive step returns torch.kthvalue's values,
-    ties, infinities (NaN membranes) and either order of the two ranks included."""
+    ties, infinities (NaN membranes) and either order of the two ranks
+    included, with its vector lanes and without."""
     from snntorch_localzo._ops import order
     from snntorch_localzo._ops.leaky import native
 
-    if native.c_module() is None:
+    module = native.c_module()
+    if module is None:
         pytest.skip("the C loops are not built here")
     torch.manual_seed(n)
-    rows = torch.randn(9, n).abs()
+    rows = torch.randn(10, n).abs()
     rows[1] = rows[1].round()  # ties
     rows[2, : n // 2] = math.inf
     rows[3] = 0.0
-    for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2):
-        got = order.kth_smallest2(rows, k1, k2)
-        assert torch.equal(got[0], rows.kthvalue(k1, 1).values)
-        assert torch.equal(got[1], rows.kthvalue(k2, 1).values)
+    rows[4] = (rows[4] * 8).round() / 8 + 1.0  # a few distinct values, close together
+    previous = module.set_simd(True)
+    try:
+        for on in (True, False):
+            module.set_simd(on)
+            for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2):
+                got = order.kth_smallest2(rows, k1, k2)
+                assert torch.equal(got[0], rows.kthvalue(k1, 1).values)
+                assert torch.equal(got[1], rows.kthvalue(k2, 1).values)
+    finally:
+        module.set_simd(previous)
 
 
 @pytest.mark.parametrize("shape", [(16, 6, 5, 5), (32, 300), (8, 10), (300,), (5, 4, 3, 7)])

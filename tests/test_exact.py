@@ -41,6 +41,35 @@ def test_small_call_gets_the_expected_value(shape):
     assert torch.allclose(est.estimate(u.detach()), expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(128, 20), (16, 10), (10,), (8, 2, 3, 3), (5, 64)])
+def test_the_c_passes_give_the_bits_of_the_pytorch_expected_value(shape):
+    """The native expected value (the rule and the exponent in C, PyTorch's exp,
+    the scale and the product in C) equals the reference's operations bit
+    for bit: NaN membranes, silent and firing samples, a meter counting."""
+    from snntorch_localzo._ops.spike import native, reference
+
+    est = localzo.make(track=True)
+    spec = est.spec
+    u = _u(*shape).detach()
+    flat = u.view(-1)
+    flat[::7] += 1.0  # some samples fire
+    flat[3] = float("nan")
+    if not native.exact_fused(u, spec):
+        pytest.skip("the C loops are not built here")
+    grad = torch.randn(shape)
+    acc = torch.zeros(5, dtype=torch.int64)
+    ours = native.exact_backward(grad, u, spec, acc)
+    ref_acc = torch.zeros(5, dtype=torch.int64)
+    ref = reference.exact_backward(grad, spec.scale(u), spec, None, ref_acc)
+    assert torch.equal(ours.isnan(), ref.isnan()) and ours.isnan().sum() == 1
+    assert torch.equal(ours.nan_to_num(), ref.nan_to_num())
+    assert torch.equal(acc, ref_acc)
+    # and through the spike function, as the glue runs it
+    w = u.clone().requires_grad_()
+    est(w).backward(grad)
+    assert torch.equal(w.grad.nan_to_num(), ref.nan_to_num())
+
+
 def test_only_small_samples_and_only_the_adaptive_step():
     spec = localzo.make().spec
     assert spec.step.is_exact(64) and not spec.step.is_exact(65)

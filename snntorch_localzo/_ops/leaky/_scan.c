@@ -34,6 +34,16 @@
 #define VECTOR_CLONES
 #endif
 
+/* Hand-written vector lanes (the draw, the near lists, the order
+ * statistics' candidates) run where the CPU has the unit (checked when the
+ * module loads) and set_simd has not turned them off: the tests compare
+ * both, which give the same bits. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define ZO_X86_LANES 1
+#endif
+static int CPU_AVX2 = 0, HAVE_AVX2 = 0, CPU_AVX512 = 0, HAVE_AVX512 = 0;
+
 /* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
  * one definition, through setup.py's define_macros; the module exports them
  * (RESET_SUBTRACT, ...) so that the package can check its build. */
@@ -197,7 +207,7 @@ typedef struct {
 static int kth_ws_init(kth_ws *w, int64_t n)
 {
     w->keys = (uint32_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
-    w->cand = (uint32_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t));
+    w->cand = (uint32_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(uint32_t) + 16 * sizeof(uint32_t));
     return (w->keys && w->cand) ? 0 : -1;
 }
 
@@ -263,31 +273,97 @@ VECTOR_CLONES static int64_t count_at_most(const uint32_t *restrict keys, int64_
 
 #define KTH_GATHER 32
 
+/* the keys in [lo, lo + width] of n keys, in order, to cand (16 entries to
+ * spare); returns their number */
+#ifdef ZO_X86_LANES
+static __attribute__((target("avx512f"))) int64_t keys_within_avx512(const uint32_t *keys, int64_t n,
+                                                                     uint32_t lo, uint32_t width,
+                                                                     uint32_t *cand, int64_t *at)
+{
+    const __m512i vlo = _mm512_set1_epi32((int)lo), vw = _mm512_set1_epi32((int)width);
+    int64_t m = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i v = _mm512_loadu_si512((const void *)(keys + i));
+        const __mmask16 in = _mm512_cmple_epu32_mask(_mm512_sub_epi32(v, vlo), vw);
+        _mm512_storeu_si512((void *)(cand + m), _mm512_maskz_compress_epi32(in, v));
+        m += __builtin_popcount((unsigned)in);
+    }
+    *at = i;
+    return m;
+}
+#endif
+
+static int64_t keys_within(const uint32_t *keys, int64_t n, uint32_t lo, uint32_t width, uint32_t *cand)
+{
+    int64_t m = 0, i = 0;
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512) m = keys_within_avx512(keys, n, lo, width, cand, &i);
+#endif
+    for (; i < n; i++) {
+        cand[m] = keys[i];
+        m += (uint32_t)(keys[i] - lo) <= width;
+    }
+    return m;
+}
+
+/* the r-th smallest (0-based) of m keys, m small: the key with at most r
+ * keys below it and more than r at or below it (a count per key, without a
+ * branch, instead of a sort) */
+#ifdef ZO_X86_LANES
+static __attribute__((target("avx512f"))) uint32_t rank_pick_avx512(const uint32_t *cand, int64_t m,
+                                                                    int64_t r)
+{
+    const __mmask16 v0 = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
+    const __mmask16 v1 = (__mmask16)(m >= 32 ? 0xffff : (m > 16 ? (1u << (m - 16)) - 1 : 0));
+    const __m512i c0 = _mm512_maskz_loadu_epi32(v0, cand), c1 = _mm512_maskz_loadu_epi32(v1, cand + 16);
+    for (int64_t i = 0; i < m; i++) {
+        const __m512i v = _mm512_set1_epi32((int)cand[i]);
+        const int lt = __builtin_popcount(_mm512_mask_cmplt_epu32_mask(v0, c0, v)) +
+                       __builtin_popcount(_mm512_mask_cmplt_epu32_mask(v1, c1, v));
+        const int le = __builtin_popcount(_mm512_mask_cmple_epu32_mask(v0, c0, v)) +
+                       __builtin_popcount(_mm512_mask_cmple_epu32_mask(v1, c1, v));
+        if (lt <= r && r < le) return cand[i];
+    }
+    return 0;
+}
+#endif
+
+VECTOR_CLONES static uint32_t rank_pick_loop(const uint32_t *restrict cand, int64_t m, int64_t r)
+{
+    uint32_t best = 0;
+    for (int64_t i = 0; i < m; i++) {
+        const uint32_t v = cand[i];
+        int32_t lt = 0, le = 0;
+        for (int64_t j = 0; j < m; j++) {
+            lt += cand[j] < v;
+            le += cand[j] <= v;
+        }
+        best = (lt <= r && r < le) ? v : best;
+    }
+    return best;
+}
+
+static uint32_t rank_pick(const uint32_t *cand, int64_t m, int64_t r)
+{
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512 && m <= 32) return rank_pick_avx512(cand, m, r);
+#endif
+    return rank_pick_loop(cand, m, r);
+}
+
 /* the k-th smallest key, given the keys lie in [lo, hi] (the smallest and
  * the largest): the bracket [lo, hi] with count(< lo) < k <= count(<= hi)
  * shrinks, each step by one counting pass at a key interpolated between
  * the bracket's values (two steps of three) or at its middle key, until it
- * holds at most KTH_GATHER keys; those are sorted. */
+ * holds at most KTH_GATHER keys; the one of the rank sought among those is
+ * picked. */
 static uint32_t kth_key(const uint32_t *keys, int64_t n, int64_t k, uint32_t lo, uint32_t hi,
                         uint32_t *cand)
 {
     int64_t c_lo = 0, c_hi = n;
     for (int step = 1; lo < hi; step++) {
-        if (c_hi - c_lo <= KTH_GATHER) {
-            int64_t m = 0;
-            const uint32_t width = hi - lo;
-            for (int64_t i = 0; i < n; i++) {
-                cand[m] = keys[i];
-                m += (uint32_t)(keys[i] - lo) <= width;
-            }
-            for (int64_t i = 1; i < m; i++) {
-                uint32_t v = cand[i];
-                int64_t j = i;
-                for (; j > 0 && cand[j - 1] > v; j--) cand[j] = cand[j - 1];
-                cand[j] = v;
-            }
-            return cand[k - c_lo - 1];
-        }
+        if (c_hi - c_lo <= KTH_GATHER)
+            return rank_pick(cand, keys_within(keys, n, lo, hi - lo, cand), k - c_lo - 1);
         uint32_t mid = lo + (hi - lo) / 2;
         const float vlo = key_value(lo), vhi = key_value(hi);
         if (step % 3 && isfinite(vlo) && isfinite(vhi)) {
@@ -549,9 +625,7 @@ static inline uint32_t draw_bits(uint32_t c, uint32_t k0, uint32_t k1)
     return hash32(hash32(c ^ k0) ^ k1);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define ZIG_AVX2 1
+#ifdef ZO_X86_LANES
 
 static inline __attribute__((target("avx2"))) __m256i hash32_avx2(__m256i x)
 {
@@ -565,7 +639,8 @@ static inline __attribute__((target("avx2"))) __m256i hash32_avx2(__m256i x)
 /* zig_fast's arithmetic eight lanes at a time with the AVX2 gathers (the
  * same operations, so the same bits); the tail of cnt % 8 as zig_fast */
 static __attribute__((target("avx2"))) int64_t zig_fast_avx2(uint32_t k0, uint32_t k1, uint32_t c0,
-                                                             int64_t cnt, float *z)
+                                                             int64_t cnt, float *z, int32_t *rej,
+                                                             int64_t *nrej, int64_t base)
 {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
@@ -578,9 +653,69 @@ static __attribute__((target("avx2"))) int64_t zig_fast_avx2(uint32_t k0, uint32
         __m256i i = _mm256_and_si256(b, mask);
         __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 8)), scale);
         __m256 xf = _mm256_i32gather_ps(ZIG_XF, i, 4), rf = _mm256_i32gather_ps(ZIG_RF, i, 4);
-        __m256 zf = _mm256_mul_ps(u, xf);
-        _mm256_storeu_ps(z + k, _mm256_blendv_ps(minus, zf, _mm256_cmp_ps(u, rf, _CMP_LT_OQ)));
+        __m256 zf = _mm256_mul_ps(u, xf), ok = _mm256_cmp_ps(u, rf, _CMP_LT_OQ);
+        _mm256_storeu_ps(z + k, _mm256_blendv_ps(minus, zf, ok));
+        unsigned out = ~(unsigned)_mm256_movemask_ps(ok) & 0xffu;
+        while (out) {
+            rej[(*nrej)++] = (int32_t)(base + k + __builtin_ctz(out));
+            out &= out - 1;
+        }
     }
+    return k;
+}
+
+/* the same arithmetic sixteen lanes at a time with AVX-512, the layer's
+ * constants picked from registers (four two-table permutes and three blends
+ * instead of a gather), the rejected lanes' positions compressed into rej
+ * without a branch */
+static inline __attribute__((target("avx512f"))) __m512i hash32_avx512(__m512i x)
+{
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x7feb352du));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+static inline __attribute__((target("avx512f"))) __m512 zig_pick(const __m512 *t, __m512i i, __mmask16 b5,
+                                                                 __mmask16 b6)
+{
+    const __m512 lo = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(t[0], i, t[1]),
+                                           _mm512_permutex2var_ps(t[2], i, t[3]));
+    const __m512 hi = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(t[4], i, t[5]),
+                                           _mm512_permutex2var_ps(t[6], i, t[7]));
+    return _mm512_mask_blend_ps(b6, lo, hi);
+}
+
+static __attribute__((target("avx512f"))) int64_t zig_fast_avx512(uint32_t k0, uint32_t k1, uint32_t c0,
+                                                                 int64_t cnt, float *z, int32_t *rej,
+                                                                 int64_t *nrej)
+{
+    __m512 xt[8], rt[8];
+    for (int q = 0; q < 8; q++) {
+        xt[q] = _mm512_loadu_ps(ZIG_XF + 16 * q);
+        rt[q] = _mm512_loadu_ps(ZIG_RF + 16 * q);
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
+    const __m512i mask = _mm512_set1_epi32(ZIG_LAYERS - 1);
+    const __m512i bit5 = _mm512_set1_epi32(32), bit6 = _mm512_set1_epi32(64);
+    const __m512 scale = _mm512_set1_ps(TWO_M24F), minus = _mm512_set1_ps(-1.0f);
+    int64_t k = 0, nr = *nrej;
+    for (; k + 16 <= cnt; k += 16) {
+        const __m512i pos = _mm512_add_epi32(_mm512_set1_epi32((int)k), lane);
+        const __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int)c0), pos);
+        const __m512i b = hash32_avx512(_mm512_xor_si512(hash32_avx512(_mm512_xor_si512(c, vk0)), vk1));
+        const __m512i i = _mm512_and_si512(b, mask);
+        const __mmask16 b5 = _mm512_test_epi32_mask(i, bit5), b6 = _mm512_test_epi32_mask(i, bit6);
+        const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b, 8)), scale);
+        const __m512 xf = zig_pick(xt, i, b5, b6), rf = zig_pick(rt, i, b5, b6);
+        const __mmask16 ok = _mm512_cmp_ps_mask(u, rf, _CMP_LT_OQ);
+        _mm512_storeu_ps(z + k, _mm512_mask_blend_ps(ok, minus, _mm512_mul_ps(u, xf)));
+        _mm512_storeu_si512((void *)(rej + nr), _mm512_maskz_compress_epi32((__mmask16)~ok, pos));
+        nr += __builtin_popcount((unsigned)(__mmask16)~ok);
+    }
+    *nrej = nr;
     return k;
 }
 #endif
@@ -598,24 +733,36 @@ VECTOR_CLONES static void zig_fast_from(uint32_t k0, uint32_t k1, uint32_t c0, i
     }
 }
 
-/* whether zig_fast runs its AVX2 lanes: the CPU has them (checked when the
- * module loads) and set_simd has not turned them off (tests compare both) */
-static int CPU_AVX2 = 0, HAVE_AVX2 = 0;
-
-static void zig_fast(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *z)
+/* the positions of the draws zig_fast_from marked, from k on, appended to rej */
+static void marked_from(const float *z, int64_t k, int64_t cnt, int32_t *rej, int64_t *nrej)
 {
-    int64_t k = 0;
-#ifdef ZIG_AVX2
-    if (HAVE_AVX2) k = zig_fast_avx2(k0, k1, c0, cnt, z);
-#endif
-    zig_fast_from(k0, k1, c0, k, cnt, z);
+    for (; k < cnt; k++) {
+        rej[*nrej] = (int32_t)k;
+        *nrej += z[k] < 0.0f;
+    }
 }
 
 
-static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *z, uint64_t key)
+/* cnt draws from counter c0 into z; the positions of those left to
+ * zig_slow (marked -1) go to rej (cnt + 16 entries), their number is returned */
+static int64_t zig_fast(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *z, int32_t *rej)
 {
-    for (int64_t k = 0; k < cnt; k++) {
-        if (z[k] >= 0.0f) continue;
+    int64_t k = 0, nrej = 0;
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512) k = zig_fast_avx512(k0, k1, c0, cnt, z, rej, &nrej);
+    if (HAVE_AVX2) k += zig_fast_avx2(k0, k1, c0 + (uint32_t)k, cnt - k, z + k, rej, &nrej, k);
+#endif
+    zig_fast_from(k0, k1, c0, k, cnt, z);
+    marked_from(z, k, cnt, rej, &nrej);
+    return nrej;
+}
+
+
+static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, const int32_t *rej, int64_t nrej, float *z,
+                     uint64_t key)
+{
+    for (int64_t j = 0; j < nrej; j++) {
+        const int64_t k = rej[j];
         const uint32_t c = c0 + (uint32_t)k;
         const uint32_t b = draw_bits(c, k0, k1);
         const int i = (int)(b & (ZIG_LAYERS - 1));
@@ -826,6 +973,78 @@ static int rule_stats(const float *u, int64_t rows, int64_t n, int64_t k1, int64
     return status;
 }
 
+/* The near entries of a row (x < z_near), in order: their positions to idx
+ * and their x to xs (both with 16 entries to spare past the n it can
+ * list); returns their number. AVX-512 compresses 16 lanes at a time (into a
+ * register, then one full store: the compressing store to memory is slow on
+ * some CPUs); elsewhere a loop without a branch. The same lists either way. */
+
+#ifdef ZO_X86_LANES
+static __attribute__((target("avx512f"))) int64_t list_near_avx512(const float *x, int64_t n, float z_near,
+                                                                   int32_t *idx, float *xs, int64_t *at)
+{
+    const __m512 t = _mm512_set1_ps(z_near);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t near = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __mmask16 mk = _mm512_cmp_ps_mask(v, t, _CMP_LT_OQ);
+        const __m512i pos = _mm512_add_epi32(_mm512_set1_epi32((int)i), lane);
+        _mm512_storeu_ps(xs + near, _mm512_maskz_compress_ps(mk, v));
+        _mm512_storeu_si512((void *)(idx + near), _mm512_maskz_compress_epi32(mk, pos));
+        near += __builtin_popcount((unsigned)mk);
+    }
+    *at = i;
+    return near;
+}
+
+/* g[i] = the next of acc where x[i] < z_near, else +0, 16 lanes at a time */
+static __attribute__((target("avx512f"))) int64_t spread_near_avx512(const float *x, int64_t n, float z_near,
+                                                                     const float *acc, float *g,
+                                                                     int64_t *at)
+{
+    const __m512 t = _mm512_set1_ps(z_near);
+    int64_t k = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __mmask16 mk = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), t, _CMP_LT_OQ);
+        _mm512_storeu_ps(g + i, _mm512_maskz_expand_ps(mk, _mm512_loadu_ps(acc + k)));
+        k += __builtin_popcount((unsigned)mk);
+    }
+    *at = i;
+    return k;
+}
+#endif
+
+static int64_t list_near(const float *x, int64_t n, float z_near, int32_t *idx, float *xs)
+{
+    int64_t near = 0, i = 0;
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512) near = list_near_avx512(x, n, z_near, idx, xs, &i);
+#endif
+    for (; i < n; i++) {
+        const float xi = x[i];
+        idx[near] = (int32_t)i;
+        xs[near] = xi;
+        near += xi < z_near;
+    }
+    return near;
+}
+
+/* the inverse of list_near: g[i] = acc[k] at the k-th near entry, +0 elsewhere
+ * (acc with 16 entries to spare) */
+static void spread_near(const float *x, int64_t n, float z_near, const float *acc, float *g)
+{
+    int64_t k = 0, i = 0;
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512) k = spread_near_avx512(x, n, z_near, acc, g, &i);
+#endif
+    for (; i < n; i++) {
+        const int c = x[i] < z_near;
+        g[i] = keep_if(acc[k], c);
+        k += c;
+    }
+}
+
 /* The fused backward (block comment above): out = grad * G(u) for rows
  * row0 .. row0 + rows - 1 of a call (u, grad and out point at the first of
  * them), n entries each; absz (test hook, NULL for a draw) points at the
@@ -841,11 +1060,12 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
     float *a = (float *)malloc((size_t)n * sizeof(float));
     float *xbuf = (float *)malloc((size_t)n * sizeof(float));
     float *g = (float *)malloc((size_t)n * sizeof(float));
-    int64_t *idx = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-    float *xs = (float *)malloc((size_t)n * sizeof(float));
+    int32_t *idx = (int32_t *)malloc((size_t)(n + 16) * sizeof(int32_t));
+    float *xs = (float *)malloc((size_t)(n + 16) * sizeof(float));
     float *zs = (float *)malloc((size_t)n * sizeof(float));
-    float *acc = (float *)malloc((size_t)n * sizeof(float));
-    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc) status = -1;
+    float *acc = (float *)malloc((size_t)(n + 16) * sizeof(float));
+    int32_t *rej = (int32_t *)malloc((size_t)(n + 16) * sizeof(int32_t));
+    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc || !rej) status = -1;
     int64_t total = 0;
     const int64_t pairs = n * L->m;
     const double log_keep = log1p(-L->tail_p);
@@ -869,27 +1089,21 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
         } else {
             zo_rng rng = {mix64(seed ^ mix64((uint64_t)(row0 + r) + 0x632be59bd9b4e019ULL))};
             const float z_near = (float)L->z_near;
-            /* the near entries, listed without a branch, then drawn */
-            int64_t near = 0;
-            for (int64_t i = 0; i < n; i++) {
-                const float xi = x[i];
-                g[i] = 0.0f;
-                idx[near] = i;
-                xs[near] = xi;
-                acc[near] = 0.0f;
-                near += xi < z_near;
-            }
+            /* the near entries, listed in order, then drawn */
+            const int64_t near = list_near(x, n, z_near, idx, xs);
             if (L->kind == KIND_NORMAL) {
                 const uint64_t key = mix64(seed ^ mix64((uint64_t)(row0 + r) + 0x9fb21c651e98df25ULL));
                 const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+                memset(acc, 0, (size_t)near * sizeof(float));
                 for (int64_t d = 0; d < L->m; d++) {
                     const uint32_t c0 = (uint32_t)(d * n);
-                    zig_fast(k0, k1, c0, near, zs);
-                    zig_slow(k0, k1, c0, near, zs, key);
+                    const int64_t nrej = zig_fast(k0, k1, c0, near, zs, rej);
+                    zig_slow(k0, k1, c0, rej, nrej, zs, key);
                     accumulate(xs, zs, acc, near, (float)L->kparam, L->delta, L->p_pos);
                 }
-                for (int64_t k = 0; k < near; k++) g[idx[k]] = acc[k];
+                spread_near(x, n, z_near, acc, g);
             } else {
+                memset(g, 0, (size_t)n * sizeof(float));
                 for (int64_t k = 0; k < near; k++) {
                     const int64_t i = idx[k];
                     const float xi = x[i];
@@ -921,6 +1135,7 @@ static int64_t zo_spike_backward(const float *u, const float *grad, float *out, 
     free(xs);
     free(zs);
     free(acc);
+    free(rej);
     return status ? -1 : total;
 }
 
@@ -1103,6 +1318,31 @@ typedef double event_vec_double __attribute__((vector_size(EVENT_WIDTH / 4)));
 
 EVENT_SUM(event_sum_f32, float)
 EVENT_SUM(event_sum_f64, double)
+
+/* The spike function's forward: out = 1[x > 0] in x's type (NaN and -0 give
+ * 0, as PyTorch's (x > 0).to(x.dtype)). */
+#define HEAVISIDE(NAME, T_)                                                             \
+    VECTOR_CLONES static void NAME(const T_ *restrict x, T_ *restrict out, int64_t n)  \
+    {                                                                                   \
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] > (T_)0 ? (T_)1 : (T_)0;          \
+    }
+
+HEAVISIDE(heaviside_f32, float)
+HEAVISIDE(heaviside_f64, double)
+
+static PyObject *py_heaviside(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out;
+    long long n;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKLi", &x, &out, &n, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64) heaviside_f64((const double *)x, (double *)out, n);
+    else heaviside_f32((const float *)x, (float *)out, n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
 
 /* Whether x[0, n) holds no infinity and no NaN (all exponent bits set). */
 #define ALL_FINITE(NAME, T_, UT_, EXP)                                                  \
@@ -1316,6 +1556,66 @@ static PyObject *py_rule_delta(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The expected value of the normal law's estimate under the adaptive step
+ * (a small call: an output layer), in two passes around PyTorch's exp, so
+ * that the bits are those of AdaptiveDelta.scale, Normal.expected_grad and
+ * the grad product in PyTorch:
+ *   exact_exponent: w = (-0.5 * v) * v, v = (u / delta_t) / delta, delta_t
+ *                   the rule's step of every entry (rule_delta);
+ *   exact_scale:    g = (e / c) * h with e = exp(w); out = grad * g;
+ *                   returns the number of non-zero g. */
+VECTOR_CLONES static void exponent_of(const float *restrict u, float *restrict w, int64_t n, float delta)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float v = (u[i] / w[i]) / delta;
+        w[i] = (-0.5f * v) * v;
+    }
+}
+
+VECTOR_CLONES static int64_t exact_scale(const float *restrict grad, const float *restrict e,
+                                         float *restrict out, int64_t n, float c, float h)
+{
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float g = (e[i] / c) * h;
+        total += g != 0.0f;
+        out[i] = grad[i] * g;
+    }
+    return total;
+}
+
+static PyObject *py_exact_exponent(PyObject *self, PyObject *args)
+{
+    unsigned long long u, w;
+    long long rows, n;
+    double delta;
+    PyObject *rule;
+    zo_rule R;
+    int status;
+    if (!PyArg_ParseTuple(args, "KLLOdK", &u, &rows, &n, &rule, &delta, &w) || !parse_rule(rule, &R) ||
+        !rule_fits(&R, n))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = rule_delta((const float *)u, rows, n, &R, (float *)w);
+    if (!status) exponent_of((const float *)u, (float *)w, rows * n, (float)delta);
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_exact_scale(PyObject *self, PyObject *args)
+{
+    unsigned long long grad, e, out;
+    long long n, total;
+    double c, h;
+    if (!PyArg_ParseTuple(args, "KKKLdd", &grad, &e, &out, &n, &c, &h))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    total = exact_scale((const float *)grad, (const float *)e, (float *)out, n, (float)c, (float)h);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(total);
+}
+
 static PyObject *py_spike_backward(PyObject *self, PyObject *args)
 {
     unsigned long long u, grad, out, absz, seed;
@@ -1356,6 +1656,7 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "p", &on))
         return NULL;
     HAVE_AVX2 = on && CPU_AVX2;
+    HAVE_AVX512 = on && CPU_AVX512;
     return PyBool_FromLong(previous);
 }
 
@@ -1367,12 +1668,15 @@ static PyMethodDef methods[] = {
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},
     {"spike_backward", py_spike_backward, METH_VARARGS, "The spike function's fused backward."},
-    {"set_simd", py_set_simd, METH_VARARGS, "Turns the draw's AVX2 lanes on or off (tests); returns the previous state."},
+    {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},
+    {"exact_scale", py_exact_scale, METH_VARARGS, "The normal law's expected value: grad times the value."},
+    {"set_simd", py_set_simd, METH_VARARGS, "Turns the draw's AVX2 and AVX-512 lanes on or off (tests); returns the previous state."},
     {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries."},
     {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
     {"event_sum", py_event_sum, METH_VARARGS, "Event-driven input current of binary inputs."},
     {"all_finite", py_all_finite, METH_VARARGS, "No infinity and no NaN."},
+    {"heaviside", py_heaviside, METH_VARARGS, "The spike function's forward, 1[x > 0]."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1385,9 +1689,13 @@ PyMODINIT_FUNC PyInit__scan(void)
         return NULL;
     fill_event_tables();
     fill_ziggurat();
-#ifdef ZIG_AVX2
+#ifdef ZO_X86_LANES
     __builtin_cpu_init();
     CPU_AVX2 = HAVE_AVX2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+#ifdef ZO_X86_LANES
+    __builtin_cpu_init();
+    CPU_AVX512 = HAVE_AVX512 = __builtin_cpu_supports("avx512f") != 0;
 #endif
     if (PyModule_AddIntConstant(m, "RESET_SUBTRACT", RESET_SUBTRACT) < 0 ||
         PyModule_AddIntConstant(m, "RESET_ZERO", RESET_ZERO) < 0 ||

@@ -34,12 +34,14 @@ class LocalZOSpike(torch.autograd.Function):
         # the meter's accumulator changes in every backward: kept aside, not saved
         ctx.spec, ctx.acc, ctx.path = spec, acc, path
         ctx.save_for_backward(u, absz)
-        return reference.spike_forward(u)
+        return native.spike_forward(u)
 
     @staticmethod
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
         spec = ctx.spec
+        if ctx.path is Path.EXACT and native.exact_fused(u, spec):
+            return native.exact_backward(grad_out, u, spec, ctx.acc), None, None, None, None
         # (the native path applies the step itself, fused with its draw)
         u = u if ctx.path is Path.NATIVE else spec.scale(u)
         grad_in = _backward_impl(ctx.path)(grad_out, u, spec, absz, ctx.acc)
@@ -60,7 +62,7 @@ def spike(
     :param path: force a path (tests); by default the planner decides
     """
     if not (torch.is_grad_enabled() and u.requires_grad):
-        return reference.spike_forward(u)  # no backward: no random numbers
+        return native.spike_forward(u)  # no backward: no random numbers
     path = spike_path(u, spec) if path is None else path
     if absz is not None:
         absz = absz.to(device=u.device, dtype=torch.float32 if path is Path.TRITON else absz.dtype).contiguous()

@@ -28,9 +28,11 @@ from typing import Optional
 import torch
 
 from ... import distributions as D
+from ..._backend import Path, device_path
 from .. import layout, rng
 from ..sampling import TAIL, _MARGIN, sparse_estimate, tail_level
 from ..spec import ZOSpec
+from . import reference
 from .op import register_backward
 
 #: The samplers the fused pass draws from (``_scan.c``'s kinds).
@@ -48,6 +50,22 @@ def _c_module():
 
         _LEAKY_NATIVE.append(leaky_native)
     return _LEAKY_NATIVE[0].c_module()
+
+
+def spike_forward(u: torch.Tensor) -> torch.Tensor:
+    """The Heaviside forward ``1[u > 0]`` in ``u``'s dtype, in one C pass for a
+    contiguous float32/float64 CPU tensor (the reference's two tensor
+    operations cost about ten times more at a layer's size); the reference
+    elsewhere and while ``torch.compile`` traces. The same bits either way."""
+    if (u.dtype not in (torch.float32, torch.float64) or u.device.type != "cpu"
+            or not u.is_contiguous() or torch.compiler.is_compiling()):
+        return reference.spike_forward(u)
+    module = _c_module()
+    if module is None:
+        return reference.spike_forward(u)
+    out = torch.empty(u.shape, dtype=u.dtype)
+    module.heaviside(u.data_ptr(), out.data_ptr(), u.numel(), int(u.dtype == torch.float64))
+    return out
 
 
 def fused(u: torch.Tensor, spec: ZOSpec) -> bool:
@@ -96,6 +114,42 @@ def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz,
             u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_settings(spec, tuple(u.shape)),
             0 if absz is None else absz.data_ptr(), u.numel(), int(rng.philox_seed(u.device)), 0,
         )
+        layout.record(acc, count, u.numel())
+    return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
+
+
+def exact_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
+    """Whether the C passes give the expected value of a small call
+    (``Path.EXACT``, :func:`exact_backward`): float32 on the CPU where the
+    mode gives it the native path, the normal law under the adaptive step
+    with its entry floor (a step per entry), outside ``torch.compile``."""
+    if (u.dtype != torch.float32 or u.device.type != "cpu" or type(spec.law) is not D.Normal
+            or not spec.step.adaptive or torch.compiler.is_compiling()
+            or not u.numel() or device_path(u) is not Path.NATIVE):
+        return False
+    module = _c_module()
+    return module is not None and hasattr(module, "exact_scale") and _settings(spec, tuple(u.shape))[2].x_e > 0
+
+
+def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor) -> torch.Tensor:
+    """``grad_out`` times the estimate's expected value at ``u = mem - threshold``
+    (not yet scaled: the step is computed here) where :func:`exact_fused`
+    holds: the rule and the exponent in one C pass, PyTorch's ``exp``, then
+    the scale and the product in another, so that the bits are those of
+    ``reference.exact_backward`` on ``spec.scale(u)`` with three calls
+    instead of a dozen tensor operations."""
+    u = u.detach().contiguous()
+    w = torch.empty(u.shape, dtype=torch.float32)
+    out = torch.empty(u.shape, dtype=torch.float32)
+    if u.numel():
+        rows, n, rule = _settings(spec, tuple(u.shape))[:3]
+        module = _c_module()
+        law = spec.law
+        module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr())
+        w.exp_()
+        grad = grad_out.to(torch.float32).contiguous()
+        count = module.exact_scale(grad.data_ptr(), w.data_ptr(), out.data_ptr(), u.numel(),
+                                   law.delta * math.sqrt(2.0 * math.pi), spec.inverse_height())
         layout.record(acc, count, u.numel())
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
 
