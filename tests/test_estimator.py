@@ -162,7 +162,11 @@ def test_whole_model_torch_save_roundtrip():
     assert torch.equal(loaded(x), _net(localzo.make("laplace", delta=0.2))(x))
 
 
-def test_activity_meter_counts_nonzero_estimates():
+@pytest.mark.parametrize("no_c", ["0", "1"])
+def test_activity_meter_counts_nonzero_estimates(no_c, monkeypatch):
+    """The counts, with the C loops (one C call records a backward call on
+    the CPU) and without (tensor operations)."""
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", no_c)
     torch.manual_seed(0)
     est = localzo.make("normal", delta=0.1, track=True)
     u = torch.randn(1000, requires_grad=True)

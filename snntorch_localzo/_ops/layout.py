@@ -30,6 +30,14 @@ ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(METER_SLOTS)
 
 
 # ----------------------------------------------------------------- the meter
+def _c_module():
+    """The C loops' module, or None (imported on first use: the Leaky
+    package imports this module)."""
+    from .leaky import native
+
+    return native.c_module()
+
+
 _NO_METER = {}
 
 
@@ -49,9 +57,17 @@ def accumulator(meter, device) -> torch.Tensor:
 
 def record(acc: torch.Tensor, active: torch.Tensor, total: int) -> None:
     """Adds one backward call to an accumulator (no-op when it is empty):
-    ``active`` non-zero estimates (0-d tensor or int) of ``total``."""
+    ``active`` non-zero estimates (0-d tensor or int) of ``total``. A count
+    the host already holds goes into a CPU accumulator in one C call where
+    the C loops are built."""
     if not acc.numel():
         return
+    if (type(active) is int and acc.device.type == "cpu" and acc.is_contiguous()
+            and not torch.compiler.is_compiling()):
+        module = _c_module()
+        if module is not None:
+            module.meter_record(acc.data_ptr(), active, int(total))
+            return
     acc[ACTIVE].add_(active)
     acc[TOTAL].add_(total)
     acc[LAST_ACTIVE].zero_().add_(active)

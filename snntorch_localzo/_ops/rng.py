@@ -38,6 +38,19 @@ def philox_seed(device: torch.device) -> torch.Tensor:
     return seed
 
 
+_HOST_SEED = []
+
+
+def host_seed() -> int:
+    """:func:`philox_seed` of the CPU as a Python int (the same draw of the CPU
+    generator, into a reused buffer: the native CPU draws' seed)."""
+    if not _HOST_SEED:
+        _HOST_SEED.append(torch.empty(1, dtype=torch.int64))
+    seed = _HOST_SEED[0].random_(0, 2**SEED_BITS).item()
+    salt = rank_salt()
+    return seed ^ (salt * _PHILOX_SALT % 2**SEED_BITS) if salt else seed
+
+
 def generator(device: torch.device) -> Optional[torch.Generator]:
     """None (use torch's generator of ``device``) unless the rank must be mixed
     in; then a generator seeded from a draw of that generator and the rank."""

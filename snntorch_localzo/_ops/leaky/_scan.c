@@ -555,7 +555,8 @@ static inline float active_term(float x, float z, float delta, int p_pos)
 #define ZIG_LAYERS 128
 #define ZIG_R 3.442619855899
 #define ZIG_V 9.91256303526217e-3
-static double ZIG_X[ZIG_LAYERS + 1], ZIG_RATIO[ZIG_LAYERS];
+/* the layers' edges X, their ratios, and the density exp(-X^2 / 2) at each edge */
+static double ZIG_X[ZIG_LAYERS + 1], ZIG_RATIO[ZIG_LAYERS], ZIG_F[ZIG_LAYERS + 1];
 /* float copies for the vectorised fast path: the ratios rounded down, so a
  * value the fast path accepts lies in its layer's rectangle */
 static float ZIG_XF[ZIG_LAYERS], ZIG_RF[ZIG_LAYERS];
@@ -570,12 +571,21 @@ static void fill_ziggurat(void)
         ZIG_X[i] = sqrt(-2.0 * log(ZIG_V / ZIG_X[i - 1] + f));
         f = exp(-0.5 * ZIG_X[i] * ZIG_X[i]);
     }
+    for (int i = 0; i <= ZIG_LAYERS; i++) ZIG_F[i] = exp(-0.5 * ZIG_X[i] * ZIG_X[i]);
     for (int i = 0; i < ZIG_LAYERS; i++) {
         ZIG_RATIO[i] = ZIG_X[i + 1] / ZIG_X[i];
         ZIG_XF[i] = (float)ZIG_X[i];
         ZIG_RF[i] = (float)ZIG_RATIO[i];
         if ((double)ZIG_RF[i] > ZIG_RATIO[i]) ZIG_RF[i] = nextafterf(ZIG_RF[i], 0.0f);
     }
+}
+
+/* whether x, in layer i but outside its rectangle, lies under the density:
+ * a point uniform between the densities at the layer's edges (v uniform on
+ * (0, 1]) below exp(-x^2 / 2); one exp */
+static inline int zig_wedge(int i, double x, double v)
+{
+    return ZIG_F[i + 1] + (1.0 - v) * (ZIG_F[i] - ZIG_F[i + 1]) < exp(-0.5 * x * x);
 }
 
 /* |N(0, 1)| conditioned on being at least a (> 0): Marsaglia's tail method */
@@ -599,9 +609,7 @@ static inline double half_normal(zo_rng *r)
         if (u < ZIG_RATIO[i]) return u * ZIG_X[i];
         if (i == 0) return normal_tail(r, ZIG_R);
         double x = u * ZIG_X[i];
-        double f0 = exp(-0.5 * (ZIG_X[i] * ZIG_X[i] - x * x));
-        double f1 = exp(-0.5 * (ZIG_X[i + 1] * ZIG_X[i + 1] - x * x));
-        if (f1 + (1.0 - rng_open(r)) * (f0 - f1) < 1.0) return x;
+        if (zig_wedge(i, x, rng_open(r))) return x;
     }
 }
 
@@ -773,9 +781,7 @@ static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, const int32_t *rej, 
             v = normal_tail(&rng, ZIG_R);
         } else {
             const double x = u * ZIG_X[i];
-            const double f0 = exp(-0.5 * (ZIG_X[i] * ZIG_X[i] - x * x));
-            const double f1 = exp(-0.5 * (ZIG_X[i + 1] * ZIG_X[i + 1] - x * x));
-            v = f1 + (1.0 - rng_open(&rng)) * (f0 - f1) < 1.0 ? x : half_normal(&rng);
+            v = zig_wedge(i, x, rng_open(&rng)) ? x : half_normal(&rng);
         }
         z[k] = (float)v;
     }
@@ -1616,6 +1622,24 @@ static PyObject *py_exact_scale(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(total);
 }
 
+/* A meter's accumulator (layout.py's slots: ACTIVE, TOTAL, LAST_ACTIVE,
+ * LAST_TOTAL, CALLS) after one backward call of `active` non-zero estimates
+ * of `total`, in one call instead of five tensor operations (CPU). */
+static PyObject *py_meter_record(PyObject *self, PyObject *args)
+{
+    unsigned long long acc;
+    long long active, total;
+    if (!PyArg_ParseTuple(args, "KLL", &acc, &active, &total))
+        return NULL;
+    int64_t *a = (int64_t *)acc;
+    a[0] += active;
+    a[1] += total;
+    a[2] = active;
+    a[3] = total;
+    a[4] += 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_spike_backward(PyObject *self, PyObject *args)
 {
     unsigned long long u, grad, out, absz, seed;
@@ -1668,6 +1692,7 @@ static PyMethodDef methods[] = {
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},
     {"spike_backward", py_spike_backward, METH_VARARGS, "The spike function's fused backward."},
+    {"meter_record", py_meter_record, METH_VARARGS, "One backward call into a meter's CPU accumulator."},
     {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},
     {"exact_scale", py_exact_scale, METH_VARARGS, "The normal law's expected value: grad times the value."},
     {"set_simd", py_set_simd, METH_VARARGS, "Turns the draw's AVX2 and AVX-512 lanes on or off (tests); returns the previous state."},

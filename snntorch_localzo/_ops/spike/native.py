@@ -103,18 +103,24 @@ def _tail(spec: ZOSpec, x_e: float):
     return spec.delta * z_tail * (1.0 + _MARGIN), z_tail, tail_p
 
 
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous float32 tensor (itself where it is one)."""
+    return t if t.dtype == torch.float32 and t.is_contiguous() else t.to(torch.float32).contiguous()
+
+
 def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc) -> torch.Tensor:
-    u = u.detach().contiguous()
+    u = _float32(u)
     out = torch.empty(u.shape, dtype=torch.float32)
-    if u.numel():
-        grad = grad_out.to(torch.float32).contiguous()
+    n = u.numel()
+    if n:
+        grad = _float32(grad_out)
         if absz is not None:
-            absz = absz.to(torch.float32).contiguous()
+            absz = _float32(absz)
         count = _c_module().spike_backward(
             u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_settings(spec, tuple(u.shape)),
-            0 if absz is None else absz.data_ptr(), u.numel(), int(rng.philox_seed(u.device)), 0,
+            0 if absz is None else absz.data_ptr(), n, rng.host_seed(), 0,
         )
-        layout.record(acc, count, u.numel())
+        layout.record(acc, count, n)
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
 
 
@@ -138,7 +144,7 @@ def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: t
     the scale and the product in another, so that the bits are those of
     ``reference.exact_backward`` on ``spec.scale(u)`` with three calls
     instead of a dozen tensor operations."""
-    u = u.detach().contiguous()
+    u = _float32(u)
     w = torch.empty(u.shape, dtype=torch.float32)
     out = torch.empty(u.shape, dtype=torch.float32)
     if u.numel():
@@ -147,7 +153,7 @@ def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: t
         law = spec.law
         module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr())
         w.exp_()
-        grad = grad_out.to(torch.float32).contiguous()
+        grad = _float32(grad_out)
         count = module.exact_scale(grad.data_ptr(), w.data_ptr(), out.data_ptr(), u.numel(),
                                    law.delta * math.sqrt(2.0 * math.pi), spec.inverse_height())
         layout.record(acc, count, u.numel())
