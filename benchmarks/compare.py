@@ -6,7 +6,11 @@ spike counts, float32 without TF32. For each implementation and each T it
 measures, after warm-up, the median over repeats of the forward and the
 backward time (CUDA events), the peak memory of forward plus backward above
 what was allocated before, and the fraction of non-zero LocalZO estimates in
-backward. Everything is measured in one run on one device.
+backward. Everything is measured in one run on one device; with
+``--interleave`` the implementations of each (T, hidden) are timed in rounds,
+one step of each per round, so that the slow spells of a shared machine fall
+on all of them alike (the ratios, not the absolute times, are what it keeps
+steady).
 
     python benchmarks/compare.py                       # GPU, T=100 and 500, hidden 256
     python benchmarks/compare.py --hidden 1024
@@ -259,20 +263,37 @@ def energy_per_step(step: Callable[[], None], device: torch.device, seconds: flo
     return (reader() - start_mj) / 1e3 / calls
 
 
-def measure(
-    impl: str, *, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
-    energy: bool = False, energy_seconds: float = 0.5,
-) -> Dict:
+def batch(T: int, B: int, device: torch.device):
+    """The benchmark's input spikes ``[T, B, 700]`` (p = 0.05) and labels, fixed."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = (torch.rand(T, B, IN_FEATURES, generator=gen) < 0.05).float().to(device)
     y = torch.randint(0, OUT_FEATURES, (B,), generator=gen).to(device)
+    return x, y
+
+
+def model_of(impl: str, hidden: int, device: torch.device) -> nn.Module:
+    """The timed network of ``impl`` (meters off), from seed 0's weights."""
     torch.manual_seed(0)
-    model = build(impl, hidden, track=False, device=device).to(device)
+    return build(impl, hidden, track=False, device=device).to(device)
+
+
+def measure(
+    impl: str, *, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
+    energy: bool = False, energy_seconds: float = 0.5, times=None,
+) -> Dict:
+    """One row. ``times``: ``(fwd, bwd, peak)`` lists measured already (the
+    interleaved rounds of :func:`interleaved_times`); else the steps are timed
+    here, one after the other."""
+    x, y = batch(T, B, device)
     loss_fn = nn.CrossEntropyLoss()
-    fwd, bwd, peak = time_training_steps(model, loss_fn, x, y, device=device, warmup=warmup,
-                                         repeats=repeats)
+    if times is None:
+        model = model_of(impl, hidden, device)
+        times = time_training_steps(model, loss_fn, x, y, device=device, warmup=warmup, repeats=repeats)
+    fwd, bwd, peak = times
     joules = None
     if energy and device.type == "cuda":
+        model = model_of(impl, hidden, device)
+
         def step():
             model.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
@@ -301,6 +322,41 @@ def measure(
         "saved_mib": saved.mib,
         "energy_j": joules,
     }
+
+
+def interleaved_times(impls: List[str], *, T: int, B: int, hidden: int, device: torch.device,
+                      repeats: int, warmup: int) -> Dict[str, object]:
+    """The training steps of several implementations timed in rounds: every
+    round one step of each (their order rotated from round to round), so
+    that a slow spell of a shared machine falls on all of them alike. Returns
+    ``{impl: (fwd, bwd, peak)}`` of the last ``repeats`` rounds, or ``{impl:
+    exception}`` for one whose network could not be built or stepped."""
+    x, y = batch(T, B, device)
+    loss_fn = nn.CrossEntropyLoss()
+    models, out = {}, {}
+    for impl in impls:
+        try:
+            models[impl] = model_of(impl, hidden, device)
+        except Exception as exc:
+            out[impl] = exc
+    times = {impl: ([], [], []) for impl in models}
+    for r in range(warmup + repeats):
+        order = list(models)
+        order = order[r % len(order):] + order[:r % len(order)] if order else order
+        for impl in order:
+            if impl in out:
+                continue
+            try:
+                f, b, p = time_training_steps(models[impl], loss_fn, x, y, device=device, warmup=0, repeats=1)
+            except Exception as exc:
+                out[impl] = exc
+                continue
+            if r >= warmup:
+                for acc, new in zip(times[impl], (f, b, p)):
+                    acc.extend(new)
+    for impl in models:
+        out.setdefault(impl, times[impl])
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -454,12 +510,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--deadline", type=float,
                    help="seconds after which rows not yet started are recorded as skipped")
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's choice)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time the implementations of each (T, hidden) in rounds, one step of each "
+                   "per round, instead of one after the other (a shared machine's slow spells "
+                   "then fall on all of them alike); not with --energy")
     p.add_argument("--malloc", choices=("default", "retain"), default="default",
                    help="'retain': glibc keeps freed memory for reuse instead of faulting large "
                    "tensors in again at every step (benchmarks/_malloc.py; Linux)")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.energy_seconds = 3, 1, 0.25
+    if args.interleave and args.energy:
+        p.error("argument --interleave: not with --energy (its window times one implementation alone)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.malloc == "retain":
@@ -486,11 +548,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows = []
+    env["interleaved"] = bool(args.interleave)
+    impls = args.impls.split(",")
     for hidden in args.hidden:
         for T in args.T:
-            for impl in args.impls.split(","):
-                late = args.deadline is not None and time.perf_counter() - start > args.deadline
-                row = run_row(impl, T, hidden, device, args, skip="past --deadline" if late else None)
+            late = args.deadline is not None and time.perf_counter() - start > args.deadline
+            timed = {}
+            if args.interleave and not late:
+                timed = interleaved_times([i for i in impls if available(i)], T=T, B=args.batch,
+                                          hidden=hidden, device=device, repeats=args.repeats,
+                                          warmup=args.warmup)
+            for impl in impls:
+                late = late or (args.deadline is not None and time.perf_counter() - start > args.deadline)
+                row = run_row(impl, T, hidden, device, args, skip="past --deadline" if late else None,
+                              times=timed.get(impl))
                 row.update(env)
                 rows.append(row)
                 write_json(out, rows)  # after every row: an interrupted run keeps what it measured
@@ -502,9 +573,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Optional[str] = None) -> Dict:
+def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Optional[str] = None,
+            times=None) -> Dict:
     """One row: measured, or with ``error`` set (and no numbers) when it is
-    skipped, not installed, or raises (the next rows still run)."""
+    skipped, not installed, or raises (the next rows still run). ``times``:
+    its interleaved timings (or the exception they raised), if taken."""
     row = {"impl": impl, "backend": None, "T": T, "B": args.batch, "hidden": hidden, "fwd_ms": None,
            "bwd_ms": None, "peak_mib": None, "active_frac": None, "saved_mib": None, "energy_j": None}
     if skip is None and not available(impl):
@@ -513,9 +586,11 @@ def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Op
         print(f"  {impl} T={T} hidden={hidden}: skipped ({skip})", flush=True)
         return dict(row, error=skip)
     try:
+        if isinstance(times, Exception):
+            raise times
         row = dict(measure(impl, T=T, B=args.batch, hidden=hidden, device=device,
                            repeats=args.repeats, warmup=args.warmup, energy=args.energy,
-                           energy_seconds=args.energy_seconds), error=None)
+                           energy_seconds=args.energy_seconds, times=times), error=None)
     except Exception as exc:  # recorded, and the next row runs
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         print(f"  {impl} T={T} hidden={hidden}: FAILED {message}", flush=True)

@@ -39,8 +39,10 @@ def test_compare_smoke(tmp_path, capsys):
     assert [r["impl"] for r in rows] == compare.IMPLS  # one row each, measured or not
     assert [r["impl"] for r in compare.measured(rows)] == [i for i in compare.IMPLS if compare.available(i)]
     keys = {"impl", "backend", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
-            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc", "error"}
+            "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc", "interleaved",
+            "error"}
     assert all(set(r) == keys for r in rows)
+    assert not any(r["interleaved"] for r in rows)
     assert all(r["error"] == "not installed" for r in rows if not compare.available(r["impl"]))
     rows = compare.measured(rows)
     assert rows[0]["backend"] == "pytorch" and rows[2]["backend"] == "native"  # localzo_step on the CPU
@@ -128,6 +130,42 @@ def test_compare_keeps_going_past_a_failing_row_and_writes_as_it_goes(tmp_path, 
     assert [len(s) for s in seen] == [0, 1, 2]  # written after every row
     assert compare.main(args + ["--deadline", "0"]) == 0
     assert [r["error"] for r in json.loads(out.read_text())] == ["past --deadline"] * 3
+
+
+def test_compare_interleaves_the_rows_of_one_size(tmp_path, monkeypatch):
+    """--interleave times every implementation of a (T, hidden) in rounds (one
+    step of each per round, the order rotated), and a network that fails to
+    build or step is recorded with its error while the others are measured."""
+    compare = load("compare")
+    out = tmp_path / "r.json"
+    steps = []
+    real_time = compare.time_training_steps
+
+    def timed(model, *args, **kwargs):
+        steps.append(type(model).__name__ + str(len(list(model.parameters()))))
+        return real_time(model, *args, **kwargs)
+
+    real_build = compare.build
+
+    def build(impl, *args, **kwargs):
+        if impl == "localzo_seq" and not kwargs.get("track"):
+            raise RuntimeError("no such layer here")
+        return real_build(impl, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "time_training_steps", timed)
+    monkeypatch.setattr(compare, "build", build)
+    args = ["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "2",
+            "--warmup", "1", "--out", str(out), "--plot", "none", "--interleave",
+            "--impls", "snntorch_atan,localzo_seq,localzo_sparse"]
+    assert compare.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["error"] for r in rows] == [None, "RuntimeError: no such layer here", None]
+    assert all(r["interleaved"] for r in rows)
+    assert rows[0]["fwd_ms"] > 0 and rows[2]["bwd_ms"] > 0 and rows[2]["active_frac"] < 0.5
+    # three rounds of two networks, alternating, the first one first then second
+    assert len(steps) == 6 and steps[0] != steps[1] and steps[2] == steps[1] and steps[3] == steps[0]
+    with pytest.raises(SystemExit):
+        compare.main(args + ["--energy"])
 
 
 def test_train_active_smoke(tmp_path):
