@@ -5,6 +5,7 @@ package runs the same loops as vectorised PyTorch operations."""
 
 import ast
 import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -33,17 +34,44 @@ def reset_macros(path=RESETS_FILE):
     return macros
 
 
+def _compiles_with(compiler, flags) -> bool:
+    """Whether ``compiler`` builds and links a small OpenMP program with ``flags``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_check.c")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objs, os.path.join(tmp, "omp_check"), extra_postargs=flags)
+        except Exception:  # no OpenMP here: the loops run on one thread
+            return False
+    return True
+
+
 class BuildExt(build_ext):
     """IEEE arithmetic, rounded at every operation (no fused multiply-add, no
-    fast-math): the C loops must round exactly as PyTorch's operations do."""
+    fast-math): the C loops must round exactly as PyTorch's operations do.
+    On Linux with GCC the spike function's backward also splits its rows over
+    OpenMP threads (torch's own runtime, loaded first, serves them: one pool,
+    sized by ``torch.set_num_threads``); elsewhere, or where the check fails,
+    it runs on one thread."""
 
     def build_extensions(self):
+        omp = []
         if self.compiler.compiler_type == "msvc":
             flags = ["/O2", "/fp:precise"]
         else:
             flags = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
+            if sys.platform.startswith("linux") and os.environ.get("SNNTORCH_LOCALZO_NO_OPENMP", "0") in ("", "0") \
+                    and _compiles_with(self.compiler, ["-fopenmp"]):
+                omp = ["-fopenmp"]
         for ext in self.extensions:
-            ext.extra_compile_args = flags
+            ext.extra_compile_args = flags + omp
+            ext.extra_link_args = omp
+            if omp:
+                ext.define_macros = list(ext.define_macros) + [("ZO_OPENMP", "1")]
         super().build_extensions()
 
 

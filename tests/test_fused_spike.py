@@ -139,3 +139,31 @@ def test_vector_lanes_draw_the_same_bits():
         module.set_simd(previous)
     assert torch.equal(grads[0], grads[1])
     assert (grads[0] != 0).any()
+
+
+@pytest.mark.parametrize("shape", [(37, 500), (3, 4000)])
+def test_threads_split_rows_without_changing_the_draw(shape):
+    """Where the build splits a call's rows over torch's threads, the gradient
+    and the meter's count are those of one thread (each row has its own
+    stream), for any number of threads."""
+    est = localzo.make(samples=2, track=True)
+    u = 0.4 * torch.randn(*shape) - 0.5
+    u[0, :7] = float("nan")
+    before = torch.get_num_threads()
+    grads, counts = [], []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            # one OpenMP pool: torch's setting reaches the C loops where they have OpenMP
+            assert native.c_module().max_threads() in (1, threads)
+            est.reset_stats()
+            torch.manual_seed(11)
+            x = u.clone().requires_grad_()
+            spike(x, est.spec, est.meter, None, Path.NATIVE).backward(torch.ones_like(u))
+            grads.append(x.grad)
+            counts.append(est.meter.active)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(g, grads[0]) for g in grads[1:])
+    assert counts[0] == counts[1] == counts[2] == int((grads[0] != 0).sum())
+    assert 0 < counts[0] < u.numel()

@@ -25,6 +25,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef ZO_OPENMP
+#include <omp.h>
+#endif
 
 /* The widest vector unit the CPU has runs these loops (one machine code per
  * unit, picked when the module loads), where the compiler can build that. */
@@ -1640,6 +1643,50 @@ static PyObject *py_meter_record(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* zo_spike_backward over the threads of torch's OpenMP pool (the build links
+ * the OpenMP runtime where the compiler has one; torch's copy, already loaded,
+ * is the one used, so torch.set_num_threads sets how many): contiguous blocks
+ * of rows, each with its own scratch. Every row draws from its own stream, so
+ * the result does not depend on the split. Small calls stay on one thread. */
+#define SPIKE_PAR_MIN 8192
+
+static int64_t spike_backward_rows(const float *u, const float *grad, float *out, int64_t rows,
+                                   int64_t n, const zo_rule *R, const zo_law *L, const float *absz,
+                                   int64_t absz_stride, uint64_t seed)
+{
+#ifdef ZO_OPENMP
+    const int nt = omp_get_max_threads();
+    if (nt > 1 && rows > 1 && rows * n >= SPIKE_PAR_MIN) {
+        int64_t total = 0;
+        int bad = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : total) reduction(| : bad)
+        {
+            const int64_t k = omp_get_num_threads(), t = omp_get_thread_num();
+            const int64_t lo = rows * t / k, hi = rows * (t + 1) / k;
+            if (hi > lo) {
+                const int64_t c = zo_spike_backward(u + lo * n, grad + lo * n, out + lo * n, hi - lo, n, R, L,
+                                                    absz ? absz + lo * n : NULL, absz_stride, seed, lo);
+                if (c < 0) bad = 1;
+                else total += c;
+            }
+        }
+        return bad ? -1 : total;
+    }
+#endif
+    return zo_spike_backward(u, grad, out, rows, n, R, L, absz, absz_stride, seed, 0);
+}
+
+/* The threads a split call would use now: OpenMP's (torch's pool), 1
+ * without OpenMP. */
+static PyObject *py_max_threads(PyObject *self, PyObject *args)
+{
+#ifdef ZO_OPENMP
+    return PyLong_FromLong(omp_get_max_threads());
+#else
+    return PyLong_FromLong(1);
+#endif
+}
+
 static PyObject *py_spike_backward(PyObject *self, PyObject *args)
 {
     unsigned long long u, grad, out, absz, seed;
@@ -1667,8 +1714,10 @@ static PyObject *py_spike_backward(PyObject *self, PyObject *args)
     L.delta = (float)delta;
     L.coef = (float)coef;
     Py_BEGIN_ALLOW_THREADS
-    count = zo_spike_backward((const float *)u, (const float *)grad, (float *)out, rows, n, &R, &L,
-                              (const float *)absz, absz_stride, (uint64_t)seed, row0);
+    count = row0 ? zo_spike_backward((const float *)u, (const float *)grad, (float *)out, rows, n, &R, &L,
+                                     (const float *)absz, absz_stride, (uint64_t)seed, row0)
+                 : spike_backward_rows((const float *)u, (const float *)grad, (float *)out, rows, n, &R, &L,
+                                       (const float *)absz, absz_stride, (uint64_t)seed);
     Py_END_ALLOW_THREADS
     if (count < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(count);
@@ -1692,6 +1741,7 @@ static PyMethodDef methods[] = {
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},
     {"spike_backward", py_spike_backward, METH_VARARGS, "The spike function's fused backward."},
+    {"max_threads", py_max_threads, METH_NOARGS, "Threads a split spike backward uses now (1 without OpenMP)."},
     {"meter_record", py_meter_record, METH_VARARGS, "One backward call into a meter's CPU accumulator."},
     {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},
     {"exact_scale", py_exact_scale, METH_VARARGS, "The normal law's expected value: grad times the value."},
