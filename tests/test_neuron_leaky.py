@@ -14,7 +14,7 @@ from snntorch import surrogate, utils
 import snntorch_localzo as localzo
 from conftest import DEVICE, MODES, made_by
 from snntorch_localzo import use_backend
-from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
+from snntorch_localzo._ops.leaky import LeakyParams, leaky_step, native
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo._ops.planner import NATIVE_MIN_NUMEL
@@ -121,13 +121,19 @@ def test_forward_equals_snntorch(case, backend):
 def test_fused_path_taken_exactly_where_documented(case, mode):
     ours, _ = build_pair(case)
     ours = ours.to(DEVICE)
-    # the native CPU step runs from NATIVE_MIN_NUMEL entries (below, the reference's dense
-    # draw is cheaper: test_small_cpu_steps_take_the_reference)
+    # the native CPU step runs from NATIVE_MIN_NUMEL entries where the spike function's
+    # fused C backward does not cover the call (below, the reference's dense draw is
+    # cheaper: test_small_cpu_steps_take_the_reference; where it covers the call, the
+    # reference step with that backward is the faster at every size)
     # (72 neurons: more than make()'s exact, below which every path gives the expected value)
-    rows = -(-NATIVE_MIN_NUMEL // 72) if mode == "auto" and DEVICE == "cpu" else 3
+    native_cpu = mode == "auto" and DEVICE == "cpu"
+    rows = -(-NATIVE_MIN_NUMEL // 72) if native_cpu else 3
     x = torch.rand(rows, 72, device=DEVICE, requires_grad=True)
-    with use_backend(mode):
-        out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
+    with pytest.MonkeyPatch.context() as mp:
+        if native_cpu:
+            mp.setattr("snntorch_localzo._ops.planner._fused_spike", lambda u, spec: False)
+        with use_backend(mode):
+            out = ours(x) if CASES[case].get("init_hidden") else ours(x, ours.init_leaky())
     spk = out[0] if isinstance(out, tuple) else out
     assert made_by(spk, FUNCTION[mode]) == (case in FUSED)
 
@@ -264,5 +270,9 @@ def test_small_cpu_steps_take_the_reference():
     small = torch.rand(4, 72, requires_grad=True)
     spk, _ = lif(small, lif.init_leaky())
     assert not made_by(spk, NativeLeaky)
+    if native.c_module() is not None:  # a step the fused spike backward covers: at every size
+        big = torch.rand(-(-NATIVE_MIN_NUMEL // 72), 72, requires_grad=True)
+        spk, _ = lif(big, lif.init_leaky())
+        assert not made_by(spk, NativeLeaky)
     spk_seq, _ = lif.forward_sequence(small.unsqueeze(0))  # a sequence decides at once: fused
     assert made_by(spk_seq, NativeLeaky)

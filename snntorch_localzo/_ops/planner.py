@@ -54,7 +54,10 @@ __all__ = [
 #: development machine's CPU (one thread) the two cross between 2**15 and
 #: 2**17 entries. So does a spike call that the fused C backward does not
 #: cover (float64, an inverse-CDF table law, no C compiler); the fused one
-#: (``spike/native.py``) pays at every size.
+#: (``spike/native.py``) pays at every size, and a single step it covers
+#: takes the reference at every size, the spike function's fused backward
+#: included (measured with ``compare.py``'s step loop at hidden 1024, 2**17
+#: entries a step: the native step was the slower, ``cpu_scaling.json``).
 NATIVE_MIN_NUMEL = 2**17
 #: The sparse weight gradient pays off from this many output neurons (CPU: its
 #: input trace costs about as much as a dense product with ~100 outputs on the
@@ -147,8 +150,9 @@ def leaky_path(
     ``graded`` and a state of the input's dtype and device; the kernels also a
     dtype and a number of directions they cover, and a draw: a small layer's
     expected value (``Step.is_exact``) the native path and the reference
-    give. On the CPU a single step smaller than ``NATIVE_MIN_NUMEL`` entries
-    takes the reference.
+    give. On the CPU a single step takes the reference below
+    ``NATIVE_MIN_NUMEL`` entries, and at every size where the spike function's
+    fused C backward covers it (that reference step is then the faster).
 
     :param mem_shape: the membrane's shape where it is not ``x``'s (Linear + Leaky)
     """
@@ -164,7 +168,7 @@ def leaky_path(
             return path
         path = Path.REFERENCE if x.is_cuda else Path.NATIVE
     if path is Path.NATIVE and _scalar_params(params, x, NATIVE_DTYPES):
-        if steps == 0 and x.numel() < NATIVE_MIN_NUMEL:
+        if steps == 0 and (x.numel() < NATIVE_MIN_NUMEL or _fused_spike(x, spec)):
             return Path.REFERENCE
         return path
     return Path.REFERENCE

@@ -621,13 +621,20 @@ static inline double half_normal(zo_rng *r)
  * layer, its top 24 the uniform. The fast path (the layer's rectangle,
  * about 99% of draws) runs in vector lanes and marks the others with -1;
  * zig_slow finishes those one by one (the wedge, the tail, a new draw). */
+/* the hash, in place, of a uint32_t or of every lane of a vector of them
+ * (GCC's vector extension: the vector lanes below use this one definition) */
+#define HASH32(x)             \
+    do {                      \
+        (x) ^= (x) >> 16;     \
+        (x) *= 0x7feb352du;   \
+        (x) ^= (x) >> 15;     \
+        (x) *= 0x846ca68bu;   \
+        (x) ^= (x) >> 16;     \
+    } while (0)
+
 static inline uint32_t hash32(uint32_t x)
 {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
+    HASH32(x);
     return x;
 }
 
@@ -638,13 +645,14 @@ static inline uint32_t draw_bits(uint32_t c, uint32_t k0, uint32_t k1)
 
 #ifdef ZO_X86_LANES
 
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+
 static inline __attribute__((target("avx2"))) __m256i hash32_avx2(__m256i x)
 {
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x7feb352du));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
-    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    u32x8 v = (u32x8)x;
+    HASH32(v);
+    return (__m256i)v;
 }
 
 /* zig_fast's arithmetic eight lanes at a time with the AVX2 gathers (the
@@ -681,11 +689,9 @@ static __attribute__((target("avx2"))) int64_t zig_fast_avx2(uint32_t k0, uint32
  * without a branch */
 static inline __attribute__((target("avx512f"))) __m512i hash32_avx512(__m512i x)
 {
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x7feb352du));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
-    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    u32x16 v = (u32x16)x;
+    HASH32(v);
+    return (__m512i)v;
 }
 
 static inline __attribute__((target("avx512f"))) __m512 zig_pick(const __m512 *t, __m512i i, __mmask16 b5,
