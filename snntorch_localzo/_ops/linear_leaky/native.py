@@ -233,7 +233,9 @@ def sparse_bias_grad(
     """``db`` from the active entries: ``sum e * c[t]``, ``c`` the trace of ones."""
     T, B, OUT = shape
     ones = torch.ones(T, 1, dtype=dtype)
-    c = input_trace(ones, beta).reshape(T)
+    c = torch.empty(T, 1, dtype=compute_dtype(dtype))
+    trace_chunk(ones, beta, 0, T, None, c)  # (its C loop: one call, not T tensor operations)
+    c = c.reshape(T)
     t = index // (B * OUT)
     db = torch.zeros(OUT, dtype=c.dtype)
     db.index_add_(0, index % OUT, e_active.to(c.dtype) * c[t])
