@@ -405,8 +405,13 @@ def test_triton_size_rule_takes_the_dense_product_for_long_walks(monkeypatch):
 
 
 @pytest.mark.version_free
+@pytest.mark.parametrize("no_c", ["0", "1"])
 @pytest.mark.parametrize("mode", FUSED_MODES)
-def test_sparse_weight_grad_over_several_time_chunks(mode, monkeypatch, sparse_everywhere):
+def test_sparse_weight_grad_over_several_time_chunks(mode, no_c, monkeypatch, sparse_everywhere):
+    """The trace in chunks of time (the PyTorch loops; with the C loops one pass
+    advances it step by step and never holds it whole): the reference's
+    gradients to float32 rounding either way."""
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", no_c)
     monkeypatch.setattr(linear_reference, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
     ref = two_layers("reference", True, seed=6)
     sparse = two_layers(mode, True, seed=6)
@@ -632,3 +637,39 @@ def test_event_current_keeps_the_argument_checks(monkeypatch, args, match):
     monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 1.0)
     with use_backend("auto"), pytest.raises(ValueError, match=match):
         localzo.LinearLeaky(0.9, 7, 5)(*args)
+
+
+@pytest.mark.version_free
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypatch):
+    """The C pass that advances the input trace step by step (its columns split
+    over torch's threads where built with OpenMP) gives the same weight
+    gradient for any number of threads, and the chunked trace product's to
+    rounding: ``sum over active (t, b, j) of e * trace[t, b, :]``."""
+    from snntorch_localzo._ops.leaky import native as leaky_native
+
+    if leaky_native.c_module() is None:
+        pytest.skip("the C loops are not built here")
+    torch.manual_seed(0)
+    T, B, IN, OUT = 9, 128, 1000, 40  # T B IN > 2**20: split where threads are there
+    x = (torch.rand(T, B, IN) < 0.1).to(dtype)
+    index = torch.randperm(T * B * OUT)[:700].sort().values
+    e = torch.randn(700, dtype=dtype)
+    beta = torch.tensor(0.875)
+    before = torch.get_num_threads()
+    grads = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            grads.append(native_linear.sparse_weight_grad(x, index, e, beta, OUT))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(g, grads[0]) for g in grads[1:])
+    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    chunked = native_linear.sparse_weight_grad(x, index, e, beta, OUT)
+    trace = linear_reference.input_trace(x, beta)
+    direct = torch.zeros(OUT, IN, dtype=dtype)
+    direct.index_add_(0, index % OUT, e.unsqueeze(1) * trace.reshape(T * B, IN)[index // OUT])
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(grads[0], chunked, rtol=tol, atol=tol)
+    torch.testing.assert_close(grads[0], direct, rtol=tol, atol=tol)

@@ -173,6 +173,43 @@ REVERSE_SCAN(reverse_scan_f64, double)
 TRACE(trace_f32, float)
 TRACE(trace_f64, double)
 
+/* The sparse weight gradient of a Linear + Leaky layer without the trace
+ * held for all steps: the input trace of every sample (trace's operations,
+ * so its bits) kept in carry [B, n] (zero at the start) and advanced one
+ * step at a time; each active entry (t, b, j) of index (sorted flat
+ * positions in [T, B, out], values e) adds e * trace[t, b, :] to row j of
+ * dw [out, n] as its step comes (in index order). Columns [i0, i1) only:
+ * threads take disjoint blocks of columns, so the result does not depend on
+ * their number. */
+#define TRACE_GRAD(NAME, T_)                                                            \
+    VECTOR_CLONES static void NAME(const T_ *x, int64_t T, int64_t B, int64_t n, T_ b,   \
+                                   const int64_t *index, const T_ *e, int64_t nnz,       \
+                                   int64_t out_f, T_ *dw, T_ *carry, int64_t i0,         \
+                                   int64_t i1)                                           \
+    {                                                                                   \
+        int64_t p = 0;                                                                  \
+        for (int64_t t = 0; t < T && p < nnz; t++) {                                    \
+            for (int64_t s = 0; s < B; s++) {                                           \
+                const T_ *restrict xt = x + (t * B + s) * n;                            \
+                T_ *restrict c = carry + s * n;                                         \
+                for (int64_t i = i0; i < i1; i++) {                                     \
+                    T_ v = b * c[i];                                                    \
+                    c[i] = v + xt[i];                                                   \
+                }                                                                       \
+            }                                                                           \
+            for (const int64_t end = (t + 1) * B * out_f; p < nnz && index[p] < end; p++) { \
+                const int64_t r = index[p] / out_f - t * B, j = index[p] % out_f;         \
+                const T_ *restrict cr = carry + r * n;                                  \
+                T_ *restrict w = dw + j * n;                                            \
+                const T_ v = e[p];                                                      \
+                for (int64_t i = i0; i < i1; i++) w[i] = w[i] + v * cr[i];              \
+            }                                                                           \
+        }                                                                               \
+    }
+
+TRACE_GRAD(trace_grad_f32, float)
+TRACE_GRAD(trace_grad_f64, double)
+
 /* Order statistics of the adaptive step: the k-th smallest (1-based) of a
  * row of n floats, NaN counted as +infinity: exactly the value
  * torch.kthvalue returns.
@@ -1693,6 +1730,46 @@ static PyObject *py_max_threads(PyObject *self, PyObject *args)
 #endif
 }
 
+static PyObject *py_trace_grad(PyObject *self, PyObject *args)
+{
+    unsigned long long x, index, e, dw;
+    long long T, B, n, nnz, out_f;
+    double b;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KLLLdKKLLKi", &x, &T, &B, &n, &b, &index, &e, &nnz, &out_f, &dw, &f64))
+        return NULL;
+    void *carry = calloc((size_t)(B * n > 0 ? B * n : 1), f64 ? sizeof(double) : sizeof(float));
+    if (!carry) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    int nt = 1;
+#ifdef ZO_OPENMP
+    nt = n >= 64 && T * B * n >= (1 << 20) ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int64_t k = 1, q = 0;
+#ifdef ZO_OPENMP
+        k = omp_get_num_threads();
+        q = omp_get_thread_num();
+#endif
+        /* blocks of 16 columns (whole cache lines of float32) */
+        const int64_t blocks = (n + 15) / 16;
+        const int64_t i0 = (blocks * q / k) * 16, i1 = q + 1 == k ? n : (blocks * (q + 1) / k) * 16;
+        if (i1 > i0) {
+            if (f64)
+                trace_grad_f64((const double *)x, T, B, n, b, (const int64_t *)index, (const double *)e, nnz,
+                               out_f, (double *)dw, (double *)carry, i0, i1);
+            else
+                trace_grad_f32((const float *)x, T, B, n, (float)b, (const int64_t *)index, (const float *)e,
+                               nnz, out_f, (float *)dw, (float *)carry, i0, i1);
+        }
+    }
+    (void)nt;
+    Py_END_ALLOW_THREADS
+    free(carry);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_spike_backward(PyObject *self, PyObject *args)
 {
     unsigned long long u, grad, out, absz, seed;
@@ -1743,6 +1820,7 @@ static PyMethodDef methods[] = {
     {"leaky_scan", py_leaky_scan, METH_VARARGS, "Leaky membrane scan (see _scan.c)."},
     {"reverse_scan", py_reverse_scan, METH_VARARGS, "Reverse scan of the Leaky backward."},
     {"trace", py_trace, METH_VARARGS, "Input trace of the sparse weight gradient."},
+    {"trace_grad", py_trace_grad, METH_VARARGS, "The sparse weight gradient, the trace advanced step by step."},
     {"row_kth2", py_row_kth2, METH_VARARGS, "Two order statistics of every row (adaptive step)."},
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},

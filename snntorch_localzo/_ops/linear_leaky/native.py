@@ -208,6 +208,14 @@ def sparse_weight_grad(
     dw = torch.zeros(out_features, IN, dtype=compute_dtype(x.dtype))
     if index.numel() == 0:
         return dw
+    if leaky_native.use_c(x, dw) and index.dtype == torch.int64:  # one C pass: the trace advanced step by step, never held whole
+        xc = x.contiguous()
+        idx = index.contiguous()
+        e = e_active.to(dw.dtype).contiguous()
+        b = float(clamped_beta(beta, x.dtype).to(dw.dtype))
+        leaky_native.c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(),
+                                           idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64)
+        return dw
     rows = index // out_features  # t * B + b
     cols = index % out_features
     chunk = trace_chunk_steps(T, B, IN, dw.dtype)  # the trace is in dw's dtype
