@@ -54,9 +54,9 @@ def _c_module():
 
 def spike_forward(u: torch.Tensor) -> torch.Tensor:
     """The Heaviside forward ``1[u > 0]`` in ``u``'s dtype, in one C pass for a
-    contiguous float32/float64 CPU tensor (the reference's two tensor
-    operations cost about ten times more at a layer's size); the reference
-    elsewhere and while ``torch.compile`` traces. The same bits either way."""
+    contiguous float32/float64 CPU tensor (the reference takes two tensor
+    operations); the reference elsewhere and while ``torch.compile`` traces.
+    The same bits either way."""
     if (u.dtype not in (torch.float32, torch.float64) or u.device.type != "cpu"
             or not u.is_contiguous() or torch.compiler.is_compiling()):
         return reference.spike_forward(u)
