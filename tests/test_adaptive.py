@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import snntorch_localzo as localzo
 from snntorch_localzo._backend import Path
-from snntorch_localzo._ops import planner
+from snntorch_localzo._ops import planner, sampling
 from snntorch_localzo._ops.leaky import autograd as leaky_glue
 from snntorch_localzo._ops.leaky.reference import LeakyParams
 from snntorch_localzo._ops.spec import spec_of
@@ -380,35 +380,44 @@ def test_fused_step_equals_the_reference(layout, monkeypatch):
     assert (grads[0][2] != 0).any()
 
 
-def test_native_draw_sees_the_c_loops_magnitudes():
-    """With drawn |z| the native sequence path takes |u| from the C loop and
-    computes the signed u for the rule beside it: the draw must still see
-    |u| / delta_t (not u / delta_t), so it selects as few candidates as the
-    reference path makes active, and both paths have the same active fraction."""
-    from snntorch_localzo._ops import sampling
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_draw_sees_the_c_loops_magnitudes(dtype):
+    """With drawn |z| the native sequence path gives the draw what its rule
+    needs. float32: the fused C pass (the rule and the draw) gets the
+    membrane and the threshold, so that the rule counts the entries above
+    threshold. float64 (the
+    PyTorch draw): the C loop's |u| and, beside it, the signed u for the
+    rule; the draw must still see |u| / delta_t (not u / delta_t), so it
+    selects as few candidates as the reference path makes active. Either
+    way both paths have the same active fraction."""
+    from snntorch_localzo._ops.spike import native as spike_native
 
-    one = torch.tensor(1.0)
-    params = LeakyParams(torch.tensor(0.9), one, one, 0)
+    one = torch.tensor(1.0, dtype=dtype)
+    params = LeakyParams(torch.tensor(0.9, dtype=dtype), one, one, 0)
     sg = localzo.make(track=True)
     torch.manual_seed(0)
-    x = (0.5 * torch.randn(20, 64, 300) + 0.2).requires_grad_()
+    x = (0.5 * torch.randn(20, 64, 300, dtype=dtype) + 0.2).requires_grad_()
     seen = []
-    real = sampling.sparse_estimate_abs
+    fused = dtype == torch.float32
+    name, real = ("draw", spike_native.draw) if fused else ("sparse_estimate_abs", sampling.sparse_estimate_abs)
+    target = ("snntorch_localzo._ops.spike.native.draw" if fused
+              else "snntorch_localzo._ops.leaky.native.sparse_estimate_abs")
 
-    def spy(uabs, *args, **kwargs):
-        seen.append(bool((uabs >= 0).all()))
-        return real(uabs, *args, **kwargs)
+    def spy(u, *args, **kwargs):
+        # float32: the membrane itself and the threshold (the pass subtracts it)
+        seen.append(bool((u > 1).any() and args[0] == 1.0) if fused else bool((u >= 0).all()))
+        return real(u, *args, **kwargs)
 
     fractions = []
     for path in (Path.NATIVE, Path.REFERENCE):
         sg.reset_stats()
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("snntorch_localzo._ops.leaky.native.sparse_estimate_abs", spy)
+            mp.setattr(target, spy)
             spk, _ = leaky_glue.leaky_seq(x, None, params, sg.spec, sg.meter, path=path)
         spk.sum().backward()
         fractions.append(sg.active_fraction)
         x.grad = None
-    assert seen == [True]  # the native path drew once, from magnitudes
+    assert seen == [True], name  # the native path drew once, from what its rule needs
     assert fractions[0] == pytest.approx(fractions[1], rel=0.05)
 
 

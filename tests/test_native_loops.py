@@ -134,6 +134,40 @@ def test_binary_events_write_no_further_than_their_spare_entries(n):
 
 @needs_c
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [0, 5, 16, 37, 1000])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
+def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density):
+    """The C compaction lists the non-zero entries as ``torch.nonzero`` does
+    (NaN and -0.0 included: NaN is non-zero, -0.0 is zero), with its vector
+    lanes and without, and writes at most COMPACT_SPARE entries past the
+    last (a guard region after them stays untouched)."""
+    module = native.c_module()
+    torch.manual_seed(n)
+    g = torch.randn(n, dtype=dtype) * (torch.rand(n) < density)
+    if n > 4:
+        g[1], g[3] = float("nan"), -0.0
+    expected = torch.nonzero(g, as_tuple=True)[0]
+    spare = module.COMPACT_SPARE
+    previous = module.set_simd(True)
+    try:
+        for on in (True, False):
+            module.set_simd(on)
+            index, values = native.compact(g, expected.numel())
+            assert torch.equal(index, expected)
+            ref = g[expected]
+            assert torch.equal(values.isnan(), ref.isnan())
+            assert torch.equal(values.nan_to_num(), ref.nan_to_num())
+            guard = torch.full((expected.numel() + spare + 8,), -7, dtype=torch.int64)
+            vguard = torch.full((expected.numel() + spare + 8,), -7.0, dtype=dtype)
+            module.compact(g.data_ptr(), n, guard.data_ptr(), vguard.data_ptr(), dtype == torch.float64)
+            assert (guard[expected.numel() + spare:] == -7).all()
+            assert (vguard[expected.numel() + spare:] == -7.0).all()
+    finally:
+        module.set_simd(previous)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("make_args", [dict(delta=0.5), dict(delta=0.5, samples=3),
                                        dict(dist="fast_sigmoid"), dict()])
 def test_dense_estimate_in_c_equals_torch(monkeypatch, dtype, make_args):
@@ -219,6 +253,27 @@ def test_event_current_equals_the_dense_product(dtype, with_bias, out_features):
     single = [0, 2, 3]  # no one, or one: no sum to round
     assert torch.equal(out[single], dense[single])
     assert torch.equal(w, w0) and (b is None or torch.equal(b, b0))
+
+
+@needs_c
+def test_event_current_splits_rows_over_threads_without_changing_bits():
+    """A sum large enough to split its rows over torch's threads (where built
+    with OpenMP) gives the same bits for 1, 2 and 3 threads."""
+    torch.manual_seed(0)
+    x = (torch.rand(4099, 64) < 0.1).float()  # (ones + rows) * 256 columns > 2**20
+    w = torch.randn(256, 64)
+    b = torch.randn(256)
+    ev = linear_native.binary_events(x, x.numel())
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(linear_native.event_current(ev, w, b, torch.empty(4099, 256)).clone())
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+    torch.testing.assert_close(outs[0], torch.nn.functional.linear(x, w, b))
 
 
 @needs_c

@@ -46,6 +46,7 @@ def sparse_everywhere(monkeypatch):
     monkeypatch.setattr(planner, "SPARSE_MAX_DENSITY", 1.0)
     monkeypatch.setattr(planner, "SPARSE_MIN_IN", 1)
     monkeypatch.setattr(planner, "SPARSE_MAX_ROWS", 2**62)
+    monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 1.0)
 
 
 # ------------------------------------------------------------ Leaky sequence mode
@@ -210,6 +211,40 @@ def test_sequence_monte_carlo_mean(name, mode):
 
 @pytest.mark.version_free
 @pytest.mark.parametrize("mode", FUSED_MODES)
+def test_sequence_monte_carlo_mean_adaptive(mode):
+    """The default adaptive step on a sequence: every step of every sample is
+    one call of the rule, so with beta = 0 and no reset each row ``x[t, b]``
+    gets the step of that row alone and the mean of its input gradient is
+    :meth:`LocalZO.expected_grad` of that row (closed form given the step).
+    The rows hold one firing sample (a 1% band) and one silent one (the
+    silent band), drawn ``T`` times each."""
+    torch.manual_seed(5)
+    est = localzo.make()
+    n, T = 400, 300
+    firing = torch.linspace(-0.6, 0.3, n, dtype=torch.float64)
+    silent = torch.linspace(-1.5, -0.2, n, dtype=torch.float64)
+    u = torch.stack([firing, silent])
+    x = (u.float() + 1.0).repeat(T, 1, 1).to(DEVICE).requires_grad_(True)
+    with use_backend(mode):
+        spk, _ = leaky_seq(x, None, params(2, beta=0.0), est.spec)
+        spk.backward(torch.ones_like(spk))
+    closed = est.expected_grad(u.float().double())
+    assert ((closed > 0.5).sum(1) >= 2).all()  # both rows have entries in their band
+    # groups of 20 neighbouring entries: far entries are active rarely (the
+    # entry floor), a group's T * 20 draws hold enough of their events
+    grads = x.grad.double().cpu().reshape(T, 2, n // 20, 20).transpose(1, 2).reshape(T, n // 20, 2, 20)
+    pooled = grads.permute(1, 2, 0, 3).reshape(n // 20, 2, -1)
+    mean, se = pooled.mean(-1), pooled.std(-1) / math.sqrt(pooled.shape[-1])
+    expected = closed.reshape(2, n // 20, 20).mean(-1).t()
+    assert torch.all((mean - expected).abs() <= 5 * se + 1e-3)
+    active = (pooled != 0).double().mean(-1)
+    prob = est.active_prob(u.float().double()).reshape(2, n // 20, 20).mean(-1).t()
+    se_active = (prob * (1 - prob) / pooled.shape[-1]).sqrt()
+    assert torch.all((active - prob).abs() <= 5 * se_active + 1e-3)
+
+
+@pytest.mark.version_free
+@pytest.mark.parametrize("mode", FUSED_MODES)
 def test_sequence_meter(mode):
     est = localzo.make("normal", delta=0.3, track=True)
     x = torch.rand(8, 50, device=DEVICE, requires_grad=True) * 1.5
@@ -356,6 +391,18 @@ def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
     calls.update(sparse_weight_grad=0, sparse_input_grad=0)
     two_layers("auto", False, device="cpu")
     assert calls == {"sparse_weight_grad": 0, "sparse_input_grad": 0}
+    monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 0.1)
+    assert planner.use_sampled_input_grad(10, 100) and not planner.use_sampled_input_grad(11, 100)
+    # a lower layer with more active entries than the sampled product pays for: dense,
+    # the same gradients to float32 rounding
+    monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 1.0)
+    sampled = two_layers("auto", True, device="cpu")
+    monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 0.0)
+    calls.update(sparse_weight_grad=0, sparse_input_grad=0)
+    dense = two_layers("auto", True, device="cpu")
+    assert calls == {"sparse_weight_grad": 2, "sparse_input_grad": 0}
+    for a, b in zip(sampled, dense):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.version_free
@@ -644,8 +691,9 @@ def test_event_current_keeps_the_argument_checks(monkeypatch, args, match):
 def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypatch):
     """The C pass that advances the input trace step by step (its columns split
     over torch's threads where built with OpenMP) gives the same weight
-    gradient for any number of threads, and the chunked trace product's to
-    rounding: ``sum over active (t, b, j) of e * trace[t, b, :]``."""
+    gradient for any number of threads and from the input packed to bytes,
+    and the chunked trace product's to rounding:
+    ``sum over active (t, b, j) of e * trace[t, b, :]``."""
     from snntorch_localzo._ops.leaky import native as leaky_native
 
     if leaky_native.c_module() is None:
@@ -665,8 +713,13 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(g, grads[0]) for g in grads[1:])
+    # the bytes the forward packed the input to: the same bits, read as they are
+    packed = native_linear.pack_binary(x)
+    assert packed.dtype == torch.uint8
+    assert torch.equal(native_linear.sparse_weight_grad(packed, index, e, beta, OUT, dtype), grads[0])
     monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
     chunked = native_linear.sparse_weight_grad(x, index, e, beta, OUT)
+    assert torch.equal(native_linear.sparse_weight_grad(packed, index, e, beta, OUT, dtype), chunked)
     trace = linear_reference.input_trace(x, beta)
     direct = torch.zeros(OUT, IN, dtype=dtype)
     direct.index_add_(0, index % OUT, e.unsqueeze(1) * trace.reshape(T * B, IN)[index // OUT])

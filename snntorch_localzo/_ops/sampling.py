@@ -175,10 +175,7 @@ def nonzero_estimate(uabs: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> Tu
     g = scratch("estimate", (n,), uabs.dtype)
     count = c.dense_estimate(uabs.data_ptr(), absz.data_ptr(), absz.shape[0], n, float(spec.delta),
                              float(spec.coef), int(spec.p == 1), g.data_ptr(), f64)
-    index = torch.empty(count, dtype=torch.int64)
-    values = torch.empty(count, dtype=uabs.dtype)
-    c.compact(g.data_ptr(), n, index.data_ptr(), values.data_ptr(), f64)
-    return index, values
+    return native.compact(g, count)
 
 
 def sparse_estimate_abs(

@@ -3,9 +3,12 @@ is ``T = 1``).
 
 Forward: the membrane scan, one vectorised update per time step with no
 autograd bookkeeping, then the spikes of all steps at once and one draw of
-the LocalZO estimate where it can be non-zero (``sampling.sparse_estimate``):
-only the active entries and their estimates are kept for backward (a few
-bytes per active entry), plus the reset flags for zero reset.
+the LocalZO estimate where it can be non-zero: for float32 and the laws it
+samples, the spike function's fused C pass (``spike.native.draw``: every
+step of every sample one row of the rule, no incoming gradient), otherwise
+``sampling.sparse_estimate``. Only the active entries and their estimates
+are kept for backward (a few bytes per active entry), plus the reset flags
+for zero reset.
 
 Backward: the incoming spike gradient times the estimate at the active
 entries (``grad * 0`` elsewhere, as the reference), then the reverse scan.
@@ -69,6 +72,18 @@ def use_c(*tensors: Optional[torch.Tensor]) -> bool:
         return False
     present = [t for t in tensors if t is not None]
     return present[0].dtype in _C_DTYPES and all(t.dtype == present[0].dtype for t in present)
+
+
+def compact(g: torch.Tensor, count: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` non-zero entries of the contiguous float32/float64 ``g``:
+    their sorted flat int64 indices and their values (one C pass; the C loops
+    must run)."""
+    spare = _scan.COMPACT_SPARE  # (the pass stores whole blocks past the last entry)
+    index = torch.empty(count + spare, dtype=torch.int64)
+    values = torch.empty(count + spare, dtype=g.dtype)
+    kept = _scan.compact(g.data_ptr(), g.numel(), index.data_ptr(), values.data_ptr(), g.dtype == torch.float64)
+    assert kept == count, (kept, count)
+    return index[:count], values[:count]
 
 
 def _ptr(t: Optional[torch.Tensor]) -> int:
@@ -154,13 +169,19 @@ def _forward(
     """Scan and one draw of the estimate: ``(spk, mem, index, g, resets)``
     (``resets`` empty unless zero reset; ``index`` flat into ``x``)."""
     params = LeakyParams(beta, threshold, graded, reset)
-    spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
+    exact = spec.step.is_exact(sample_entries(x.shape, steps))
+    fused = None if exact or absz is not None else _fused_draw(x, spec)
+    spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None and fused is None)
     thr = params.threshold.to(x.dtype)
+    if resets is None:
+        resets = torch.empty(0, dtype=torch.bool)
+    if fused is not None:  # one C pass per sample from mem: u, the rule, the draw where it can be non-zero
+        index, g = fused.draw(mem, float(thr), spec, _rows_shape(x.shape, steps))
+        return spk, mem, index, g, resets
     # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
     # step of each time step (as the spike function's), |z| given, or no |u| from the C loop
     u = None
-    exact = spec.step.is_exact(sample_entries(x.shape, steps))
     if spec.step.adaptive or exact or absz is not None or uabs is None:
         # (its own scratch role: the C loop's |u| lives under "u")
         u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
@@ -175,9 +196,27 @@ def _forward(
             uabs = u.abs_() if cdtype == x.dtype else u.to(cdtype).abs_()  # (d is computed)
         uabs = Step.apply(uabs, d)
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
-    if resets is None:
-        resets = torch.empty(0, dtype=torch.bool)
     return spk, mem, index, g, resets
+
+
+def _fused_draw(x: torch.Tensor, spec: ZOSpec):
+    """The spike function's native module where its fused C pass draws the
+    estimate of a scan (float32, a law it samples, the C loops built), else
+    None."""
+    from ..spike import native as spike_native  # (the spike package imports this one)
+
+    return spike_native if spike_native.fused(x, spec) else None
+
+
+def _rows_shape(shape, steps: int) -> tuple:
+    """``shape`` with every call's sample as a row, the adaptive rule's unit:
+    ``[T * batch, *neurons]`` for ``steps = T`` (``[T, neurons]``: ``T`` calls
+    of one sample), ``[batch, *neurons]`` for one step (``[1, n]``: one
+    sample)."""
+    if steps:
+        return (shape[0] * shape[1],) + tuple(shape[2:]) if len(shape) >= 3 \
+            else (shape[0], math.prod(shape[1:]))
+    return tuple(shape) if len(shape) >= 2 else (1, math.prod(shape))
 
 
 def _forward_fake(x, mem0, beta, threshold, graded, table, absz, *, reset, spec_ints, spec_floats,

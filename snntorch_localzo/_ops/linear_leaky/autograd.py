@@ -99,15 +99,15 @@ class NativeLinearLeaky(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
+        # x: the input, or the bytes it was packed to (the backward unpacks them only where it must)
         x, weight, index, g, resets, beta, graded, lower = ctx.saved_tensors
-        x = native.unpack_binary(x, ctx.x_dtype)
         needs = [
             ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2], ctx.has_mem0 and ctx.needs_input_grad[3],
         ]
         grads = native.backward(
             grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, lower, ctx.acc,
-            reset=ctx.reset, sparse=ctx.sparse, needs=needs,
+            reset=ctx.reset, sparse=ctx.sparse, needs=needs, x_dtype=ctx.x_dtype,
         )
         gx, gw, gb, gmem0 = (gr if need else None for gr, need in zip(grads, needs))
         return gx, gw, gb, gmem0, None, None, None, None, None

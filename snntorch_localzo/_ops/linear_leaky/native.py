@@ -17,7 +17,8 @@ subtractive or no reset, a scalar beta and the membrane output unused:
 * **bias gradient** ``db[j] = sum over active (t, b, j) of e * c[t]``,
   ``c[t] = beta c[t-1] + 1`` (the trace of ones);
 * **input gradient** at the active entries of the layer below only (when it
-  is a native LocalZO sequence layer whose spikes come in unchanged): a
+  is a native LocalZO sequence layer whose spikes come in unchanged and few
+  enough of its entries are active: ``planner.use_sampled_input_grad``): a
   sampled dense-dense product ``(h @ W)`` at those entries, ``h = dL/dI``.
 
 Elsewhere, the dense products. The sparse sums run in another order than the
@@ -36,7 +37,7 @@ from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..leaky.reference import clamped_beta
-from ..planner import Path, event_capacity, use_event_current, use_sparse_weight_grad
+from ..planner import Path, event_capacity, use_event_current, use_sampled_input_grad, use_sparse_weight_grad
 from ..resets import RESET_ZERO
 from ..sampling import compute_dtype
 from .reference import input_trace, trace_chunk_steps
@@ -148,7 +149,8 @@ def input_current(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 def unpack_binary(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The input :func:`pack_binary` kept (``x`` itself when it was not packed),
     in ``dtype``: a scratch tensor, valid during the backward that asks
-    (a new one at every step would fault its pages in again)."""
+    (a new one at every step would fault its pages in again). Only the dense
+    products need it: the sparse weight gradient reads the bytes."""
     if x.dtype == dtype:
         return x
     return scratch("x_unpacked", x.shape, dtype).copy_(x)
@@ -200,22 +202,29 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
 
 
 def sparse_weight_grad(
-    x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor, out_features: int
+    x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor, out_features: int,
+    dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """``dW`` (float32, float64 for float64 ``x``; ``[out, in]``) from the active entries (flat ``index`` into
-    ``[T, B, out]``, values ``e_active``) and the input trace of ``x [T, B, in]``."""
+    """``dW`` (float32, float64 for a float64 input; ``[out, in]``) from the active entries (flat ``index`` into
+    ``[T, B, out]``, values ``e_active``) and the input trace of ``x [T, B, in]``: the input itself, or
+    the bytes :func:`pack_binary` kept of it, ``dtype`` then its own dtype (the C pass reads the bytes)."""
+    dtype = x.dtype if dtype is None else dtype
     T, B, IN = x.shape
-    dw = torch.zeros(out_features, IN, dtype=compute_dtype(x.dtype))
+    dw = torch.zeros(out_features, IN, dtype=compute_dtype(dtype))
     if index.numel() == 0:
         return dw
-    if leaky_native.use_c(x, dw) and index.dtype == torch.int64:  # one C pass: the trace advanced step by step, never held whole
+    packed = x.dtype == torch.uint8
+    if leaky_native.use_c(dw) and (packed or x.dtype == dw.dtype) and index.dtype == torch.int64:
+        # one C pass: the trace advanced step by step, never held whole
         xc = x.contiguous()
         idx = index.contiguous()
         e = e_active.to(dw.dtype).contiguous()
-        b = float(clamped_beta(beta, x.dtype).to(dw.dtype))
+        b = float(clamped_beta(beta, dtype).to(dw.dtype))
         leaky_native.c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(),
-                                           idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64)
+                                           idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64,
+                                           int(packed))
         return dw
+    x = unpack_binary(x, dtype)
     rows = index // out_features  # t * B + b
     cols = index % out_features
     chunk = trace_chunk_steps(T, B, IN, dw.dtype)  # the trace is in dw's dtype
@@ -271,10 +280,11 @@ def _backward(
     grad_spk: Optional[torch.Tensor], grad_mem: Optional[torch.Tensor], x: torch.Tensor,
     weight: torch.Tensor, index: torch.Tensor, g: torch.Tensor, resets: torch.Tensor,
     beta: torch.Tensor, graded: torch.Tensor, lower: Optional[torch.Tensor], acc: torch.Tensor,
-    *, reset: int, sparse: bool, needs: List[bool],
+    *, reset: int, sparse: bool, needs: List[bool], x_dtype: torch.dtype,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_w, grad_b, grad_mem0)`` (empty where ``needs`` is False:
-    ``[x, weight, bias, mem0]``)."""
+    ``[x, weight, bias, mem0]``). ``x``: the input, or the bytes
+    :func:`pack_binary` kept of it; ``x_dtype``: the input's own dtype."""
     T, B, _ = x.shape
     OUT = weight.shape[0]
     shape = (T, B, OUT)
@@ -285,38 +295,39 @@ def _backward(
     )
     need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
     e, sparse_e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded, acc, for_scan=need_h)
-    empty = x.new_empty(0)
+    empty = torch.empty(0, dtype=x_dtype)
     h = gmem0 = None
     if need_h:
         h, gmem0 = leaky_native.reverse_scan(
-            e, grad_mem, resets if reset == RESET_ZERO else None, beta, x.dtype, shape, sparse_e
+            e, grad_mem, resets if reset == RESET_ZERO else None, beta, x_dtype, shape, sparse_e
         )
     gx = gw = gb = empty
     if need_x:
-        if lower is not None and x.dtype in (torch.float32, torch.float64):
-            gx = sparse_input_grad(h, weight, lower, x.dtype)
+        if (lower is not None and x_dtype in (torch.float32, torch.float64)
+                and use_sampled_input_grad(lower.numel(), x.numel())):
+            gx = sparse_input_grad(h, weight, lower, x_dtype)
         else:
             gx = h @ weight
     if need_w:
         if sparse_w:
-            gw = sparse_weight_grad(x, index, e_active, beta, OUT).to(weight.dtype)
+            gw = sparse_weight_grad(x, index, e_active, beta, OUT, x_dtype).to(weight.dtype)
         else:
-            gw = h.reshape(-1, OUT).t() @ x.reshape(-1, x.shape[-1])
+            gw = h.reshape(-1, OUT).t() @ unpack_binary(x, x_dtype).reshape(-1, x.shape[-1])
     if need_b:
-        gb = sparse_bias_grad(index, e_active, beta, shape, x.dtype).to(x.dtype) if sparse_w else h.sum((0, 1))
+        gb = sparse_bias_grad(index, e_active, beta, shape, x_dtype).to(x_dtype) if sparse_w else h.sum((0, 1))
     return gx, gw, gb, (gmem0 if need_m else empty)
 
 
 def _backward_fake(grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, lower, acc, *,
-                   reset, sparse, needs):
+                   reset, sparse, needs, x_dtype):
     T, B, IN = x.shape
     OUT = weight.shape[0]
-    empty = x.new_empty(0)
+    empty = x.new_empty(0, dtype=x_dtype)
     return (
-        x.new_empty(x.shape) if needs[0] else empty,
+        x.new_empty(x.shape, dtype=x_dtype) if needs[0] else empty,
         weight.new_empty(weight.shape) if needs[1] else empty,
-        x.new_empty(OUT) if needs[2] else empty,
-        x.new_empty(B, OUT) if needs[3] else empty,
+        x.new_empty(OUT, dtype=x_dtype) if needs[2] else empty,
+        x.new_empty(B, OUT, dtype=x_dtype) if needs[3] else empty,
     )
 
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from ... import distributions as D
 from ..._backend import Path, device_path
 from .. import layout, rng
+from ..workspace import scratch
 from ..sampling import TAIL, _MARGIN, sparse_estimate, tail_level
 from ..spec import ZOSpec
 from . import reference
@@ -42,14 +43,19 @@ FUSED_KINDS = (D.NORMAL.kind, D.UNIFORM.kind, D.EXPONENTIAL.kind, D.LOMAX2.kind)
 _LEAKY_NATIVE = []
 
 
-def _c_module():
-    """The C module, or None (the Leaky package, which holds it, imports the
-    spike function: imported on first use)."""
+def _leaky_native():
+    """The Leaky package's native module, which holds the C module (it imports
+    the spike function: imported on first use)."""
     if not _LEAKY_NATIVE:
         from ..leaky import native as leaky_native
 
         _LEAKY_NATIVE.append(leaky_native)
-    return _LEAKY_NATIVE[0].c_module()
+    return _LEAKY_NATIVE[0]
+
+
+def _c_module():
+    """The C module, or None."""
+    return _leaky_native().c_module()
 
 
 def spike_forward(u: torch.Tensor) -> torch.Tensor:
@@ -122,6 +128,25 @@ def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz,
         )
         layout.record(acc, count, n)
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
+
+
+def draw(mem: torch.Tensor, threshold: float, spec: ZOSpec, rows_shape: tuple) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One draw of the estimate ``G`` at ``u = mem - threshold`` (float32, on
+    the CPU, where :func:`fused` holds), as a sequence layer keeps it: the
+    sorted flat int64 indices of its non-zero entries and their float32
+    values. ``rows_shape``: ``mem``'s shape with each call's sample as a row
+    (``[T * batch, *neurons]`` for ``T`` steps), the rule's unit. The fused
+    pass without an incoming gradient (it subtracts the threshold row by row,
+    rounding as ``torch.sub``), then one compaction: the law of
+    :func:`~snntorch_localzo._ops.sampling.sparse_estimate` (tested by Monte
+    Carlo), from a stream seeded by one draw of torch's generator."""
+    mem = _float32(mem)
+    n = mem.numel()
+    module = _c_module()
+    g = scratch("drawn", (n,), torch.float32)
+    count = module.spike_backward(mem.data_ptr(), 0, g.data_ptr(), *_settings(spec, tuple(rows_shape)), 0, n,
+                                  rng.host_seed(), 0, float(threshold)) if n else 0
+    return _leaky_native().compact(g, count)
 
 
 def exact_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
