@@ -4,8 +4,8 @@ SHD-shaped spike trains (``snntorch_localzo.demo.data.rate_patterns``) and logs,
 every ``--log`` steps, the fraction of non-zero LocalZO estimates in the
 backward passes since the last log, the loss and the accuracy.
 
-Hidden layers are ``localzo.LinearLeaky`` (sparse backward on CUDA, the
-reference elsewhere); the output layer is read out by its membrane potential
+Hidden layers are ``localzo.LinearLeaky`` (the sparse backward: Triton
+kernels on CUDA, the native C path on the CPU); the output layer is read out by its membrane potential
 (mean over time), which trains well with narrow surrogates.
 
     python benchmarks/train_active.py                         # GPU: T=100, B=128, 300 steps

@@ -5,8 +5,9 @@ as
 * ``reference.py`` -- plain PyTorch, the definition every path is tested
   against bit for bit;
 * ``native.py`` -- the native CPU path: only the entries that can have a
-  non-zero estimate draw (``sampling.sparse_estimate``), and, for the Leaky
-  layers, the time loops in C (``leaky/_scan.c``, shared with
+  non-zero estimate draw (in C, the spike function's fused pass, for float32
+  and the laws it samples; ``sampling.sparse_estimate`` otherwise), and,
+  for the Leaky layers, the time loops in C (``leaky/_scan.c``, shared with
   ``linear_leaky/``);
 * ``triton.py`` -- the Triton kernels (CUDA, or the CPU through the
   interpreter), built from ``triton_common.py``;

@@ -78,7 +78,8 @@ SPARSE_MIN_IN = 64
 #: picked the faster one.
 SPARSE_MAX_ROWS = 8192
 
-#: The native CPU estimate draws every entry densely, as the reference does,
+#: The native CPU estimate in PyTorch (``sampling.sparse_estimate``: where the
+#: fused C pass does not run) draws every entry densely, as the reference does,
 #: when more than this fraction of the entries lies near threshold (where the
 #: sparse draw must decide them one by one: its bookkeeping per near entry
 #: then costs more than a dense draw; measured on the development machine,

@@ -7,7 +7,9 @@
 * :func:`expected_estimate` is the estimate's expected value, which a call
   too small for a draw gets instead (``Path.EXACT``).
 * :func:`sparse_estimate` draws only what decides the few non-zero
-  estimates (the native CPU path), with the same law:
+  estimates (the native CPU path where the spike function's fused C pass,
+  which splits the entries the same way, does not run: float64, the table
+  laws, no C compiler), with the same law:
 
   For a uniform ``U``, ``|z| = Q(U)`` with ``Q`` the quantile function of
   ``|z|``. Split ``U`` at ``1 - TAIL``: with probability ``TAIL`` (a *tail
