@@ -86,7 +86,7 @@ import torch
 from ._checks import check_choice, check_count, check_fraction, check_positive
 from ._ops.order import abs_far, floors, row_stats, rule_delta
 from .distributions import ADAPTIVE_LAWS as LAWS, Distribution, get_distribution
-from .step import Step, sample_entries
+from .step import Step, sample_entries, sample_rows
 
 __all__ = ["AdaptiveDelta", "LAWS", "RuleConstants"]
 
@@ -182,11 +182,10 @@ class AdaptiveDelta(Step):
         ``[T, ...]`` alike."""
         u = u.detach()
         law = _law(law)
-        if steps:
+        if steps:  # each call's sample one row (sample_rows)
+            d = self.delta(u.reshape(sample_rows(u.shape, steps)), law, samples)
             if u.dim() <= 2:  # T calls of one sample
-                d = self.delta(u.reshape(steps, -1), law, samples)
                 return d.reshape(u.shape if d.numel() == u.numel() else (steps,) + (1,) * (u.dim() - 1))
-            d = self.delta(u.reshape((-1,) + tuple(u.shape[2:])), law, samples)
             return d.reshape((steps, u.shape[1]) + tuple(d.shape[1:]))
         if u.dim() <= 1:
             d = self.delta(u.reshape(1, -1), law, samples)

@@ -29,21 +29,29 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["Step", "FixedStep", "FIXED", "sample_entries"]
+__all__ = ["Step", "FixedStep", "FIXED", "sample_entries", "sample_rows"]
 
 
-def sample_entries(shape, steps: int = 0) -> int:
-    """Entries per sample of a call on a membrane of ``shape``: ``[batch,
-    *neurons]`` (``steps = 0``; 1-d or 0-d: one sample) or ``steps`` calls
-    ``[T, batch, *neurons]`` (2-d or fewer: ``T`` calls of one sample), as
+def sample_rows(shape, steps: int = 0) -> tuple:
+    """A membrane of ``shape`` with the sample of every call as one row,
+    ``[samples, *neurons]``: ``[batch, *neurons]`` itself (``steps = 0``;
+    1-d or 0-d: one sample, ``[1, n]``) or, for ``steps`` calls ``[T, batch,
+    *neurons]``, ``[T * batch, *neurons]`` (2-d or fewer: ``T`` calls of one
+    sample, ``[T, n]``), as
     :meth:`AdaptiveDelta.delta <snntorch_localzo.adaptive.AdaptiveDelta.delta>`
     reads them."""
     shape = tuple(int(d) for d in shape)
-    if steps:
-        dims = shape[2:] if len(shape) > 2 else shape[1:]
-    else:
-        dims = shape if len(shape) <= 1 else shape[1:]
-    return math.prod(dims)
+    if steps and len(shape) >= 3:
+        return (shape[0] * shape[1],) + shape[2:]
+    if steps and shape:
+        return (shape[0], math.prod(shape[1:]))
+    return shape if len(shape) >= 2 else (1, math.prod(shape))
+
+
+def sample_entries(shape, steps: int = 0) -> int:
+    """Entries per sample of a call on a membrane of ``shape``
+    (:func:`sample_rows`)."""
+    return math.prod(sample_rows(shape, steps)[1:])
 
 
 class Step:

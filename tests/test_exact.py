@@ -13,7 +13,7 @@ from snntorch_localzo import AdaptiveDelta
 from snntorch_localzo._ops import planner
 from snntorch_localzo._ops.planner import Path
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
-from snntorch_localzo.step import sample_entries
+from snntorch_localzo.step import sample_entries, sample_rows
 
 from conftest import MODES as BACKENDS
 
@@ -88,6 +88,11 @@ def test_entries_per_sample_of_a_call():
     assert sample_entries((4, 3, 5, 5)) == 75 and sample_entries((0, 8)) == 8
     assert sample_entries((10, 4, 8), 10) == 8 and sample_entries((10, 8), 10) == 8
     assert sample_entries((10,), 10) == 1 and sample_entries((10, 4, 3, 5), 10) == 15
+    # the same calls with each sample as one row (the rule's and the native draw's unit)
+    assert sample_rows((4, 8)) == (4, 8) and sample_rows((8,)) == (1, 8) and sample_rows(()) == (1, 1)
+    assert sample_rows((4, 3, 5, 5)) == (4, 3, 5, 5) and sample_rows((10, 4, 8), 10) == (40, 8)
+    assert sample_rows((10, 8), 10) == (10, 8) and sample_rows((10,), 10) == (10, 1)
+    assert sample_rows((10, 4, 3, 5), 10) == (40, 3, 5)
 
 
 def test_exact_travels_with_the_rule():

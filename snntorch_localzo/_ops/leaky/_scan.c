@@ -35,18 +35,16 @@
  * computed as on one thread, so the bits do not depend on the split. */
 
 /* The share [lo, hi) of [0, total) of the calling thread (all of it outside
- * a parallel region or without OpenMP), in whole units of unit (the last
- * thread takes the rest). */
-static inline void thread_share(int64_t total, int64_t unit, int64_t *lo, int64_t *hi)
+ * a parallel region or without OpenMP). */
+static inline void thread_share(int64_t total, int64_t *lo, int64_t *hi)
 {
     int64_t q = 0, k = 1;
 #ifdef ZO_OPENMP
     q = omp_get_thread_num();
     k = omp_get_num_threads();
 #endif
-    const int64_t blocks = (total + unit - 1) / unit;
-    *lo = blocks * q / k * unit;
-    *hi = q + 1 == k ? total : blocks * (q + 1) / k * unit;
+    *lo = total * q / k;
+    *hi = total * (q + 1) / k;
 }
 
 /* The threads a loop with this much work takes: torch's, from min_work on. */
@@ -210,21 +208,18 @@ TRACE(trace_f64, double)
  * so its bits) kept in carry [B, n] (zero at the start) and advanced one
  * step at a time; each active entry (t, b, j) of index (sorted flat
  * positions in [T, B, out], values e) adds e * trace[t, b, :] to row j of
- * dw [out, n] as its step comes (in index order). Columns [i0, i1) only:
- * threads take disjoint blocks of columns, so the result does not depend on
- * their number. */
+ * dw [out, n] as its step comes (in index order). */
 #define TRACE_GRAD(NAME, T_, X_)                                                        \
     VECTOR_CLONES static void NAME(const X_ *x, int64_t T, int64_t B, int64_t n, T_ b,   \
                                    const int64_t *index, const T_ *e, int64_t nnz,       \
-                                   int64_t out_f, T_ *dw, T_ *carry, int64_t i0,         \
-                                   int64_t i1)                                           \
+                                   int64_t out_f, T_ *dw, T_ *carry)                     \
     {                                                                                   \
         int64_t p = 0;                                                                  \
         for (int64_t t = 0; t < T && p < nnz; t++) {                                    \
             for (int64_t s = 0; s < B; s++) {                                           \
                 const X_ *restrict xt = x + (t * B + s) * n;                            \
                 T_ *restrict c = carry + s * n;                                         \
-                for (int64_t i = i0; i < i1; i++) {                                     \
+                for (int64_t i = 0; i < n; i++) {                                       \
                     T_ v = b * c[i];                                                    \
                     c[i] = v + (T_)xt[i];                                               \
                 }                                                                       \
@@ -234,7 +229,7 @@ TRACE(trace_f64, double)
                 const T_ *restrict cr = carry + r * n;                                  \
                 T_ *restrict w = dw + j * n;                                            \
                 const T_ v = e[p];                                                      \
-                for (int64_t i = i0; i < i1; i++) w[i] = w[i] + v * cr[i];              \
+                for (int64_t i = 0; i < n; i++) w[i] = w[i] + v * cr[i];                \
             }                                                                           \
         }                                                                               \
     }
@@ -1573,7 +1568,7 @@ static PyObject *py_event_sum(PyObject *self, PyObject *args)
 #endif
     {
         int64_t r0, r1;
-        thread_share(rows, 1, &r0, &r1);
+        thread_share(rows, &r0, &r1);
         if (f64)
             event_sum_f64((const int32_t *)cols, (const int64_t *)row_end, (const double *)wt,
                           (const double *)bias, (double *)out, r0, r1, m);
@@ -1832,7 +1827,7 @@ static int64_t spike_backward_rows(const float *u, float shift, const float *gra
 #pragma omp parallel num_threads(nt) reduction(+ : total) reduction(| : bad)
         {
             int64_t lo, hi;
-            thread_share(rows, 1, &lo, &hi);
+            thread_share(rows, &lo, &hi);
             if (hi > lo) {
                 const int64_t c = zo_spike_backward(u + lo * n, shift, grad ? grad + lo * n : NULL, out + lo * n,
                                                     hi - lo, n, R, L,
@@ -1876,16 +1871,16 @@ static PyObject *py_trace_grad(PyObject *self, PyObject *args)
     const int64_t *ix = (const int64_t *)index;
     if (f64 && packed)
         trace_grad_f64_u8((const uint8_t *)x, T, B, n, b, ix, (const double *)e, nnz, out_f, (double *)dw,
-                          (double *)carry, 0, n);
+                          (double *)carry);
     else if (f64)
         trace_grad_f64((const double *)x, T, B, n, b, ix, (const double *)e, nnz, out_f, (double *)dw,
-                       (double *)carry, 0, n);
+                       (double *)carry);
     else if (packed)
         trace_grad_f32_u8((const uint8_t *)x, T, B, n, (float)b, ix, (const float *)e, nnz, out_f, (float *)dw,
-                          (float *)carry, 0, n);
+                          (float *)carry);
     else
         trace_grad_f32((const float *)x, T, B, n, (float)b, ix, (const float *)e, nnz, out_f, (float *)dw,
-                       (float *)carry, 0, n);
+                       (float *)carry);
     Py_END_ALLOW_THREADS
     free(carry);
     Py_RETURN_NONE;

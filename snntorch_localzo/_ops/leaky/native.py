@@ -35,7 +35,7 @@ from ..workspace import output, scratch
 from ..sampling import compute_dtype, expected_estimate, nonzero_entries, sparse_estimate, sparse_estimate_abs
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..spec import ZOSpec
-from ...step import Step, sample_entries
+from ...step import Step, sample_entries, sample_rows
 from .reference import LeakyParams, clamped_beta
 
 try:
@@ -171,13 +171,14 @@ def _forward(
     params = LeakyParams(beta, threshold, graded, reset)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
     exact = spec.step.is_exact(sample_entries(x.shape, steps))
-    fused = None if exact or absz is not None else _fused_draw(x, spec)
-    spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None and fused is None)
+    # the spike function's fused C pass draws where it runs (float32, a law it samples, the C loops built)
+    fused = not exact and absz is None and _spike_native().fused(x, spec)
+    spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None and not fused)
     thr = params.threshold.to(x.dtype)
     if resets is None:
         resets = torch.empty(0, dtype=torch.bool)
-    if fused is not None:  # one C pass per sample from mem: u, the rule, the draw where it can be non-zero
-        index, g = fused.draw(mem, float(thr), spec, _rows_shape(x.shape, steps))
+    if fused:  # one C pass per sample from mem: u, the rule, the draw where it can be non-zero
+        index, g = _spike_native().draw(mem, float(thr), spec, sample_rows(x.shape, steps))
         return spk, mem, index, g, resets
     # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
     # step of each time step (as the spike function's), |z| given, or no |u| from the C loop
@@ -199,24 +200,12 @@ def _forward(
     return spk, mem, index, g, resets
 
 
-def _fused_draw(x: torch.Tensor, spec: ZOSpec):
-    """The spike function's native module where its fused C pass draws the
-    estimate of a scan (float32, a law it samples, the C loops built), else
-    None."""
-    from ..spike import native as spike_native  # (the spike package imports this one)
+def _spike_native():
+    """The spike function's native module (the spike package imports this
+    one: imported on first use)."""
+    from ..spike import native as spike_native
 
-    return spike_native if spike_native.fused(x, spec) else None
-
-
-def _rows_shape(shape, steps: int) -> tuple:
-    """``shape`` with every call's sample as a row, the adaptive rule's unit:
-    ``[T * batch, *neurons]`` for ``steps = T`` (``[T, neurons]``: ``T`` calls
-    of one sample), ``[batch, *neurons]`` for one step (``[1, n]``: one
-    sample)."""
-    if steps:
-        return (shape[0] * shape[1],) + tuple(shape[2:]) if len(shape) >= 3 \
-            else (shape[0], math.prod(shape[1:]))
-    return tuple(shape) if len(shape) >= 2 else (1, math.prod(shape))
+    return spike_native
 
 
 def _forward_fake(x, mem0, beta, threshold, graded, table, absz, *, reset, spec_ints, spec_floats,

@@ -135,7 +135,7 @@ def draw(mem: torch.Tensor, threshold: float, spec: ZOSpec, rows_shape: tuple) -
     the CPU, where :func:`fused` holds), as a sequence layer keeps it: the
     sorted flat int64 indices of its non-zero entries and their float32
     values. ``rows_shape``: ``mem``'s shape with each call's sample as a row
-    (``[T * batch, *neurons]`` for ``T`` steps), the rule's unit. The fused
+    (:func:`~snntorch_localzo.step.sample_rows`), the rule's unit. The fused
     pass without an incoming gradient (it subtracts the threshold row by row,
     rounding as ``torch.sub``), then one compaction: the law of
     :func:`~snntorch_localzo._ops.sampling.sparse_estimate` (tested by Monte
