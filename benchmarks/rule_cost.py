@@ -18,9 +18,24 @@ Three measurements, each in one run, median of ``--repeats``:
   ``planner.EVENT_MAX_DENSITY`` forced to always: the C pass that checks,
   packs and lists the ones, then the C sum of weight rows), with torch's
   threads at each of ``--threads``; ``pack_ms`` is the packing pass alone,
-  which the dense path runs too when it keeps the input for backward.
+  which the dense path runs too when it keeps the input for backward;
+* ``outer``: the dense weight gradient ``h^T @ x [out, in]`` of a binary
+  input kept as bytes (``T B`` = ``--tb`` rows, in = 256 and 700, out = 20,
+  64 and 256, 0% to 40% ones): unpacking the bytes and the product against
+  the C sum of the rows of ``h`` at the ones
+  (``linear_leaky/native.event_weight_grad``), with torch's threads at each
+  of ``--threads``;
+* ``reverse``: the reverse scan of a Leaky backward with a sparse spike
+  gradient (``T`` = 25 and 100 steps of 32768 and 131072 neurons, active
+  entries at random, 0 to 100% of the neurons of one step): every neuron at
+  every step against only the live ones (``planner.EVENT_REVERSE_SCAN_MAX_ACTIVE``);
+* ``sampled``: the input gradient at 0.1% to 10% of the entries of
+  ``[T B, 256]`` (out 256; ``linear_leaky/native.sparse_input_grad``, the
+  zeroed output included): the C dot products against
+  ``torch.sparse.sampled_addmm`` (the C loops off).
 
-The first two run on one thread.
+``order``, ``draw``, ``reverse`` and ``sampled`` run on one thread; ``--what``
+picks the measurements (default: all).
 
     python benchmarks/rule_cost.py --out benchmarks/results/rule_cost_cpu.json
 """
@@ -29,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -120,6 +136,83 @@ def current_rows(repeats: int, tbs: List[int], threads: List[int]) -> List[Dict]
     return rows
 
 
+def outer_rows(repeats: int, tbs: List[int], threads: List[int]) -> List[Dict]:
+    rows = []
+    torch.manual_seed(0)
+    try:
+        for tb in tbs:
+            for n_in in (256, 700):
+                for n_out in (20, 64, 256):
+                    h = torch.randn(tb, 1, n_out)
+                    for density in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4):
+                        packed = (torch.rand(tb, 1, n_in) < density).to(torch.uint8)
+                        ones = int(packed.sum())
+                        for n_threads in threads:
+                            torch.set_num_threads(n_threads)
+                            row = {"what": "outer", "tb": tb, "in": n_in, "out": n_out, "density": density,
+                                   "threads": n_threads}
+                            row["event_ms"] = median_ms(lambda: linear_native.event_weight_grad(packed, h), repeats)
+                            row["dense_ms"] = median_ms(
+                                lambda: h.reshape(tb, n_out).t()
+                                @ linear_native.unpack_binary(packed, torch.float32).reshape(tb, n_in), repeats)
+                            row["chosen"] = ("event" if planner.use_event_weight_grad(planner.Path.NATIVE, ones,
+                                                                                      packed.numel())
+                                             else "dense")
+                            rows.append(row)
+    finally:
+        torch.set_num_threads(1)
+    return rows
+
+
+def reverse_rows(repeats: int) -> List[Dict]:
+    from snntorch_localzo._ops.leaky import native as leaky_native
+
+    rows = []
+    torch.manual_seed(0)
+    saved = planner.EVENT_REVERSE_SCAN_MAX_ACTIVE
+    beta = torch.tensor(0.9)
+    try:
+        for steps, n in ((25, 32768), (100, 32768), (100, 131072)):
+            for frac in (0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 1.0):
+                count = int(frac * n)
+                index = torch.randperm(steps * n)[:count].sort().values
+                values = torch.randn(count)
+                row = {"what": "reverse", "steps": steps, "neurons": n, "active_per_neuron": frac}
+                for name, never_always in (("events_ms", 2.0 ** 62), ("dense_ms", -1.0)):
+                    planner.EVENT_REVERSE_SCAN_MAX_ACTIVE = never_always
+                    row[name] = median_ms(lambda: leaky_native.reverse_scan(
+                        None, None, None, beta, torch.float32, (steps, n), (index, values)), repeats)
+                planner.EVENT_REVERSE_SCAN_MAX_ACTIVE = saved
+                row["chosen"] = "events" if planner.use_event_reverse_scan(count, n) else "dense"
+                rows.append(row)
+    finally:
+        planner.EVENT_REVERSE_SCAN_MAX_ACTIVE = saved
+    return rows
+
+
+def sampled_rows(repeats: int, tbs: List[int]) -> List[Dict]:
+    rows = []
+    torch.manual_seed(0)
+    w = torch.randn(256, 256)
+    for tb in tbs:
+        h = torch.randn(tb, 1, 256)
+        for frac in (0.001, 0.01, 0.05, 0.1):
+            lower = torch.randperm(tb * 256)[:int(frac * tb * 256)].sort().values
+            row = {"what": "sampled", "tb": tb, "in": 256, "out": 256, "active": frac}
+            for name, no_c in (("c_ms", "0"), ("sampled_addmm_ms", "1")):
+                os.environ["SNNTORCH_LOCALZO_NO_C"] = no_c  # (read at every call)
+                try:
+                    row[name] = median_ms(lambda: linear_native.sparse_input_grad(h, w, lower, torch.float32),
+                                          repeats)
+                finally:
+                    os.environ.pop("SNNTORCH_LOCALZO_NO_C")
+            rows.append(row)
+    return rows
+
+
+MEASUREMENTS = ("order", "draw", "current", "outer", "reverse", "sampled")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=7)
@@ -128,9 +221,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="rows T * B of the input current (default 3200 12800)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                    help="torch threads of the input current rows (default 1 2)")
+    p.add_argument("--what", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS),
+                   help="the measurements to run (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    rows = order_rows(args.repeats) + draw_rows(args.repeats) + current_rows(args.repeats, args.tb, args.threads)
+    runs = {
+        "order": lambda: order_rows(args.repeats),
+        "draw": lambda: draw_rows(args.repeats),
+        "current": lambda: current_rows(args.repeats, args.tb, args.threads),
+        "outer": lambda: outer_rows(args.repeats, args.tb, args.threads),
+        "reverse": lambda: reverse_rows(args.repeats),
+        "sampled": lambda: sampled_rows(args.repeats, args.tb),
+    }
+    rows = [r for what in MEASUREMENTS if what in args.what for r in runs[what]()]
     for r in rows:
         if r["what"] == "order":
             print(f"order  n={r['n']:>5}: C {r['c_ms']:8.3f} ms, kthvalue {r['kthvalue_ms']:8.3f} ms, "
@@ -139,12 +242,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"current {r['in']:>3}->{r['out']} T*B={r['tb']:>5} ones {r['density']:4.0%} "
                   f"threads {r['threads']}: event {r['event_ms']:7.2f} ms, dense {r['dense_ms']:7.2f} ms, "
                   f"pack alone {r['pack_ms']:5.2f} ms (planner: {r['chosen']})")
+        elif r["what"] == "outer":
+            print(f"outer  {r['in']:>3}->{r['out']:>3} T*B={r['tb']:>5} ones {r['density']:4.0%} "
+                  f"threads {r['threads']}: event {r['event_ms']:7.3f} ms, dense {r['dense_ms']:7.3f} ms "
+                  f"(planner: {r['chosen']})")
+        elif r["what"] == "reverse":
+            print(f"reverse T={r['steps']:>3} n={r['neurons']:>6} active/neuron {r['active_per_neuron']:6.1%}: "
+                  f"events {r['events_ms']:7.3f} ms, dense {r['dense_ms']:7.3f} ms (planner: {r['chosen']})")
+        elif r["what"] == "sampled":
+            print(f"sampled T*B={r['tb']:>5} active {r['active']:5.1%}: C {r['c_ms']:7.3f} ms, "
+                  f"sampled_addmm {r['sampled_addmm_ms']:7.3f} ms")
         else:
             print(f"draw   near {r['near']:6.1%} active {r['active']:6.1%}: sparse {r['sparse_ms']:7.2f} ms, "
                   f"dense {r['dense_ms']:7.2f} ms (planner: {r['chosen']})")
     if args.out:
         env = {"machine": platform.machine(), "torch": torch.__version__,
-               "threads": "1 (current rows: their own)"}
+               "threads": "1 (current and outer rows: their own)"}
         Path(args.out).write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0

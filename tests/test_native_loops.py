@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from snntorch_localzo._ops import resets, workspace
+from snntorch_localzo._ops import planner, resets, workspace
 from snntorch_localzo._ops.leaky import native
 from snntorch_localzo._ops.leaky.reference import LeakyParams
 from snntorch_localzo._ops.linear_leaky import native as linear_native
@@ -95,6 +95,43 @@ def test_reverse_scan_in_c_equals_torch(monkeypatch, dtype, grad_mem, zero_reset
         return gx.clone(), carry.clone()
 
     same(*both(monkeypatch, run))
+
+
+def _bits(t):
+    """The bit patterns of a float tensor (a zero's sign and NaN payloads count)."""
+    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("zero_reset", [False, True])
+@pytest.mark.parametrize("active", [0, 1, 9, 60])
+def test_event_reverse_scan_gives_the_bits_of_the_full_sweep(monkeypatch, dtype, zero_reset, active):
+    """The reverse scan that runs only the neurons with an active entry at or
+    after each step against the sweep over every neuron (the planner's
+    threshold forced either way): the same bits, zero signs included, and
+    the PyTorch loops' values; no active entry gives zeros."""
+    torch.manual_seed(2)
+    shape = (9, 4, 21)
+    index = torch.randperm(9 * 84)[:active].sort().values
+    values = torch.randn(active, dtype=dtype)
+    values[:1] = -values[:1].abs()  # a negative value: the carry of its neuron is negative
+    resets = torch.rand(shape) < 0.3 if zero_reset else None
+    beta = torch.tensor(0.9)
+
+    def run(threshold):
+        monkeypatch.setattr(planner, "EVENT_REVERSE_SCAN_MAX_ACTIVE", threshold)
+        gx, carry = native.reverse_scan(None, None, resets, beta, dtype, shape, (index, values))
+        return gx.clone(), carry.clone()
+
+    events, sweep = run(2.0 ** 62), run(-1.0)
+    for a, b in zip(events, sweep):
+        assert torch.equal(_bits(a), _bits(b))
+    same(*both(monkeypatch, lambda: run(2.0 ** 62)))
+    if active == 0:
+        assert not events[0].any() and not events[1].any()
+    elif active > 1:
+        assert events[0].count_nonzero() > active  # the carries reach the earlier steps
 
 
 @needs_c
@@ -253,6 +290,59 @@ def test_event_current_equals_the_dense_product(dtype, with_bias, out_features):
     single = [0, 2, 3]  # no one, or one: no sum to round
     assert torch.equal(out[single], dense[single])
     assert torch.equal(w, w0) and (b is None or torch.equal(b, b0))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("out_features", [5, 16, 37])
+def test_event_weight_grad_equals_the_dense_product(dtype, out_features):
+    """``h^T @ x`` from the ones of the packed bytes against the product: equal
+    to the rounding of the sum (its order differs), exactly for small integer
+    ``h`` (every partial sum exact); a row of ``h`` that is all zero adds
+    nothing; neither argument changes. Widths below, at and across a vector."""
+    torch.manual_seed(0)
+    x = _binary_rows(dtype).reshape(2, -1, 70)
+    packed = linear_native.pack_binary(x)
+    flat_x = x.reshape(-1, 70)
+    for h in (torch.randn(*x.shape[:2], out_features, dtype=dtype),
+              torch.randint(-4, 5, (*x.shape[:2], out_features)).to(dtype)):
+        h[0, 1] = 0.0
+        p0, h0 = packed.clone(), h.clone()
+        gw = linear_native.event_weight_grad(packed, h)
+        dense = h.reshape(-1, out_features).t() @ flat_x
+        assert gw.shape == (out_features, 70) and gw.dtype == dtype and gw.is_contiguous()
+        torch.testing.assert_close(gw, dense)
+        assert torch.equal(packed, p0) and torch.equal(h, h0)
+    assert torch.equal(gw, dense)  # the integer h: exact
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("out_features", [5, 16, 37])
+def test_sampled_input_grad_in_c_equals_the_product_at_the_entries(monkeypatch, dtype, out_features):
+    """The input gradient at the lower layer's active entries: ``(h @ W)`` there
+    and zero elsewhere, from the C dot products and from
+    ``torch.sparse.sampled_addmm`` (the C loops off); exactly the product for
+    small integer values. Dot lengths below, at and across the C loop's 16 lanes."""
+    torch.manual_seed(0)
+    T, B, IN = 3, 4, 29
+    lower = torch.randperm(T * B * IN)[:40].sort().values
+    others = torch.ones(T * B * IN, dtype=torch.bool)
+    others[lower] = False
+    for h, w in ((torch.randn(T, B, out_features, dtype=dtype), torch.randn(out_features, IN, dtype=dtype)),
+                 (torch.randint(-4, 5, (T, B, out_features)).to(dtype),
+                  torch.randint(-4, 5, (out_features, IN)).to(dtype))):
+        w0 = w.clone()
+        with_c, without = both(monkeypatch, lambda: linear_native.sparse_input_grad(h, w, lower, dtype).clone())
+        product = (h @ w).reshape(-1)
+        for dx in (with_c, without):
+            flat = dx.reshape(-1)
+            assert dx.shape == (T, B, IN) and dx.dtype == dtype
+            torch.testing.assert_close(flat[lower], product[lower])
+            assert not flat[others].any()
+        assert torch.equal(w, w0)
+        monkeypatch.delenv("SNNTORCH_LOCALZO_NO_C")
+    assert torch.equal(with_c.reshape(-1)[lower], product[lower])  # the integer values: exact
 
 
 @needs_c

@@ -432,6 +432,30 @@ def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
 
 
 @pytest.mark.version_free
+def test_native_event_weight_grad_is_taken_for_few_ones_and_equals_the_product(monkeypatch):
+    """The narrow layers' dense weight gradients from the ones of their binary
+    inputs (30% and the hidden spikes: the threshold forced to take them)
+    against the product: the same gradients to float32 rounding; never with
+    ``sparse=False`` (the reference's bits) or past the threshold."""
+    calls = {"event_weight_grad": 0}
+    _count_calls(monkeypatch, native_linear, list(calls), calls)
+    monkeypatch.setattr(planner, "EVENT_WEIGHT_GRAD_MAX_DENSITY", 1.0)
+    events = two_layers("auto", True, device="cpu")
+    assert calls == {"event_weight_grad": 2}
+    two_layers("auto", False, device="cpu")
+    assert calls == {"event_weight_grad": 2}
+    monkeypatch.setattr(planner, "EVENT_WEIGHT_GRAD_MAX_DENSITY", 0.0)
+    products = two_layers("auto", True, device="cpu")
+    assert calls == {"event_weight_grad": 2}
+    for a, b in zip(events, products):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert events[3].abs().sum() > 0 and events[5].abs().sum() > 0
+    assert planner.use_event_weight_grad(planner.Path.NATIVE, 0, 100)
+    assert not planner.use_event_weight_grad(planner.Path.NATIVE, -1, 100)  # not binary
+    assert not planner.use_event_weight_grad(planner.Path.TRITON, 0, 100)
+
+
+@pytest.mark.version_free
 def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
     calls = {"sparse_weight_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
@@ -641,7 +665,7 @@ def test_native_layer_takes_the_event_current_up_to_the_cut_over(monkeypatch, dt
     def current(x):
         calls["event_current"] = 0
         with torch.no_grad():
-            cur, _ = native_linear.input_current(x, w, b, keep_packed=False)
+            cur, _, _ = native_linear.input_current(x, w, b, keep_packed=False)
             torch.testing.assert_close(cur, torch.nn.functional.linear(x, w, b), equal_nan=True)
         return calls["event_current"] == 1
 

@@ -23,11 +23,12 @@ path                what runs
                     not the kernels
 ==================  ==================================================
 
-Inside a Linear + Leaky layer three more choices are made here: the
+Inside a Linear + Leaky layer four more choices are made here: the
 event-driven or the dense input current in forward (:func:`use_event_current`),
 the sparse or the dense weight gradient in backward
-(:func:`use_sparse_weight_grad`) and, on the CPU, the input gradient sampled
-at the active entries of the layer below or dense
+(:func:`use_sparse_weight_grad`) and, on the CPU, the dense one from the
+input's ones or by a product (:func:`use_event_weight_grad`), and the input
+gradient sampled at the active entries of the layer below or dense
 (:func:`use_sampled_input_grad`).
 """
 
@@ -47,8 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Path", "spike_path", "leaky_path", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
-    "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR", "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT",
-    "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS", "SAMPLED_INPUT_MAX_DENSITY",
+    "use_event_weight_grad", "use_event_reverse_scan", "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
+    "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
+    "EVENT_WEIGHT_GRAD_MAX_DENSITY", "EVENT_REVERSE_SCAN_MAX_ACTIVE", "SAMPLED_INPUT_MAX_DENSITY",
 ]
 
 #: A single Leaky step on the CPU smaller than this takes the reference, whose
@@ -98,6 +100,30 @@ NATIVE_DENSE_NEAR = 0.15
 #: more elsewhere. Taken below that lowest crossing; at 10% ones the
 #: event-driven current was 1.6 to 12 times faster than the product.
 EVENT_MAX_DENSITY = 0.15
+
+#: The native Linear + Leaky backward forms a dense weight gradient (the
+#: sparse one does not apply or pay) of a binary input kept as bytes from its
+#: ones, adding the rows of ``dL/dI`` at them in C (``_scan.c`` event_outer),
+#: instead of unpacking the input for the product, when at most this fraction
+#: of the input's entries are ones (and ``sparse``: it sums in another order).
+#: Measured with ``benchmarks/rule_cost.py`` (``outer`` rows,
+#: ``benchmarks/results/rule_cost_backward_cpu.json``) on the development
+#: machine, out 20, 64 and 256, in 256 and 700, ``T B`` = 3200 and 12800,
+#: one and two threads: the sum was the faster in all 24 cases up to 10% ones
+#: (at 10% it took 0.24-0.92 of the product's time; in an earlier run one
+#: case at 5% was 1.02x slower) and the slower in 10 of 24 at 20%.
+EVENT_WEIGHT_GRAD_MAX_DENSITY = 0.05
+
+#: The native reverse scan of a Leaky backward whose spike gradient is sparse
+#: and whose membrane output is unused zeroes its output and runs only the
+#: neurons with an active entry at or after each step (``_scan.c``
+#: reverse_scan_events) when the active entries are at most this fraction of
+#: the neurons of one step; else it sweeps every neuron at every step (the
+#: same bits either way). Measured with ``benchmarks/rule_cost.py``
+#: (``reverse`` rows, ``rule_cost_backward_cpu.json``; T = 25 and 100, 32768
+#: and 131072 neurons, entries at random): 1.4-5.0x faster up to 5%, even at
+#: 10%, slower beyond.
+EVENT_REVERSE_SCAN_MAX_ACTIVE = 0.05
 
 #: CPU: the input gradient of a Linear + Leaky layer is sampled at the active
 #: entries of the layer below (``torch.sparse.sampled_addmm``) when at most
@@ -239,6 +265,20 @@ def sparse_weight_grad_fits(
     if path is Path.TRITON:
         return in_features >= SPARSE_MIN_IN and rows <= SPARSE_MAX_ROWS
     return active is not None and active <= SPARSE_MAX_DENSITY * rows * out_features
+
+
+def use_event_weight_grad(path: Path, ones: int, total: int) -> bool:
+    """Whether a native Linear + Leaky backward forms its dense weight gradient
+    from the ``ones`` (-1: unknown, the input is not binary) of its input's
+    ``total`` entries (:data:`EVENT_WEIGHT_GRAD_MAX_DENSITY`)."""
+    return path is Path.NATIVE and 0 <= ones <= EVENT_WEIGHT_GRAD_MAX_DENSITY * total
+
+
+def use_event_reverse_scan(active: int, neurons: int) -> bool:
+    """Whether a native reverse scan (a sparse spike gradient, no membrane
+    gradient) with ``active`` active entries over ``neurons`` neurons a step
+    runs only the live neurons (:data:`EVENT_REVERSE_SCAN_MAX_ACTIVE`)."""
+    return active <= EVENT_REVERSE_SCAN_MAX_ACTIVE * neurons
 
 
 def use_sampled_input_grad(active: int, total: int) -> bool:

@@ -182,6 +182,53 @@ LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
 REVERSE_SCAN(reverse_scan_f32, float)
 REVERSE_SCAN(reverse_scan_f64, double)
 
+/* reverse_scan for a sparse e and no membrane gradient, touching only the
+ * live neurons: those with an active entry at this step or a later one (a
+ * neuron's carry is +0 until its last active entry, so its gx is +0 there,
+ * which the zeroing writes). Each live neuron runs the same operations as in
+ * reverse_scan, so the bits are the same; the cost is the zeroing plus, per
+ * step, its live neurons. Returns 0, or -1 when memory ran out. */
+#define REVERSE_SCAN_EVENTS(NAME, T_)                                                 \
+    static int NAME(const int64_t *e_index, const T_ *e_val, int64_t e_count,          \
+                    const uint8_t *resets, T_ *gx, T_ *carry, int64_t steps, int64_t n, \
+                    T_ b)                                                             \
+    {                                                                                 \
+        int64_t *live = (int64_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t)); \
+        uint8_t *seen = (uint8_t *)calloc((size_t)(n > 0 ? n : 1), 1);                \
+        if (!live || !seen) {                                                         \
+            free(live);                                                               \
+            free(seen);                                                               \
+            return -1;                                                                \
+        }                                                                             \
+        memset(gx, 0, (size_t)(steps * n) * sizeof(T_));                              \
+        for (int64_t i = 0; i < n; i++) carry[i] = (T_)0;                             \
+        int64_t k = e_count - 1, nlive = 0;                                           \
+        for (int64_t t = steps - 1; t >= 0; t--) {                                    \
+            const int64_t o = t * n;                                                  \
+            T_ *g = gx + o;                                                           \
+            for (int64_t j = 0; j < nlive; j++) g[live[j]] = carry[live[j]];          \
+            for (; k >= 0 && e_index[k] >= o; k--) {                                  \
+                const int64_t i = e_index[k] - o;                                     \
+                if (!seen[i]) {                                                       \
+                    seen[i] = 1;                                                      \
+                    live[nlive++] = i;                                                \
+                }                                                                     \
+                g[i] += e_val[k];                                                     \
+            }                                                                         \
+            for (int64_t j = 0; j < nlive; j++) {                                     \
+                const int64_t i = live[j];                                            \
+                const T_ c = g[i] * b;                                                \
+                carry[i] = resets && resets[o + i] ? (T_)0 * c : c;                   \
+            }                                                                         \
+        }                                                                             \
+        free(live);                                                                   \
+        free(seen);                                                                   \
+        return 0;                                                                     \
+    }
+
+REVERSE_SCAN_EVENTS(reverse_scan_events_f32, float)
+REVERSE_SCAN_EVENTS(reverse_scan_events_f64, double)
+
 /* out[s] = b * tr + x[t0 + s], tr = out[s], from tr = carry (in place: the
  * last step's trace on return). */
 #define TRACE(NAME, T_)                                                               \
@@ -1476,6 +1523,64 @@ typedef double event_vec_double __attribute__((vector_size(EVENT_WIDTH / 4)));
 EVENT_SUM(event_sum_f32, float)
 EVENT_SUM(event_sum_f64, double)
 
+/* The event-driven weight gradient, the transpose of the dense h^T @ x for a
+ * binary x: gt[j, :] += h[r, :] for every one (r, j) of the bytes x [rows, n]
+ * (0 or 1), rows in ascending order; h: [rows, m], gt: [n, m] (zeroed by the
+ * caller). A row of h that is all zero adds nothing and its ones are not
+ * listed. Equals the product to the rounding of the sum (its order differs).
+ * Returns 0, or -1 when memory ran out. */
+#define EVENT_OUTER(NAME, T_)                                                           \
+    VECTOR_CLONES static int NAME(const uint8_t *x, const T_ *h, T_ *gt, int64_t rows,   \
+                                  int64_t n, int64_t m)                                 \
+    {                                                                                   \
+        int32_t *cols = (int32_t *)malloc((size_t)(n + 8) * sizeof(int32_t));           \
+        if (!cols) return -1;                                                           \
+        for (int64_t r = 0; r < rows; r++) {                                            \
+            const T_ *restrict hr = h + r * m;                                          \
+            int nonzero = 0;                                                            \
+            for (int64_t c = 0; c < m; c++) nonzero |= hr[c] != (T_)0;                  \
+            if (!nonzero) continue;                                                     \
+            const int64_t k = byte_columns(x + r * n, n, cols);                         \
+            for (int64_t p = 0; p < k; p++) {                                           \
+                T_ *restrict g = gt + (int64_t)cols[p] * m;                             \
+                for (int64_t c = 0; c < m; c++) g[c] += hr[c];                          \
+            }                                                                           \
+        }                                                                               \
+        free(cols);                                                                     \
+        return 0;                                                                       \
+    }
+
+EVENT_OUTER(event_outer_f32, float)
+EVENT_OUTER(event_outer_f64, double)
+
+/* The input gradient at the active entries of the layer below: for every
+ * flat index i of index[0, cnt) into [rows, n], dx[i] = the dot product of
+ * h[i / n, :] and wt[i % n, :] (h: [rows, m], wt: [n, m], the weight
+ * transposed); dx is written there only. The products are summed in
+ * DOT_LANES running sums (lane q takes the columns c = q mod DOT_LANES),
+ * added up at the end: the same order on every instruction set. */
+#define DOT_LANES 16
+#define SAMPLED_DOT(NAME, T_)                                                           \
+    VECTOR_CLONES static void NAME(const int64_t *index, int64_t cnt, const T_ *h,       \
+                                   const T_ *wt, T_ *dx, int64_t n, int64_t m)          \
+    {                                                                                   \
+        for (int64_t k = 0; k < cnt; k++) {                                             \
+            const int64_t i = index[k];                                                 \
+            const T_ *restrict a = h + (i / n) * m, *restrict b = wt + (i % n) * m;     \
+            T_ lane[DOT_LANES] = {0};                                                   \
+            int64_t c = 0;                                                              \
+            for (; c + DOT_LANES <= m; c += DOT_LANES)                                  \
+                for (int q = 0; q < DOT_LANES; q++) lane[q] += a[c + q] * b[c + q];     \
+            for (int q = 0; c + q < m; q++) lane[q] += a[c + q] * b[c + q];             \
+            T_ s = (T_)0;                                                               \
+            for (int q = 0; q < DOT_LANES; q++) s += lane[q];                           \
+            dx[i] = s;                                                                  \
+        }                                                                               \
+    }
+
+SAMPLED_DOT(sampled_dot_f32, float)
+SAMPLED_DOT(sampled_dot_f64, double)
+
 /* The event sums split their rows over threads from this much work (ones and
  * rows times output columns): on the development machine the C sum of 3200
  * rows x 256 columns took 0.14 ms with no ones and 1.3 ms with 35 ones a row. */
@@ -1581,6 +1686,37 @@ static PyObject *py_event_sum(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_event_outer(PyObject *self, PyObject *args)
+{
+    unsigned long long x, h, gt;
+    long long rows, n, m;
+    int f64, status;
+    if (!PyArg_ParseTuple(args, "KKKLLLi", &x, &h, &gt, &rows, &n, &m, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = f64 ? event_outer_f64((const uint8_t *)x, (const double *)h, (double *)gt, rows, n, m)
+                 : event_outer_f32((const uint8_t *)x, (const float *)h, (float *)gt, rows, n, m);
+    Py_END_ALLOW_THREADS
+    if (status < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_sampled_dot(PyObject *self, PyObject *args)
+{
+    unsigned long long index, h, wt, dx;
+    long long cnt, n, m;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KLKKKLLi", &index, &cnt, &h, &wt, &dx, &n, &m, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64)
+        sampled_dot_f64((const int64_t *)index, cnt, (const double *)h, (const double *)wt, (double *)dx, n, m);
+    else
+        sampled_dot_f32((const int64_t *)index, cnt, (const float *)h, (const float *)wt, (float *)dx, n, m);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* Whether 1 <= k1 <= k2 <= n, else a ValueError naming the function. */
 static int ranks_ok(const char *name, long long n, long long k1, long long k2)
 {
@@ -1650,12 +1786,25 @@ static PyObject *py_reverse_scan(PyObject *self, PyObject *args)
     unsigned long long e_dense, e_index, e_val, gmem, resets, gx, carry;
     long long e_count, steps, n;
     double b;
-    int f64;
-    if (!PyArg_ParseTuple(args, "KKKLKKKKLLdi", &e_dense, &e_index, &e_val, &e_count, &gmem,
-                          &resets, &gx, &carry, &steps, &n, &b, &f64))
+    int f64, events = 0, status = 0;
+    /* events (optional, 0): only the live neurons (REVERSE_SCAN_EVENTS; a
+     * sparse e and no membrane gradient) */
+    if (!PyArg_ParseTuple(args, "KKKLKKKKLLdi|p", &e_dense, &e_index, &e_val, &e_count, &gmem,
+                          &resets, &gx, &carry, &steps, &n, &b, &f64, &events))
         return NULL;
+    if (events && (e_dense || gmem || (e_count && !e_index))) {
+        PyErr_SetString(PyExc_ValueError, "reverse_scan: events need a sparse e and no membrane gradient");
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    if (f64)
+    if (events && f64)
+        status = reverse_scan_events_f64((const int64_t *)e_index, (const double *)e_val, e_count,
+                                         (const uint8_t *)resets, (double *)gx, (double *)carry, steps, n, b);
+    else if (events)
+        status = reverse_scan_events_f32((const int64_t *)e_index, (const float *)e_val, e_count,
+                                         (const uint8_t *)resets, (float *)gx, (float *)carry, steps, n,
+                                         (float)b);
+    else if (f64)
         reverse_scan_f64((const double *)e_dense, (const int64_t *)e_index, (const double *)e_val,
                          e_count, (const double *)gmem, (const uint8_t *)resets, (double *)gx,
                          (double *)carry, steps, n, b);
@@ -1664,6 +1813,7 @@ static PyObject *py_reverse_scan(PyObject *self, PyObject *args)
                          e_count, (const float *)gmem, (const uint8_t *)resets, (float *)gx,
                          (float *)carry, steps, n, (float)b);
     Py_END_ALLOW_THREADS
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1952,6 +2102,8 @@ static PyMethodDef methods[] = {
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries (COMPACT_SPARE entries to spare); returns their number."},
     {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
     {"event_sum", py_event_sum, METH_VARARGS, "Event-driven input current of binary inputs."},
+    {"event_outer", py_event_outer, METH_VARARGS, "Event-driven weight gradient of binary inputs (transposed)."},
+    {"sampled_dot", py_sampled_dot, METH_VARARGS, "Input gradient at the given entries only."},
     {"all_finite", py_all_finite, METH_VARARGS, "No infinity and no NaN."},
     {"heaviside", py_heaviside, METH_VARARGS, "The spike function's forward, 1[x > 0]."},
     {NULL, NULL, 0, NULL},

@@ -34,6 +34,7 @@ from .. import layout, oplib, rng
 from ..workspace import output, scratch
 from ..sampling import compute_dtype, expected_estimate, nonzero_entries, sparse_estimate, sparse_estimate_abs
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
+from ..planner import use_event_reverse_scan
 from ..spec import ZOSpec
 from ...step import Step, sample_entries, sample_rows
 from .reference import LeakyParams, clamped_beta
@@ -288,7 +289,11 @@ def reverse_scan(
     ``gm[t] = grad_mem[t] + carry`` (what autograd accumulates on mem[t]),
     ``gm[t] += e[t]``, ``carry = beta * gm[t]`` (zeroed where zero reset fired).
     ``sparse_e``: ``(index, values)``, ``e`` zero away from those flat indices
-    (the C loop only; the other entries then skip the ``+ 0``)."""
+    (the C loop only; the other entries then skip the ``+ 0``). Without a
+    membrane gradient and with few active entries
+    (:func:`~snntorch_localzo._ops.planner.use_event_reverse_scan`) the C
+    loop zeroes ``gx`` and then runs only the neurons with an active entry
+    at or after each step: the same bits."""
     b = clamped_beta(beta, dtype)
     gx = output("grad", shape, dtype)
     carry = torch.zeros(shape[1:], dtype=dtype)
@@ -299,9 +304,12 @@ def reverse_scan(
         e, grad_mem = (None if t is None else t.contiguous() for t in (e, grad_mem))
         resets = None if resets is None else resets.contiguous()
         index, values = sparse_e if sparse_e is not None else (None, None)
-        _scan.reverse_scan(_ptr(e), _ptr(index), _ptr(values), 0 if index is None else index.numel(),
+        count = 0 if index is None else index.numel()
+        events = e is None and grad_mem is None and index is not None \
+            and use_event_reverse_scan(count, carry.numel())
+        _scan.reverse_scan(_ptr(e), _ptr(index), _ptr(values), count,
                            _ptr(grad_mem), _ptr(resets), gx.data_ptr(), carry.data_ptr(),
-                           shape[0], carry.numel(), float(b), dtype == torch.float64)
+                           shape[0], carry.numel(), float(b), dtype == torch.float64, events)
         return gx, carry
     if sparse_e is not None:
         e = torch.zeros(shape, dtype=dtype)

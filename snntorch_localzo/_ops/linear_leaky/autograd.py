@@ -80,7 +80,7 @@ class NativeLinearLeaky(torch.autograd.Function):
     def forward(ctx, x, weight, bias, mem0, params, spec, acc, absz, sparse):
         # spikes in, as most inputs of this layer are: the current from their ones where
         # that pays, and kept as one byte each until backward
-        cur, packed = native.input_current(x, weight, bias, keep_packed=weight.requires_grad)
+        cur, packed, ones = native.input_current(x, weight, bias, keep_packed=weight.requires_grad)
         spk, mem, index, g, resets = leaky_native.leaky_forward(
             cur, mem0, params.beta, params.threshold, params.graded, spec.table(x.device), absz,
             reset=params.reset, steps=cur.shape[0], **spec.op_kwargs(),
@@ -92,7 +92,7 @@ class NativeLinearLeaky(torch.autograd.Function):
             x if packed is None else packed, weight, index, g, resets, params.beta, params.graded,
             None if lower is None else lower.index,
         )
-        ctx.x_dtype = x.dtype
+        ctx.x_dtype, ctx.x_ones = x.dtype, ones
         ctx.reset, ctx.acc, ctx.sparse = params.reset, acc, sparse
         ctx.has_bias, ctx.has_mem0 = bias is not None, mem0 is not None
         return spk, mem, index
@@ -107,7 +107,7 @@ class NativeLinearLeaky(torch.autograd.Function):
         ]
         grads = native.backward(
             grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, lower, ctx.acc,
-            reset=ctx.reset, sparse=ctx.sparse, needs=needs, x_dtype=ctx.x_dtype,
+            reset=ctx.reset, sparse=ctx.sparse, needs=needs, x_dtype=ctx.x_dtype, x_ones=ctx.x_ones,
         )
         gx, gw, gb, gmem0 = (gr if need else None for gr, need in zip(grads, needs))
         return gx, gw, gb, gmem0, None, None, None, None, None
@@ -145,7 +145,7 @@ def linear_leaky(
         if path is Path.TRITON:
             cur = F.linear(x, weight, bias)
             return leaky_glue.run_triton(cur, mem, params, spec, None, None, cur.shape[0])
-        cur, _ = native.input_current(x, weight, bias, keep_packed=False)
+        cur, _, _ = native.input_current(x, weight, bias, keep_packed=False)
         spk, mem_seq, _, _ = leaky_native.scan(cur, mem, params, cur.shape[0])
         return spk, mem_seq
     acc = layout.accumulator(meter, x.device)

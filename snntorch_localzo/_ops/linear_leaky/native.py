@@ -18,11 +18,15 @@ subtractive or no reset, a scalar beta and the membrane output unused:
   ``c[t] = beta c[t-1] + 1`` (the trace of ones);
 * **input gradient** at the active entries of the layer below only (when it
   is a native LocalZO sequence layer whose spikes come in unchanged and few
-  enough of its entries are active: ``planner.use_sampled_input_grad``): a
-  sampled dense-dense product ``(h @ W)`` at those entries, ``h = dL/dI``.
+  enough of its entries are active: ``planner.use_sampled_input_grad``): the
+  dot products ``(h @ W)`` at those entries in one C pass, ``h = dL/dI``.
 
-Elsewhere, the dense products. The sparse sums run in another order than the
-dense ones: they agree to float32 rounding.
+Where the weight gradient must be dense (a narrow layer, many active entries)
+and the input is spikes with few ones (``planner.use_event_weight_grad``),
+``h^T @ x`` is the sum of the rows of ``h`` at the ones, read from the packed
+bytes. Elsewhere, the dense products. The sparse sums run in another order
+than the dense ones: they agree to float32 rounding (with ``sparse=False``
+the backward keeps the dense products, the reference's bits).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from .. import oplib
 from ..workspace import output, scratch
 from ..leaky import native as leaky_native
 from ..leaky.reference import clamped_beta
-from ..planner import Path, event_capacity, use_event_current, use_sampled_input_grad, use_sparse_weight_grad
+from ..planner import (
+    Path, event_capacity, use_event_current, use_event_weight_grad, use_sampled_input_grad, use_sparse_weight_grad,
+)
 from ..resets import RESET_ZERO
 from ..sampling import compute_dtype
 from .reference import input_trace, trace_chunk_steps
@@ -136,14 +142,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
 
 
 def input_current(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  keep_packed: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """``(cur, packed)``: the input current of all steps (:func:`linear`) and,
-    when ``keep_packed`` and ``x`` is binary, ``x`` as bytes for backward
-    (:func:`pack_binary`), both from one pass over ``x``."""
+                  keep_packed: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+    """``(cur, packed, ones)``: the input current of all steps (:func:`linear`)
+    and, when ``keep_packed`` and ``x`` is binary, ``x`` as bytes for backward
+    (:func:`pack_binary`) and its number of ones (else None and -1), all
+    from one pass over ``x``."""
     capacity = event_capacity(Path.NATIVE, x, weight, bias) or 0
     events = binary_events(x, capacity, keep_packed) if capacity or keep_packed else None
     cur = linear(x, weight, bias, events)
-    return cur, (events.packed if keep_packed and events is not None else None)
+    if not keep_packed or events is None:
+        return cur, None, -1
+    return cur, events.packed, events.ones
 
 
 def unpack_binary(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -249,6 +258,8 @@ def sparse_bias_grad(
 ) -> torch.Tensor:
     """``db`` from the active entries: ``sum e * c[t]``, ``c`` the trace of ones."""
     T, B, OUT = shape
+    if index.numel() == 0:
+        return torch.zeros(OUT, dtype=compute_dtype(dtype))
     ones = torch.ones(T, 1, dtype=dtype)
     c = torch.empty(T, 1, dtype=compute_dtype(dtype))
     trace_chunk(ones, beta, 0, T, None, c)  # (its C loop: one call, not T tensor operations)
@@ -259,15 +270,37 @@ def sparse_bias_grad(
     return db
 
 
+def event_weight_grad(packed: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``dW = h^T @ x [out, in]`` for a binary input kept as bytes (``packed``
+    ``[T, B, in]``, :func:`pack_binary`), ``h = dL/dI [T, B, out]``: the rows
+    of ``h`` summed at the ones of ``x`` in C (``_scan.c`` event_outer; the
+    C loops must run), the dense product's value to the rounding of the sum,
+    without unpacking ``x``."""
+    T, B, IN = packed.shape
+    OUT = h.shape[-1]
+    h = h.contiguous()
+    gt = torch.zeros(IN, OUT, dtype=h.dtype)
+    leaky_native.c_module().event_outer(packed.contiguous().data_ptr(), h.data_ptr(), gt.data_ptr(), T * B, IN,
+                                        OUT, h.dtype == torch.float64)
+    return gt.t().contiguous()
+
+
 def sparse_input_grad(
     h: torch.Tensor, weight: torch.Tensor, lower: torch.Tensor, dtype: torch.dtype
 ) -> torch.Tensor:
     """``dL/dx`` at the flat positions ``lower`` of ``[T, B, in]`` (sorted), zero
-    elsewhere: ``(h @ W)`` sampled there. ``h``: ``dL/dI [T, B, out]``."""
+    elsewhere: ``(h @ W)`` sampled there (one C pass of dot products where the
+    C loops run, else ``torch.sparse.sampled_addmm``). ``h``: ``dL/dI [T, B, out]``."""
     T, B, OUT = h.shape
     IN = weight.shape[1]
     dx = output("grad_input", (T, B, IN), dtype).zero_()
     if lower.numel() == 0:
+        return dx
+    if h.dtype == dtype and leaky_native.use_c(dx, h, weight) and lower.dtype == torch.int64:
+        h = h.contiguous()
+        wt = scratch("weight_t", (IN, OUT), dtype).copy_(weight.t())
+        leaky_native.c_module().sampled_dot(lower.contiguous().data_ptr(), lower.numel(), h.data_ptr(),
+                                            wt.data_ptr(), dx.data_ptr(), IN, OUT, dtype == torch.float64)
         return dx
     pattern = _csr(_row_pointers(lower // IN, T * B), lower % IN,
                    torch.zeros(lower.numel(), dtype=h.dtype), (T * B, IN))
@@ -280,11 +313,12 @@ def _backward(
     grad_spk: Optional[torch.Tensor], grad_mem: Optional[torch.Tensor], x: torch.Tensor,
     weight: torch.Tensor, index: torch.Tensor, g: torch.Tensor, resets: torch.Tensor,
     beta: torch.Tensor, graded: torch.Tensor, lower: Optional[torch.Tensor], acc: torch.Tensor,
-    *, reset: int, sparse: bool, needs: List[bool], x_dtype: torch.dtype,
+    *, reset: int, sparse: bool, needs: List[bool], x_dtype: torch.dtype, x_ones: int = -1,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_w, grad_b, grad_mem0)`` (empty where ``needs`` is False:
     ``[x, weight, bias, mem0]``). ``x``: the input, or the bytes
-    :func:`pack_binary` kept of it; ``x_dtype``: the input's own dtype."""
+    :func:`pack_binary` kept of it; ``x_dtype``: the input's own dtype;
+    ``x_ones``: the number of ones of the bytes (-1: not packed)."""
     T, B, _ = x.shape
     OUT = weight.shape[0]
     shape = (T, B, OUT)
@@ -311,6 +345,9 @@ def _backward(
     if need_w:
         if sparse_w:
             gw = sparse_weight_grad(x, index, e_active, beta, OUT, x_dtype).to(weight.dtype)
+        elif (sparse and x.dtype == torch.uint8 and leaky_native.use_c(h)
+                and use_event_weight_grad(Path.NATIVE, x_ones, x.numel())):
+            gw = event_weight_grad(x, h)
         else:
             gw = h.reshape(-1, OUT).t() @ unpack_binary(x, x_dtype).reshape(-1, x.shape[-1])
     if need_b:
@@ -319,7 +356,7 @@ def _backward(
 
 
 def _backward_fake(grad_spk, grad_mem, x, weight, index, g, resets, beta, graded, lower, acc, *,
-                   reset, sparse, needs, x_dtype):
+                   reset, sparse, needs, x_dtype, x_ones=-1):
     T, B, IN = x.shape
     OUT = weight.shape[0]
     empty = x.new_empty(0, dtype=x_dtype)
