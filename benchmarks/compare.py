@@ -162,9 +162,30 @@ def _localzo_sg(track: bool, adaptive: bool = False):
     return localzo.make(track=track) if adaptive else localzo.make("normal", delta=0.05, track=track)
 
 
-def build(impl: str, hidden: int, track: bool, device: Optional[torch.device] = None) -> nn.Module:
+def build(impl: str, hidden: int, track: bool, device: Optional[torch.device] = None,
+          gain: float = 1.0) -> nn.Module:
     """The network of one implementation (``track``: count non-zero spike
-    gradients) for ``device`` (default the CPU; SpikingJelly's backend depends on it)."""
+    gradients) for ``device`` (default the CPU; SpikingJelly's backend depends
+    on it), its hidden layers' weights times ``gain`` (:func:`scale_hidden`)."""
+    return scale_hidden(_build(impl, hidden, track, device), gain)
+
+
+def scale_hidden(model: nn.Module, gain: float) -> nn.Module:
+    """``model`` with the weights of every linear map but the last (the
+    hidden layers') multiplied by ``gain``: at 1 the untrained net's hidden
+    layers hardly fire (the spikes of the second are all but none, and a
+    fixed step leaves the upper layers without an active entry); at 4, as
+    ``train_active.py`` starts its training, they fire and every layer's
+    backward has work."""
+    if gain != 1.0:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for m in linears[:-1]:
+                m.weight.mul_(gain)
+    return model
+
+
+def _build(impl: str, hidden: int, track: bool, device: Optional[torch.device]) -> nn.Module:
     if impl == "snntorch_atan":
         sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
@@ -271,15 +292,15 @@ def batch(T: int, B: int, device: torch.device):
     return x, y
 
 
-def model_of(impl: str, hidden: int, device: torch.device) -> nn.Module:
+def model_of(impl: str, hidden: int, device: torch.device, gain: float = 1.0) -> nn.Module:
     """The timed network of ``impl`` (meters off), from seed 0's weights."""
     torch.manual_seed(0)
-    return build(impl, hidden, track=False, device=device).to(device)
+    return build(impl, hidden, track=False, device=device, gain=gain).to(device)
 
 
 def measure(
     impl: str, *, T: int, B: int, hidden: int, device: torch.device, repeats: int, warmup: int,
-    energy: bool = False, energy_seconds: float = 0.5, times=None,
+    energy: bool = False, energy_seconds: float = 0.5, times=None, gain: float = 1.0,
 ) -> Dict:
     """One row. ``times``: ``(fwd, bwd, peak)`` lists measured already (the
     interleaved rounds of :func:`interleaved_times`); else the steps are timed
@@ -287,12 +308,12 @@ def measure(
     x, y = batch(T, B, device)
     loss_fn = nn.CrossEntropyLoss()
     if times is None:
-        model = model_of(impl, hidden, device)
+        model = model_of(impl, hidden, device, gain)
         times = time_training_steps(model, loss_fn, x, y, device=device, warmup=warmup, repeats=repeats)
     fwd, bwd, peak = times
     joules = None
     if energy and device.type == "cuda":
-        model = model_of(impl, hidden, device)
+        model = model_of(impl, hidden, device, gain)
 
         def step():
             model.zero_grad(set_to_none=True)
@@ -301,7 +322,7 @@ def measure(
         joules = energy_per_step(step, device, energy_seconds)
     # one more pass with the sparsity meters on (not timed), same initial weights
     torch.manual_seed(0)
-    tracked = build(impl, hidden, track=True, device=device).to(device)
+    tracked = build(impl, hidden, track=True, device=device, gain=gain).to(device)
     saved = SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
         loss = loss_fn(tracked(x), y)
@@ -325,7 +346,7 @@ def measure(
 
 
 def interleaved_times(impls: List[str], *, T: int, B: int, hidden: int, device: torch.device,
-                      repeats: int, warmup: int) -> Dict[str, object]:
+                      repeats: int, warmup: int, gain: float = 1.0) -> Dict[str, object]:
     """The training steps of several implementations timed in rounds: every
     round one step of each (their order rotated from round to round), so
     that a slow spell of a shared machine falls on all of them alike. Returns
@@ -336,7 +357,7 @@ def interleaved_times(impls: List[str], *, T: int, B: int, hidden: int, device: 
     models, out = {}, {}
     for impl in impls:
         try:
-            models[impl] = model_of(impl, hidden, device)
+            models[impl] = model_of(impl, hidden, device, gain)
         except Exception as exc:
             out[impl] = exc
     times = {impl: ([], [], []) for impl in models}
@@ -514,6 +535,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="time the implementations of each (T, hidden) in rounds, one step of each "
                    "per round, instead of one after the other (a shared machine's slow spells "
                    "then fall on all of them alike); not with --energy")
+    p.add_argument("--init-gain", type=float, default=1.0,
+                   help="multiply the hidden layers' initial weights by this (default 1: the "
+                   "untrained net, whose upper layers hardly fire; 4: a firing net, as "
+                   "train_active.py starts); recorded in every row")
     p.add_argument("--malloc", choices=("default", "retain"), default="default",
                    help="'retain': glibc keeps freed memory for reuse instead of faulting large "
                    "tensors in again at every step (benchmarks/_malloc.py; Linux)")
@@ -542,6 +567,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     env = environment(device)
     env["threads"] = torch.get_num_threads()
     env["malloc"] = args.malloc
+    env["init_gain"] = args.init_gain
     print(f"device: {env['device']}, torch {env['torch']}, triton {env['triton']}, "
           f"{env['threads']} threads, malloc {env['malloc']}", flush=True)
     out = Path(args.out) if args.out else RESULTS / (_slug(env["device"]) + ".json")
@@ -557,7 +583,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.interleave and not late:
                 timed = interleaved_times([i for i in impls if available(i)], T=T, B=args.batch,
                                           hidden=hidden, device=device, repeats=args.repeats,
-                                          warmup=args.warmup)
+                                          warmup=args.warmup, gain=args.init_gain)
             for impl in impls:
                 late = late or (args.deadline is not None and time.perf_counter() - start > args.deadline)
                 row = run_row(impl, T, hidden, device, args, skip="past --deadline" if late else None,
@@ -590,7 +616,8 @@ def run_row(impl: str, T: int, hidden: int, device: torch.device, args, skip: Op
             raise times
         row = dict(measure(impl, T=T, B=args.batch, hidden=hidden, device=device,
                            repeats=args.repeats, warmup=args.warmup, energy=args.energy,
-                           energy_seconds=args.energy_seconds, times=times), error=None)
+                           energy_seconds=args.energy_seconds, times=times, gain=args.init_gain),
+                   error=None)
     except Exception as exc:  # recorded, and the next row runs
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         print(f"  {impl} T={T} hidden={hidden}: FAILED {message}", flush=True)

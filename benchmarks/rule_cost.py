@@ -150,7 +150,7 @@ def outer_rows(repeats: int, tbs: List[int], threads: List[int]) -> List[Dict]:
                         for n_threads in threads:
                             torch.set_num_threads(n_threads)
                             row = {"what": "outer", "tb": tb, "in": n_in, "out": n_out, "density": density,
-                                   "threads": n_threads}
+                                   "ones": ones / packed.numel(), "threads": n_threads}
                             row["event_ms"] = median_ms(lambda: linear_native.event_weight_grad(packed, h), repeats)
                             row["dense_ms"] = median_ms(
                                 lambda: h.reshape(tb, n_out).t()

@@ -422,11 +422,13 @@ def test_native_draw_sees_the_c_loops_magnitudes(dtype):
 
 
 @pytest.mark.version_free
-@pytest.mark.parametrize("n", [1, 2, 7, 256, 3001])
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 70, 256, 3001])
 def test_order_statistics_equal_kthvalue(n):
     """The C selection of the adaptive step returns torch.kthvalue's values,
     ties, infinities (NaN membranes) and either order of the two ranks
-    included, with its vector lanes and without."""
+    included, with its vector lanes and without (the smallest ranks, 1 to
+    4, from 64 values on: the lanes' min/max network, a last block of any
+    width)."""
     from snntorch_localzo._ops import order
     from snntorch_localzo._ops.leaky import native
 
@@ -443,7 +445,8 @@ def test_order_statistics_equal_kthvalue(n):
     try:
         for on in (True, False):
             module.set_simd(on)
-            for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2):
+            for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2,
+                           (min(2, n), min(3, n)), (min(4, n), min(5, n))):
                 got = order.kth_smallest2(rows, k1, k2)
                 assert torch.equal(got[0], rows.kthvalue(k1, 1).values)
                 assert torch.equal(got[1], rows.kthvalue(k2, 1).values)

@@ -40,7 +40,7 @@ def test_compare_smoke(tmp_path, capsys):
     assert [r["impl"] for r in compare.measured(rows)] == [i for i in compare.IMPLS if compare.available(i)]
     keys = {"impl", "backend", "T", "B", "hidden", "fwd_ms", "bwd_ms", "peak_mib", "active_frac",
             "device", "torch", "triton", "saved_mib", "energy_j", "threads", "malloc", "interleaved",
-            "error"}
+            "init_gain", "error"}
     assert all(set(r) == keys for r in rows)
     assert not any(r["interleaved"] for r in rows)
     assert all(r["error"] == "not installed" for r in rows if not compare.available(r["impl"]))
@@ -50,6 +50,28 @@ def test_compare_smoke(tmp_path, capsys):
     assert rows[0]["active_frac"] == 1.0  # ATan: every entry has a gradient
     assert all(r["saved_mib"] > 0 for r in rows) and all(r["energy_j"] is None for r in rows)
     assert "snntorch_atan" in table
+
+
+def test_compare_init_gain_scales_the_hidden_layers_and_is_recorded(tmp_path):
+    """--init-gain multiplies every hidden layer's initial weights (not the
+    output layer's) of every implementation, and each row records it."""
+    compare = load("compare")
+    for impl in ("snntorch_atan", "localzo_sparse"):
+        torch.manual_seed(0)
+        plain = [m.weight.clone() for m in compare.build(impl, 16, track=False).modules()
+                 if isinstance(m, torch.nn.Linear)]
+        torch.manual_seed(0)
+        scaled = [m.weight for m in compare.build(impl, 16, track=False, gain=4.0).modules()
+                  if isinstance(m, torch.nn.Linear)]
+        assert len(plain) == 3
+        assert all(torch.equal(b, 4.0 * a) for a, b in zip(plain[:2], scaled[:2]))
+        assert torch.equal(plain[2], scaled[2])
+    out = tmp_path / "g.json"
+    assert compare.main(["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+                         "--warmup", "0", "--out", str(out), "--plot", "none", "--impls", "localzo_sparse",
+                         "--init-gain", "4"]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0]["init_gain"] == 4.0 and rows[0]["error"] is None
 
 
 def test_compare_scaling_table_is_time_per_neuron_step():
@@ -312,3 +334,14 @@ def test_rule_cost_smoke(tmp_path):
     assert all(r["sparse_ms"] > 0 and r["dense_ms"] > 0 for r in draws)
     # the planner's choice follows the fraction near threshold
     assert [r["chosen"] for r in draws] == ["dense" if r["near"] > 0.15 else "sparse" for r in draws]
+    outers = [r for r in rows if r["what"] == "outer"]
+    assert len(outers) == 36 and all(r["event_ms"] > 0 and r["dense_ms"] > 0 for r in outers)
+    assert [r["chosen"] for r in outers] == ["event" if r["ones"] <= 0.05 else "dense" for r in outers]
+    reverses = [r for r in rows if r["what"] == "reverse"]
+    assert len(reverses) == 21 and all(r["events_ms"] > 0 and r["dense_ms"] > 0 for r in reverses)
+    assert [r["chosen"] for r in reverses] == ["events" if r["active_per_neuron"] <= 0.05 else "dense"
+                                               for r in reverses]
+    sampled = [r for r in rows if r["what"] == "sampled"]
+    assert len(sampled) == 4 and all(r["c_ms"] > 0 and r["sampled_addmm_ms"] > 0 for r in sampled)
+    assert rule_cost.main(["--repeats", "1", "--what", "sampled", "--tb", "40", "--out", str(out)]) == 0
+    assert {r["what"] for r in json.loads(out.read_text())["rows"]} == {"sampled"}

@@ -290,6 +290,8 @@ TRACE_GRAD(trace_grad_f64_u8, double, uint8_t)
 /* Order statistics of the adaptive step: the k-th smallest (1-based) of a
  * row of n floats, NaN counted as +infinity: exactly the value
  * torch.kthvalue returns.
+ * - k <= KTH_LANES_K (and n >= KTH_LANES_MIN, AVX-512): kth_lanes_avx512,
+ *   below;
  * - k <= KTH_FEW: one pass keeps the k smallest seen so far, in order; a
  *   block of 16 values none of which is below the k-th so far is skipped
  *   whole (after the first blocks almost every one).
@@ -365,6 +367,44 @@ static float kth_few(const float *a, int64_t n, int64_t k)
     for (; i < n; i++) few_insert(best, &have, k, a[i]);
     return best[k - 1];
 }
+
+/* The k-th smallest (k <= KTH_LANES_K) of n >= KTH_LANES_MIN NaN-free
+ * values in AVX-512 lanes, without a branch on the values: each of 16 lanes
+ * keeps the KTH_LANES_K smallest of its values, in order (lane j sees
+ * a[i + j] of every block of 16, the last block padded with +inf; a min/max
+ * network), then k times the smallest head of the lanes is taken off its
+ * lane (one lane at a time: ties count once each). The same value as
+ * kth_few; elsewhere kth_few runs. */
+#define KTH_LANES_K 4
+#define KTH_LANES_MIN 64
+
+#ifdef ZO_X86_LANES
+static __attribute__((target("avx512f"))) float kth_lanes_avx512(const float *a, int64_t n, int64_t k)
+{
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+    __m512 m0 = inf, m1 = inf, m2 = inf, m3 = inf;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 in = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        __m512 v = _mm512_mask_loadu_ps(inf, in, a + i), lo;
+        lo = _mm512_min_ps(m0, v), v = _mm512_max_ps(m0, v), m0 = lo;
+        lo = _mm512_min_ps(m1, v), v = _mm512_max_ps(m1, v), m1 = lo;
+        lo = _mm512_min_ps(m2, v), v = _mm512_max_ps(m2, v), m2 = lo;
+        m3 = _mm512_min_ps(m3, v);
+    }
+    float x = INFINITY;
+    for (int64_t r = 1;; r++) {
+        x = _mm512_reduce_min_ps(m0);
+        if (r >= k) break;
+        const unsigned eq = (unsigned)_mm512_cmp_ps_mask(m0, _mm512_set1_ps(x), _CMP_EQ_OQ);
+        const __mmask16 one = (__mmask16)(eq & (0u - eq));  /* its lowest lane */
+        m0 = _mm512_mask_mov_ps(m0, one, m1);
+        m1 = _mm512_mask_mov_ps(m1, one, m2);
+        m2 = _mm512_mask_mov_ps(m2, one, m3);
+        m3 = _mm512_mask_mov_ps(m3, one, inf);
+    }
+    return x;
+}
+#endif
 
 /* the keys of the n values and their smallest and largest */
 VECTOR_CLONES static void fill_keys(const float *restrict a, uint32_t *restrict keys, int64_t n,
@@ -506,6 +546,9 @@ static uint32_t kth_key(const uint32_t *keys, int64_t n, int64_t k, uint32_t lo,
 static float kth_one(const float *a, int64_t n, int64_t k, kth_ws *w, int *keyed, uint32_t *lo,
                      uint32_t *hi)
 {
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512 && k <= KTH_LANES_K && n >= KTH_LANES_MIN) return kth_lanes_avx512(a, n, k);
+#endif
     if (k <= KTH_FEW) return kth_few(a, n, k);
     if (!*keyed) {
         fill_keys(a, w->keys, n, lo, hi);
