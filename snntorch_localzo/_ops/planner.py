@@ -110,8 +110,8 @@ EVENT_MAX_DENSITY = 0.15
 #: ``benchmarks/results/rule_cost_backward_cpu.json``) on the development
 #: machine, out 20, 64 and 256, in 256 and 700, ``T B`` = 3200 and 12800,
 #: one and two threads: the sum was the faster in all 24 cases up to 10% ones
-#: (at 10% it took 0.24-0.92 of the product's time; in an earlier run one
-#: case at 5% was 1.02x slower) and the slower in 10 of 24 at 20%.
+#: (0.20-0.80 of the product's time at 5%, 0.30-0.93 at 10%; in an earlier
+#: run one case at 5% was 1.02x slower) and the slower in 7 of 24 at 20%.
 EVENT_WEIGHT_GRAD_MAX_DENSITY = 0.05
 
 #: The native reverse scan of a Leaky backward whose spike gradient is sparse
@@ -121,8 +121,8 @@ EVENT_WEIGHT_GRAD_MAX_DENSITY = 0.05
 #: the neurons of one step; else it sweeps every neuron at every step (the
 #: same bits either way). Measured with ``benchmarks/rule_cost.py``
 #: (``reverse`` rows, ``rule_cost_backward_cpu.json``; T = 25 and 100, 32768
-#: and 131072 neurons, entries at random): 1.4-5.0x faster up to 5%, even at
-#: 10%, slower beyond.
+#: and 131072 neurons, entries at random): 2.2-6.3x faster up to 1%,
+#: 1.2-1.8x at 5%, 0.83-1.43x at 10%, slower beyond.
 EVENT_REVERSE_SCAN_MAX_ACTIVE = 0.05
 
 #: CPU: the input gradient of a Linear + Leaky layer is sampled at the active
