@@ -456,6 +456,64 @@ def test_native_event_weight_grad_is_taken_for_few_ones_and_equals_the_product(m
 
 
 @pytest.mark.version_free
+@pytest.mark.parametrize("where", ["spikes", "membrane"])
+def test_native_sparse_backward_spreads_a_non_finite_gradient_as_the_reference(where, sparse_everywhere):
+    """An infinite incoming gradient (on the output spikes or membranes) gives
+    the reference's NaN and infinity pattern in every gradient: the sums over
+    the active entries only (weight, bias and input gradients) would skip the
+    ``inf * 0 = NaN`` of the others, so the native backward takes the
+    products then."""
+
+    def run(backend):
+        torch.manual_seed(5)
+        T, B, IN, H, OUT = 9, 4, 30, 24, 6
+        est = localzo.make("normal", delta=0.3, samples=2)
+        x = (torch.rand(T, B, IN) < 0.3).float()
+        w1 = (torch.randn(H, IN) * 0.4).requires_grad_(True)
+        b1 = (torch.randn(H) * 0.1).requires_grad_(True)
+        w2 = (torch.randn(OUT, H) * 0.4).requires_grad_(True)
+        a1, a2 = est.dist.abs_sample((2, T, B, H)), est.dist.abs_sample((2, T, B, OUT))
+        g = torch.randn(T, B, OUT)
+        g[-1, 0, 0] = float("inf")
+        with use_backend(backend):
+            s1, _ = linear_leaky(x, w1, b1, None, params(device="cpu"), est.spec, absz=a1, sparse=True)
+            s2, m2 = linear_leaky(s1, w2, None, None, params(device="cpu"), est.spec, absz=a2, sparse=True)
+            ((s2 if where == "spikes" else m2) * g).sum().backward()
+        return w1.grad, b1.grad, w2.grad
+
+    ref, native = run("reference"), run("auto")
+    assert ref[0].isnan().any()  # the infinity reached the first layer
+    for r, n in zip(ref, native):
+        assert torch.equal(r.isnan(), n.isnan()) and torch.equal(r.isinf(), n.isinf())
+        torch.testing.assert_close(n, r, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.version_free
+def test_native_event_weight_grad_leaves_a_non_finite_gradient_to_the_product(monkeypatch):
+    """An infinite incoming gradient reaches dL/dI: the product spreads
+    ``inf * 0 = NaN`` over the weight gradient as the reference does, which the
+    sum over the ones would not, so the planner's choice is not taken then."""
+    calls = {"event_weight_grad": 0}
+    _count_calls(monkeypatch, native_linear, list(calls), calls)
+    grads = []
+    for threshold in (1.0, -1.0):
+        monkeypatch.setattr(planner, "EVENT_WEIGHT_GRAD_MAX_DENSITY", threshold)
+        torch.manual_seed(5)
+        T, B, IN, OUT = 6, 3, 16, 5
+        x = (torch.rand(T, B, IN) < 0.3).float()
+        w = (torch.randn(OUT, IN) * 0.8).requires_grad_(True)
+        est = localzo.make("normal", delta=0.5)
+        spk, mem = linear_leaky(x, w, None, None, params(device="cpu"), est.spec, sparse=True)
+        g = torch.zeros(T, B, OUT)
+        g[-1, 0, 0] = float("inf")
+        (mem * g).sum().backward()  # the membrane in the loss: dL/dI is inf where it reaches
+        grads.append(w.grad)
+    assert calls == {"event_weight_grad": 0}
+    torch.testing.assert_close(grads[0], grads[1], equal_nan=True)
+    assert grads[0].isnan().any()
+
+
+@pytest.mark.version_free
 def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
     calls = {"sparse_weight_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)

@@ -219,8 +219,16 @@ def _forward_fake(x, mem0, beta, threshold, graded, table, absz, *, reset, spec_
     )
 
 
+def finite_sum(t: torch.Tensor) -> bool:
+    """Whether ``t`` is finite, in one pass: a NaN or an infinity anywhere makes
+    its sum non-finite (so does an overflow of finite values, which then just
+    takes the dense path)."""
+    return math.isfinite(float(t.sum()))
+
+
 def spike_grads_for_scan(
-    grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor
+    grad_spk: torch.Tensor, index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor,
+    finite: Optional[bool] = None,
 ):
     """What :func:`reverse_scan` takes for the spike gradient, and the values at
     the active entries: ``(e, sparse_e, e_active)``, ``e_active =
@@ -228,11 +236,10 @@ def spike_grads_for_scan(
     incoming gradient, ``e`` stays sparse (only the active entries are read);
     otherwise it is made dense, ``grad * 0`` elsewhere as the reference (a NaN
     or infinite gradient then propagates as there; a scratch tensor, valid
-    until the next call)."""
+    until the next call). ``finite``: :func:`finite_sum` of ``grad_spk``
+    where the caller has it."""
     e_active = active_spike_grads(grad_spk, index, g, graded)
-    # one pass: a NaN or an infinity anywhere makes the sum non-finite (so does an
-    # overflow of finite values, which then just takes the dense path)
-    if use_c(grad_spk) and math.isfinite(float(grad_spk.sum())):
+    if use_c(grad_spk) and (finite_sum(grad_spk) if finite is None else finite):
         return None, (index, e_active), e_active
     e = scratch("e", grad_spk.shape, grad_spk.dtype)
     gsgr = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
@@ -258,17 +265,17 @@ def active_spike_grads(
 
 def spike_grads(
     grad_spk: Optional[torch.Tensor], index: torch.Tensor, g: torch.Tensor, graded: torch.Tensor,
-    acc: torch.Tensor, for_scan: bool = True,
+    acc: torch.Tensor, for_scan: bool = True, finite: Optional[bool] = None,
 ):
     """The spike gradient's part of a backward: ``(e, sparse_e, e_active)`` as
-    :func:`spike_grads_for_scan` gives them, or ``(None, None, e_active)``
-    when no reverse scan follows (``for_scan`` False: only the active entries
-    are read); the call is counted into the meter ``acc``. All None without
-    a spike gradient."""
+    :func:`spike_grads_for_scan` gives them (``finite`` passed on), or
+    ``(None, None, e_active)`` when no reverse scan follows (``for_scan``
+    False: only the active entries are read); the call is counted into the
+    meter ``acc``. All None without a spike gradient."""
     if grad_spk is None:
         return None, None, None
     if for_scan:
-        grads = spike_grads_for_scan(grad_spk, index, g, graded)
+        grads = spike_grads_for_scan(grad_spk, index, g, graded, finite)
     else:
         grads = None, None, active_spike_grads(grad_spk, index, g, graded)
     layout.record(acc, index.numel(), grad_spk.numel())

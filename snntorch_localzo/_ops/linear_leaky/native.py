@@ -170,10 +170,12 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
 
 
 def _finite(t: torch.Tensor) -> bool:
-    """Whether every entry of the float32/float64 ``t`` is finite (one C pass:
-    torch's reduction would wait for its threads). The event-driven current
-    skips the zeros of the input, where the dense product spreads
-    ``0 * inf = NaN``."""
+    """Whether every entry of ``t`` is finite (one C pass for float32/float64
+    where the C loops run: torch's reduction would wait for its threads). The
+    event-driven current and weight gradient and the sampled input gradient
+    skip entries where the dense product spreads ``0 * inf = NaN``."""
+    if not leaky_native.use_c(t):
+        return bool(torch.isfinite(t).all())
     t = t.contiguous()
     return leaky_native.c_module().all_finite(t.data_ptr(), t.numel(), t.dtype == torch.float64)
 
@@ -323,12 +325,16 @@ def _backward(
     OUT = weight.shape[0]
     shape = (T, B, OUT)
     need_x, need_w, need_b, need_m = needs
-    sparse_w = use_sparse_weight_grad(
+    # the sums over the active entries only (weight, bias, input gradients) need a finite
+    # incoming gradient: elsewhere inf * 0 = NaN spreads, as in the reference's products
+    finite = grad_spk is None or leaky_native.finite_sum(grad_spk)
+    sparse_w = finite and use_sparse_weight_grad(
         Path.NATIVE, sparse=sparse, reset=reset, grad_spk=grad_spk, grad_mem=grad_mem,
         out_features=OUT, in_features=x.shape[-1], rows=T * B, active=index.numel(),
     )
     need_h = need_x or need_m or ((need_w or need_b) and not sparse_w)
-    e, sparse_e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded, acc, for_scan=need_h)
+    e, sparse_e, e_active = leaky_native.spike_grads(grad_spk, index, g, graded, acc, for_scan=need_h,
+                                                     finite=finite)
     empty = torch.empty(0, dtype=x_dtype)
     h = gmem0 = None
     if need_h:
@@ -338,7 +344,7 @@ def _backward(
     gx = gw = gb = empty
     if need_x:
         if (lower is not None and x_dtype in (torch.float32, torch.float64)
-                and use_sampled_input_grad(lower.numel(), x.numel())):
+                and use_sampled_input_grad(lower.numel(), x.numel()) and _finite(h)):
             gx = sparse_input_grad(h, weight, lower, x_dtype)
         else:
             gx = h @ weight
@@ -346,7 +352,8 @@ def _backward(
         if sparse_w:
             gw = sparse_weight_grad(x, index, e_active, beta, OUT, x_dtype).to(weight.dtype)
         elif (sparse and x.dtype == torch.uint8 and leaky_native.use_c(h)
-                and use_event_weight_grad(Path.NATIVE, x_ones, x.numel())):
+                and use_event_weight_grad(Path.NATIVE, x_ones, x.numel()) and _finite(h)):
+            # (a non-finite h takes the product, which spreads inf * 0 = NaN as the reference)
             gw = event_weight_grad(x, h)
         else:
             gw = h.reshape(-1, OUT).t() @ unpack_binary(x, x_dtype).reshape(-1, x.shape[-1])
