@@ -170,12 +170,10 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
 
 
 def _finite(t: torch.Tensor) -> bool:
-    """Whether every entry of ``t`` is finite (one C pass for float32/float64
-    where the C loops run: torch's reduction would wait for its threads). The
-    event-driven current and weight gradient and the sampled input gradient
-    skip entries where the dense product spreads ``0 * inf = NaN``."""
-    if not leaky_native.use_c(t):
-        return bool(torch.isfinite(t).all())
+    """Whether every entry of the float32/float64 ``t`` is finite (one C pass:
+    torch's reduction would wait for its threads). The event-driven current
+    skips the zeros of the input, where the dense product spreads
+    ``0 * inf = NaN``."""
     t = t.contiguous()
     return leaky_native.c_module().all_finite(t.data_ptr(), t.numel(), t.dtype == torch.float64)
 
@@ -341,19 +339,19 @@ def _backward(
         h, gmem0 = leaky_native.reverse_scan(
             e, grad_mem, resets if reset == RESET_ZERO else None, beta, x_dtype, shape, sparse_e
         )
+    sampled_x = (need_x and lower is not None and x_dtype in (torch.float32, torch.float64)
+                 and use_sampled_input_grad(lower.numel(), x.numel()))
+    event_w = (need_w and not sparse_w and sparse and x.dtype == torch.uint8 and leaky_native.use_c(h)
+               and use_event_weight_grad(Path.NATIVE, x_ones, x.numel()))
+    if (sampled_x or event_w) and not leaky_native.finite_sum(h):
+        sampled_x = event_w = False  # (a non-finite h takes the products, as the reference)
     gx = gw = gb = empty
     if need_x:
-        if (lower is not None and x_dtype in (torch.float32, torch.float64)
-                and use_sampled_input_grad(lower.numel(), x.numel()) and _finite(h)):
-            gx = sparse_input_grad(h, weight, lower, x_dtype)
-        else:
-            gx = h @ weight
+        gx = sparse_input_grad(h, weight, lower, x_dtype) if sampled_x else h @ weight
     if need_w:
         if sparse_w:
             gw = sparse_weight_grad(x, index, e_active, beta, OUT, x_dtype).to(weight.dtype)
-        elif (sparse and x.dtype == torch.uint8 and leaky_native.use_c(h)
-                and use_event_weight_grad(Path.NATIVE, x_ones, x.numel()) and _finite(h)):
-            # (a non-finite h takes the product, which spreads inf * 0 = NaN as the reference)
+        elif event_w:
             gw = event_weight_grad(x, h)
         else:
             gw = h.reshape(-1, OUT).t() @ unpack_binary(x, x_dtype).reshape(-1, x.shape[-1])
