@@ -523,10 +523,17 @@ def plot(summary: List[Dict], settings: Dict, path: Path) -> Path:
 def rule_grad(key: str) -> SpikeGrad:
     """A candidate step rule named on the command line: ``rule:FIELD=VALUE/...``
     is ``localzo.make(delta=AdaptiveDelta(FIELD=VALUE, ...))`` (``rule:`` alone:
-    the default rule), e.g. ``rule:active=0.1/channel=0``."""
+    the default rule), e.g. ``rule:active=0.1/channel=0``; ``law=NAME`` picks
+    the law of ``z`` (``localzo.make(NAME, delta=...)``; default ``normal``,
+    the law the study began with, so that its earlier rows stay reproducible:
+    ``rule:law=uniform`` is ``make()``)."""
     fields = {}
+    law = "normal"
     for item in filter(None, key[len("rule:"):].split("/")):
         name, _, value = item.partition("=")
+        if name == "law":
+            law = value
+            continue
         try:
             fields[name] = float(value)
         except ValueError:
@@ -535,7 +542,12 @@ def rule_grad(key: str) -> SpikeGrad:
         rule = localzo.AdaptiveDelta(**fields)
     except (TypeError, ValueError) as e:
         raise SystemExit(f"bad rule {key!r}: {e}")
-    return SpikeGrad(key, f"localzo.make(delta={rule!r})", lambda: localzo.make(delta=rule))
+    try:
+        localzo.make(law, delta=rule)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"bad rule {key!r}: {e}")
+    label = f"localzo.make(delta={rule!r})" if law == "normal" else f"localzo.make({law!r}, delta={rule!r})"
+    return SpikeGrad(key, label, lambda: localzo.make(law, delta=rule))
 
 
 def _names(text: Optional[str], known: Dict, what: str, default) -> List[str]:

@@ -17,7 +17,8 @@ nothing shared with the other samples of the batch), a step
     \\qquad \\mathbb{E}_z[G_m(u) \\mid δ_b] = \\frac{g_1(u/δ_b)}{g_1(0)},
 
 with :math:`g_δ` the law's surrogate of width :math:`δ` (section 2 of
-``docs/method.md``): for the normal law the Gaussian bump
+``docs/method.md``): for the uniform law (``make()``'s) the parabola
+:math:`\\max(0, 1 - u^2 / 3δ_b^2)`, for the normal law the Gaussian bump
 :math:`\\exp(-u^2 / 2δ_b^2)`, of height one and width :math:`δ_b`, the
 convention of snnTorch's surrogates (ATan and fast sigmoid have height one at
 threshold). Scaled to height one rather than to area one, the estimate's

@@ -284,9 +284,15 @@ class Normal(Distribution):
         x = torch.as_tensor(x, dtype=torch.float64)
         return torch.erfc(x / SQRT2)
 
+    @property
+    def denominator(self) -> float:
+        """``delta sqrt(2 pi)``: what :meth:`expected_grad` divides
+        ``exp(-v^2 / 2)`` by (the native expected value divides by it too)."""
+        return self.delta * math.sqrt(2.0 * math.pi)
+
     def expected_grad(self, u):
         v = u.to(compute_dtype(u.dtype)) / self.delta
-        return torch.exp(-0.5 * v * v) / (self.delta * math.sqrt(2.0 * math.pi))
+        return torch.exp(-0.5 * v * v) / self.denominator
 
 
 class Uniform(Distribution):
@@ -308,9 +314,15 @@ class Uniform(Distribution):
         x = torch.as_tensor(x, dtype=torch.float64)
         return (x / SQRT3).clamp(0.0, 1.0)
 
+    @property
+    def denominator(self) -> float:
+        """``4 sqrt(3) delta``: what :meth:`expected_grad` divides ``3 - v^2``
+        by (the native expected value divides by it too)."""
+        return 4.0 * SQRT3 * self.delta
+
     def expected_grad(self, u):
         v = u.to(compute_dtype(u.dtype)) / self.delta
-        g = (3.0 - v * v) / (4.0 * SQRT3 * self.delta)
+        g = (3.0 - v * v) / self.denominator
         return torch.where(v.abs() < SQRT3, g, torch.zeros_like(g))
 
 

@@ -48,7 +48,8 @@ class LocalZO:
     nearest to threshold in the band, more while it is silent, every channel
     reachable; nothing taken from the other samples of the batch), and the
     expected value is the law's surrogate of width :math:`δ_b` scaled to
-    height one at threshold (for ``normal`` the bump
+    height one at threshold (for the default ``uniform`` law the parabola
+    :math:`\\max(0, 1 - u^2/3δ_b^2)`, for ``normal`` the bump
     :math:`\\exp(-u^2/2δ_b^2)`); a layer of at most 64 neurons (an output
     layer) gets that expected value itself, without a draw. A number
     ``delta`` fixes the step.
@@ -66,7 +67,10 @@ class LocalZO:
         surrogate, ``"atan"`` (``alpha``), ``"sigmoid"`` (``slope``),
         ``"fast_sigmoid"`` (``slope``), or a
         :class:`~snntorch_localzo.distributions.Distribution`.
-        Defaults to ``"normal"``
+        Defaults to None: ``"uniform"`` with the adaptive step (the law it
+        trains best with at the fewest active neurons, ``docs/method.md``
+        section 7), ``"normal"`` with a number ``delta`` (the paper's law, as
+        in earlier releases)
     :type dist: str or Distribution, optional
 
     :param delta: step :math:`δ > 0` of the estimate, for ``normal``,
@@ -94,7 +98,7 @@ class LocalZO:
 
     def __init__(
         self,
-        dist="normal",
+        dist=None,
         delta: Optional[float] = None,
         samples: int = 1,
         *,
@@ -103,6 +107,8 @@ class LocalZO:
         track: bool = False,
     ):
         self._step: Step = FIXED
+        if dist is None:
+            dist = default_law(delta)
         if isinstance(dist, str) and dist in ADAPTIVE_LAWS and (
             delta is None or isinstance(delta, AdaptiveDelta)
         ):
@@ -161,8 +167,9 @@ class LocalZO:
         """The surrogate gradient the estimate equals on average, at ``u``.
         With the adaptive step: given the step of each sample (:meth:`step`,
         ``u`` taken as one call), :math:`g_1(u/δ_b)/g_1(0)`, the law's
-        surrogate of width :math:`δ_b` scaled to height one (for the normal
-        law :math:`\\exp(-u^2/2δ_b^2)`); a sample's value does not depend on
+        surrogate of width :math:`δ_b` scaled to height one (for the uniform
+        law :math:`\\max(0, 1 - u^2/3δ_b^2)`, for the normal law
+        :math:`\\exp(-u^2/2δ_b^2)`); a sample's value does not depend on
         the other samples of ``u``."""
         return self._step.expected_grad(self.dist, torch.as_tensor(u), self.samples)
 
@@ -259,8 +266,25 @@ class LocalZO:
         self.meter = ActivityMeter() if state["track"] else None
 
 
+def default_law(delta) -> str:
+    """The law of :math:`z` when ``dist`` is not given: ``"uniform"`` with the
+    adaptive step (``delta`` None or an
+    :class:`~snntorch_localzo.adaptive.AdaptiveDelta`), ``"normal"`` with a
+    fixed one."""
+    return ADAPTIVE_DEFAULT_LAW if delta is None or isinstance(delta, AdaptiveDelta) else FIXED_DEFAULT_LAW
+
+
+#: The law of ``make()``: at the same bands, the uniform law trained the four
+#: nets of ``benchmarks/defaults.py`` as well as the normal law with 9-36%
+#: fewer active entries (its estimate vanishes beyond ``sqrt(3) delta``;
+#: ``docs/method.md`` section 7).
+ADAPTIVE_DEFAULT_LAW = "uniform"
+#: The law of ``make(delta=x)``: the paper's, unchanged since the first release.
+FIXED_DEFAULT_LAW = "normal"
+
+
 def make(
-    dist="normal",
+    dist=None,
     delta: Optional[float] = None,
     samples: int = 1,
     *,
@@ -270,11 +294,11 @@ def make(
 ) -> LocalZO:
     """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
 
-    ``make()`` is LocalZO with normal directions and the adaptive step
+    ``make()`` is LocalZO with uniform directions and the adaptive step
     (:class:`~snntorch_localzo.adaptive.AdaptiveDelta`, one step per sample
     from its own membrane), which trains fully connected and convolutional
     snnTorch networks alike (``benchmarks/defaults.py``);
-    ``make(delta=0.05)`` fixes the step;
+    ``make(delta=0.05)`` fixes the step (normal directions, the paper's);
     ``make("atan", alpha=2.0)`` has exactly the expected gradient of
     ``snntorch.surrogate.atan(alpha=2.0)`` (likewise ``"sigmoid"`` and
     ``"fast_sigmoid"`` with ``slope``). Arguments as :class:`LocalZO`.

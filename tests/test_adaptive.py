@@ -159,17 +159,21 @@ def test_estimate_averages_to_the_height_one_surrogate_of_width_delta_t(dist):
     assert ((freq - sg.active_prob(u)).abs() < 0.03).all()
 
 
-def test_estimate_by_hand_at_delta_t():
-    """Given |z|, the adaptive estimate is sqrt(2 pi) / 2 |z| 1[|u| < delta_t |z|]
-    (the normal law's height-one coefficient 1 / (2 g_1(0)))."""
+@pytest.mark.parametrize("law,coef,draw", [
+    ("normal", math.sqrt(2 * math.pi) / 2, lambda shape: torch.randn(shape).abs()),
+    ("uniform", 2 / math.sqrt(3), lambda shape: math.sqrt(3) * torch.rand(shape)),
+])
+def test_estimate_by_hand_at_delta_t(law, coef, draw):
+    """Given |z|, the adaptive estimate is coef |z| 1[|u| < delta_t |z|] with
+    the law's height-one coefficient 1 / (2 g_1(0)): sqrt(2 pi) / 2 for the
+    normal law, 2 / sqrt(3) for the uniform law (g_1(0) = sqrt(3) / 4)."""
     torch.manual_seed(0)
-    sg = localzo.make(samples=1)
+    sg = localzo.make(law, samples=1)
     u = (0.3 * torch.randn(32, 40) - 0.4).requires_grad_()
-    absz = torch.randn(1, 32, 40).abs()
+    absz = draw((1, 32, 40))
     spike(u, sg.spec, None, absz, Path.REFERENCE).sum().backward()
     d = sg.step(u.detach())
-    expected = torch.where(u.detach().abs() < d * absz[0], absz[0] * (math.sqrt(2 * math.pi) / 2),
-                           torch.zeros(()))
+    expected = torch.where(u.detach().abs() < d * absz[0], absz[0] * coef, torch.zeros(()))
     # the scaled comparison |u / d| < |z| may differ from |u| < d |z| by one rounding
     near_edge = ((u.detach().abs() / d) - absz[0]).abs() < 1e-5
     assert torch.allclose(u.grad[~near_edge], expected[~near_edge], rtol=1e-6, atol=0)
@@ -211,6 +215,18 @@ def test_fixed_delta_is_todays_estimator():
     assert torch.equal(u.grad, expected)
 
 
+def test_default_law_is_uniform_with_the_adaptive_step_and_normal_with_a_fixed_one():
+    """``dist`` unset: the uniform law with the adaptive step (``make()``,
+    ``LocalZO()``, an explicit rule), the normal law with a number ``delta``
+    (``make(delta=x)`` is the fixed-step estimator of earlier releases)."""
+    assert localzo.make().dist.name == "uniform" and localzo.make().adaptive
+    assert localzo.LocalZO() == localzo.make() == localzo.make("uniform")
+    assert localzo.make(delta=AdaptiveDelta(active=0.02)).dist.name == "uniform"
+    fixed = localzo.make(delta=0.05)
+    assert fixed.dist.name == "normal" and not fixed.adaptive and fixed == localzo.make("normal", delta=0.05)
+    assert localzo.make("normal").dist.name == "normal" and localzo.make("normal").adaptive
+
+
 def test_reproducible_and_picklable():
     sg = localzo.make()
 
@@ -223,7 +239,7 @@ def test_reproducible_and_picklable():
     assert torch.equal(grads(), grads())
     copy = pickle.loads(pickle.dumps(sg))
     assert copy == sg and hash(copy) == hash(sg) and copy.rule == AdaptiveDelta()
-    assert repr(sg) == "LocalZO(dist='normal', delta=AdaptiveDelta(), samples=1)"
+    assert repr(sg) == "LocalZO(dist='uniform', delta=AdaptiveDelta(), samples=1)"
     custom = localzo.make(delta=AdaptiveDelta(active=0.02))
     assert custom != sg and repr(custom.rule) == "AdaptiveDelta(active=0.02)"
 

@@ -122,7 +122,7 @@ TINY = ["--epochs", "1", "--hidden", "8", "--steps", "3", "--device", "cpu"]
 
 @pytest.mark.heavy
 def test_demo_runs_the_default_make_and_draws_no_bar_into_a_log(capsys):
-    """Without --delta the LocalZO row is ``make()`` (normal law, adaptive
+    """Without --delta the LocalZO row is ``make()`` (uniform law, adaptive
     step), the same run as ``--delta adaptive``; with stderr captured (not a
     terminal) the progress bar writes nothing."""
     out = _run(*TINY)

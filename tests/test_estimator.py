@@ -136,7 +136,8 @@ def test_repr_equality_pickle_deepcopy():
     est = localzo.make("sigmoid", slope=10, samples=2, track=True)
     assert repr(est) == "LocalZO(dist='sigmoid', slope=10, samples=2, track=True)"
     assert repr(localzo.make(delta=0.05)) == "LocalZO(dist='normal', delta=0.05, samples=1)"
-    assert repr(localzo.make()) == "LocalZO(dist='normal', delta=AdaptiveDelta(), samples=1)"
+    assert repr(localzo.make()) == "LocalZO(dist='uniform', delta=AdaptiveDelta(), samples=1)"
+    assert repr(localzo.make("normal")) == "LocalZO(dist='normal', delta=AdaptiveDelta(), samples=1)"
     for clone in (pickle.loads(pickle.dumps(est)), copy.deepcopy(est)):
         assert clone == est and clone is not est
         assert clone.track and clone.meter is not est.meter

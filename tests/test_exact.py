@@ -41,18 +41,22 @@ def test_small_call_gets_the_expected_value(shape):
     assert torch.allclose(est.estimate(u.detach()), expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("law", ["uniform", "normal"])
 @pytest.mark.parametrize("shape", [(128, 20), (16, 10), (10,), (8, 2, 3, 3), (5, 64)])
-def test_the_c_passes_give_the_bits_of_the_pytorch_expected_value(shape):
-    """The native expected value (the rule and the exponent in C, PyTorch's exp,
-    the scale and the product in C) equals the reference's operations bit
-    for bit: NaN membranes, silent and firing samples, a meter counting."""
+def test_the_c_passes_give_the_bits_of_the_pytorch_expected_value(shape, law):
+    """The native expected value (uniform: the rule and the value in C; normal:
+    the rule and the exponent in C, PyTorch's exp, the scale and the product
+    in C) equals the reference's operations bit for bit: NaN membranes,
+    silent and firing samples, entries beyond the uniform law's support, a
+    meter counting."""
     from snntorch_localzo._ops.spike import native, reference
 
-    est = localzo.make(track=True)
+    est = localzo.make(law, track=True)
     spec = est.spec
     u = _u(*shape).detach()
     flat = u.view(-1)
     flat[::7] += 1.0  # some samples fire
+    flat[5::11] -= 40.0  # far below threshold: beyond the largest step's reach
     flat[3] = float("nan")
     if not native.exact_fused(u, spec):
         pytest.skip("the C loops are not built here")
@@ -61,13 +65,47 @@ def test_the_c_passes_give_the_bits_of_the_pytorch_expected_value(shape):
     ours = native.exact_backward(grad, u, spec, acc)
     ref_acc = torch.zeros(5, dtype=torch.int64)
     ref = reference.exact_backward(grad, spec.scale(u), spec, None, ref_acc)
-    assert torch.equal(ours.isnan(), ref.isnan()) and ours.isnan().sum() == 1
+    # exp(NaN) is NaN; the uniform law's support test is false for NaN: zero
+    assert torch.equal(ours.isnan(), ref.isnan()) and ours.isnan().sum() == (law == "normal")
     assert torch.equal(ours.nan_to_num(), ref.nan_to_num())
     assert torch.equal(acc, ref_acc)
     # and through the spike function, as the glue runs it
     w = u.clone().requires_grad_()
     est(w).backward(grad)
     assert torch.equal(w.grad.nan_to_num(), ref.nan_to_num())
+
+
+@pytest.mark.parametrize("law", ["uniform", "normal"])
+@pytest.mark.parametrize("shape", [(6, 32, 10), (4, 3, 2, 3, 3)])
+def test_a_sequence_keeps_the_c_expected_value_with_the_bits_of_pytorch(shape, law, monkeypatch):
+    """A sequence layer's small calls (each time step's samples one row): the
+    C passes' non-zero entries and values equal PyTorch's expected value and
+    nonzero bit for bit (NaN, entries beyond the uniform law's support), and
+    localzo.Leaky's native sequence takes them."""
+    from snntorch_localzo._ops.sampling import expected_estimate, nonzero_entries
+    from snntorch_localzo._ops.spike import native
+
+    spec = localzo.make(law).spec
+    u = _u(*shape).detach()
+    flat = u.view(-1)
+    flat[::7] += 1.0
+    flat[5::11] -= 40.0
+    flat[3] = float("nan")
+    rows = sample_rows(shape, shape[0])
+    if not native.exact_fused(u.reshape(rows), spec):
+        pytest.skip("the C loops are not built here")
+    index, g = native.exact_entries(u, spec, rows)
+    ref_index, ref_g = nonzero_entries(expected_estimate(spec.scale(u.reshape(rows)), spec))
+    assert torch.equal(index, ref_index) and torch.equal(g.isnan(), ref_g.isnan())
+    assert torch.equal(g.nan_to_num(), ref_g.nan_to_num()) and g.dtype == ref_g.dtype
+    assert (law == "uniform") == (index.numel() < u.numel())  # the far entries: zero beyond sqrt(3) delta
+    calls, original = [], native.exact_entries
+    monkeypatch.setattr(native, "exact_entries", lambda *a: calls.append(1) or original(*a))
+    layer = localzo.Leaky(beta=0.9, spike_grad=localzo.make(law))
+    x = torch.rand(5, 8, 10).requires_grad_()
+    with localzo.use_backend("auto"):
+        layer.forward_sequence(x)[0].sum().backward()
+    assert bool(calls) == MODERN_SNNTORCH  # (older snnTorch: the step loop, the spike function's C)
 
 
 def test_only_small_samples_and_only_the_adaptive_step():
@@ -107,10 +145,12 @@ def test_exact_travels_with_the_rule():
     assert (u.grad == 0).any()
 
 
+@pytest.mark.parametrize("law", ["uniform", "normal"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_small_leaky_layers_give_the_expected_value_on_every_path(backend):
+def test_small_leaky_layers_give_the_expected_value_on_every_path(backend, law):
     """localzo.Leaky (step and sequence) and LinearLeaky with 10 neurons:
-    the same gradients as snn.Leaky with make(), on the backend's paths."""
+    the same gradients as snn.Leaky with make() (or its normal law), on the
+    backend's paths (natively the sequence's expected value in C)."""
     torch.manual_seed(3)
     x = torch.rand(6, 32, 10) * 1.4
     w = torch.linspace(0.5, 1.5, 10)
@@ -120,7 +160,7 @@ def test_small_leaky_layers_give_the_expected_value_on_every_path(backend):
         (run(xi) * w).sum().backward()
         return xi.grad
 
-    theirs = snn.Leaky(beta=0.85, spike_grad=localzo.make())
+    theirs = snn.Leaky(beta=0.85, spike_grad=localzo.make(law))
 
     def step_loop(layer, xi):
         mem = layer.init_leaky()
@@ -132,13 +172,13 @@ def test_small_leaky_layers_give_the_expected_value_on_every_path(backend):
 
     ref = grads(lambda xi: step_loop(theirs, xi))
     assert (ref != 0).float().mean() > 0.5  # the expected value reaches most entries
-    ours = localzo.Leaky(beta=0.85)
+    ours = localzo.Leaky(beta=0.85, spike_grad=localzo.make(law))
     with localzo.use_backend(backend):
         assert torch.equal(grads(lambda xi: step_loop(ours, xi)), ref)
         assert torch.equal(grads(lambda xi: ours.forward_sequence(xi)[0]), ref)
     if MODERN_SNNTORCH:  # (LinearLeaky's sequence semantics: snnTorch >= 0.8)
         # Linear + Leaky: the identity weight turns it into the same layer
-        lin = localzo.LinearLeaky(0.85, 10, 10, bias=False)
+        lin = localzo.LinearLeaky(0.85, 10, 10, bias=False, spike_grad=localzo.make(law))
         with torch.no_grad():
             lin.linear.weight.copy_(torch.eye(10))
         with localzo.use_backend(backend):

@@ -70,13 +70,15 @@ def test_far_entries_are_active_through_tail_events_at_the_right_rate(a):
     assert abs(z.mean().item() - mean) < 5 * z.std().item() / math.sqrt(z.numel())
 
 
+@pytest.mark.parametrize("law", ["uniform", "normal"])
 @pytest.mark.parametrize("samples", [1, 3])
-def test_adaptive_estimate_averages_to_its_expected_value(samples):
-    """The default make() on the fused path: each entry's mean over many
-    samples that share a membrane row (so share the step) is expected_grad,
-    its non-zero frequency active_prob (5 standard errors + 1e-3)."""
+def test_adaptive_estimate_averages_to_its_expected_value(samples, law):
+    """The adaptive step on the fused path (the default make(), uniform, and
+    the normal law's): each entry's mean over many samples that share a
+    membrane row (so share the step) is expected_grad, its non-zero
+    frequency active_prob (5 standard errors + 1e-3)."""
     torch.manual_seed(2)
-    est = localzo.make(samples=samples)
+    est = localzo.make(law, samples=samples)
     row = torch.cat([0.4 * torch.randn(290) - 0.6, torch.tensor([0.0, 0.01, -0.02, 0.3, -3.0] * 2)])
     u = row.repeat(20_000, 1)
     g = fused_grad(est, u).double()
@@ -122,11 +124,12 @@ def test_input_and_incoming_gradient_are_not_modified():
     assert torch.equal(u, u0) and torch.equal(grad, g0)
 
 
-def test_vector_lanes_draw_the_same_bits():
-    """The normal law's AVX2 lanes (where the CPU has them) and the portable
-    loop draw the same magnitudes: the same gradient for the same seed."""
+@pytest.mark.parametrize("law", ["normal", "uniform"])
+def test_vector_lanes_draw_the_same_bits(law):
+    """The vector lanes (where the CPU has them) and the portable loop draw
+    the same magnitudes: the same gradient for the same seed."""
     module = native.c_module()
-    est = localzo.make(samples=3)
+    est = localzo.make(law, samples=3)
     u = 0.4 * torch.randn(16, 1000) - 0.5
     grads = []
     previous = module.set_simd(True)

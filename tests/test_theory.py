@@ -136,7 +136,7 @@ def test_unit_second_moment(name):
 def test_normal_width_constants():
     """E|z| = 0.7978 and E[max of 5 |z_i|] = 1.5698 for normal z (docs/method.md section 2)."""
     torch.manual_seed(3)
-    z = localzo.make().dist.abs_sample((5, 400_000), dtype=torch.float64)
+    z = localzo.make("normal").dist.abs_sample((5, 400_000), dtype=torch.float64)
     assert z[0].mean().item() == pytest.approx(0.7978, abs=5 * z[0].std().item() / 632)
     m = z.max(0).values
     assert m.mean().item() == pytest.approx(1.5698, abs=5 * m.std().item() / 632)

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...",
     )
     p.add_argument(
-        "--dist", default="normal", choices=sorted(DISTRIBUTIONS), help="LocalZO distribution"
+        "--dist", default=None, choices=sorted(DISTRIBUTIONS),
+        help="LocalZO distribution (default: make()'s, uniform with the adaptive step, "
+        "normal with a number --delta)"
     )
     p.add_argument(
         "--delta", type=args.step, default=None,
@@ -119,7 +121,7 @@ def check_dist_options(parser: argparse.ArgumentParser, opts) -> None:
 
 def _localzo_from_args(opts) -> LocalZO:
     params = {}
-    if opts.dist in ADAPTIVE_LAWS:
+    if opts.dist is None or opts.dist in ADAPTIVE_LAWS:
         params["delta"] = None if opts.delta in (None, "adaptive") else opts.delta
     elif getattr(opts, TWIN_PARAMETER[opts.dist]) is not None:
         name = TWIN_PARAMETER[opts.dist]
@@ -129,13 +131,13 @@ def _localzo_from_args(opts) -> LocalZO:
 
 def call_string(est) -> str:
     """``localzo.make('normal', delta=0.01)``: how a user would write it;
-    ``localzo.make()`` for the default (normal law, adaptive step)."""
+    ``localzo.make()`` for the default (uniform law, adaptive step)."""
     if est.adaptive:
         params = "" if est.rule == AdaptiveDelta() else f", delta={est.rule!r}"
     else:
         params = "".join(f", {k}={v:g}" for k, v in est.dist.params().items())
     samples = f", samples={est.samples}" if est.samples != 1 else ""
-    if est.dist.name == "normal" and not params and not samples:
+    if est == make():
         return "localzo.make()"
     return f"localzo.make({est.dist.name!r}{params}{samples})"
 

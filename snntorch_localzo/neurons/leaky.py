@@ -35,7 +35,7 @@ class Leaky(snn.Leaky):
     drop-in for :class:`snntorch.Leaky` that takes the same constructor
     arguments as the installed snnTorch and gives exactly the same forward
     values (``spk``, ``mem``), with ``spike_grad`` defaulting to
-    :func:`snntorch_localzo.make` (normal directions, the adaptive step).
+    :func:`snntorch_localzo.make` (uniform directions, the adaptive step).
 
     .. math::
 

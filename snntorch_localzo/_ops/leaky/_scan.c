@@ -1002,6 +1002,14 @@ static void zig_slow(uint32_t k0, uint32_t k1, uint32_t c0, const int32_t *rej, 
     }
 }
 
+/* The uniform law's draws of a row, in vector lanes: draw c is the top 24
+ * bits of the 32-bit hash of (c, the row's key) the normal law's draws use,
+ * as a uniform on [0, 1) */
+VECTOR_CLONES static void uniform_draws(uint32_t k0, uint32_t k1, uint32_t c0, int64_t cnt, float *restrict z)
+{
+    for (int64_t k = 0; k < cnt; k++) z[k] = (float)(int32_t)(draw_bits(c0 + (uint32_t)k, k0, k1) >> 8) * TWO_M24F;
+}
+
 /* acc += w(z k) where x < delta z k (w(a) = a for p = +1, 1 / a for p = -1) */
 VECTOR_CLONES static void accumulate(const float *restrict x, const float *restrict z,
                                      float *restrict acc, int64_t cnt, float k, float delta,
@@ -1336,14 +1344,18 @@ static int64_t zo_spike_backward(const float *u, float shift, const float *grad,
             const float z_near = (float)L->z_near;
             /* the near entries, listed in order, then drawn */
             const int64_t near = list_near(x, n, z_near, idx, xs);
-            if (L->kind == KIND_NORMAL) {
+            if (L->kind == KIND_NORMAL || L->kind == KIND_UNIFORM) {
                 const uint64_t key = mix64(seed ^ mix64((uint64_t)(row0 + r) + 0x9fb21c651e98df25ULL));
                 const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
                 memset(acc, 0, (size_t)near * sizeof(float));
                 for (int64_t d = 0; d < L->m; d++) {
                     const uint32_t c0 = (uint32_t)(d * n);
-                    const int64_t nrej = zig_fast(k0, k1, c0, near, zs, rej);
-                    zig_slow(k0, k1, c0, rej, nrej, zs, key);
+                    if (L->kind == KIND_NORMAL) {
+                        const int64_t nrej = zig_fast(k0, k1, c0, near, zs, rej);
+                        zig_slow(k0, k1, c0, rej, nrej, zs, key);
+                    } else {
+                        uniform_draws(k0, k1, c0, near, zs);
+                    }
                     accumulate(xs, zs, acc, near, (float)L->kparam, L->delta, L->p_pos);
                 }
                 spread_near(x, n, z_near, acc, g);
@@ -1929,8 +1941,8 @@ static PyObject *py_rule_delta(PyObject *self, PyObject *args)
  * the grad product in PyTorch:
  *   exact_exponent: w = (-0.5 * v) * v, v = (u / delta_t) / delta, delta_t
  *                   the rule's step of every entry (rule_delta);
- *   exact_scale:    g = (e / c) * h with e = exp(w); out = grad * g;
- *                   returns the number of non-zero g. */
+ *   exact_scale:    g = (e / c) * h with e = exp(w); out = grad * g, or g
+ *                   itself where grad is NULL; returns the number of non-zero g. */
 VECTOR_CLONES static void exponent_of(const float *restrict u, float *restrict w, int64_t n, float delta)
 {
     for (int64_t i = 0; i < n; i++) {
@@ -1946,7 +1958,7 @@ VECTOR_CLONES static int64_t exact_scale(const float *restrict grad, const float
     for (int64_t i = 0; i < n; i++) {
         const float g = (e[i] / c) * h;
         total += g != 0.0f;
-        out[i] = grad[i] * g;
+        out[i] = grad ? grad[i] * g : g;
     }
     return total;
 }
@@ -1980,6 +1992,50 @@ static PyObject *py_exact_scale(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     total = exact_scale((const float *)grad, (const float *)e, (float *)out, n, (float)c, (float)h);
     Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(total);
+}
+
+/* The expected value of the uniform law's estimate under the adaptive step
+ * (a small call: an output layer) in one pass after the rule, with the bits
+ * of AdaptiveDelta.scale, Uniform.expected_grad and the grad product in
+ * PyTorch: v = (u / delta_t) / delta; g = (3 - v * v) / c where |v| < edge
+ * (sqrt 3, in float32, as torch compares), else 0; out = grad * (g * h), or g * h
+ * itself where grad is NULL (a sequence layer keeps the value); returns the
+ * number of non-zero g. `out` holds delta_t on entry (rule_delta). */
+VECTOR_CLONES static int64_t uniform_exact(const float *restrict u, const float *restrict grad,
+                                           float *restrict out, int64_t n, float delta, float c, float h,
+                                           float edge)
+{
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = (u[i] / out[i]) / delta;
+        float g = (3.0f - v * v) / c;
+        g = fabsf(v) < edge ? g : 0.0f;
+        g = g * h;
+        total += g != 0.0f;
+        out[i] = grad ? grad[i] * g : g;
+    }
+    return total;
+}
+
+static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
+{
+    unsigned long long u, grad, out;
+    long long rows, n, total = 0;
+    double delta, c, h, edge;
+    PyObject *rule;
+    zo_rule R;
+    int status;
+    if (!PyArg_ParseTuple(args, "KKKLLOdddd", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge) ||
+        !parse_rule(rule, &R) || !rule_fits(&R, n))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = rule_delta((const float *)u, rows, n, &R, (float *)out);
+    if (!status)
+        total = uniform_exact((const float *)u, (const float *)grad, (float *)out, rows * n, (float)delta,
+                              (float)c, (float)h, (float)edge);
+    Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
     return PyLong_FromLongLong(total);
 }
 
@@ -2140,6 +2196,7 @@ static PyMethodDef methods[] = {
     {"meter_record", py_meter_record, METH_VARARGS, "One backward call into a meter's CPU accumulator."},
     {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},
     {"exact_scale", py_exact_scale, METH_VARARGS, "The normal law's expected value: grad times the value."},
+    {"exact_uniform", py_exact_uniform, METH_VARARGS, "The uniform law's expected value times grad, the rule included."},
     {"set_simd", py_set_simd, METH_VARARGS, "Turns the draw's AVX2 and AVX-512 lanes on or off (tests); returns the previous state."},
     {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries (COMPACT_SPARE entries to spare); returns their number."},

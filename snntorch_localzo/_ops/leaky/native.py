@@ -178,8 +178,14 @@ def _forward(
     thr = params.threshold.to(x.dtype)
     if resets is None:
         resets = torch.empty(0, dtype=torch.bool)
+    rows = sample_rows(x.shape, steps)  # each step's samples as rows: the rule's unit
     if fused:  # one C pass per sample from mem: u, the rule, the draw where it can be non-zero
-        index, g = _spike_native().draw(mem, float(thr), spec, sample_rows(x.shape, steps))
+        index, g = _spike_native().draw(mem, float(thr), spec, rows)
+        return spk, mem, index, g, resets
+    if exact and _spike_native().exact_fused(mem.reshape(rows), spec):
+        # the expected value: the rule and the value in C (the spike function's Path.EXACT)
+        u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
+        index, g = _spike_native().exact_entries(u, spec, rows)
         return spk, mem, index, g, resets
     # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
     # step of each time step (as the spike function's), |z| given, or no |u| from the C loop

@@ -152,37 +152,65 @@ def draw(mem: torch.Tensor, threshold: float, spec: ZOSpec, rows_shape: tuple) -
 def exact_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
     """Whether the C passes give the expected value of a small call
     (``Path.EXACT``, :func:`exact_backward`): float32 on the CPU where the
-    mode gives it the native path, the normal law under the adaptive step
-    with its entry floor (a step per entry), outside ``torch.compile``."""
-    if (u.dtype != torch.float32 or u.device.type != "cpu" or type(spec.law) is not D.Normal
+    mode gives it the native path, the normal or uniform law under the
+    adaptive step with its entry floor (a step per entry), outside
+    ``torch.compile``."""
+    if (u.dtype != torch.float32 or u.device.type != "cpu" or type(spec.law) not in (D.Normal, D.Uniform)
             or not spec.step.adaptive or torch.compiler.is_compiling()
             or not u.numel() or device_path(u) is not Path.NATIVE):
         return False
     module = _c_module()
-    return module is not None and hasattr(module, "exact_scale") and _settings(spec, tuple(u.shape))[2].x_e > 0
+    return module is not None and hasattr(module, "exact_uniform") and _settings(spec, tuple(u.shape))[2].x_e > 0
+
+
+def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_shape: tuple) -> Tuple[torch.Tensor, int]:
+    """``(grad * E[G], count)`` at the float32 ``u = mem - threshold`` (``E[G]``
+    itself where ``grad`` is None; rows: ``rows_shape``), with the bits of
+    ``reference.exact_estimate`` on ``spec.scale(u)`` and the product, in a
+    few calls instead of a dozen tensor operations: for the uniform law the
+    rule and the value in one C pass; for the normal law the rule and the
+    exponent in one C pass, PyTorch's ``exp``, then the scale (and the
+    product) in another. ``count``: the non-zero values of ``E[G]``."""
+    out = torch.empty(u.shape, dtype=torch.float32)
+    if not u.numel():
+        return out, 0
+    rows, n, rule = _settings(spec, tuple(rows_shape))[:3]
+    module = _c_module()
+    law = spec.law
+    gptr = 0 if grad is None else grad.data_ptr()
+    if type(law) is D.Uniform:
+        count = module.exact_uniform(u.data_ptr(), gptr, out.data_ptr(), rows, n, rule,
+                                     float(law.delta), law.denominator, spec.inverse_height(), D.SQRT3)
+    else:
+        w = torch.empty(u.shape, dtype=torch.float32)
+        module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr())
+        w.exp_()
+        count = module.exact_scale(gptr, w.data_ptr(), out.data_ptr(), u.numel(), law.denominator,
+                                   spec.inverse_height())
+    return out, count
 
 
 def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor) -> torch.Tensor:
     """``grad_out`` times the estimate's expected value at ``u = mem - threshold``
     (not yet scaled: the step is computed here) where :func:`exact_fused`
-    holds: the rule and the exponent in one C pass, PyTorch's ``exp``, then
-    the scale and the product in another, so that the bits are those of
-    ``reference.exact_backward`` on ``spec.scale(u)`` with three calls
-    instead of a dozen tensor operations."""
+    holds, with the bits of ``reference.exact_backward`` on ``spec.scale(u)``
+    (:func:`_exact`)."""
     u = _float32(u)
-    w = torch.empty(u.shape, dtype=torch.float32)
-    out = torch.empty(u.shape, dtype=torch.float32)
-    if u.numel():
-        rows, n, rule = _settings(spec, tuple(u.shape))[:3]
-        module = _c_module()
-        law = spec.law
-        module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr())
-        w.exp_()
-        grad = _float32(grad_out)
-        count = module.exact_scale(grad.data_ptr(), w.data_ptr(), out.data_ptr(), u.numel(),
-                                   law.delta * math.sqrt(2.0 * math.pi), spec.inverse_height())
-        layout.record(acc, count, u.numel())
+    out, count = _exact(u, _float32(grad_out), spec, tuple(u.shape))
+    layout.record(acc, count, u.numel())
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
+
+
+def exact_entries(u: torch.Tensor, spec: ZOSpec, rows_shape: tuple) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The expected value at the float32 ``u = mem - threshold`` (each row of
+    ``rows_shape`` one call's sample, where :func:`exact_fused` holds) as a
+    sequence layer keeps it: the sorted flat int64 indices of its non-zero
+    entries and their float32 values, the bits of
+    ``sampling.nonzero_entries(sampling.expected_estimate(spec.scale(u)))``
+    in two C passes and PyTorch's ``exp`` (:func:`_exact`, then the
+    compaction the draw uses)."""
+    g, count = _exact(_float32(u), None, spec, rows_shape)
+    return _leaky_native().compact(g.view(-1), count)
 
 
 def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
