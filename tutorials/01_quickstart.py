@@ -172,7 +172,7 @@ history_atan = train(net_atan)
 # weights:
 
 # %%
-spike_grad = localzo.make(track=True)  # normal z, adaptive step; track=True counts (section 4)
+spike_grad = localzo.make(track=True)  # uniform z, adaptive step; track=True counts (section 4)
 print(spike_grad)
 
 torch.manual_seed(0)
