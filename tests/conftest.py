@@ -26,6 +26,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 #: ``auto`` (the native path on CPU tensors, the kernels on CUDA) and the
 #: kernels through the interpreter.
 MODES = ["reference", "auto"] + (["triton"] if KERNELS and DEVICE == "cpu" else [])
+#: The settings of the C module's hand-written vector lanes that the tests of
+#: the lanes compare (``set_simd(on, avx512)``): every unit the CPU has, AVX2
+#: alone (so that a CPU with AVX-512 runs the AVX2 lanes too), none.
+SIMD_SETTINGS = [(True, True), (True, False), (False, False)]
 #: The fused paths an op test compares with the reference.
 FUSED = ([Path.NATIVE] if DEVICE == "cpu" else []) + ([Path.TRITON] if KERNELS else [])
 needs_kernels = pytest.mark.skipif(not KERNELS, reason="needs Triton (a GPU or the interpreter)")

@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+from conftest import SIMD_SETTINGS
 
 from snntorch_localzo._ops import planner, resets, workspace
 from snntorch_localzo._ops.leaky import native
@@ -187,8 +188,8 @@ def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density
     spare = module.COMPACT_SPARE
     previous = module.set_simd(True)
     try:
-        for on in (True, False):
-            module.set_simd(on)
+        for lanes in SIMD_SETTINGS:
+            module.set_simd(*lanes)
             index, values = native.compact(g, expected.numel())
             assert torch.equal(index, expected)
             ref = g[expected]

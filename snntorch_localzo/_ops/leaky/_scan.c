@@ -374,7 +374,7 @@ static float kth_few(const float *a, int64_t n, int64_t k)
  * a[i + j] of every block of 16, the last block padded with +inf; a min/max
  * network), then k times the smallest head of the lanes is taken off its
  * lane (one lane at a time: ties count once each). The same value as
- * kth_few; elsewhere kth_few runs. */
+ * kth_few; AVX2 does the same in 8 lanes; elsewhere kth_few runs. */
 #define KTH_LANES_K 4
 #define KTH_LANES_MIN 64
 
@@ -401,6 +401,43 @@ static __attribute__((target("avx512f"))) float kth_lanes_avx512(const float *a,
         m1 = _mm512_mask_mov_ps(m1, one, m2);
         m2 = _mm512_mask_mov_ps(m2, one, m3);
         m3 = _mm512_mask_mov_ps(m3, one, inf);
+    }
+    return x;
+}
+
+/* the same in 8 AVX2 lanes (the last block padded with +inf by hand) */
+static __attribute__((target("avx2"))) float kth_lanes_avx2(const float *a, int64_t n, int64_t k)
+{
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m256 m0 = inf, m1 = inf, m2 = inf, m3 = inf;
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256 v, lo;
+        if (n - i >= 8) {
+            v = _mm256_loadu_ps(a + i);
+        } else {
+            float pad[8];
+            for (int64_t j = 0; j < 8; j++) pad[j] = i + j < n ? a[i + j] : INFINITY;
+            v = _mm256_loadu_ps(pad);
+        }
+        lo = _mm256_min_ps(m0, v), v = _mm256_max_ps(m0, v), m0 = lo;
+        lo = _mm256_min_ps(m1, v), v = _mm256_max_ps(m1, v), m1 = lo;
+        lo = _mm256_min_ps(m2, v), v = _mm256_max_ps(m2, v), m2 = lo;
+        m3 = _mm256_min_ps(m3, v);
+    }
+    float x = INFINITY;
+    for (int64_t r = 1;; r++) {
+        __m128 h = _mm_min_ps(_mm256_castps256_ps128(m0), _mm256_extractf128_ps(m0, 1));
+        h = _mm_min_ps(h, _mm_movehl_ps(h, h));
+        x = _mm_cvtss_f32(_mm_min_ss(h, _mm_shuffle_ps(h, h, 1)));
+        if (r >= k) break;
+        const unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(m0, _mm256_set1_ps(x), _CMP_EQ_OQ));
+        const __m256 one = _mm256_castsi256_ps(  /* its lowest lane */
+            _mm256_cmpeq_epi32(_mm256_set1_epi32((int)(eq & (0u - eq))), bit));
+        m0 = _mm256_blendv_ps(m0, m1, one);
+        m1 = _mm256_blendv_ps(m1, m2, one);
+        m2 = _mm256_blendv_ps(m2, m3, one);
+        m3 = _mm256_blendv_ps(m3, inf, one);
     }
     return x;
 }
@@ -548,6 +585,7 @@ static float kth_one(const float *a, int64_t n, int64_t k, kth_ws *w, int *keyed
 {
 #ifdef ZO_X86_LANES
     if (HAVE_AVX512 && k <= KTH_LANES_K && n >= KTH_LANES_MIN) return kth_lanes_avx512(a, n, k);
+    if (HAVE_AVX2 && k <= KTH_LANES_K && n >= KTH_LANES_MIN) return kth_lanes_avx2(a, n, k);
 #endif
     if (k <= KTH_FEW) return kth_few(a, n, k);
     if (!*keyed) {
@@ -616,10 +654,33 @@ static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t
 DENSE_ESTIMATE(dense_estimate_f32, float)
 DENSE_ESTIMATE(dense_estimate_f64, double)
 
+/* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
+ * EVENT_ONES[m]: their number; BIT_RANKS[m][b]: for a set bit b of m, the
+ * number of set bits below it (0 elsewhere). All filled when the module
+ * loads; the AVX2 lanes compress (compact, list_near) and expand
+ * (spread_near) eight floats with them, as the event lists gather the ones of eight bytes. */
+static int32_t EVENT_OFFSETS[256][8];
+static uint8_t EVENT_ONES[256];
+static int32_t BIT_RANKS[256][8];
+
+static void fill_event_tables(void)
+{
+    for (int m = 0; m < 256; m++) {
+        int k = 0;
+        for (int b = 0; b < 8; b++)
+            if (m >> b & 1) {
+                BIT_RANKS[m][b] = k;
+                EVENT_OFFSETS[m][k++] = b;
+            }
+        EVENT_ONES[m] = (uint8_t)k;
+    }
+}
+
 /* The non-zero entries of g, in order: their positions to index and their
  * values to values, both with COMPACT_SPARE entries to spare past the last
  * (each step stores a whole block, then advances by what it kept). AVX-512
- * compresses 16 float32 lanes at a time into registers; elsewhere a loop
+ * compresses 16 float32 lanes at a time into registers, AVX2 8 by a
+ * permutation from the tables above; elsewhere (and for the rest) a loop
  * without a branch (the density is often near one half). The same lists
  * either way. */
 #define COMPACT_SPARE 16
@@ -663,6 +724,26 @@ static __attribute__((target("avx512f"))) int64_t compact_f32_avx512(const float
     *at = i;
     return k;
 }
+
+static __attribute__((target("avx2"))) int64_t compact_f32_avx2(const float *g, int64_t n, int64_t *index,
+                                                                 float *values, int64_t k, int64_t *at)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t i = *at;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(g + i);
+        const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
+        if (!mk) continue;
+        const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
+        const __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int)i), perm);  /* n < 2^31 (compact_f32) */
+        _mm256_storeu_ps(values + k, _mm256_permutevar8x32_ps(v, perm));
+        _mm256_storeu_si256((__m256i *)(index + k), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos)));
+        _mm256_storeu_si256((__m256i *)(index + k + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1)));
+        k += EVENT_ONES[mk];
+    }
+    *at = i;
+    return k;
+}
 #endif
 
 static int64_t compact_f32(const float *g, int64_t n, int64_t *index, float *values)
@@ -670,6 +751,7 @@ static int64_t compact_f32(const float *g, int64_t n, int64_t *index, float *val
     int64_t k = 0, i = 0;
 #ifdef ZO_X86_LANES
     if (HAVE_AVX512) k = compact_f32_avx512(g, n, index, values, &i);
+    if (HAVE_AVX2 && n < INT32_MAX) k = compact_f32_avx2(g, n, index, values, k, &i);
 #endif
     return compact_f32_loop(g, i, n, k, index, values);
 }
@@ -1225,7 +1307,8 @@ static int rule_stats(const float *u, int64_t rows, int64_t n, int64_t k1, int64
  * and their x to xs (both with 16 entries to spare past the n it can
  * list); returns their number. AVX-512 compresses 16 lanes at a time (into a
  * register, then one full store: the compressing store to memory is slow on
- * some CPUs); elsewhere a loop without a branch. The same lists either way. */
+ * some CPUs), AVX2 8 lanes by a permutation from the tables above, then a
+ * loop without a branch for the rest. The same lists either way. */
 
 #ifdef ZO_X86_LANES
 static __attribute__((target("avx512f"))) int64_t list_near_avx512(const float *x, int64_t n, float z_near,
@@ -1261,6 +1344,43 @@ static __attribute__((target("avx512f"))) int64_t spread_near_avx512(const float
     *at = i;
     return k;
 }
+
+/* the same eight lanes at a time (AVX2: the compress and the expand are
+ * permutations from the tables above), from entry *at on */
+static __attribute__((target("avx2"))) int64_t list_near_avx2(const float *x, int64_t n, float z_near,
+                                                               int32_t *idx, float *xs, int64_t near,
+                                                               int64_t *at)
+{
+    const __m256 t = _mm256_set1_ps(z_near);
+    int64_t i = *at;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_LT_OQ));
+        const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
+        _mm256_storeu_ps(xs + near, _mm256_permutevar8x32_ps(v, perm));
+        _mm256_storeu_si256((__m256i *)(idx + near), _mm256_add_epi32(_mm256_set1_epi32((int)i), perm));
+        near += EVENT_ONES[mk];
+    }
+    *at = i;
+    return near;
+}
+
+static __attribute__((target("avx2"))) int64_t spread_near_avx2(const float *x, int64_t n, float z_near,
+                                                                 const float *acc, float *g, int64_t k,
+                                                                 int64_t *at)
+{
+    const __m256 t = _mm256_set1_ps(z_near);
+    int64_t i = *at;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 c = _mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_LT_OQ);
+        const int mk = _mm256_movemask_ps(c);
+        const __m256i perm = _mm256_loadu_si256((const __m256i *)BIT_RANKS[mk]);
+        _mm256_storeu_ps(g + i, _mm256_and_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(acc + k), perm), c));
+        k += EVENT_ONES[mk];
+    }
+    *at = i;
+    return k;
+}
 #endif
 
 static int64_t list_near(const float *x, int64_t n, float z_near, int32_t *idx, float *xs)
@@ -1268,6 +1388,7 @@ static int64_t list_near(const float *x, int64_t n, float z_near, int32_t *idx, 
     int64_t near = 0, i = 0;
 #ifdef ZO_X86_LANES
     if (HAVE_AVX512) near = list_near_avx512(x, n, z_near, idx, xs, &i);
+    if (HAVE_AVX2) near = list_near_avx2(x, n, z_near, idx, xs, near, &i);
 #endif
     for (; i < n; i++) {
         const float xi = x[i];
@@ -1285,6 +1406,7 @@ static void spread_near(const float *x, int64_t n, float z_near, const float *ac
     int64_t k = 0, i = 0;
 #ifdef ZO_X86_LANES
     if (HAVE_AVX512) k = spread_near_avx512(x, n, z_near, acc, g, &i);
+    if (HAVE_AVX2) k = spread_near_avx2(x, n, z_near, acc, g, k, &i);
 #endif
     for (; i < n; i++) {
         const int c = x[i] < z_near;
@@ -1432,21 +1554,6 @@ static PyObject *py_compact(PyObject *self, PyObject *args)
 /* Binary inputs, for the Linear + Leaky layer: the copy kept for backward and
  * the event-driven input current. */
 
-
-/* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
- * EVENT_ONES[m]: their number (both filled when the module loads). */
-static int32_t EVENT_OFFSETS[256][8];
-static uint8_t EVENT_ONES[256];
-
-static void fill_event_tables(void)
-{
-    for (int m = 0; m < 256; m++) {
-        int k = 0;
-        for (int b = 0; b < 8; b++)
-            if (m >> b & 1) EVENT_OFFSETS[m][k++] = b;
-        EVENT_ONES[m] = (uint8_t)k;
-    }
-}
 
 /* The columns of the ones of o[0, n) (bytes 0 or 1), ascending, written to
  * cols from cols[0]; returns their number. Eight bytes at a time, without a
@@ -2175,11 +2282,11 @@ static PyObject *py_spike_backward(PyObject *self, PyObject *args)
 
 static PyObject *py_set_simd(PyObject *self, PyObject *args)
 {
-    int on, previous = HAVE_AVX2;
-    if (!PyArg_ParseTuple(args, "p", &on))
+    int on, wide = 1, previous = HAVE_AVX2;
+    if (!PyArg_ParseTuple(args, "p|p", &on, &wide))
         return NULL;
     HAVE_AVX2 = on && CPU_AVX2;
-    HAVE_AVX512 = on && CPU_AVX512;
+    HAVE_AVX512 = on && wide && CPU_AVX512;
     return PyBool_FromLong(previous);
 }
 
@@ -2197,7 +2304,7 @@ static PyMethodDef methods[] = {
     {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},
     {"exact_scale", py_exact_scale, METH_VARARGS, "The normal law's expected value: grad times the value."},
     {"exact_uniform", py_exact_uniform, METH_VARARGS, "The uniform law's expected value times grad, the rule included."},
-    {"set_simd", py_set_simd, METH_VARARGS, "Turns the draw's AVX2 and AVX-512 lanes on or off (tests); returns the previous state."},
+    {"set_simd", py_set_simd, METH_VARARGS, "set_simd(on, avx512=True): turns the hand-written AVX2 and AVX-512 lanes on or off, or (avx512 false) the AVX-512 ones alone off (tests); returns whether the AVX2 lanes were on."},
     {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries (COMPACT_SPARE entries to spare); returns their number."},
     {"binary_events", py_binary_events, METH_VARARGS, "0/1 values to bytes and events, or -1."},
