@@ -35,6 +35,31 @@ FUSED = ([Path.NATIVE] if DEVICE == "cpu" else []) + ([Path.TRITON] if KERNELS e
 needs_kernels = pytest.mark.skipif(not KERNELS, reason="needs Triton (a GPU or the interpreter)")
 
 
+#: Test files of the developer tools in ``benchmarks/``, which target the
+#: current snnTorch alone (tox: once, in its environment).
+BENCHMARK_FILES = ("test_benchmarks.py", "test_defaults_benchmark.py")
+
+
+def _on_kernels(item) -> bool:
+    """Whether a test item runs the Triton kernels through the interpreter:
+    parametrized with the ``triton`` mode or ``Path.TRITON``."""
+    spec = getattr(item, "callspec", None)
+    return spec is not None and any(
+        value == "triton" or value is Path.TRITON for value in spec.params.values() if isinstance(value, (str, Path))
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks ``version_free`` (tox runs those once, against the current
+    snnTorch) the tests of the benchmark scripts and every test run on the
+    Triton kernels: the kernels and their interpreter do not depend on the
+    snnTorch version, and each such test has its ``reference`` and ``auto``
+    twins, which run the same snnTorch-facing code against every version."""
+    for item in items:
+        if item.path.name in BENCHMARK_FILES or _on_kernels(item):
+            item.add_marker(pytest.mark.version_free)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_snntorch_instances():
     """snnTorch keeps a class-level list of neurons for ``init_hidden``; start

@@ -152,7 +152,7 @@ def test_small_leaky_layers_give_the_expected_value_on_every_path(backend, law):
     the same gradients as snn.Leaky with make() (or its normal law), on the
     backend's paths (natively the sequence's expected value in C)."""
     torch.manual_seed(3)
-    x = torch.rand(6, 32, 10) * 1.4
+    x = torch.rand(6, 4, 10) * 1.4
     w = torch.linspace(0.5, 1.5, 10)
 
     def grads(run):
