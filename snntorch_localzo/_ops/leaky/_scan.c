@@ -77,6 +77,28 @@ static inline int threads_for(int64_t work, int64_t min_work)
 #endif
 static int CPU_AVX2 = 0, HAVE_AVX2 = 0, CPU_AVX512 = 0, HAVE_AVX512 = 0;
 
+/* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
+ * EVENT_ONES[m]: their number; BIT_RANKS[m][b]: for a set bit b of m, the
+ * number of set bits below it (0 elsewhere). All filled when the module
+ * loads; the AVX2 lanes compress (compact, list_near, the order statistics' candidates) and expand
+ * (spread_near) eight floats with them, as the event lists gather the ones of eight bytes. */
+static int32_t EVENT_OFFSETS[256][8];
+static uint8_t EVENT_ONES[256];
+static int32_t BIT_RANKS[256][8];
+
+static void fill_event_tables(void)
+{
+    for (int m = 0; m < 256; m++) {
+        int k = 0;
+        for (int b = 0; b < 8; b++)
+            if (m >> b & 1) {
+                BIT_RANKS[m][b] = k;
+                EVENT_OFFSETS[m][k++] = b;
+            }
+        EVENT_ONES[m] = (uint8_t)k;
+    }
+}
+
 /* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
  * one definition, through setup.py's define_macros; the module exports them
  * (RESET_SUBTRACT, ...) so that the package can check its build. */
@@ -290,14 +312,15 @@ TRACE_GRAD(trace_grad_f64_u8, double, uint8_t)
 /* Order statistics of the adaptive step: the k-th smallest (1-based) of a
  * row of n floats, NaN counted as +infinity: exactly the value
  * torch.kthvalue returns.
- * - k <= KTH_LANES_K (and n >= KTH_LANES_MIN, AVX-512): kth_lanes_avx512,
- *   below;
+ * - k <= KTH_LANES_K (and n >= KTH_LANES_MIN, AVX-512 or AVX2): the lanes'
+ *   min/max network, below;
  * - k <= KTH_FEW: one pass keeps the k smallest seen so far, in order; a
  *   block of 16 values none of which is below the k-th so far is skipped
  *   whole (after the first blocks almost every one).
  * - else a search on order-preserving 32-bit keys for the smallest key t
  *   with at least k keys <= t, each step one branch-free counting pass
- *   over the row (kth_key).                                                */
+ *   over the row (kth_key); the last at most KTH_GATHER candidates are
+ *   gathered and ranked in the lanes of either unit where the CPU has one. */
 
 #define KTH_FEW 32
 
@@ -487,11 +510,35 @@ static __attribute__((target("avx512f"))) int64_t keys_within_avx512(const uint3
 }
 #endif
 
+#ifdef ZO_X86_LANES
+/* the same in 8 AVX2 lanes: the unsigned comparison as a signed one of the
+ * keys with their top bit flipped, the compression by EVENT_OFFSETS */
+static __attribute__((target("avx2"))) int64_t keys_within_avx2(const uint32_t *keys, int64_t n,
+                                                                 uint32_t lo, uint32_t width,
+                                                                 uint32_t *cand, int64_t *at)
+{
+    const __m256i top = _mm256_set1_epi32(INT32_MIN), vlo = _mm256_set1_epi32((int)lo);
+    const __m256i vw = _mm256_xor_si256(_mm256_set1_epi32((int)width), top);
+    int64_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(keys + i));
+        const __m256i above = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sub_epi32(v, vlo), top), vw);
+        const int mk = ~_mm256_movemask_ps(_mm256_castsi256_ps(above)) & 0xff;
+        const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
+        _mm256_storeu_si256((__m256i *)(cand + m), _mm256_permutevar8x32_epi32(v, perm));
+        m += EVENT_ONES[mk];
+    }
+    *at = i;
+    return m;
+}
+#endif
+
 static int64_t keys_within(const uint32_t *keys, int64_t n, uint32_t lo, uint32_t width, uint32_t *cand)
 {
     int64_t m = 0, i = 0;
 #ifdef ZO_X86_LANES
     if (HAVE_AVX512) m = keys_within_avx512(keys, n, lo, width, cand, &i);
+    else if (HAVE_AVX2) m = keys_within_avx2(keys, n, lo, width, cand, &i);
 #endif
     for (; i < n; i++) {
         cand[m] = keys[i];
@@ -537,10 +584,37 @@ VECTOR_CLONES static uint32_t rank_pick_loop(const uint32_t *restrict cand, int6
     return best;
 }
 
+#ifdef ZO_X86_LANES
+/* the same in 8 AVX2 lanes: the candidates in four vectors padded with the
+ * key 0xffffffff, which no value has (order_key's largest is +inf's), so
+ * that a pad is never below a candidate and always above one; unsigned
+ * comparisons as signed ones with the top bit flipped */
+static __attribute__((target("avx2"))) uint32_t rank_pick_avx2(const uint32_t *cand, int64_t m, int64_t r)
+{
+    uint32_t pad[32];
+    for (int64_t j = 0; j < 32; j++) pad[j] = j < m ? cand[j] : 0xffffffffu;
+    const __m256i top = _mm256_set1_epi32(INT32_MIN);
+    __m256i c[4];
+    for (int q = 0; q < 4; q++)
+        c[q] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pad + 8 * q)), top);
+    for (int64_t i = 0; i < m; i++) {
+        const __m256i v = _mm256_xor_si256(_mm256_set1_epi32((int)cand[i]), top);
+        int lt = 0, gt = 0;
+        for (int q = 0; q < 4; q++) {
+            lt += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(v, c[q]))));
+            gt += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(c[q], v))));
+        }
+        if (lt <= r && r < 32 - gt) return cand[i];
+    }
+    return 0;
+}
+#endif
+
 static uint32_t rank_pick(const uint32_t *cand, int64_t m, int64_t r)
 {
 #ifdef ZO_X86_LANES
     if (HAVE_AVX512 && m <= 32) return rank_pick_avx512(cand, m, r);
+    if (HAVE_AVX2 && m <= 32) return rank_pick_avx2(cand, m, r);
 #endif
     return rank_pick_loop(cand, m, r);
 }
@@ -653,28 +727,6 @@ static int row_kth2(const float *a, int64_t rows, int64_t n, int64_t k1, int64_t
 
 DENSE_ESTIMATE(dense_estimate_f32, float)
 DENSE_ESTIMATE(dense_estimate_f64, double)
-
-/* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
- * EVENT_ONES[m]: their number; BIT_RANKS[m][b]: for a set bit b of m, the
- * number of set bits below it (0 elsewhere). All filled when the module
- * loads; the AVX2 lanes compress (compact, list_near) and expand
- * (spread_near) eight floats with them, as the event lists gather the ones of eight bytes. */
-static int32_t EVENT_OFFSETS[256][8];
-static uint8_t EVENT_ONES[256];
-static int32_t BIT_RANKS[256][8];
-
-static void fill_event_tables(void)
-{
-    for (int m = 0; m < 256; m++) {
-        int k = 0;
-        for (int b = 0; b < 8; b++)
-            if (m >> b & 1) {
-                BIT_RANKS[m][b] = k;
-                EVENT_OFFSETS[m][k++] = b;
-            }
-        EVENT_ONES[m] = (uint8_t)k;
-    }
-}
 
 /* The non-zero entries of g, in order: their positions to index and their
  * values to values, both with COMPACT_SPARE entries to spare past the last
