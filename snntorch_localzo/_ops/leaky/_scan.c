@@ -80,8 +80,9 @@ static int CPU_AVX2 = 0, HAVE_AVX2 = 0, CPU_AVX512 = 0, HAVE_AVX512 = 0;
 /* EVENT_OFFSETS[m]: the positions of the set bits of the byte m, ascending;
  * EVENT_ONES[m]: their number; BIT_RANKS[m][b]: for a set bit b of m, the
  * number of set bits below it (0 elsewhere). All filled when the module
- * loads; the AVX2 lanes compress (compact, list_near, the order statistics' candidates) and expand
- * (spread_near) eight floats with them, as the event lists gather the ones of eight bytes. */
+ * loads; the AVX2 lanes compress (compress8: compact, list_near, the order
+ * statistics' candidates) and expand (spread_near) eight floats with them,
+ * as the event lists gather the ones of eight bytes. */
 static int32_t EVENT_OFFSETS[256][8];
 static uint8_t EVENT_ONES[256];
 static int32_t BIT_RANKS[256][8];
@@ -98,6 +99,19 @@ static void fill_event_tables(void)
         EVENT_ONES[m] = (uint8_t)k;
     }
 }
+
+#ifdef ZO_X86_LANES
+/* Eight lanes compressed: the lanes of v whose bit is set in the byte mk,
+ * in order, stored at dst (all eight lanes are written: dst needs room for
+ * them; the caller counts EVENT_ONES[mk]); returns the permutation, the
+ * stored lanes' positions in v, for the callers that list those too. */
+static inline __attribute__((always_inline, target("avx2"))) __m256i compress8(void *dst, __m256 v, int mk)
+{
+    const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
+    _mm256_storeu_ps((float *)dst, _mm256_permutevar8x32_ps(v, perm));
+    return perm;
+}
+#endif
 
 /* The reset mechanisms' numbers come from snntorch_localzo/_ops/resets.py, the
  * one definition, through setup.py's define_macros; the module exports them
@@ -524,8 +538,7 @@ static __attribute__((target("avx2"))) int64_t keys_within_avx2(const uint32_t *
         const __m256i v = _mm256_loadu_si256((const __m256i *)(keys + i));
         const __m256i above = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sub_epi32(v, vlo), top), vw);
         const int mk = ~_mm256_movemask_ps(_mm256_castsi256_ps(above)) & 0xff;
-        const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
-        _mm256_storeu_si256((__m256i *)(cand + m), _mm256_permutevar8x32_epi32(v, perm));
+        compress8(cand + m, _mm256_castsi256_ps(v), mk);
         m += EVENT_ONES[mk];
     }
     *at = i;
@@ -786,9 +799,8 @@ static __attribute__((target("avx2"))) int64_t compact_f32_avx2(const float *g, 
         const __m256 v = _mm256_loadu_ps(g + i);
         const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
         if (!mk) continue;
-        const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
+        const __m256i perm = compress8(values + k, v, mk);
         const __m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int)i), perm);  /* n < 2^31 (compact_f32) */
-        _mm256_storeu_ps(values + k, _mm256_permutevar8x32_ps(v, perm));
         _mm256_storeu_si256((__m256i *)(index + k), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos)));
         _mm256_storeu_si256((__m256i *)(index + k + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1)));
         k += EVENT_ONES[mk];
@@ -1408,8 +1420,7 @@ static __attribute__((target("avx2"))) int64_t list_near_avx2(const float *x, in
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         const int mk = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_LT_OQ));
-        const __m256i perm = _mm256_loadu_si256((const __m256i *)EVENT_OFFSETS[mk]);
-        _mm256_storeu_ps(xs + near, _mm256_permutevar8x32_ps(v, perm));
+        const __m256i perm = compress8(xs + near, v, mk);
         _mm256_storeu_si256((__m256i *)(idx + near), _mm256_add_epi32(_mm256_set1_epi32((int)i), perm));
         near += EVENT_ONES[mk];
     }
