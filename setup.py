@@ -1,5 +1,5 @@
 """Builds the optional C time loops of the native CPU path
-(``snntorch_localzo/_ops/leaky/_scan.c``). Everything else is in
+(``snntorch_localzo/_ops/_scan.c``). Everything else is in
 pyproject.toml. Without a C compiler the build skips the extension and the
 package runs the same loops as vectorised PyTorch operations."""
 
@@ -78,8 +78,8 @@ class BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "snntorch_localzo._ops.leaky._scan",
-            sources=["snntorch_localzo/_ops/leaky/_scan.c"],
+            "snntorch_localzo._ops._scan",
+            sources=["snntorch_localzo/_ops/_scan.c"],
             define_macros=reset_macros(),
             depends=[os.path.relpath(RESETS_FILE, HERE)],  # rebuilt when the numbering changes
             optional=True,

@@ -446,9 +446,9 @@ def test_order_statistics_equal_kthvalue(n):
     4, from 64 values on: the lanes' min/max network, a last block of any
     width)."""
     from snntorch_localzo._ops import order
-    from snntorch_localzo._ops.leaky import native
+    from snntorch_localzo._ops import clib
 
-    module = native.c_module()
+    module = clib.c_module()
     if module is None:
         pytest.skip("the C loops are not built here")
     torch.manual_seed(n)
@@ -477,9 +477,9 @@ def test_order_statistics_equal_kthvalue(n):
 def test_adaptive_step_is_the_same_with_and_without_the_c_passes(shape, rule, monkeypatch):
     """The C passes (order statistics, firing counts, floors) give the bits
     of their PyTorch forms: NaN membranes, silent samples and steps mode included."""
-    from snntorch_localzo._ops.leaky import native
+    from snntorch_localzo._ops import clib
 
-    if native.c_module() is None:
+    if clib.c_module() is None:
         pytest.skip("the C loops are not built here")
     torch.manual_seed(0)
     u = -0.4 + 0.3 * torch.randn(shape)

@@ -13,11 +13,11 @@ import torch
 import snntorch_localzo as localzo
 from conftest import SIMD_SETTINGS
 from snntorch_localzo._backend import Path
-from snntorch_localzo._ops.leaky import native
+from snntorch_localzo._ops import clib
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo._ops.spike import native as spike_native
 
-pytestmark = pytest.mark.skipif(native.c_module() is None, reason="the C loops are not built here")
+pytestmark = pytest.mark.skipif(clib.c_module() is None, reason="the C loops are not built here")
 
 
 def fused_grad(est, u: torch.Tensor, grad=None) -> torch.Tensor:
@@ -132,7 +132,7 @@ def test_vector_lanes_draw_the_same_bits(law, shape):
     portable loop draw the same magnitudes and list and spread the same near
     entries: the same gradient for the same seed (rows of 203 entries end in
     a block of eight and a shorter tail)."""
-    module = native.c_module()
+    module = clib.c_module()
     est = localzo.make(law, samples=3)
     u = 0.4 * torch.randn(shape) - 0.5
     grads = []
@@ -162,7 +162,7 @@ def test_threads_split_rows_without_changing_the_draw(shape):
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             # one OpenMP pool: torch's setting reaches the C loops where they have OpenMP
-            assert native.c_module().max_threads() in (1, threads)
+            assert clib.c_module().max_threads() in (1, threads)
             est.reset_stats()
             torch.manual_seed(11)
             x = u.clone().requires_grad_()

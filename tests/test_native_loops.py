@@ -1,4 +1,4 @@
-"""The native path's C time loops (``_ops/leaky/_scan.c``) against its
+"""The native path's C time loops (``_ops/_scan.c``) against its
 PyTorch loops, bit for bit, and the output pool's reuse rules.
 
 CI builds the C loops with the package (tox sets
@@ -12,34 +12,34 @@ import pytest
 import torch
 from conftest import SIMD_SETTINGS
 
-from snntorch_localzo._ops import planner, resets, workspace
+from snntorch_localzo._ops import clib, planner, resets, workspace
 from snntorch_localzo._ops.leaky import native
 from snntorch_localzo._ops.leaky.reference import LeakyParams
 from snntorch_localzo._ops.linear_leaky import native as linear_native
 
 pytestmark = pytest.mark.version_free
-needs_c = pytest.mark.skipif(native._scan is None, reason="the C loops were not built here")
+needs_c = pytest.mark.skipif(clib._scan is None, reason="the C loops were not built here")
 
 
 def test_c_loops_are_built_where_ci_requires_them():
     if os.environ.get("SNNTORCH_LOCALZO_REQUIRE_C", "0") in ("", "0"):
         pytest.skip("SNNTORCH_LOCALZO_REQUIRE_C is not set")
-    assert native._scan is not None and native.use_c(torch.zeros(1))
+    assert clib._scan is not None and clib.use_c(torch.zeros(1))
 
 
-@pytest.mark.skipif(native.C_RESETS is None, reason="the C loops were not built here")
+@pytest.mark.skipif(clib.C_RESETS is None, reason="the C loops were not built here")
 def test_c_loops_number_the_resets_as_python():
     """setup.py compiles the numbers of resets.py into the C loops, which export them."""
-    assert native.C_RESETS == (resets.RESET_SUBTRACT, resets.RESET_ZERO, resets.RESET_NONE)
+    assert clib.C_RESETS == (resets.RESET_SUBTRACT, resets.RESET_ZERO, resets.RESET_NONE)
 
 
 def both(monkeypatch, fn):
     """``fn()`` with the C loops, then with the PyTorch loops."""
     monkeypatch.delenv("SNNTORCH_LOCALZO_NO_C", raising=False)
-    assert native.use_c(torch.zeros(1))
+    assert clib.use_c(torch.zeros(1))
     with_c = fn()
     monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
-    assert not native.use_c(torch.zeros(1))
+    assert not clib.use_c(torch.zeros(1))
     return with_c, fn()
 
 
@@ -164,7 +164,7 @@ def test_binary_events_write_no_further_than_their_spare_entries(n):
     cols = torch.full((capacity + linear_native.EVENT_SPARE + 16,), -7, dtype=torch.int32)
     row_end = torch.zeros(3, dtype=torch.int64)
     packed = torch.empty(3, n, dtype=torch.uint8)
-    ones = native.c_module().binary_events(x.data_ptr(), packed.data_ptr(), cols.data_ptr(),
+    ones = clib.c_module().binary_events(x.data_ptr(), packed.data_ptr(), cols.data_ptr(),
                                            row_end.data_ptr(), 3, n, capacity, False)
     assert ones == 6 and cols[:6].tolist() == [0, 1, 2, 3, 4, 0]
     assert (cols[capacity + linear_native.EVENT_SPARE:] == -7).all()
@@ -179,7 +179,7 @@ def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density
     (NaN and -0.0 included: NaN is non-zero, -0.0 is zero), with its vector
     lanes and without, and writes at most COMPACT_SPARE entries past the
     last (a guard region after them stays untouched)."""
-    module = native.c_module()
+    module = clib.c_module()
     torch.manual_seed(n)
     g = torch.randn(n, dtype=dtype) * (torch.rand(n) < density)
     if n > 4:
@@ -190,7 +190,7 @@ def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density
     try:
         for lanes in SIMD_SETTINGS:
             module.set_simd(*lanes)
-            index, values = native.compact(g, expected.numel())
+            index, values = clib.compact(g, expected.numel())
             assert torch.equal(index, expected)
             ref = g[expected]
             assert torch.equal(values.isnan(), ref.isnan())
@@ -377,7 +377,7 @@ def test_all_finite_in_c_equals_torch(dtype):
         u = t.clone()
         if value is not None:
             u[pos] = value
-        assert native.c_module().all_finite(u.data_ptr(), u.numel(), dtype == torch.float64) \
+        assert clib.c_module().all_finite(u.data_ptr(), u.numel(), dtype == torch.float64) \
             == bool(torch.isfinite(u).all())
 
 

@@ -14,7 +14,8 @@ from snntorch import surrogate, utils
 import snntorch_localzo as localzo
 from conftest import DEVICE, MODES, made_by
 from snntorch_localzo import use_backend
-from snntorch_localzo._ops.leaky import LeakyParams, leaky_step, native
+from snntorch_localzo._ops import clib
+from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo._ops.planner import NATIVE_MIN_NUMEL
@@ -270,7 +271,7 @@ def test_small_cpu_steps_take_the_reference():
     small = torch.rand(4, 72, requires_grad=True)
     spk, _ = lif(small, lif.init_leaky())
     assert not made_by(spk, NativeLeaky)
-    if native.c_module() is not None:  # a step the fused spike backward covers: at every size
+    if clib.c_module() is not None:  # a step the fused spike backward covers: at every size
         big = torch.rand(-(-NATIVE_MIN_NUMEL // 72), 72, requires_grad=True)
         spk, _ = lif(big, lif.init_leaky())
         assert not made_by(spk, NativeLeaky)

@@ -16,9 +16,9 @@ import torch
 import snntorch_localzo as localzo
 from conftest import DEVICE, FUSED, assert_identical, made_by, run_with_grads
 from snntorch_localzo._backend import Path
-from snntorch_localzo._ops.leaky import LeakyParams, leaky_step, native
+from snntorch_localzo._ops import clib, planner
+from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
-from snntorch_localzo._ops import planner
 from snntorch_localzo._ops.spike import spike
 
 pytestmark = pytest.mark.version_free
@@ -79,7 +79,7 @@ def test_spike_path_is_planned_from_device_mode_and_size(device):
     small = torch.zeros(2, 100, device=device)
     tiny = torch.zeros(4096, 10, device=device)  # an output layer: 10 entries a sample
     cpu = device == "cpu"
-    fused = cpu and native.c_module() is not None
+    fused = cpu and clib.c_module() is not None
     with localzo.use_backend("auto"):
         assert planner.spike_path(big, spec) is (Path.NATIVE if cpu else Path.TRITON)
         assert planner.spike_path(small, spec) is (Path.NATIVE if fused else Path.REFERENCE if cpu else Path.TRITON)

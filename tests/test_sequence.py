@@ -13,7 +13,7 @@ import snntorch as snn
 import snntorch_localzo as localzo
 from conftest import DEVICE, MODES, made_by, needs_kernels
 from snntorch_localzo import use_backend
-from snntorch_localzo._ops import active, planner
+from snntorch_localzo._ops import active, clib, planner
 from snntorch_localzo._ops.planner import Path
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_seq, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
@@ -640,9 +640,7 @@ def test_non_finite_incoming_gradient_propagates_as_in_the_reference(mode):
 def test_native_layer_keeps_spike_inputs_as_bytes_with_the_same_gradients(monkeypatch):
     """A LinearLeaky on the native path keeps a spike input (0/1) for backward
     as one byte per entry, and its gradients are those of the float input."""
-    from snntorch_localzo._ops.leaky import native as leaky_native
-
-    if leaky_native.c_module() is None:
+    if clib.c_module() is None:
         pytest.skip("the C loops are not built here")
 
     def run():
@@ -678,7 +676,7 @@ def test_native_layer_keeps_spike_inputs_as_bytes_with_the_same_gradients(monkey
 
 # ------------------------------------------------ the event-driven input current
 needs_c = pytest.mark.skipif(
-    native_linear.leaky_native.c_module() is None, reason="the C loops are not built here"
+    clib.c_module() is None, reason="the C loops are not built here"
 )
 
 
@@ -804,9 +802,7 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     input packed to bytes,
     and the chunked trace product's to rounding:
     ``sum over active (t, b, j) of e * trace[t, b, :]``."""
-    from snntorch_localzo._ops.leaky import native as leaky_native
-
-    if leaky_native.c_module() is None:
+    if clib.c_module() is None:
         pytest.skip("the C loops are not built here")
     torch.manual_seed(0)
     T, B, IN, OUT = 9, 128, 1000, 40  # T B IN > 2**20: split where threads are there

@@ -7,8 +7,8 @@ as
 * ``native.py`` -- the native CPU path: only the entries that can have a
   non-zero estimate draw (in C, the spike function's fused pass, for float32
   and the laws it samples; ``sampling.sparse_estimate`` otherwise), and,
-  for the Leaky layers, the time loops in C (``leaky/_scan.c``, shared with
-  ``linear_leaky/``);
+  for the Leaky layers, the time loops in C (``_scan.c``, loaded by
+  ``clib.py``, which every operator's C calls go through);
 * ``triton.py`` -- the Triton kernels (CUDA, or the CPU through the
   interpreter), built from ``triton_common.py``;
 * ``autograd.py`` -- the glue: runs the path that ``planner.py`` picks.

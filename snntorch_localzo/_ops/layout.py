@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .clib import c_module
+
 #: Bit of the code byte that records the reset; the bits below it record the
 #: active directions, so at most ``RESET_BIT`` directions per neuron fit.
 RESET_BIT = 7
@@ -30,14 +32,6 @@ ACTIVE, TOTAL, LAST_ACTIVE, LAST_TOTAL, CALLS = range(METER_SLOTS)
 
 
 # ----------------------------------------------------------------- the meter
-def _c_module():
-    """The C loops' module, or None (imported on first use: the Leaky
-    package imports this module)."""
-    from .leaky import native
-
-    return native.c_module()
-
-
 _NO_METER = {}
 
 
@@ -64,7 +58,7 @@ def record(acc: torch.Tensor, active: torch.Tensor, total: int) -> None:
         return
     if (type(active) is int and acc.device.type == "cpu" and acc.is_contiguous()
             and not torch.compiler.is_compiling()):
-        module = _c_module()
+        module = c_module()
         if module is not None:
             module.meter_record(acc.data_ptr(), active, int(total))
             return

@@ -4,7 +4,7 @@ reads of each sample's membrane (:func:`row_stats`), the floors it puts
 under each entry's step (:func:`floors`), and the whole rule in one C pass
 (:func:`rule_delta`).
 
-On the CPU the C selection of ``leaky/_scan.c`` finds the same values as
+On the CPU the C selection of ``_scan.c`` finds the same values as
 ``torch.kthvalue`` (the exact order statistics): for a rank of at most 4
 in a row of 64 values or more, a min/max network in AVX-512 lanes (where
 the CPU has them); for a rank of at most 32 one pass that keeps the
@@ -22,17 +22,15 @@ from typing import Optional, Tuple
 import torch
 
 from .._backend import Path, device_path
+from .clib import c_module
 
 
 def _selection(t: torch.Tensor):
     """The C module when it runs on ``t`` here (float32 on the CPU, outside
-    ``torch.compile``), else None (imported on first use: the Leaky package
-    imports the adaptive step)."""
+    ``torch.compile``), else None."""
     if t.device.type != "cpu" or t.dtype != torch.float32 or torch.compiler.is_compiling():
         return None
-    from .leaky import native
-
-    return native.c_module()
+    return c_module()
 
 
 def abs_far(u: torch.Tensor) -> torch.Tensor:

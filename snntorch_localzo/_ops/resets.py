@@ -2,7 +2,7 @@
 
 The one definition: the Python paths import these names, the Triton kernels
 take them as compile-time constants (``triton_common.py``) and the C loops
-(``leaky/_scan.c``) get them as macros from ``setup.py``, which reads this
+(``_scan.c``) get them as macros from ``setup.py``, which reads this
 file as text. So it imports nothing and assigns plain int literals.
 """
 

@@ -36,6 +36,7 @@ import torch
 
 from ..distributions import SAMPLERS, TABLE, compute_dtype
 from . import planner
+from .clib import c_module, compact, use_c
 from .workspace import scratch
 from .spec import ZOSpec
 
@@ -167,17 +168,15 @@ def nonzero_estimate(uabs: torch.Tensor, absz: torch.Tensor, spec: ZOSpec) -> Tu
     ``uabs`` (compute dtype) given ``absz [m, n]``: the same bits, in two C
     passes (estimate, then compaction) where the C loops run, else
     :func:`estimate` and ``torch.nonzero``."""
-    from .leaky import native  # (the Leaky package imports this module)
-
-    if not native.use_c(uabs, absz) or uabs.device.type != "cpu" or torch.compiler.is_compiling():
+    if not use_c(uabs, absz) or uabs.device.type != "cpu" or torch.compiler.is_compiling():
         return nonzero_entries(estimate(uabs, absz, spec))
     uabs, absz = uabs.contiguous(), absz.contiguous()
     n, f64 = uabs.numel(), uabs.dtype == torch.float64
-    c = native.c_module()
+    c = c_module()
     g = scratch("estimate", (n,), uabs.dtype)
     count = c.dense_estimate(uabs.data_ptr(), absz.data_ptr(), absz.shape[0], n, float(spec.delta),
                              float(spec.coef), int(spec.p == 1), g.data_ptr(), f64)
-    return native.compact(g, count)
+    return compact(g, count)
 
 
 def sparse_estimate_abs(

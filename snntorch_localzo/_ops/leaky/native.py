@@ -24,8 +24,6 @@ float64, as vectorised PyTorch operations otherwise (and with
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -33,59 +31,12 @@ import torch
 from .. import layout, oplib, rng
 from ..workspace import output, scratch
 from ..sampling import compute_dtype, expected_estimate, nonzero_entries, sparse_estimate, sparse_estimate_abs
+from ..clib import c_module, use_c
 from ..resets import RESET_NONE, RESET_SUBTRACT, RESET_ZERO
 from ..planner import use_event_reverse_scan
 from ..spec import ZOSpec
 from ...step import Step, sample_entries, sample_rows
 from .reference import LeakyParams, clamped_beta
-
-try:
-    from . import _scan
-except ImportError:  # built without a C compiler
-    _scan = None
-
-#: The reset numbers the C loops were compiled with (setup.py passes resets.py's).
-C_RESETS = None if _scan is None else tuple(
-    getattr(_scan, name, None) for name in ("RESET_SUBTRACT", "RESET_ZERO", "RESET_NONE")
-)
-if C_RESETS is not None and C_RESETS != (RESET_SUBTRACT, RESET_ZERO, RESET_NONE):
-    warnings.warn(
-        f"{_scan.__file__} was built with other reset numbers than resets.py (a stale build; "
-        "rebuild it with `python setup.py build_ext --inplace`): the PyTorch loops run instead",
-        RuntimeWarning,
-    )
-    _scan = None
-
-_C_DTYPES = (torch.float32, torch.float64)
-
-
-def c_module():
-    """The C module (``_scan.c``) when it runs here: built, and not turned off
-    with ``SNNTORCH_LOCALZO_NO_C=1``; else None."""
-    if _scan is None or os.environ.get("SNNTORCH_LOCALZO_NO_C", "0") not in ("", "0"):
-        return None
-    return _scan
-
-
-def use_c(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether the C loops run for these tensors (float32 or float64, all alike)."""
-    if c_module() is None:
-        return False
-    present = [t for t in tensors if t is not None]
-    return present[0].dtype in _C_DTYPES and all(t.dtype == present[0].dtype for t in present)
-
-
-def compact(g: torch.Tensor, count: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ``count`` non-zero entries of the contiguous float32/float64 ``g``:
-    their sorted flat int64 indices and their values (one C pass; the C loops
-    must run)."""
-    spare = _scan.COMPACT_SPARE  # (the pass stores whole blocks past the last entry)
-    index = torch.empty(count + spare, dtype=torch.int64)
-    values = torch.empty(count + spare, dtype=g.dtype)
-    kept = _scan.compact(g.data_ptr(), g.numel(), index.data_ptr(), values.data_ptr(), g.dtype == torch.float64)
-    assert kept == count, (kept, count)
-    return index[:count], values[:count]
-
 
 def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
@@ -124,9 +75,9 @@ def scan(
         fired = scratch("fired", mem.shape, torch.bool) if zero else None
         xc = xs.contiguous()
         m0 = None if mem0 is None else mem0.contiguous()
-        _scan.leaky_scan(xc.data_ptr(), _ptr(m0), mem.data_ptr(), spk.data_ptr(), _ptr(uabs),
-                         _ptr(fired), xs.shape[0], mem.numel() // xs.shape[0], float(b), float(thr),
-                         float(gr), params.reset, dt == torch.float64)
+        c_module().leaky_scan(xc.data_ptr(), _ptr(m0), mem.data_ptr(), spk.data_ptr(), _ptr(uabs),
+                              _ptr(fired), xs.shape[0], mem.numel() // xs.shape[0], float(b), float(thr),
+                              float(gr), params.reset, dt == torch.float64)
         resets = None
         if zero:  # the reset of step t is the spike of step t - 1
             resets = torch.empty(mem.shape, dtype=torch.bool)
@@ -320,9 +271,9 @@ def reverse_scan(
         count = 0 if index is None else index.numel()
         events = e is None and grad_mem is None and index is not None \
             and use_event_reverse_scan(count, carry.numel())
-        _scan.reverse_scan(_ptr(e), _ptr(index), _ptr(values), count,
-                           _ptr(grad_mem), _ptr(resets), gx.data_ptr(), carry.data_ptr(),
-                           shape[0], carry.numel(), float(b), dtype == torch.float64, events)
+        c_module().reverse_scan(_ptr(e), _ptr(index), _ptr(values), count,
+                                _ptr(grad_mem), _ptr(resets), gx.data_ptr(), carry.data_ptr(),
+                                shape[0], carry.numel(), float(b), dtype == torch.float64, events)
         return gx, carry
     if sparse_e is not None:
         e = torch.zeros(shape, dtype=dtype)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from .. import oplib
 from ..workspace import output, scratch
+from ..clib import c_module, use_c
 from ..leaky import native as leaky_native
 from ..leaky.reference import clamped_beta
 from ..planner import (
@@ -78,7 +79,7 @@ def binary_events(x: torch.Tensor, capacity: int, keep: bool = True) -> Optional
         many (0: pack only)
     :param keep: the packed copy is kept (for backward); else a scratch tensor
     """
-    if not leaky_native.use_c(x) or torch.compiler.is_compiling():
+    if not use_c(x) or torch.compiler.is_compiling():
         return None
     x = x.contiguous()
     n = x.shape[-1] if x.dim() else 1
@@ -88,7 +89,7 @@ def binary_events(x: torch.Tensor, capacity: int, keep: bool = True) -> Optional
     if capacity > 0:  # the C loop writes up to 8 entries past the last one (EVENT_SPARE)
         cols = scratch("event_cols", (capacity + EVENT_SPARE,), torch.int32)
         row_end = scratch("event_row_end", (rows,), torch.int64)
-    ones = leaky_native.c_module().binary_events(
+    ones = c_module().binary_events(
         x.data_ptr(), packed.data_ptr(), _ptr(cols), _ptr(row_end), rows, n, capacity,
         x.dtype == torch.float64,
     )
@@ -114,7 +115,7 @@ def event_current(events: SpikeEvents, weight: torch.Tensor, bias: Optional[torc
     ``W^T`` per one. Equals the dense product to the rounding of the sum."""
     wt = scratch("weight_t", weight.shape[::-1], weight.dtype).copy_(weight.t())
     b = None if bias is None else bias.contiguous()
-    leaky_native.c_module().event_sum(
+    c_module().event_sum(
         events.cols.data_ptr(), events.row_end.data_ptr(), wt.data_ptr(), _ptr(b), out.data_ptr(),
         out.shape[0], out.shape[1], out.dtype == torch.float64,
     )
@@ -175,7 +176,7 @@ def _finite(t: torch.Tensor) -> bool:
     skips the zeros of the input, where the dense product spreads
     ``0 * inf = NaN``."""
     t = t.contiguous()
-    return leaky_native.c_module().all_finite(t.data_ptr(), t.numel(), t.dtype == torch.float64)
+    return c_module().all_finite(t.data_ptr(), t.numel(), t.dtype == torch.float64)
 
 
 def _csr(crow, col, values, size):
@@ -199,11 +200,11 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
     """Writes the input trace of steps ``[t0, t0 + steps)`` into ``out`` (the
     reference's ``input_trace``; its C loop where it runs) and returns the
     carry for the next chunk, a tensor of its own."""
-    if leaky_native.use_c(x, out):
+    if use_c(x, out):
         xc = x.contiguous()
         carry = torch.zeros(x.shape[1:], dtype=out.dtype) if carry is None else carry
         b = clamped_beta(beta, x.dtype).to(out.dtype)
-        leaky_native.c_module().trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
+        c_module().trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
                                       carry.numel(), float(b), out.dtype == torch.float64)
         return carry
     input_trace(x, beta, t0, steps, None if carry is None else carry.clone(), out)
@@ -223,13 +224,13 @@ def sparse_weight_grad(
     if index.numel() == 0:
         return dw
     packed = x.dtype == torch.uint8
-    if leaky_native.use_c(dw) and (packed or x.dtype == dw.dtype) and index.dtype == torch.int64:
+    if use_c(dw) and (packed or x.dtype == dw.dtype) and index.dtype == torch.int64:
         # one C pass: the trace advanced step by step, never held whole
         xc = x.contiguous()
         idx = index.contiguous()
         e = e_active.to(dw.dtype).contiguous()
         b = float(clamped_beta(beta, dtype).to(dw.dtype))
-        leaky_native.c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(),
+        c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(),
                                            idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64,
                                            int(packed))
         return dw
@@ -280,7 +281,7 @@ def event_weight_grad(packed: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     OUT = h.shape[-1]
     h = h.contiguous()
     gt = torch.zeros(IN, OUT, dtype=h.dtype)
-    leaky_native.c_module().event_outer(packed.contiguous().data_ptr(), h.data_ptr(), gt.data_ptr(), T * B, IN,
+    c_module().event_outer(packed.contiguous().data_ptr(), h.data_ptr(), gt.data_ptr(), T * B, IN,
                                         OUT, h.dtype == torch.float64)
     return gt.t().contiguous()
 
@@ -296,10 +297,10 @@ def sparse_input_grad(
     dx = output("grad_input", (T, B, IN), dtype).zero_()
     if lower.numel() == 0:
         return dx
-    if h.dtype == dtype and leaky_native.use_c(dx, h, weight) and lower.dtype == torch.int64:
+    if h.dtype == dtype and use_c(dx, h, weight) and lower.dtype == torch.int64:
         h = h.contiguous()
         wt = scratch("weight_t", (IN, OUT), dtype).copy_(weight.t())
-        leaky_native.c_module().sampled_dot(lower.contiguous().data_ptr(), lower.numel(), h.data_ptr(),
+        c_module().sampled_dot(lower.contiguous().data_ptr(), lower.numel(), h.data_ptr(),
                                             wt.data_ptr(), dx.data_ptr(), IN, OUT, dtype == torch.float64)
         return dx
     pattern = _csr(_row_pointers(lower // IN, T * B), lower % IN,
@@ -341,7 +342,7 @@ def _backward(
         )
     sampled_x = (need_x and lower is not None and x_dtype in (torch.float32, torch.float64)
                  and use_sampled_input_grad(lower.numel(), x.numel()))
-    event_w = (need_w and not sparse_w and sparse and x.dtype == torch.uint8 and leaky_native.use_c(h)
+    event_w = (need_w and not sparse_w and sparse and x.dtype == torch.uint8 and use_c(h)
                and use_event_weight_grad(Path.NATIVE, x_ones, x.numel()))
     if (sampled_x or event_w) and not leaky_native.finite_sum(h):
         sampled_x = event_w = False  # (a non-finite h takes the products, as the reference)

@@ -30,6 +30,7 @@ import torch
 from ... import distributions as D
 from ..._backend import Path, device_path
 from .. import layout, rng
+from ..clib import c_module, compact
 from ..workspace import scratch
 from ..sampling import TAIL, _MARGIN, sparse_estimate, tail_level
 from ..spec import ZOSpec
@@ -40,24 +41,6 @@ from .op import register_backward
 FUSED_KINDS = (D.NORMAL.kind, D.UNIFORM.kind, D.EXPONENTIAL.kind, D.LOMAX2.kind)
 
 
-_LEAKY_NATIVE = []
-
-
-def _leaky_native():
-    """The Leaky package's native module, which holds the C module (it imports
-    the spike function: imported on first use)."""
-    if not _LEAKY_NATIVE:
-        from ..leaky import native as leaky_native
-
-        _LEAKY_NATIVE.append(leaky_native)
-    return _LEAKY_NATIVE[0]
-
-
-def _c_module():
-    """The C module, or None."""
-    return _leaky_native().c_module()
-
-
 def spike_forward(u: torch.Tensor) -> torch.Tensor:
     """The Heaviside forward ``1[u > 0]`` in ``u``'s dtype, in one C pass for a
     contiguous float32/float64 CPU tensor (the reference takes two tensor
@@ -66,7 +49,7 @@ def spike_forward(u: torch.Tensor) -> torch.Tensor:
     if (u.dtype not in (torch.float32, torch.float64) or u.device.type != "cpu"
             or not u.is_contiguous() or torch.compiler.is_compiling()):
         return reference.spike_forward(u)
-    module = _c_module()
+    module = c_module()
     if module is None:
         return reference.spike_forward(u)
     out = torch.empty(u.shape, dtype=u.dtype)
@@ -78,7 +61,7 @@ def fused(u: torch.Tensor, spec: ZOSpec) -> bool:
     """Whether the fused C pass runs the backward of ``u`` (the planner asks)."""
     if u.dtype != torch.float32 or u.device.type != "cpu" or spec.kind not in FUSED_KINDS:
         return False
-    module = _c_module()
+    module = c_module()
     return module is not None and hasattr(module, "spike_backward")
 
 
@@ -122,7 +105,7 @@ def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz,
         grad = _float32(grad_out)
         if absz is not None:
             absz = _float32(absz)
-        count = _c_module().spike_backward(
+        count = c_module().spike_backward(
             u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_settings(spec, tuple(u.shape)),
             0 if absz is None else absz.data_ptr(), n, rng.host_seed(), 0,
         )
@@ -142,11 +125,11 @@ def draw(mem: torch.Tensor, threshold: float, spec: ZOSpec, rows_shape: tuple) -
     Carlo), from a stream seeded by one draw of torch's generator."""
     mem = _float32(mem)
     n = mem.numel()
-    module = _c_module()
+    module = c_module()
     g = scratch("drawn", (n,), torch.float32)
     count = module.spike_backward(mem.data_ptr(), 0, g.data_ptr(), *_settings(spec, tuple(rows_shape)), 0, n,
                                   rng.host_seed(), 0, float(threshold)) if n else 0
-    return _leaky_native().compact(g, count)
+    return compact(g, count)
 
 
 def exact_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
@@ -159,7 +142,7 @@ def exact_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
             or not spec.step.adaptive or torch.compiler.is_compiling()
             or not u.numel() or device_path(u) is not Path.NATIVE):
         return False
-    module = _c_module()
+    module = c_module()
     return module is not None and hasattr(module, "exact_uniform") and _settings(spec, tuple(u.shape))[2].x_e > 0
 
 
@@ -175,7 +158,7 @@ def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_sha
     if not u.numel():
         return out, 0
     rows, n, rule = _settings(spec, tuple(rows_shape))[:3]
-    module = _c_module()
+    module = c_module()
     law = spec.law
     gptr = 0 if grad is None else grad.data_ptr()
     if type(law) is D.Uniform:
@@ -210,7 +193,7 @@ def exact_entries(u: torch.Tensor, spec: ZOSpec, rows_shape: tuple) -> Tuple[tor
     in two C passes and PyTorch's ``exp`` (:func:`_exact`, then the
     compaction the draw uses)."""
     g, count = _exact(_float32(u), None, spec, rows_shape)
-    return _leaky_native().compact(g.view(-1), count)
+    return compact(g.view(-1), count)
 
 
 def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
