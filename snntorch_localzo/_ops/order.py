@@ -6,10 +6,10 @@ under each entry's step (:func:`floors`), and the whole rule in one C pass
 
 On the CPU the C selection of ``_scan.c`` finds the same values as
 ``torch.kthvalue`` (the exact order statistics): for a rank of at most 4
-in a row of 64 values or more, a min/max network in AVX-512 lanes (where
-the CPU has them); for a rank of at most 32 one pass that keeps the
+in a row of 64 values or more, a min/max network in AVX-512 or AVX2 lanes
+(where the CPU has them); for a rank of at most 32 one pass that keeps the
 smallest values seen; else a search for the rank's order-preserving key by
-counting passes. Inside ``torch.compile``, off the
+counting passes, whose last candidates are ranked in those lanes too. Inside ``torch.compile``, off the
 CPU, or without the C loops, the PyTorch forms run. The C passes compute
 the same bits as the PyTorch forms (the same float32 and float64
 operations)."""

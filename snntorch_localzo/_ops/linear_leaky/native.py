@@ -205,7 +205,7 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
         carry = torch.zeros(x.shape[1:], dtype=out.dtype) if carry is None else carry
         b = clamped_beta(beta, x.dtype).to(out.dtype)
         c_module().trace(xc.data_ptr(), out.data_ptr(), carry.data_ptr(), t0, steps,
-                                      carry.numel(), float(b), out.dtype == torch.float64)
+                         carry.numel(), float(b), out.dtype == torch.float64)
         return carry
     input_trace(x, beta, t0, steps, None if carry is None else carry.clone(), out)
     return out[-1].clone()
@@ -231,8 +231,8 @@ def sparse_weight_grad(
         e = e_active.to(dw.dtype).contiguous()
         b = float(clamped_beta(beta, dtype).to(dw.dtype))
         c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(),
-                                           idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64,
-                                           int(packed))
+                              idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64,
+                              int(packed))
         return dw
     x = unpack_binary(x, dtype)
     rows = index // out_features  # t * B + b
@@ -282,7 +282,7 @@ def event_weight_grad(packed: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     h = h.contiguous()
     gt = torch.zeros(IN, OUT, dtype=h.dtype)
     c_module().event_outer(packed.contiguous().data_ptr(), h.data_ptr(), gt.data_ptr(), T * B, IN,
-                                        OUT, h.dtype == torch.float64)
+                           OUT, h.dtype == torch.float64)
     return gt.t().contiguous()
 
 
@@ -301,7 +301,7 @@ def sparse_input_grad(
         h = h.contiguous()
         wt = scratch("weight_t", (IN, OUT), dtype).copy_(weight.t())
         c_module().sampled_dot(lower.contiguous().data_ptr(), lower.numel(), h.data_ptr(),
-                                            wt.data_ptr(), dx.data_ptr(), IN, OUT, dtype == torch.float64)
+                               wt.data_ptr(), dx.data_ptr(), IN, OUT, dtype == torch.float64)
         return dx
     pattern = _csr(_row_pointers(lower // IN, T * B), lower % IN,
                    torch.zeros(lower.numel(), dtype=h.dtype), (T * B, IN))
