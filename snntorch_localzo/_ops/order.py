@@ -5,12 +5,13 @@ under each entry's step (:func:`floors`), and the whole rule in one C pass
 (:func:`rule_delta`).
 
 On the CPU the C selection of ``_scan.c`` finds the same values as
-``torch.kthvalue`` (the exact order statistics): for a rank of at most 4
-in a row of 64 values or more, a min/max network in AVX-512 or AVX2 lanes
-(where the CPU has them); for a rank of at most 32 one pass that keeps the
-smallest values seen; else a search for the rank's order-preserving key by
-counting passes, whose last candidates are ranked in those lanes too. Inside ``torch.compile``, off the
-CPU, or without the C loops, the PyTorch forms run. The C passes compute
+``torch.kthvalue`` (the exact order statistics): for a rank of at most 4,
+in a row of 64 values or more a min/max network in AVX-512 or AVX2 lanes
+(where the CPU has them), else one pass that keeps the smallest values
+seen; for larger ranks a search for the rank's order-preserving key by
+counting passes, whose last candidates are ranked in those lanes too.
+Inside ``torch.compile``, off the CPU, or without the C loops, the PyTorch
+forms run. The C passes compute
 the same bits as the PyTorch forms (the same float32 and float64
 operations)."""
 
