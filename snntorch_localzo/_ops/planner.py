@@ -34,11 +34,12 @@ gradient sampled at the active entries of the layer below or dense
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
-from .._backend import Path, device_path
+from .._backend import Path, device_path, get_backend, interpreting
+from .clib import c_module
 from .resets import RESET_NONE, RESET_SUBTRACT
 from ..step import sample_entries
 from .spec import MAX_SAMPLES, ZOSpec
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .leaky.reference import LeakyParams
 
 __all__ = [
-    "Path", "spike_path", "leaky_path", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
+    "Path", "spike_path", "spike_plan", "leaky_path", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
     "use_event_weight_grad", "use_event_reverse_scan", "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
     "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
     "EVENT_WEIGHT_GRAD_MAX_DENSITY", "EVENT_REVERSE_SCAN_MAX_ACTIVE", "SAMPLED_INPUT_MAX_DENSITY",
@@ -145,6 +146,36 @@ def kernel_supports(spec: ZOSpec, dtype: torch.dtype) -> bool:
 
 def spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     """The path of the spike function's backward for ``u``."""
+    return spike_plan(u, spec)[0]
+
+
+#: :func:`spike_plan`'s decisions, by (spec, shape, dtype, device, settings).
+_SPIKE_PLANS: dict = {}
+_SPIKE_PLANS_MAX = 4096
+
+
+def spike_plan(u: torch.Tensor, spec: ZOSpec) -> Tuple[Path, bool]:
+    """``(path, fused)``: :func:`spike_path` for ``u``, and whether that path is
+    the native one with the fused C pass (:func:`spike.native.fused
+    <snntorch_localzo._ops.spike.native.fused>`). Decided once per spec,
+    shape, dtype, device, mode, Triton interpreter and C switch: every spike
+    call of a layer asks again, and the checks cost more than the C pass of a
+    small layer."""
+    if torch.compiler.is_compiling():  # (shapes may be symbolic there)
+        path = _spike_path(u, spec)
+        return path, path is Path.NATIVE and _fused_spike(u, spec)
+    mode = get_backend()
+    key = (spec, u.shape, u.dtype, u.device, mode, mode == "triton" and interpreting(), c_module() is not None)
+    plan = _SPIKE_PLANS.get(key)
+    if plan is None:
+        if len(_SPIKE_PLANS) >= _SPIKE_PLANS_MAX:
+            _SPIKE_PLANS.clear()
+        path = _spike_path(u, spec)
+        plan = _SPIKE_PLANS[key] = (path, path is Path.NATIVE and _fused_spike(u, spec))
+    return plan
+
+
+def _spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     if spec.step.is_exact(sample_entries(u.shape)):
         return Path.EXACT
     path = device_path(u)

@@ -97,7 +97,9 @@ def _float32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 and t.is_contiguous() else t.to(torch.float32).contiguous()
 
 
-def _fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc) -> torch.Tensor:
+def fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc) -> torch.Tensor:
+    """The backward by the fused C pass at ``u = mem - threshold`` (where
+    :func:`fused` holds; the spike function calls it directly in eager mode)."""
     u = _float32(u)
     out = torch.empty(u.shape, dtype=torch.float32)
     n = u.numel()
@@ -208,7 +210,7 @@ def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, tabl
 def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz: Optional[torch.Tensor],
               acc: torch.Tensor) -> torch.Tensor:
     if fused(u, spec):
-        return _fused_backward(grad_out, u, spec, absz, acc)
+        return fused_backward(grad_out, u, spec, absz, acc)
     return _sparse_backward(grad_out, u, spec, table, absz, acc)
 
 
