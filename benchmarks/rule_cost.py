@@ -29,12 +29,18 @@ Three measurements, each in one run, median of ``--repeats``:
   gradient (``T`` = 25 and 100 steps of 32768 and 131072 neurons, active
   entries at random, 0 to 100% of the neurons of one step): every neuron at
   every step against only the live ones (``planner.EVENT_REVERSE_SCAN_MAX_ACTIVE``);
+* ``call``: the spike function's forward plus backward per call (autograd
+  included), ``make()`` against snnTorch's ATan, at the shapes of the demo's
+  hidden and output layers (``[64, 128]``, ``[64, 10]``), tutorial 5's
+  hidden layer (``[32, 1000]``) and ``compare.py``'s (``[128, 256]``), for
+  firing (``N(-0.3, 0.5^2)``) and silent (``N(-0.8, 0.3^2)``) membranes:
+  blocks of 200 calls of each in turn, the median block;
 * ``sampled``: the input gradient at 0.1% to 10% of the entries of
   ``[T B, 256]`` (out 256; ``linear_leaky/native.sparse_input_grad``, the
   zeroed output included): the C dot products against
   ``torch.sparse.sampled_addmm`` (the C loops off).
 
-``order``, ``draw``, ``reverse`` and ``sampled`` run on one thread; ``--what``
+``order``, ``draw``, ``reverse``, ``call`` and ``sampled`` run on one thread; ``--what``
 picks the measurements (default: all).
 
     python benchmarks/rule_cost.py --out benchmarks/results/rule_cost_cpu.json
@@ -44,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
@@ -54,7 +59,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 import snntorch_localzo as localzo
-from snntorch_localzo._ops import order, planner, sampling
+from snntorch_localzo._ops import clib, order, planner, sampling
 from snntorch_localzo._ops.linear_leaky import native as linear_native
 
 
@@ -200,17 +205,49 @@ def sampled_rows(repeats: int, tbs: List[int]) -> List[Dict]:
             lower = torch.randperm(tb * 256)[:int(frac * tb * 256)].sort().values
             row = {"what": "sampled", "tb": tb, "in": 256, "out": 256, "active": frac}
             for name, no_c in (("c_ms", "0"), ("sampled_addmm_ms", "1")):
-                os.environ["SNNTORCH_LOCALZO_NO_C"] = no_c  # (read at every call)
+                enabled, clib.ENABLED = clib.ENABLED, no_c == "0"
                 try:
                     row[name] = median_ms(lambda: linear_native.sparse_input_grad(h, w, lower, torch.float32),
                                           repeats)
                 finally:
-                    os.environ.pop("SNNTORCH_LOCALZO_NO_C")
+                    clib.ENABLED = enabled
             rows.append(row)
     return rows
 
 
-MEASUREMENTS = ("order", "draw", "current", "outer", "reverse", "sampled")
+def call_rows(repeats: int, calls: int = 200) -> List[Dict]:
+    import snntorch.surrogate as surrogate
+
+    rows = []
+    torch.manual_seed(0)
+    for shape in ((64, 128), (64, 10), (32, 1000), (128, 256)):
+        for membrane, (mean, std) in (("firing", (-0.3, 0.5)), ("silent", (-0.8, 0.3))):
+            u = (mean + std * torch.randn(shape)).requires_grad_(True)
+            g = torch.ones(shape)
+
+            def block(fn):
+                def run():
+                    for _ in range(calls):
+                        fn(u).backward(g)
+                return run
+
+            fns = {"atan_us": block(surrogate.atan()), "make_us": block(localzo.make())}
+            times = {name: [] for name in fns}
+            for name, fn in fns.items():
+                fn()  # warm-up
+            for _ in range(repeats):
+                for name, fn in fns.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append((time.perf_counter() - start) * 1e6 / calls)
+            row = {"what": "call", "shape": list(shape), "membrane": membrane,
+                   **{name: statistics.median(t) for name, t in times.items()}}
+            row["ratio"] = row["atan_us"] / row["make_us"]
+            rows.append(row)
+    return rows
+
+
+MEASUREMENTS = ("order", "draw", "current", "outer", "reverse", "sampled", "call")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -232,6 +269,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "outer": lambda: outer_rows(args.repeats, args.tb, args.threads),
         "reverse": lambda: reverse_rows(args.repeats),
         "sampled": lambda: sampled_rows(args.repeats, args.tb),
+        "call": lambda: call_rows(args.repeats),
     }
     rows = [r for what in MEASUREMENTS if what in args.what for r in runs[what]()]
     for r in rows:
@@ -249,6 +287,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif r["what"] == "reverse":
             print(f"reverse T={r['steps']:>3} n={r['neurons']:>6} active/neuron {r['active_per_neuron']:6.1%}: "
                   f"events {r['events_ms']:7.3f} ms, dense {r['dense_ms']:7.3f} ms (planner: {r['chosen']})")
+        elif r["what"] == "call":
+            print(f"call   {str(tuple(r['shape'])):>11} {r['membrane']:6}: ATan {r['atan_us']:6.1f} us, "
+                  f"make() {r['make_us']:6.1f} us per forward + backward ({r['ratio']:.2f}x)")
         elif r["what"] == "sampled":
             print(f"sampled T*B={r['tb']:>5} active {r['active']:5.1%}: C {r['c_ms']:7.3f} ms, "
                   f"sampled_addmm {r['sampled_addmm_ms']:7.3f} ms")

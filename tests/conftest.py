@@ -35,6 +35,17 @@ FUSED = ([Path.NATIVE] if DEVICE == "cpu" else []) + ([Path.TRITON] if KERNELS e
 needs_kernels = pytest.mark.skipif(not KERNELS, reason="needs Triton (a GPU or the interpreter)")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_spike_plans():
+    """Each test plans its spike calls afresh, and leaves no plan behind: some
+    patch what the plans depend on (``planner.spike_plan``)."""
+    from snntorch_localzo._ops import planner
+
+    planner.forget_plans()
+    yield
+    planner.forget_plans()
+
+
 #: Test files of the developer tools in ``benchmarks/``, which target the
 #: current snnTorch alone (tox: once, in its environment).
 BENCHMARK_FILES = ("test_benchmarks.py", "test_defaults_benchmark.py")

@@ -490,7 +490,7 @@ def test_adaptive_step_is_the_same_with_and_without_the_c_passes(shape, rule, mo
         u[2].view(-1)[-1] = 0.5  # one entry fires: silent in part where 1 / n < rate
     with_c = [rule.delta(u, law, m) for law, m in (("normal", 1), ("laplace", 3))]
     steps_c = rule.delta(u, "normal", 1, steps=shape[0]) if len(shape) > 2 else None
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    monkeypatch.setattr(clib, "ENABLED", False)
     without = [rule.delta(u, law, m) for law, m in (("normal", 1), ("laplace", 3))]
     for a, b in zip(with_c, without):
         assert a.shape == b.shape and torch.equal(a, b)
@@ -515,7 +515,9 @@ def test_the_rule_kernel_gives_the_bits_of_the_other_forms(shape, rule, monkeypa
     u[2].view(-1)[-1] = 0.5  # one entry fires: silent in part where 1 / n < rate
     with localzo.use_backend("triton"):
         kernel = rule.delta(u, "normal", 1)
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    from snntorch_localzo._ops import clib
+
+    monkeypatch.setattr(clib, "ENABLED", False)
     with localzo.use_backend("reference"):
         torch_form = rule.delta(u, "normal", 1)
     assert kernel.shape == torch_form.shape and torch.equal(kernel, torch_form)

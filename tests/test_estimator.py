@@ -11,7 +11,7 @@ import torch
 import snntorch as snn
 
 import snntorch_localzo as localzo
-from snntorch_localzo._ops import sampling
+from snntorch_localzo._ops import clib, sampling
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -167,7 +167,7 @@ def test_whole_model_torch_save_roundtrip():
 def test_activity_meter_counts_nonzero_estimates(no_c, monkeypatch):
     """The counts, with the C loops (one C call records a backward call on
     the CPU) and without (tensor operations)."""
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", no_c)
+    monkeypatch.setattr(clib, "ENABLED", no_c == "0")
     torch.manual_seed(0)
     est = localzo.make("normal", delta=0.1, track=True)
     u = torch.randn(1000, requires_grad=True)

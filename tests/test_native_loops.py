@@ -35,10 +35,10 @@ def test_c_loops_number_the_resets_as_python():
 
 def both(monkeypatch, fn):
     """``fn()`` with the C loops, then with the PyTorch loops."""
-    monkeypatch.delenv("SNNTORCH_LOCALZO_NO_C", raising=False)
+    monkeypatch.setattr(clib, "ENABLED", True)
     assert clib.use_c(torch.zeros(1))
     with_c = fn()
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    monkeypatch.setattr(clib, "ENABLED", False)
     assert not clib.use_c(torch.zeros(1))
     return with_c, fn()
 
@@ -342,7 +342,7 @@ def test_sampled_input_grad_in_c_equals_the_product_at_the_entries(monkeypatch, 
             torch.testing.assert_close(flat[lower], product[lower])
             assert not flat[others].any()
         assert torch.equal(w, w0)
-        monkeypatch.delenv("SNNTORCH_LOCALZO_NO_C")
+        monkeypatch.setattr(clib, "ENABLED", True)
     assert torch.equal(with_c.reshape(-1)[lower], product[lower])  # the integer values: exact
 
 

@@ -568,7 +568,7 @@ def test_sparse_weight_grad_over_several_time_chunks(mode, no_c, monkeypatch, sp
     """The trace in chunks of time (the PyTorch loops; with the C loops one pass
     advances it step by step and never holds it whole): the reference's
     gradients to float32 rounding either way."""
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", no_c)
+    monkeypatch.setattr(clib, "ENABLED", no_c == "0")
     monkeypatch.setattr(linear_reference, "TRACE_BUDGET_BYTES", 4 * 4 * 30 * 2)  # 2 steps a chunk
     ref = two_layers("reference", True, seed=6)
     sparse = two_layers(mode, True, seed=6)
@@ -755,7 +755,7 @@ def test_native_layer_takes_the_event_current_up_to_the_cut_over(monkeypatch, dt
             layer(spikes(30))
         layer(spikes(31))
     assert calls["event_current"] == 2
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")  # no C loops: the dense product
+    monkeypatch.setattr(clib, "ENABLED", False)  # no C loops: the dense product
     assert not current(spikes(30))
 
 
@@ -823,7 +823,7 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     packed = native_linear.pack_binary(x)
     assert packed.dtype == torch.uint8
     assert torch.equal(native_linear.sparse_weight_grad(packed, index, e, beta, OUT, dtype), grads[0])
-    monkeypatch.setenv("SNNTORCH_LOCALZO_NO_C", "1")
+    monkeypatch.setattr(clib, "ENABLED", False)
     chunked = native_linear.sparse_weight_grad(x, index, e, beta, OUT)
     assert torch.equal(native_linear.sparse_weight_grad(packed, index, e, beta, OUT, dtype), chunked)
     trace = linear_reference.input_trace(x, beta)

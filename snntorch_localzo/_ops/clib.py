@@ -3,7 +3,7 @@ at hand): the one place that loads them, checks the build and says whether
 they run. The spike function's fused pass, the Leaky layers' time loops,
 the Linear + Leaky layer's event passes, the adaptive step's order
 statistics, the estimate's compaction and the meter all call
-:func:`c_module`; ``SNNTORCH_LOCALZO_NO_C=1`` turns them off, and the
+:func:`c_module`; ``SNNTORCH_LOCALZO_NO_C=1`` at import turns them off, and the
 PyTorch forms, which give the same bits, run instead.
 """
 
@@ -38,12 +38,16 @@ if C_RESETS is not None and C_RESETS != (RESET_SUBTRACT, RESET_ZERO, RESET_NONE)
 C_DTYPES = (torch.float32, torch.float64)
 
 
+#: Whether the C loops may run: False where ``SNNTORCH_LOCALZO_NO_C=1`` was
+#: set when the package was imported (read once: every call asks
+#: :func:`c_module`; the tests switch this flag).
+ENABLED = os.environ.get("SNNTORCH_LOCALZO_NO_C", "0") in ("", "0")
+
+
 def c_module():
     """The C module (``_scan.c``) when it runs here: built, and not turned off
-    with ``SNNTORCH_LOCALZO_NO_C=1``; else None."""
-    if _scan is None or os.environ.get("SNNTORCH_LOCALZO_NO_C", "0") not in ("", "0"):
-        return None
-    return _scan
+    (:data:`ENABLED`, ``SNNTORCH_LOCALZO_NO_C=1``); else None."""
+    return _scan if ENABLED else None
 
 
 def use_c(*tensors: Optional[torch.Tensor]) -> bool:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .leaky.reference import LeakyParams
 
 __all__ = [
-    "Path", "spike_path", "spike_plan", "leaky_path", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
+    "Path", "spike_path", "spike_plan", "leaky_path", "leaky_step_is_reference", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
     "use_event_weight_grad", "use_event_reverse_scan", "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
     "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
     "EVENT_WEIGHT_GRAD_MAX_DENSITY", "EVENT_REVERSE_SCAN_MAX_ACTIVE", "SAMPLED_INPUT_MAX_DENSITY",
@@ -154,16 +154,24 @@ _SPIKE_PLANS: dict = {}
 _SPIKE_PLANS_MAX = 4096
 
 
+def forget_plans() -> None:
+    """Forgets :func:`spike_plan`'s decisions (tests that change what they
+    depend on: this module's thresholds, the C loops' presence)."""
+    _SPIKE_PLANS.clear()
+
+
 def spike_plan(u: torch.Tensor, spec: ZOSpec) -> Tuple[Path, bool]:
-    """``(path, fused)``: :func:`spike_path` for ``u``, and whether that path is
-    the native one with the fused C pass (:func:`spike.native.fused
-    <snntorch_localzo._ops.spike.native.fused>`). Decided once per spec,
+    """``(path, fused)``: :func:`spike_path` for ``u``, and whether C passes
+    run that path's backward: the native path's fused pass
+    (:func:`spike.native.fused <snntorch_localzo._ops.spike.native.fused>`),
+    or the expected value's (``Path.EXACT``, :func:`spike.native.exact_fused
+    <snntorch_localzo._ops.spike.native.exact_fused>`). Decided once per spec,
     shape, dtype, device, mode, Triton interpreter and C switch: every spike
     call of a layer asks again, and the checks cost more than the C pass of a
     small layer."""
     if torch.compiler.is_compiling():  # (shapes may be symbolic there)
         path = _spike_path(u, spec)
-        return path, path is Path.NATIVE and _fused_spike(u, spec)
+        return path, c_passes(u, spec, path)
     mode = get_backend()
     key = (spec, u.shape, u.dtype, u.device, mode, mode == "triton" and interpreting(), c_module() is not None)
     plan = _SPIKE_PLANS.get(key)
@@ -171,8 +179,17 @@ def spike_plan(u: torch.Tensor, spec: ZOSpec) -> Tuple[Path, bool]:
         if len(_SPIKE_PLANS) >= _SPIKE_PLANS_MAX:
             _SPIKE_PLANS.clear()
         path = _spike_path(u, spec)
-        plan = _SPIKE_PLANS[key] = (path, path is Path.NATIVE and _fused_spike(u, spec))
+        plan = _SPIKE_PLANS[key] = (path, c_passes(u, spec, path))
     return plan
+
+
+def c_passes(u: torch.Tensor, spec: ZOSpec, path: Path) -> bool:
+    """Whether C passes run the spike function's backward on ``path`` (:func:`spike_plan`)."""
+    if path is Path.EXACT:
+        from .spike import native  # (the spike package imports this module)
+
+        return native.exact_fused(u, spec)
+    return path is Path.NATIVE and _fused_spike(u, spec)
 
 
 def _spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
@@ -239,6 +256,16 @@ def leaky_path(
             return Path.REFERENCE
         return path
     return Path.REFERENCE
+
+
+def leaky_step_is_reference(x: torch.Tensor, spec: ZOSpec) -> bool:
+    """Whether a Leaky step (``steps = 0``) on ``x`` takes the reference
+    whatever its parameters and state, known without them: where C passes run
+    its spike function's backward (:func:`spike_plan`: the native path with
+    the fused pass, or the expected value's), :func:`leaky_path` gives the
+    step the reference. Memoised with the plan, so a step loop pays for it
+    once."""
+    return spike_plan(x, spec)[1]
 
 
 def linear_leaky_path(

@@ -9,7 +9,7 @@ import torch
 
 from .._checks import check_beta, check_float_tensor, check_state
 from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step
-from .._ops.planner import Path, leaky_path
+from .._ops.planner import Path, leaky_path, leaky_step_is_reference
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -135,7 +135,7 @@ class Leaky(snn.Leaky):
             else:
                 kwargs["mem"] = mem
         reset_mechanism = self._fused_reset_mechanism()
-        if reset_mechanism is not None:
+        if reset_mechanism is not None and not leaky_step_is_reference(input_, self.spike_grad.spec):
             out = self._forward_fused(input_, mem, state, reset_mechanism)
             if out is not None:
                 return out

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .. import layout
-from ..planner import Path, spike_plan
+from ..planner import Path, c_passes, spike_plan
 from ..spec import ZOSpec
 from . import native, reference
 
@@ -33,8 +33,9 @@ class LocalZOSpike(torch.autograd.Function):
     def forward(ctx, u, spec, acc, absz, path, fused):
         # the meter's accumulator changes in every backward: kept aside, not saved
         ctx.spec, ctx.acc, ctx.path = spec, acc, path
-        # the planner's fused C pass runs directly in eager mode (while
-        # compiling, through the native path's registered operator)
+        # the planner's C passes run directly in eager mode (while compiling,
+        # the native path through its registered operator, the expected value
+        # in PyTorch)
         ctx.fused = fused and not torch.compiler.is_compiling()
         ctx.save_for_backward(u, absz)
         return native.spike_forward(u)
@@ -43,11 +44,11 @@ class LocalZOSpike(torch.autograd.Function):
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
         spec = ctx.spec
+        if ctx.fused and ctx.path is Path.EXACT:
+            return native.exact_backward(grad_out, u, spec, ctx.acc), None, None, None, None, None
         if ctx.fused:
             grad_in = native.fused_backward(grad_out, u, spec, absz, ctx.acc)
             return grad_in, None, None, None, None, None
-        if ctx.path is Path.EXACT and native.exact_fused(u, spec):
-            return native.exact_backward(grad_out, u, spec, ctx.acc), None, None, None, None, None
         # (the native path applies the step itself, fused with its draw)
         u = u if ctx.path is Path.NATIVE else spec.scale(u)
         grad_in = _backward_impl(ctx.path)(grad_out, u, spec, absz, ctx.acc)
@@ -69,7 +70,7 @@ def spike(
     """
     if not (torch.is_grad_enabled() and u.requires_grad):
         return native.spike_forward(u)  # no backward: no random numbers
-    path, fused = spike_plan(u, spec) if path is None else (path, path is Path.NATIVE and native.fused(u, spec))
+    path, fused = spike_plan(u, spec) if path is None else (path, c_passes(u, spec, path))
     if absz is not None:
         absz = absz.to(device=u.device, dtype=torch.float32 if path is Path.TRITON else absz.dtype).contiguous()
     return LocalZOSpike.apply(u, spec, layout.accumulator(meter, u.device), absz, path, fused)
