@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from .leaky.reference import LeakyParams
 
 __all__ = [
-    "Path", "spike_path", "spike_plan", "leaky_path", "leaky_step_is_reference", "linear_leaky_path", "use_event_current", "use_sparse_weight_grad",
-    "use_event_weight_grad", "use_event_reverse_scan", "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
+    "Path", "spike_path", "spike_plan", "leaky_path", "leaky_step_is_reference", "linear_leaky_path",
+    "use_event_current", "use_sparse_weight_grad", "use_event_weight_grad", "use_event_reverse_scan",
+    "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
     "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
     "EVENT_WEIGHT_GRAD_MAX_DENSITY", "EVENT_REVERSE_SCAN_MAX_ACTIVE", "SAMPLED_INPUT_MAX_DENSITY",
 ]
