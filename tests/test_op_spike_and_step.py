@@ -19,6 +19,7 @@ from snntorch_localzo._backend import Path
 from snntorch_localzo._ops import clib, planner
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
 from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
+from snntorch_localzo._ops.spike import native as spike_native
 from snntorch_localzo._ops.spike import spike
 
 pytestmark = pytest.mark.version_free
@@ -97,6 +98,41 @@ def test_spike_path_is_planned_from_device_mode_and_size(device):
     with localzo.use_backend("reference"):
         assert planner.spike_path(big, spec) is Path.REFERENCE
         assert planner.spike_path(tiny, spec) is Path.EXACT
+
+
+def test_spike_plan_follows_the_mode_and_the_c_switch(monkeypatch):
+    """A call's plan is memoised per spec, shape, dtype, device and setting:
+    asked again after the mode or the C switch changed, it is decided afresh;
+    its second element says whether C passes run the backward (the fused
+    pass; the expected value's for a small call), which the backward then
+    follows."""
+    spec = localzo.make().spec
+    small = torch.zeros(2, 100, requires_grad=True)
+    tiny = torch.zeros(8, 10, requires_grad=True)
+    if clib.c_module() is None:
+        pytest.skip("the C loops are not built here")
+    for _ in range(2):  # the second time from the memo
+        with localzo.use_backend("auto"):
+            assert planner.spike_plan(small, spec) == (Path.NATIVE, True)
+            assert planner.spike_plan(tiny, spec) == (Path.EXACT, True)
+            assert planner.spike_plan(small.double(), spec) == (Path.REFERENCE, False)
+        with localzo.use_backend("reference"):
+            assert planner.spike_plan(small, spec) == (Path.REFERENCE, False)
+            assert planner.spike_plan(tiny, spec) == (Path.EXACT, False)
+    monkeypatch.setattr(clib, "ENABLED", False)
+    with localzo.use_backend("auto"):
+        assert planner.spike_plan(small, spec) == (Path.REFERENCE, False)
+        assert planner.spike_plan(tiny, spec) == (Path.EXACT, False)
+    # the backward follows the plan: without the C loops the reference's expected value
+    calls = []
+    monkeypatch.setattr(spike_native, "exact_backward",
+                        lambda grad, u, spec, acc: calls.append(1) or torch.full_like(u, 7.0))
+    localzo.make()(tiny).sum().backward()
+    assert calls == [] and torch.equal(tiny.grad, torch.ones_like(tiny))  # height one at threshold
+    monkeypatch.setattr(clib, "ENABLED", True)
+    tiny.grad = None
+    localzo.make()(tiny).sum().backward()
+    assert calls == [1] and torch.equal(tiny.grad, torch.full_like(tiny, 7.0))
 
 
 @pytest.mark.parametrize("path", FUSED)
