@@ -13,7 +13,7 @@ from ._ops.spec import ZOSpec, spec_of
 from ._ops.spike import spike
 from .distributions import ADAPTIVE_LAWS, Distribution, get_distribution
 from .stats import ActivityMeter
-from .step import FIXED, Step
+from .step import FIXED, Step, sample_entries
 
 __all__ = ["LocalZO", "make"]
 
@@ -94,6 +94,18 @@ class LocalZO:
     :param track: record the fraction of non-zero estimates in backward
         (see :attr:`active_fraction`). Defaults to False
     :type track: bool, optional
+
+    :param sampling: how the active entries are drawn. ``"law"``: as above,
+        an entry is active when :math:`|U - U_{\rm thr}| < δ|z_i|`.
+        ``"gradient"``: in each sample the same expected number of active
+        entries, drawn with probabilities proportional to
+        :math:`|∂L/∂S \\cdot g(U)|` (capped at 1; :math:`g` the expected
+        value, ``∂L/∂S`` the gradient reaching the spike), each active
+        estimate :math:`g(U)` divided by its probability: the same expected
+        gradient with less variance (``docs/method.md`` section 8). It runs
+        on the plain PyTorch path only (slower than the law's fused
+        passes). Defaults to ``"law"``
+    :type sampling: str, optional
     """
 
     def __init__(
@@ -105,7 +117,11 @@ class LocalZO:
         alpha: Optional[float] = None,
         slope: Optional[float] = None,
         track: bool = False,
+        sampling: str = "law",
     ):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {sampling!r}")
+        self.sampling = sampling
         self._step: Step = FIXED
         if dist is None:
             dist = default_law(delta)
@@ -122,7 +138,7 @@ class LocalZO:
             dist, delta=delta, alpha=alpha, slope=slope
         )
         self.samples = check_count("samples", samples)
-        self._spec = spec_of(self.dist, self.samples, self._step)
+        self._spec = spec_of(self.dist, self.samples, self._step, sampling == "gradient")
         self.meter: Optional[ActivityMeter] = ActivityMeter() if check_bool("track", track) else None
 
     # ------------------------------------------------------------------ call
@@ -173,11 +189,18 @@ class LocalZO:
         the other samples of ``u``."""
         return self._step.expected_grad(self.dist, torch.as_tensor(u), self.samples)
 
-    def active_prob(self, u: torch.Tensor) -> torch.Tensor:
+    def active_prob(self, u: torch.Tensor, grad_out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Probability that the estimate at ``u`` is non-zero:
         :math:`1 - F(|u|/δ)^m` with :math:`F` the CDF of :math:`|z|` (with the
-        adaptive step, :math:`δ = δ_b` of each sample of ``u`` as one call)."""
-        return self._step.active_prob(self.dist, torch.as_tensor(u), self.samples)
+        adaptive step, :math:`δ = δ_b` of each sample of ``u`` as one call).
+        With ``sampling="gradient"``, the probability for the incoming
+        gradient ``grad_out`` (shaped like ``u``; None: ones)."""
+        u = torch.as_tensor(u)
+        if self.sampling == "gradient" and not self._step.is_exact(sample_entries(u.shape)):
+            from ._ops.weighted import weighted_probability
+
+            return weighted_probability(self.spec.scale(u), grad_out, self.spec)
+        return self._step.active_prob(self.dist, u, self.samples)
 
     def estimate(self, mem_shift: torch.Tensor) -> torch.Tensor:
         """One draw of the estimate :math:`G_m` of :math:`∂S/∂U` at
@@ -240,6 +263,8 @@ class LocalZO:
         else:
             params = ", ".join(f"{k}={v:g}" for k, v in self.dist.params().items())
         extra = ", track=True" if self.track else ""
+        if self.sampling != "law":
+            extra += f", sampling={self.sampling!r}"
         return f"LocalZO(dist={self.dist.name!r}, {params}, samples={self.samples}{extra})"
 
     def __eq__(self, other) -> bool:
@@ -248,21 +273,24 @@ class LocalZO:
             and self.dist == other.dist
             and self.samples == other.samples
             and self._step == other._step
+            and self.sampling == other.sampling
         )
 
     def __hash__(self) -> int:
-        return hash((self.dist, self.samples, self._step))
+        return hash((self.dist, self.samples, self._step, self.sampling))
 
     def __getstate__(self):
         # counts are runtime state: a copy or a loaded model starts afresh
-        return {"dist": self.dist, "samples": self.samples, "track": self.track, "rule": self.rule}
+        return {"dist": self.dist, "samples": self.samples, "track": self.track, "rule": self.rule,
+                "sampling": self.sampling}
 
     def __setstate__(self, state):
         self.dist = state["dist"]
         self.samples = state["samples"]
         # pickles from before the adaptive step have no rule: a fixed step
         self._step = state.get("rule") or FIXED
-        self._spec = spec_of(self.dist, self.samples, self._step)
+        self.sampling = state.get("sampling", "law")  # (pickles from before it: the law's)
+        self._spec = spec_of(self.dist, self.samples, self._step, self.sampling == "gradient")
         self.meter = ActivityMeter() if state["track"] else None
 
 
@@ -281,6 +309,8 @@ def default_law(delta) -> str:
 ADAPTIVE_DEFAULT_LAW = "uniform"
 #: The law of ``make(delta=x)``: the paper's, unchanged since the first release.
 FIXED_DEFAULT_LAW = "normal"
+#: How the active entries are drawn (:class:`LocalZO`'s ``sampling``).
+SAMPLINGS = ("law", "gradient")
 
 
 def make(
@@ -291,6 +321,7 @@ def make(
     alpha: Optional[float] = None,
     slope: Optional[float] = None,
     track: bool = False,
+    sampling: str = "law",
 ) -> LocalZO:
     """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
 
@@ -301,7 +332,9 @@ def make(
     ``make(delta=0.05)`` fixes the step (normal directions, the paper's);
     ``make("atan", alpha=2.0)`` has exactly the expected gradient of
     ``snntorch.surrogate.atan(alpha=2.0)`` (likewise ``"sigmoid"`` and
-    ``"fast_sigmoid"`` with ``slope``). Arguments as :class:`LocalZO`.
+    ``"fast_sigmoid"`` with ``slope``); ``make(sampling="gradient")`` draws
+    the active entries by the incoming gradient (less variance, the same
+    expected gradient and count). Arguments as :class:`LocalZO`.
 
     Example::
 
@@ -311,4 +344,4 @@ def make(
         lif = snn.Leaky(beta=0.9, spike_grad=localzo.make())
         lif = snn.Leaky(beta=0.9, spike_grad=localzo.make(delta=0.05))  # fixed step
     """
-    return LocalZO(dist, delta, samples, alpha=alpha, slope=slope, track=track)
+    return LocalZO(dist, delta, samples, alpha=alpha, slope=slope, track=track, sampling=sampling)

@@ -14,7 +14,9 @@ path                what runs
                     estimate (only entries that can be active draw);
                     for the spike function one fused C pass (step,
                     draw, estimate)
-``Path.REFERENCE``  plain PyTorch, step by step (every other case)
+``Path.REFERENCE``  plain PyTorch, step by step (every other case,
+                    and every draw of a spec that samples by the
+                    incoming gradient, ``spec.weighted``)
 ``Path.EXACT``      the spike function's expected value instead of a
                     draw, for the calls whose samples are small enough
                     for the step (``Step.is_exact``: an output layer);
@@ -196,6 +198,8 @@ def c_passes(u: torch.Tensor, spec: ZOSpec, path: Path) -> bool:
 def _spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     if spec.step.is_exact(sample_entries(u.shape)):
         return Path.EXACT
+    if spec.weighted:  # (only the reference samples by the incoming gradient)
+        return Path.REFERENCE
     path = device_path(u)
     if path is Path.TRITON and not kernel_supports(spec, u.dtype):
         return Path.REFERENCE if u.is_cuda else Path.NATIVE
@@ -242,8 +246,8 @@ def leaky_path(
     :param mem_shape: the membrane's shape where it is not ``x``'s (Linear + Leaky)
     """
     path = device_path(x)
-    if path is Path.REFERENCE:
-        return path
+    if path is Path.REFERENCE or spec.weighted:
+        return Path.REFERENCE
     if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
         return Path.REFERENCE
     if path is Path.TRITON:
@@ -265,8 +269,9 @@ def leaky_step_is_reference(x: torch.Tensor, spec: ZOSpec) -> bool:
     its spike function's backward (:func:`spike_plan`: the native path with
     the fused pass, or the expected value's), :func:`leaky_path` gives the
     step the reference. Memoised with the plan, so a step loop pays for it
-    once."""
-    return spike_plan(x, spec)[1]
+    once. A weighted spec (:mod:`~snntorch_localzo._ops.weighted`) takes
+    the reference everywhere."""
+    return spec.weighted or spike_plan(x, spec)[1]
 
 
 def linear_leaky_path(

@@ -61,6 +61,7 @@ class ZOSpec:
     kparam: float
     dist: Optional[D.Distribution] = field(default=None, compare=False, repr=False)
     step: Step = FIXED
+    weighted: bool = False
 
     @property
     def law(self) -> D.Distribution:
@@ -107,25 +108,27 @@ class ZOSpec:
 
 @functools.lru_cache(maxsize=256)
 def _flat(spec: ZOSpec) -> Tuple[List[int], List[float]]:
-    ints = [spec.kind, spec.p, spec.samples, STEP_KINDS.index(type(spec.step))]
+    ints = [spec.kind, spec.p, spec.samples, STEP_KINDS.index(type(spec.step)), int(spec.weighted)]
     return ints, [spec.delta, spec.coef, spec.kparam, *spec.step.op_floats()]
 
 
 @functools.lru_cache(maxsize=256)
 def _unflat(ints: Tuple[int, ...], floats: Tuple[float, ...]) -> ZOSpec:
-    kind, p, samples, step_kind = ints
+    kind, p, samples, step_kind, weighted = ints
     delta, coef, kparam = floats[:3]
     return ZOSpec(kind, p, samples, delta, coef, kparam,
-                  step=STEP_KINDS[step_kind].from_floats(floats[3:]))
+                  step=STEP_KINDS[step_kind].from_floats(floats[3:]), weighted=bool(weighted))
 
 
 @functools.lru_cache(maxsize=256)
-def spec_of(dist: D.Distribution, samples: int, step: Step = FIXED) -> ZOSpec:
-    """The spec of a distribution, a number of directions and a step (with an
-    adaptive step, ``dist`` has the unit step). Cached."""
+def spec_of(dist: D.Distribution, samples: int, step: Step = FIXED, weighted: bool = False) -> ZOSpec:
+    """The spec of a distribution, a number of directions, a step (with an
+    adaptive step, ``dist`` has the unit step) and the sampling (``weighted``:
+    by the incoming gradient). Cached."""
     spec = ZOSpec(
         kind=dist.sampler.kind, p=dist.p, samples=samples, delta=dist.delta,
         coef=dist.scale / samples / step.height(dist), kparam=dist.kparam, dist=dist, step=step,
+        weighted=weighted,
     )
     spec.inverse_height()  # (cached now, outside any pass)
     return spec

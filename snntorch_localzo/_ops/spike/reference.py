@@ -1,6 +1,8 @@
 """Plain PyTorch reference of the LocalZO spike function: the Heaviside step
 forward; in backward, ``|z|`` drawn for every entry from torch's generator and
-the estimate of ``sampling.estimate`` (docs/method.md section 1)."""
+the estimate of ``sampling.estimate`` (docs/method.md section 1), or, for a
+weighted spec, one uniform per entry and ``weighted.weighted_estimate``
+(section 8)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 from .. import layout, rng
 from ..sampling import compute_dtype, draw_abs_z, estimate, expected_estimate
 from ..spec import ZOSpec
+from ..weighted import weighted_estimate
 from .op import register_backward
 
 
@@ -18,7 +21,12 @@ def spike_forward(u: torch.Tensor) -> torch.Tensor:
 
 
 def draw_estimate(u: torch.Tensor, spec: ZOSpec, table: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-    """One draw of ``G_m(u)`` in the compute dtype, counted into ``acc``."""
+    """One draw of ``G_m(u)`` in the compute dtype, counted into ``acc`` (for
+    a weighted spec, weighted by ``g(u)`` alone: an incoming gradient of ones)."""
+    if spec.weighted:
+        g = weighted_estimate(u, None, spec, rng.generator(u.device))
+        layout.record_nonzero(acc, g)
+        return g
     absz = draw_abs_z(
         spec, table, u.shape, device=u.device, dtype=compute_dtype(u.dtype),
         generator=rng.generator(u.device),
@@ -38,8 +46,12 @@ def exact_estimate(u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor) -> torch.Te
 
 def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     """``grad_out * G(u)`` with ``|z|`` drawn (unless given); adds the
-    non-zero count to the meter ``acc`` (unless it is empty)."""
-    if absz is None:
+    non-zero count to the meter ``acc`` (unless it is empty). A weighted spec
+    draws its estimate for ``grad_out`` (``absz`` does not apply)."""
+    if spec.weighted:
+        g = weighted_estimate(u, grad_out, spec, rng.generator(u.device))
+        layout.record_nonzero(acc, g)
+    elif absz is None:
         g = draw_estimate(u, spec, table, acc)
     else:
         g = estimate(u, absz, spec)

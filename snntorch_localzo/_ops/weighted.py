@@ -1,0 +1,101 @@
+"""Gradient-weighted sampling of the estimate's active entries, in PyTorch
+(``make(sampling="gradient")``, docs/method.md section 8).
+
+The law's draw makes an entry active with probability ``p(u)`` (for one
+uniform direction ``1 - |u| / (sqrt(3) delta)`` inside the band) whatever
+gradient reaches it. In the backward, the incoming gradient ``go`` is known,
+and the estimate is only ever used as ``go * G``. For each sample (a row of
+:func:`~snntorch_localzo.step.sample_rows`):
+
+* the *budget* ``K = sum_j p(u_j)``, the expected number of active entries
+  of the law's draw, stays;
+* entry ``j`` is active with probability ``q_j = min(1, c w_j)``,
+  ``w_j = |go_j g(u_j)|``, ``g`` the estimate's expected value
+  (:func:`~snntorch_localzo._ops.sampling.expected_estimate`), ``c`` such
+  that ``sum_j q_j = K`` (:func:`inclusion_probability`);
+* the estimate is ``g(u_j) / q_j`` where active, 0 elsewhere.
+
+Its expected value is ``g(u)``, as the law's draw's, and a sample's
+expected number of active entries is ``K`` (fewer where ``go`` is zero).
+Among all inclusion probabilities with that sum, ``q ∝ |go g|`` minimises
+the summed variance of ``go * G`` (a Lagrange multiplier on
+``sum_j (go_j g_j)^2 (1/q_j - 1)``). ``c`` scales with ``1 / |go|``, so a
+sample's ``q`` does not change when its gradient is scaled (a mean loss over
+a chunk of the batch) and does not depend on the other samples.
+
+Only the reference runs it: the planner sends a weighted spec down
+``Path.REFERENCE`` (the expected value, ``Path.EXACT``, where the step gives
+no draw).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..distributions import compute_dtype
+from ..step import sample_rows
+from .sampling import expected_estimate
+from .spec import ZOSpec
+
+
+def inclusion_probability(w: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """``q = min(1, c w)`` row by row, with ``c >= 0`` such that each row's
+    ``q`` sums to its ``budget`` (all ones where ``w > 0`` when the budget is
+    at least the number of such entries). ``w``: ``[rows, n]``, non-negative
+    and finite; ``budget``: ``[rows]``. Computed in float64: the entries
+    capped at 1 are found by repeating ``c = (budget - capped) / sum of the
+    others' w`` until no new entry reaches 1 (each round caps at least one
+    more entry, or stops)."""
+    w = w.to(torch.float64)
+    budget = budget.to(torch.float64)
+    capped = torch.zeros_like(w, dtype=torch.bool)
+    positive = w > 0
+    limit = int(positive.sum(1).max()) if w.numel() else 0
+    for _ in range(limit + 1):
+        free = torch.where(capped, 0.0, w).sum(1)
+        left = (budget - capped.sum(1)).clamp(min=0)
+        c = torch.where(free > 0, left / free.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+        now = capped | (positive & (c[:, None] * w >= 1))
+        if torch.equal(now, capped):
+            break
+        capped = now
+    return torch.where(capped, 1.0, (c[:, None] * w).clamp(max=1.0))
+
+
+def _rows(u: torch.Tensor) -> int:
+    return sample_rows(u.shape)[0]
+
+
+def weighted_probability(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec: ZOSpec) -> torch.Tensor:
+    """The inclusion probability ``q`` (float64, shaped like ``u``) of every
+    entry at ``u`` (as the operators see it: ``spec.scale(u)``) for the
+    incoming gradient ``grad_out`` (None: ones). An infinite or NaN
+    ``grad_out`` entry is never active (its gradient stays NaN)."""
+    g = expected_estimate(u, spec).to(torch.float64)
+    p = spec.law.active_prob(u, spec.samples)
+    rows = _rows(u)
+    w = g.abs() if grad_out is None else (g * grad_out.to(torch.float64)).abs()
+    w = torch.nan_to_num(w, nan=0.0, posinf=0.0)
+    q = inclusion_probability(w.reshape(rows, -1), p.reshape(rows, -1).sum(1))
+    return q.view(u.shape)
+
+
+def uniforms(shape, device, dtype: torch.dtype, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The draw: one uniform on [0, 1) per entry."""
+    return torch.rand(shape, device=device, dtype=dtype, generator=generator)
+
+
+def weighted_estimate(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec: ZOSpec,
+                      generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One draw of the gradient-weighted estimate at ``u`` (as the operators
+    see it) for the incoming gradient ``grad_out`` (None: ones), in the
+    compute dtype: ``g(u) / q`` where a uniform from ``generator`` (one per
+    entry, drawn in ``u``'s compute dtype) falls below ``q``, else 0."""
+    cdtype = compute_dtype(u.dtype)
+    q = weighted_probability(u, grad_out, spec)
+    r = uniforms(u.shape, u.device, cdtype, generator)
+    g = expected_estimate(u, spec).to(torch.float64)
+    active = r.to(torch.float64) < q
+    return torch.where(active, g / torch.where(active, q, 1.0), 0.0).to(cdtype)

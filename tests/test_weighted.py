@@ -1,0 +1,250 @@
+"""``make(sampling="gradient")``: the active entries drawn by the incoming
+gradient (``_ops/weighted.py``, docs/method.md section 8). Same expected
+gradient and expected count per sample as the law's draw, per sample, and on
+the reference path everywhere."""
+
+import math
+import pickle
+
+import pytest
+import snntorch as snn
+import torch
+from snntorch import utils as snn_utils
+
+import snntorch_localzo as localzo
+from conftest import MODES
+from snntorch_localzo._ops import weighted
+from snntorch_localzo._ops.planner import Path, leaky_path, leaky_step_is_reference, spike_path
+from snntorch_localzo._ops.leaky.reference import LeakyParams, RESET_SUBTRACT
+from snntorch_localzo._ops.weighted import inclusion_probability, weighted_probability
+
+
+def _membranes(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = -0.4 + 0.4 * torch.randn(shape, generator=g)
+    u[: shape[0] // 2] -= 0.6  # batch-mates that differ
+    return u
+
+
+def _grad(shape, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    go = torch.randn(shape, generator=g)
+    go[..., ::3] = 0.0  # entries no gradient reaches
+    return go
+
+
+@pytest.mark.parametrize("budget", [0.0, 3.0, 17.5, 40.0, 200.0])
+def test_inclusion_probability_sums_to_the_budget_proportional_to_w_below_one(budget):
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(4, 60, generator=g, dtype=torch.float64) ** 6  # heavy spread: some capped
+    w[:, ::4] = 0.0
+    K = torch.full((4,), budget, dtype=torch.float64)
+    q = inclusion_probability(w, K)
+    positive = (w > 0).sum(1).to(torch.float64)
+    assert torch.allclose(q.sum(1), torch.minimum(K, positive), rtol=1e-12, atol=1e-12)
+    assert bool(((q >= 0) & (q <= 1)).all()) and bool((q[w == 0] == 0).all())
+    for r in range(4):
+        free = (q[r] < 1) & (w[r] > 0)
+        if free.any():
+            ratio = q[r][free] / w[r][free]
+            assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-12)
+            capped = q[r] == 1
+            if capped.any():  # the capped entries are the largest w
+                assert w[r][capped].min() >= w[r][free].max()
+
+
+@pytest.mark.parametrize("make_kwargs,shape", [
+    ({}, (4, 96)),                                   # adaptive step, uniform law
+    ({"dist": "normal"}, (3, 4, 5, 5)),              # adaptive step, normal law, channels
+    ({"delta": 0.4}, (4, 80)),                       # a fixed step (normal law)
+    ({"delta": 0.3, "samples": 2}, (3, 70)),
+])
+def test_monte_carlo_mean_is_the_expected_gradient_and_count_the_budget(make_kwargs, shape):
+    """Through the spike function's backward: the mean of ``go * G`` over
+    N draws against ``go * expected_grad`` (each entry with ``N q >= 10``
+    within 5.5 standard errors of its own closed-form spread,
+    ``|go g| sqrt((1/q - 1) / N)``; the rarer entries' hits, pooled, within
+    5.5 Poisson standard errors of ``N sum q``), and each sample's mean
+    count of active entries against the law's expected count
+    ``sum_j p_j`` (5.5 standard errors, less the entries no gradient
+    reaches)."""
+    torch.manual_seed(0)
+    sg = localzo.make(sampling="gradient", **make_kwargs)
+    law = localzo.make(**make_kwargs)
+    u = _membranes(shape)
+    go = _grad(shape)
+    N = 3000
+    total = torch.zeros(shape, dtype=torch.float64)
+    hits = torch.zeros(shape, dtype=torch.float64)
+    x = u.clone().requires_grad_()
+    for _ in range(N):
+        x.grad = None
+        (sg(x) * go).sum().backward()
+        total += x.grad.double()
+        hits += (x.grad != 0).double()
+    count = hits.flatten(1).sum(1)
+    target = go.double() * sg.expected_grad(u).double()
+    q = sg.active_prob(u, go)
+    common = N * q >= 10
+    se = target.abs() * torch.sqrt((1.0 / q.clamp(min=1e-300) - 1.0).clamp(min=0) / N)
+    err = (total / N - target).abs()
+    assert int(common.sum()) > 20
+    assert bool((err <= 5.5 * se + 1e-5)[common].all()), float((err / (se + 1e-12))[common].max())
+    rare = (q > 0) & ~common
+    expected_rare = N * float(q[rare].sum())
+    assert abs(float(hits[rare].sum()) - expected_rare) <= 5.5 * math.sqrt(expected_rare) + 3
+    assert float(hits[q == 0].sum()) == 0
+    budget = law.active_prob(u).flatten(1).sum(1)
+    assert torch.allclose(q.flatten(1).sum(1), torch.minimum(budget, (q > 0).flatten(1).sum(1).double()))
+    spread = (q * (1 - q)).flatten(1).sum(1).sqrt()
+    assert bool(((count / N - q.flatten(1).sum(1)).abs() <= 5.5 * spread / math.sqrt(N) + 1e-9).all())
+
+
+def test_inclusion_is_per_sample_and_does_not_change_with_the_gradient_scale():
+    sg = localzo.make(sampling="gradient")
+    u, go = _membranes((16, 6, 4, 4)), _grad((16, 6, 4, 4))
+    q = sg.active_prob(u, go)
+    for rows in (slice(0, 1), slice(3, 9), slice(15, 16)):
+        assert torch.equal(sg.active_prob(u[rows], go[rows]), q[rows])
+    assert torch.equal(sg.active_prob(u, go * 0.25), q)  # (a power of two: the same bits)
+    assert not torch.equal(q, localzo.make().active_prob(u))  # it is not the law's
+
+
+def test_chunks_with_the_same_draws_give_the_full_batch_gradient(monkeypatch):
+    """Gradient accumulation over batch chunks (loss: the sum over the chunk
+    divided by the full batch size) equals the full batch's gradient when
+    every sample gets the same uniforms."""
+    calls, state = [], {"rows": None, "i": 0}
+    real = weighted.uniforms
+
+    def replay(shape, device, dtype, generator):
+        if state["rows"] is None:
+            calls.append(real(shape, device, dtype, generator))
+            return calls[-1]
+        r = calls[state["i"]][state["rows"]]
+        state["i"] += 1
+        return r
+
+    monkeypatch.setattr(weighted, "uniforms", replay)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 96), snn.Leaky(beta=0.8, init_hidden=True,
+                              spike_grad=localzo.make(sampling="gradient")))
+    x = torch.rand(5, 8, 20) * 1.5
+
+    def loss_of(xb):
+        snn_utils.reset(net)
+        return sum(net(xb[t]).sum() for t in range(xb.shape[0])) / x.shape[1]
+
+    loss_of(x).backward()
+    full = [p.grad.clone() for p in net.parameters()]
+    assert full[0].abs().sum() > 0
+    net.zero_grad()
+    for chunk in (slice(0, 2), slice(2, 3), slice(3, 8)):
+        state["rows"], state["i"] = chunk, 0
+        # the chunk's calls in backward come in the full batch's order, step by step
+        loss_of(x[:, chunk]).backward()
+    for a, b in zip(full, (p.grad for p in net.parameters())):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _train_grads(leaky, seed):
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(12, 80)
+    neuron = leaky(beta=0.9, spike_grad=localzo.make(sampling="gradient"), init_hidden=False)
+    x = torch.rand(6, 16, 12) * 2
+    mem = neuron.init_leaky()
+    out = 0
+    for t in range(6):
+        spk, mem = neuron(lin(x[t]), mem)
+        out = out + spk.sum() + 0.1 * (spk * torch.arange(80.0)).sum()
+    out.backward()
+    return [p.grad.clone() for p in lin.parameters()]
+
+
+def test_same_seed_same_gradients_and_the_drop_in_equals_snn_leaky():
+    a, b = _train_grads(snn.Leaky, 3), _train_grads(snn.Leaky, 3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    c = _train_grads(localzo.Leaky, 3)
+    assert all(torch.equal(x, y) for x, y in zip(a, c))
+    assert not torch.equal(a[0], _train_grads(snn.Leaky, 4)[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_planner_sends_weighted_draws_to_the_reference(mode):
+    spec = localzo.make(sampling="gradient").spec
+    with localzo.use_backend(mode):
+        assert spike_path(torch.zeros(64, 128), spec) is Path.REFERENCE
+        assert spike_path(torch.zeros(64, 10), spec) is Path.EXACT  # (no draw: unchanged)
+        assert leaky_step_is_reference(torch.zeros(64, 128), spec)
+        one = torch.ones(())
+        params = LeakyParams(one * 0.9, one, one, RESET_SUBTRACT)
+        assert leaky_path(torch.zeros(8, 64, 128), None, params, spec, 8) is Path.REFERENCE
+
+
+def test_a_sequence_layer_trains_with_it():
+    torch.manual_seed(0)
+    layer = localzo.LinearLeaky(beta=0.9, in_features=10, out_features=100,
+                                spike_grad=localzo.make(sampling="gradient", track=True))
+    x = torch.rand(7, 5, 10) * 3
+    spk, _ = layer(x)
+    (spk * torch.randn_like(spk)).sum().backward()
+    assert torch.isfinite(layer.linear.weight.grad).all() and layer.linear.weight.grad.abs().sum() > 0
+    assert 0 < layer.spike_grad.active_fraction < 0.5
+
+
+def test_a_non_finite_incoming_gradient_stays_non_finite_only_where_it_is():
+    sg = localzo.make(sampling="gradient")
+    u = _membranes((4, 64)).requires_grad_()
+    go = _grad((4, 64))
+    go[1, 5] = float("inf")
+    go[2, 7] = float("nan")
+    torch.manual_seed(0)
+    (sg(u) * go).sum().backward()
+    bad = ~torch.isfinite(u.grad)
+    assert bad[1, 5] and bad[2, 7] and int(bad.sum()) == 2
+
+
+def test_estimate_outside_autograd_weights_by_the_surrogate():
+    """``estimate()`` (OPZO's local factor) takes an incoming gradient of
+    ones: its mean is the expected gradient."""
+    torch.manual_seed(0)
+    sg = localzo.make(sampling="gradient")
+    u = _membranes((3, 50))
+    mean = sum(sg.estimate(u).double() for _ in range(2000)) / 2000
+    target = sg.expected_grad(u).double()
+    q = sg.active_prob(u)
+    se = target * torch.sqrt((1 / q.clamp(min=1e-300) - 1).clamp(min=0) / 2000)
+    assert bool(((mean - target).abs() <= 5.5 * se + 1e-6).all())
+
+
+def test_sampling_is_checked_compared_and_pickled():
+    with pytest.raises(ValueError, match="`sampling`"):
+        localzo.make(sampling="dense")
+    a = localzo.make(sampling="gradient")
+    assert a != localzo.make() and a == localzo.make(sampling="gradient")
+    assert hash(a) == hash(localzo.make(sampling="gradient"))
+    assert "sampling='gradient'" in repr(a)
+    b = pickle.loads(pickle.dumps(a))
+    assert b == a and b.spec.weighted and not localzo.make().spec.weighted
+    state = localzo.make().__getstate__()
+    del state["sampling"]  # a pickle from before the option
+    c = localzo.LocalZO.__new__(localzo.LocalZO)
+    c.__setstate__(state)
+    assert c == localzo.make()
+
+
+def test_the_spec_travels_through_the_operators_flat_arguments():
+    spec = localzo.make(sampling="gradient").spec
+    flat = spec.op_kwargs()
+    back = type(spec).unflat(flat["spec_ints"], flat["spec_floats"])
+    assert back.weighted and back == spec
+    flat = localzo.make().spec.op_kwargs()
+    assert not type(spec).unflat(flat["spec_ints"], flat["spec_floats"]).weighted
+
+
+def test_weighted_probability_is_the_estimators():
+    sg = localzo.make(sampling="gradient")
+    u, go = _membranes((5, 96)), _grad((5, 96))
+    assert torch.equal(sg.active_prob(u, go), weighted_probability(sg.spec.scale(u), go, sg.spec))
+    small = _membranes((5, 40))  # (an output layer: the expected value, no draw)
+    assert torch.equal(sg.active_prob(small, go[:, :40]), localzo.make().active_prob(small))
