@@ -14,7 +14,10 @@ from snntorch import utils as snn_utils
 import snntorch_localzo as localzo
 from conftest import MODES
 from snntorch_localzo._ops import weighted
-from snntorch_localzo._ops.planner import Path, leaky_path, leaky_step_is_reference, spike_path
+from snntorch_localzo._ops import layout
+from snntorch_localzo._ops.clib import c_module
+from snntorch_localzo._ops.planner import Path, leaky_path, leaky_step_is_reference, spike_path, spike_plan
+from snntorch_localzo._ops.spike import native, reference
 from snntorch_localzo._ops.leaky.reference import LeakyParams, RESET_SUBTRACT
 from snntorch_localzo._ops.weighted import inclusion_probability, weighted_probability
 
@@ -113,7 +116,9 @@ def test_inclusion_is_per_sample_and_does_not_change_with_the_gradient_scale():
 def test_chunks_with_the_same_draws_give_the_full_batch_gradient(monkeypatch):
     """Gradient accumulation over batch chunks (loss: the sum over the chunk
     divided by the full batch size) equals the full batch's gradient when
-    every sample gets the same uniforms."""
+    every sample gets the same uniforms (the reference's, replayed; the C
+    pass gives the reference's values given the same uniforms, tested
+    below)."""
     calls, state = [], {"rows": None, "i": 0}
     real = weighted.uniforms
 
@@ -135,14 +140,15 @@ def test_chunks_with_the_same_draws_give_the_full_batch_gradient(monkeypatch):
         snn_utils.reset(net)
         return sum(net(xb[t]).sum() for t in range(xb.shape[0])) / x.shape[1]
 
-    loss_of(x).backward()
-    full = [p.grad.clone() for p in net.parameters()]
-    assert full[0].abs().sum() > 0
-    net.zero_grad()
-    for chunk in (slice(0, 2), slice(2, 3), slice(3, 8)):
-        state["rows"], state["i"] = chunk, 0
-        # the chunk's calls in backward come in the full batch's order, step by step
-        loss_of(x[:, chunk]).backward()
+    with localzo.use_backend("reference"):
+        loss_of(x).backward()
+        full = [p.grad.clone() for p in net.parameters()]
+        assert full[0].abs().sum() > 0
+        net.zero_grad()
+        for chunk in (slice(0, 2), slice(2, 3), slice(3, 8)):
+            state["rows"], state["i"] = chunk, 0
+            # the chunk's calls in backward come in the full batch's order, step by step
+            loss_of(x[:, chunk]).backward()
     for a, b in zip(full, (p.grad for p in net.parameters())):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -170,10 +176,16 @@ def test_same_seed_same_gradients_and_the_drop_in_equals_snn_leaky():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_planner_sends_weighted_draws_to_the_reference(mode):
+def test_the_planner_sends_weighted_draws_to_the_c_pass_or_the_reference(mode):
     spec = localzo.make(sampling="gradient").spec
+    c_pass = mode == "auto" and c_module() is not None
     with localzo.use_backend(mode):
-        assert spike_path(torch.zeros(64, 128), spec) is Path.REFERENCE
+        assert spike_plan(torch.zeros(64, 128), spec) == ((Path.NATIVE, True) if c_pass else (Path.REFERENCE, False))
+        for other in (localzo.make("normal", sampling="gradient").spec,  # (the C pass: uniform law only)
+                      localzo.make(delta=0.3, sampling="gradient").spec,
+                      localzo.make(samples=2, sampling="gradient").spec):
+            assert spike_plan(torch.zeros(64, 128), other) == (Path.REFERENCE, False)
+        assert spike_plan(torch.zeros(64, 128, dtype=torch.float64), spec) == (Path.REFERENCE, False)
         assert spike_path(torch.zeros(64, 10), spec) is Path.EXACT  # (no draw: unchanged)
         assert leaky_step_is_reference(torch.zeros(64, 128), spec)
         one = torch.ones(())
@@ -248,3 +260,71 @@ def test_weighted_probability_is_the_estimators():
     assert torch.equal(sg.active_prob(u, go), weighted_probability(sg.spec.scale(u), go, sg.spec))
     small = _membranes((5, 40))  # (an output layer: the expected value, no draw)
     assert torch.equal(sg.active_prob(small, go[:, :40]), localzo.make().active_prob(small))
+
+
+def _c_rows(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = -0.6 + 0.5 * torch.randn(shape, generator=g)
+    go = torch.randn(shape, generator=g)
+    go[..., ::3] = 0.0
+    return u, go, torch.rand(shape, generator=g)
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+@pytest.mark.parametrize("shape", [(64, 128), (8, 6, 5, 5), (3, 1000), (2, 3, 4, 4, 2)])
+def test_the_c_pass_gives_the_references_values_given_the_same_uniforms(shape):
+    """``native.weighted_backward`` against the reference backward on
+    ``spec.scale(u)`` with the same uniforms: the same values (its sums run
+    in another order, which moves ``c`` by an ulp at most: the float32
+    products agree to 1e-6), the same active entries and the same count,
+    with special rows: a NaN membrane, infinite and NaN incoming gradients,
+    a row no gradient reaches, and a row where the budget covers every
+    entry that has one."""
+    spec = localzo.make(sampling="gradient").spec
+    u, go, unif = _c_rows(shape, 0)
+    flat_u, flat_go = u.view(shape[0], -1), go.view(shape[0], -1)
+    flat_u[0, 3] = float("nan")
+    flat_go[1, 4], flat_go[1, 5] = float("inf"), float("nan")
+    if shape[0] > 2:
+        flat_go[2] = 0.0
+    if shape[0] > 3:
+        flat_go[3] = 0.0
+        flat_go[3, :2] = 1.0  # two entries with a gradient, a budget above 2
+    acc_c, acc_r = (layout.accumulator(localzo.stats.ActivityMeter(), u.device) for _ in range(2))
+    a = native.weighted_backward(go, u, spec, unif, acc_c)
+    b = reference.backward(go, spec.scale(u), spec, unif, acc_r)
+    assert torch.equal(torch.isnan(a), torch.isnan(b))
+    assert torch.equal(a.nan_to_num(0.0) != 0, b.nan_to_num(0.0) != 0)
+    assert torch.allclose(a.nan_to_num(0.0), b.nan_to_num(0.0), rtol=1e-6, atol=0)
+    assert torch.equal(acc_c, acc_r) and int(acc_c[0]) > 0
+    if shape[0] > 3:
+        assert int((a.view(shape[0], -1)[3] != 0).sum()) == 2  # (q = 1 for both)
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+def test_the_c_pass_draws_reproducibly_and_unbiasedly():
+    """The C pass's own stream: the same seed gives the same gradient, and the
+    mean over 3000 draws is the expected gradient (the Monte-Carlo bound of
+    the test above, entries with ``N q >= 10``)."""
+    sg = localzo.make(sampling="gradient")
+    u, go, _ = _c_rows((4, 200), 1)
+    x = u.clone().requires_grad_()
+    assert spike_plan(x, sg.spec) == (Path.NATIVE, True)
+
+    def grad():
+        x.grad = None
+        (sg(x) * go).sum().backward()
+        return x.grad.clone()
+
+    torch.manual_seed(5)
+    first = grad()
+    torch.manual_seed(5)
+    assert torch.equal(first, grad())
+    N = 3000
+    mean = sum(grad().double() for _ in range(N)) / N
+    target = go.double() * sg.expected_grad(u).double()
+    q = sg.active_prob(u, go)
+    se = target.abs() * torch.sqrt((1.0 / q.clamp(min=1e-300) - 1.0).clamp(min=0) / N)
+    common = N * q >= 10
+    assert int(common.sum()) > 100
+    assert bool(((mean - target).abs() <= 5.5 * se + 1e-5)[common].all())

@@ -21,6 +21,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -2212,6 +2213,174 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(total);
 }
 
+/* make(sampling="gradient") for the uniform law with one direction
+ * (_ops/weighted.py, docs/method.md section 8), after rule_delta wrote each
+ * entry's step into `out`. Per row: at v = (u / step) / delta, the expected
+ * value g (uniform_exact's bits) and the law's active probability
+ * p = 1 - min(x / sqrt3, 1), x = |v| (float64; a NaN p counts 0); the budget
+ * K = sum p; q = min(1, c w), w = |g grad| (0 where not finite), c by capping
+ * until no new entry reaches 1 (weighted.inclusion_probability); one uniform
+ * per entry (given in `unif`, else hashed from `seed` and the entry's index);
+ * out = grad * (float)(g / q) where it falls below q, grad * 0 elsewhere.
+ * The sums run in row order (torch's may round differently in the last bit
+ * of K or c). Returns the number of active entries, or -1 (no memory). */
+#define WEIGHTED_POOL 8.0
+
+/* One row's terms in vector lanes: the expected value g (uniform_exact's
+ * bits), the law's active probability p (the reference's up to the last bit:
+ * a product by 1 / (delta sqrt3) instead of two quotients) and the weight
+ * w = |g grad| (0 where not finite). */
+#define WEIGHTED_TERMS(V_)                                                        \
+    for (int64_t i = 0; i < n; i++) {                                             \
+        const float v = (V_);                                                     \
+        float gi = (3.0f - v * v) / c;                                            \
+        gi = fabsf(v) < edge ? gi : 0.0f;                                         \
+        gi = gi * h;                                                              \
+        g[i] = gi;                                                                \
+        const double x = fabs((double)v) * inv;                                   \
+        p[i] = x <= 1.0 ? 1.0 - x : 0.0; /* (NaN: 0) */                           \
+        const double wi = fabs((double)gi * (double)grad[i]);                     \
+        w[i] = wi <= DBL_MAX ? wi : 0.0;                                          \
+    }
+
+VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const float *restrict step,
+                                                 const float *restrict grad, int64_t n, float delta, float c,
+                                                 float h, float edge, float *restrict g, double *restrict p,
+                                                 double *restrict w)
+{
+    const double inv = 1.0 / ((double)delta * 1.7320508075688772);
+    if (delta == 1.0f) { /* (the adaptive step's unit law: the quotient by 1 is exact) */
+        WEIGHTED_TERMS(u[i] / step[i])
+    } else {
+        WEIGHTED_TERMS((u[i] / step[i]) / delta)
+    }
+}
+
+static int64_t weighted_uniform_rows(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
+                                     float delta, float c, float h, float edge, const float *unif,
+                                     uint64_t seed)
+{
+    float *g = (float *)malloc((size_t)n * sizeof(float));
+    double *p = (double *)malloc((size_t)n * sizeof(double));
+    double *wall = (double *)malloc((size_t)n * sizeof(double));
+    /* the entries with w > 0 (the only ones that can be active), compacted */
+    double *w = (double *)malloc((size_t)n * sizeof(double));
+    int64_t *at = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    unsigned char *capped = (unsigned char *)malloc((size_t)n);
+    int64_t *pool = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    if (!g || !p || !wall || !w || !at || !capped || !pool) {
+        free(g); free(p); free(wall); free(w); free(at); free(capped); free(pool);
+        return -1;
+    }
+    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    int64_t total = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *ur = u + r * n, *gr = grad + r * n;
+        float *o = out + r * n;
+        weighted_uniform_terms(ur, o, gr, n, delta, c, h, edge, g, p, wall);
+        double K = 0.0;
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++) {
+            K += p[i];
+            if (wall[i] > 0.0) {
+                w[m] = wall[i];
+                at[m] = i;
+                capped[m] = 0;
+                m++;
+            }
+            o[i] = gr[i] * 0.0f;
+        }
+        double free_w = 0.0;
+        for (int64_t j = 0; j < m; j++)
+            free_w += w[j];
+        /* A first guess of the capped entries from a pool: while c stays under
+         * POOL times its first value K / sum(w), only entries with
+         * w >= 1 / (POOL c0) can reach 1 (c grows from round to round). */
+        int64_t ncapped = 0;
+        if (free_w > 0.0 && K > 0.0) {
+            const double c0 = K / free_w, lim = 1.0 / (WEIGHTED_POOL * c0);
+            int64_t np = 0;
+            for (int64_t j = 0; j < m; j++)
+                if (w[j] >= lim) pool[np++] = j;
+            double f = free_w;
+            for (;;) {
+                const double left = K - (double)ncapped;
+                const double cg = left > 0.0 && f > 0.0 ? left / f : 0.0;
+                if (cg >= WEIGHTED_POOL * c0) break; /* (the pool may miss some: the passes below find them) */
+                int64_t added = 0;
+                for (int64_t t = 0; t < np; t++) {
+                    const int64_t j = pool[t];
+                    if (!capped[j] && cg * w[j] >= 1.0) {
+                        capped[j] = 1;
+                        f -= w[j];
+                        added++;
+                    }
+                }
+                if (!added) break;
+                ncapped += added;
+            }
+            if (ncapped) {
+                free_w = 0.0;
+                for (int64_t j = 0; j < m; j++)
+                    free_w += capped[j] ? 0.0 : w[j];
+            }
+        }
+        /* each pass caps at the current c and sums what is left for the next
+         * (from the guess, usually one pass: the result does not depend on it) */
+        double cc;
+        for (;;) {
+            const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
+            cc = free_w > 0.0 ? left / free_w : 0.0;
+            int64_t now = 0;
+            double rest = 0.0;
+            for (int64_t j = 0; j < m; j++) {
+                const unsigned char cj = capped[j] | (cc * w[j] >= 1.0);
+                capped[j] = cj;
+                now += cj;
+                rest += cj ? 0.0 : w[j];
+            }
+            if (now == ncapped) break;
+            ncapped = now;
+            free_w = rest;
+        }
+        for (int64_t j = 0; j < m; j++) {
+            const int64_t i = at[j];
+            double q = capped[j] ? 1.0 : cc * w[j];
+            q = q < 1.0 ? q : 1.0;
+            const float rnd = unif ? unif[r * n + i]
+                                   : (float)(draw_bits((uint32_t)(r * n + i), k0, k1) >> 8) * 0x1p-24f;
+            if ((double)rnd < q) {
+                o[i] = gr[i] * (float)((double)g[i] / q);
+                total++;
+            }
+        }
+    }
+    free(g); free(p); free(wall); free(w); free(at); free(capped); free(pool);
+    return total;
+}
+
+static PyObject *py_weighted_uniform(PyObject *self, PyObject *args)
+{
+    unsigned long long u, grad, out, unif, seed;
+    long long rows, n, total = 0;
+    double delta, c, h, edge;
+    PyObject *rule;
+    zo_rule R;
+    int status;
+    if (!PyArg_ParseTuple(args, "KKKLLOddddKK", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
+                          &unif, &seed) ||
+        !parse_rule(rule, &R) || !rule_fits(&R, n))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = rule_delta((const float *)u, rows, n, &R, (float *)out);
+    if (!status)
+        total = weighted_uniform_rows((const float *)u, (const float *)grad, (float *)out, rows, n, (float)delta,
+                                      (float)c, (float)h, (float)edge, (const float *)unif, (uint64_t)seed);
+    Py_END_ALLOW_THREADS
+    if (status || total < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(total);
+}
+
 /* A meter's accumulator (layout.py's slots: ACTIVE, TOTAL, LAST_ACTIVE,
  * LAST_TOTAL, CALLS) after one backward call of `active` non-zero estimates
  * of `total`, in one call instead of five tensor operations (CPU). */
@@ -2370,6 +2539,7 @@ static PyMethodDef methods[] = {
     {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},
     {"exact_scale", py_exact_scale, METH_VARARGS, "The normal law's expected value: grad times the value."},
     {"exact_uniform", py_exact_uniform, METH_VARARGS, "The uniform law's expected value times grad, the rule included."},
+    {"weighted_uniform", py_weighted_uniform, METH_VARARGS, "The uniform law's estimate drawn by the incoming gradient, the rule included."},
     {"set_simd", py_set_simd, METH_VARARGS, "set_simd(on, avx512=True): turns the hand-written AVX2 and AVX-512 lanes on or off, or (avx512 false) the AVX-512 ones alone off (tests); returns whether the AVX2 lanes were on."},
     {"dense_estimate", py_dense_estimate, METH_VARARGS, "The estimate of every entry from its draws."},
     {"compact", py_compact, METH_VARARGS, "Indices and values of the non-zero entries (COMPACT_SPARE entries to spare); returns their number."},

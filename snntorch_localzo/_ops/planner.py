@@ -15,8 +15,8 @@ path                what runs
                     for the spike function one fused C pass (step,
                     draw, estimate)
 ``Path.REFERENCE``  plain PyTorch, step by step (every other case,
-                    and every draw of a spec that samples by the
-                    incoming gradient, ``spec.weighted``)
+                    and the draws by the incoming gradient,
+                    ``spec.weighted``, that the C pass does not cover)
 ``Path.EXACT``      the spike function's expected value instead of a
                     draw, for the calls whose samples are small enough
                     for the step (``Step.is_exact``: an output layer);
@@ -188,19 +188,23 @@ def spike_plan(u: torch.Tensor, spec: ZOSpec) -> Tuple[Path, bool]:
 
 def c_passes(u: torch.Tensor, spec: ZOSpec, path: Path) -> bool:
     """Whether C passes run the spike function's backward on ``path`` (:func:`spike_plan`)."""
-    if path is Path.EXACT:
-        from .spike import native  # (the spike package imports this module)
+    from .spike import native  # (the spike package imports this module)
 
+    if path is Path.EXACT:
         return native.exact_fused(u, spec)
+    if spec.weighted:
+        return path is Path.NATIVE and native.weighted_fused(u, spec)
     return path is Path.NATIVE and _fused_spike(u, spec)
 
 
 def _spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     if spec.step.is_exact(sample_entries(u.shape)):
         return Path.EXACT
-    if spec.weighted:  # (only the reference samples by the incoming gradient)
-        return Path.REFERENCE
     path = device_path(u)
+    if spec.weighted:  # (the reference, or the C pass where it covers the call)
+        from .spike import native  # (the spike package imports this module)
+
+        return Path.NATIVE if path is Path.NATIVE and native.weighted_fused(u, spec) else Path.REFERENCE
     if path is Path.TRITON and not kernel_supports(spec, u.dtype):
         return Path.REFERENCE if u.is_cuda else Path.NATIVE
     if path is Path.NATIVE and u.numel() < NATIVE_MIN_NUMEL and not _fused_spike(u, spec):

@@ -23,9 +23,11 @@ the summed variance of ``go * G`` (a Lagrange multiplier on
 sample's ``q`` does not change when its gradient is scaled (a mean loss over
 a chunk of the batch) and does not depend on the other samples.
 
-Only the reference runs it: the planner sends a weighted spec down
-``Path.REFERENCE`` (the expected value, ``Path.EXACT``, where the step gives
-no draw).
+The planner sends a weighted spec down ``Path.REFERENCE`` (the expected
+value, ``Path.EXACT``, where the step gives no draw), or, for float32 on
+the CPU with the uniform law, one direction and the adaptive step, to one C
+pass (``spike.native.weighted_backward``: the rule, this draw and the
+product), which gives the reference's values given the same uniforms.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def weighted_probability(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec
     incoming gradient ``grad_out`` (None: ones). An infinite or NaN
     ``grad_out`` entry is never active (its gradient stays NaN)."""
     g = expected_estimate(u, spec).to(torch.float64)
-    p = spec.law.active_prob(u, spec.samples)
+    p = torch.nan_to_num(spec.law.active_prob(u, spec.samples), nan=0.0)  # (a NaN membrane: never active)
     rows = _rows(u)
     w = g.abs() if grad_out is None else (g * grad_out.to(torch.float64)).abs()
     w = torch.nan_to_num(w, nan=0.0, posinf=0.0)
@@ -88,14 +90,15 @@ def uniforms(shape, device, dtype: torch.dtype, generator: Optional[torch.Genera
 
 
 def weighted_estimate(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec: ZOSpec,
-                      generator: Optional[torch.Generator]) -> torch.Tensor:
+                      generator: Optional[torch.Generator], unif: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One draw of the gradient-weighted estimate at ``u`` (as the operators
     see it) for the incoming gradient ``grad_out`` (None: ones), in the
     compute dtype: ``g(u) / q`` where a uniform from ``generator`` (one per
-    entry, drawn in ``u``'s compute dtype) falls below ``q``, else 0."""
+    entry, drawn in ``u``'s compute dtype; ``unif``: given instead, the
+    test hook) falls below ``q``, else 0."""
     cdtype = compute_dtype(u.dtype)
     q = weighted_probability(u, grad_out, spec)
-    r = uniforms(u.shape, u.device, cdtype, generator)
+    r = uniforms(u.shape, u.device, cdtype, generator) if unif is None else unif.reshape(u.shape)
     g = expected_estimate(u, spec).to(torch.float64)
     active = r.to(torch.float64) < q
     return torch.where(active, g / torch.where(active, q, 1.0), 0.0).to(cdtype)

@@ -47,7 +47,8 @@ class LocalZOSpike(torch.autograd.Function):
         if ctx.fused and ctx.path is Path.EXACT:
             return native.exact_backward(grad_out, u, spec, ctx.acc), None, None, None, None, None
         if ctx.fused:
-            grad_in = native.fused_backward(grad_out, u, spec, absz, ctx.acc)
+            backward = native.weighted_backward if spec.weighted else native.fused_backward
+            grad_in = backward(grad_out, u, spec, absz, ctx.acc)
             return grad_in, None, None, None, None, None
         # (the native path applies the step itself, fused with its draw)
         u = u if ctx.path is Path.NATIVE else spec.scale(u)

@@ -198,6 +198,42 @@ def exact_entries(u: torch.Tensor, spec: ZOSpec, rows_shape: tuple) -> Tuple[tor
     return compact(g.view(-1), count)
 
 
+def weighted_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
+    """Whether a C pass draws a weighted spec's estimate
+    (:mod:`~snntorch_localzo._ops.weighted`): float32 on the CPU, the uniform
+    law with one direction under the adaptive step, outside ``torch.compile``
+    (the planner asks; every other weighted call takes the reference)."""
+    if (not spec.weighted or u.dtype != torch.float32 or u.device.type != "cpu" or type(spec.law) is not D.Uniform
+            or spec.samples != 1 or not spec.step.adaptive or torch.compiler.is_compiling() or not u.numel()):
+        return False
+    module = c_module()
+    return module is not None and hasattr(module, "weighted_uniform")
+
+
+def weighted_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optional[torch.Tensor],
+                      acc: torch.Tensor) -> torch.Tensor:
+    """``grad_out`` times the weighted estimate at ``u = mem - threshold``
+    (not yet scaled) where :func:`weighted_fused` holds: the rule and the
+    draw in one C pass per call, with the bits of the reference
+    (``weighted.weighted_estimate`` on ``spec.scale(u)``) given the same
+    uniforms ``unif`` (test hook; by default a counter-based stream seeded by
+    one draw of torch's generator), up to the last bit of the sums that
+    decide ``c`` (the C pass adds in row order)."""
+    u = _float32(u)
+    out = torch.empty(u.shape, dtype=torch.float32)
+    if u.numel():
+        rows, n, rule = _settings(spec, tuple(u.shape))[:3]
+        law = spec.law
+        unif = None if unif is None else _float32(unif.reshape(u.shape))
+        count = c_module().weighted_uniform(
+            u.data_ptr(), _float32(grad_out).data_ptr(), out.data_ptr(), rows, n, rule, float(law.delta),
+            law.denominator, spec.inverse_height(), D.SQRT3, 0 if unif is None else unif.data_ptr(),
+            rng.host_seed() if unif is None else 0,
+        )
+        layout.record(acc, count, u.numel())
+    return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
+
+
 def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     index, g = sparse_estimate(spec.scale(u), spec, table, generator=rng.generator(u.device), absz=absz)
     out = grad_out.mul(0).contiguous()
@@ -209,6 +245,10 @@ def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, tabl
 
 def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz: Optional[torch.Tensor],
               acc: torch.Tensor) -> torch.Tensor:
+    if spec.weighted:
+        if weighted_fused(u, spec):
+            return weighted_backward(grad_out, u, spec, absz, acc)
+        return reference.backward(grad_out, spec.scale(u), spec, absz, acc)
     if fused(u, spec):
         return fused_backward(grad_out, u, spec, absz, acc)
     return _sparse_backward(grad_out, u, spec, table, absz, acc)

@@ -47,9 +47,9 @@ def exact_estimate(u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor) -> torch.Te
 def _backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
     """``grad_out * G(u)`` with ``|z|`` drawn (unless given); adds the
     non-zero count to the meter ``acc`` (unless it is empty). A weighted spec
-    draws its estimate for ``grad_out`` (``absz`` does not apply)."""
+    draws its estimate for ``grad_out`` (``absz``: its uniforms, shaped like ``u``)."""
     if spec.weighted:
-        g = weighted_estimate(u, grad_out, spec, rng.generator(u.device))
+        g = weighted_estimate(u, grad_out, spec, rng.generator(u.device), absz)
         layout.record_nonzero(acc, g)
     elif absz is None:
         g = draw_estimate(u, spec, table, acc)
