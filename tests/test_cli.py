@@ -337,3 +337,13 @@ def test_compare_plot_gives_each_implementation_one_colour_and_its_speed_up(tmp_
         height = bars[r["impl"]][Ts.index(r["T"])].get_height()
         expected = (base["fwd_ms"] + base["bwd_ms"]) / (r["fwd_ms"] + r["bwd_ms"])
         assert height == pytest.approx(expected)
+
+
+def test_sampling_option_reaches_the_estimator(capsys):
+    args = ["--epochs", "1", "--hidden", "96", "--steps", "3", "--device", "cpu", "--no-progress"]
+    assert cli.main(args + ["--sampling", "gradient"]) == 0
+    assert "localzo.make(sampling='gradient')" in capsys.readouterr().out
+    opts = cli.build_parser().parse_args(["--sampling", "gradient", "--delta", "0.05"])
+    est = cli._localzo_from_args(opts)
+    assert est.sampling == "gradient" and est.spec.weighted
+    assert cli.call_string(est) == "localzo.make('normal', delta=0.05, sampling='gradient')"

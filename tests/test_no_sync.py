@@ -87,6 +87,27 @@ def test_the_meter_writes_no_host_numbers(backend, delta):
     assert sg.meter.calls == 2 and sg.meter.total == 2 * u.numel()
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_gradient_sampling_does_not_synchronise(backend):
+    """``make(sampling="gradient")`` on the path a GPU runs (the reference:
+    no kernel draws it yet): its capping is a sort and prefix sums, no loop
+    that reads back from the device."""
+    if backend == "triton" and not KERNELS:
+        pytest.skip("needs Triton (a GPU or the interpreter)")
+    sg = localzo.make(sampling="gradient", track=True)
+    u = torch.randn(6, 4, 5, 5, device=DEVICE, requires_grad=True)
+    go = torch.randn(6, 4, 5, 5, device=DEVICE)
+    with localzo.use_backend(backend):
+        assert planner.spike_path(u, sg.spec) is planner.Path.REFERENCE
+        (sg(u) * go).sum().backward()  # warm-up
+        rec = OpRecorder()
+        with rec:
+            (sg(u) * go).sum().backward()
+    assert "sort" in rec.ops  # the recorder saw the capping
+    assert not HOST_SYNC_OPS & set(rec.ops), sorted(HOST_SYNC_OPS & set(rec.ops))
+    assert 0 < sg.meter.active < u.numel()
+
+
 def test_the_recorder_catches_a_synchronising_op():
     """Guards the tests above: nonzero, .item() and a number assigned into a
     tensor are seen."""

@@ -2278,21 +2278,19 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
         const float *ur = u + r * n, *gr = grad + r * n;
         float *o = out + r * n;
         weighted_uniform_terms(ur, o, gr, n, delta, c, h, edge, g, p, wall);
-        double K = 0.0;
+        double K = 0.0, free_w = 0.0;
         int64_t m = 0;
         for (int64_t i = 0; i < n; i++) {
             K += p[i];
             if (wall[i] > 0.0) {
                 w[m] = wall[i];
+                free_w += wall[i];
                 at[m] = i;
                 capped[m] = 0;
                 m++;
             }
             o[i] = gr[i] * 0.0f;
         }
-        double free_w = 0.0;
-        for (int64_t j = 0; j < m; j++)
-            free_w += w[j];
         /* A first guess of the capped entries from a pool: while c stays under
          * POOL times its first value K / sum(w), only entries with
          * w >= 1 / (POOL c0) can reach 1 (c grows from round to round). */

@@ -46,24 +46,41 @@ def inclusion_probability(w: torch.Tensor, budget: torch.Tensor) -> torch.Tensor
     """``q = min(1, c w)`` row by row, with ``c >= 0`` such that each row's
     ``q`` sums to its ``budget`` (all ones where ``w > 0`` when the budget is
     at least the number of such entries). ``w``: ``[rows, n]``, non-negative
-    and finite; ``budget``: ``[rows]``. Computed in float64: the entries
-    capped at 1 are found by repeating ``c = (budget - capped) / sum of the
-    others' w`` until no new entry reaches 1 (each round caps at least one
-    more entry, or stops)."""
+    and finite; ``budget``: ``[rows]``. Computed in float64.
+
+    The entries capped at 1 are the ``k`` largest, ``k`` the first index of
+    the descending ``w`` at which ``w_(k+1) c_k < 1``, where
+    ``c_k = (budget - k) / (sum of w beyond the k largest)`` is the ``c``
+    with the ``k`` largest capped: while ``w_(k+1) c_k >= 1``, capping that
+    entry too does not lower ``c`` (``c_(k+1) >= c_k`` exactly when
+    ``w_(k+1) >= 1 / c_k``), so the first ``k`` that fails is the smallest
+    consistent one, the one repeated capping from none reaches (the C pass
+    caps that way). A sort and prefix sums: no loop, no host
+    synchronisation (on a GPU too)."""
     w = w.to(torch.float64)
     budget = budget.to(torch.float64)
-    capped = torch.zeros_like(w, dtype=torch.bool)
-    positive = w > 0
-    limit = int(positive.sum(1).max()) if w.numel() else 0
-    for _ in range(limit + 1):
-        free = torch.where(capped, 0.0, w).sum(1)
-        left = (budget - capped.sum(1)).clamp(min=0)
-        c = torch.where(free > 0, left / free.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
-        now = capped | (positive & (c[:, None] * w >= 1))
-        if torch.equal(now, capped):
-            break
-        capped = now
-    return torch.where(capped, 1.0, (c[:, None] * w).clamp(max=1.0))
+    n = w.shape[-1]
+    if not w.numel():
+        return w.clone()
+    sorted_w, _ = torch.sort(w, dim=-1, descending=True)
+    # the sum beyond the k largest, for k = 0 .. n-1: suffix sums, added from the smallest
+    rest = torch.flip(torch.cumsum(torch.flip(sorted_w, dims=(-1,)), dim=-1), dims=(-1,))
+    k = torch.arange(n, device=w.device, dtype=torch.float64)
+    left = budget[:, None] - k
+    tiny = torch.finfo(torch.float64).tiny
+    # (masked_fill, not where with a number: no host scalar copied to the device)
+    c_k = (left / rest.clamp(min=tiny)).masked_fill(rest <= 0, 0.0)
+    caps = (left > 0) & (sorted_w * c_k >= 1)
+    # the first k that does not cap (n where every entry caps)
+    stop = (~caps).to(torch.int8).argmax(-1).masked_fill(caps.all(-1), n)
+    # the capped entries: the stop largest (ties at the boundary: every entry of w >= the stop-th)
+    threshold = sorted_w.gather(-1, (stop - 1).clamp(min=0)[:, None]).masked_fill(stop[:, None] == 0, torch.inf)
+    capped = (w >= threshold) & (w > 0)
+    # c from the sum of the others itself (the prefix sums lose digits when the capped hold most of w)
+    free = w.masked_fill(capped, 0.0).sum(-1, keepdim=True)
+    left = (budget[:, None] - capped.sum(-1, keepdim=True)).clamp(min=0)
+    c = (left / free.clamp(min=tiny)).masked_fill(free <= 0, 0.0)
+    return (c * w).clamp(max=1.0).masked_fill(capped, 1.0)
 
 
 def _rows(u: torch.Tensor) -> int:
@@ -101,4 +118,4 @@ def weighted_estimate(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec: Z
     r = uniforms(u.shape, u.device, cdtype, generator) if unif is None else unif.reshape(u.shape)
     g = expected_estimate(u, spec).to(torch.float64)
     active = r.to(torch.float64) < q
-    return torch.where(active, g / torch.where(active, q, 1.0), 0.0).to(cdtype)
+    return (g / q.masked_fill(~active, 1.0)).masked_fill(~active, 0.0).to(cdtype)

@@ -23,7 +23,7 @@ from ..adaptive import AdaptiveDelta
 from ..distributions import ADAPTIVE_LAWS
 from ..distributions import DISTRIBUTIONS
 from .._progress import progress_counter
-from ..estimator import LocalZO, make
+from ..estimator import SAMPLINGS, LocalZO, make
 from . import args
 from .data import spiking_digits
 from .train import RunResult, SpikeGradProbe, batches_per_epoch, train_digits
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=args.positive_int, default=1,
                    help="LocalZO directions per neuron (default 1)")
+    p.add_argument("--sampling", default="law", choices=list(SAMPLINGS),
+                   help="how the active entries are drawn: 'law' (default) or 'gradient' (by the "
+                   "incoming gradient: the same expected gradient and count, less variance)")
     p.add_argument("--hidden", type=args.positive_int, default=128, help="hidden neurons (default 128)")
     p.add_argument("--steps", type=args.positive_int, default=25,
                    help="time steps per sample (default 25)")
@@ -126,7 +129,7 @@ def _localzo_from_args(opts) -> LocalZO:
     elif getattr(opts, TWIN_PARAMETER[opts.dist]) is not None:
         name = TWIN_PARAMETER[opts.dist]
         params[name] = getattr(opts, name)
-    return make(opts.dist, samples=opts.samples, track=True, **params)
+    return make(opts.dist, samples=opts.samples, track=True, sampling=opts.sampling, **params)
 
 
 def call_string(est) -> str:
@@ -137,9 +140,12 @@ def call_string(est) -> str:
     else:
         params = "".join(f", {k}={v:g}" for k, v in est.dist.params().items())
     samples = f", samples={est.samples}" if est.samples != 1 else ""
+    sampling = f", sampling={est.sampling!r}" if est.sampling != "law" else ""
     if est == make():
         return "localzo.make()"
-    return f"localzo.make({est.dist.name!r}{params}{samples})"
+    if est == make(sampling=est.sampling):
+        return f"localzo.make({sampling[2:]})"
+    return f"localzo.make({est.dist.name!r}{params}{samples}{sampling})"
 
 
 def _mean_std(values: Sequence[float]) -> str:
