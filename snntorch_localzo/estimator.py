@@ -102,10 +102,10 @@ class LocalZO:
         :math:`|∂L/∂S \\cdot g(U)|` (capped at 1; :math:`g` the expected
         value, ``∂L/∂S`` the gradient reaching the spike), each active
         estimate :math:`g(U)` divided by its probability: the same expected
-        gradient with less variance (``docs/method.md`` section 8). On the
-        CPU one C pass draws it (float32, the uniform law, one direction,
-        the adaptive step); everywhere else, CUDA included, the plain
-        PyTorch path (no Triton kernel yet). Defaults to ``"law"``
+        gradient with less variance (``docs/method.md`` section 8). For
+        float32 with the uniform law and one direction (``make``'s own) one
+        C pass (CPU) or one Triton kernel (CUDA) draws it; elsewhere the
+        plain PyTorch path. Defaults to ``"law"``
     :type sampling: str, optional
     """
 

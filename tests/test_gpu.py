@@ -165,12 +165,13 @@ def test_no_host_synchronisation_in_forward_and_backward():
 
 
 def test_gradient_sampling_on_cuda_equals_the_cpu_given_the_same_uniforms():
-    """``make(sampling="gradient")`` takes the PyTorch path on CUDA (no
-    kernel draws it yet): given the same uniforms, the same gradient as on the
-    CPU (the reference there, with the C pass beside it where it is built),
-    and the same seed the same gradient."""
+    """``make(sampling="gradient")`` on CUDA: its kernel (one program per
+    sample) and the PyTorch path there give, with the same uniforms, the
+    CPU reference's gradient; the same seed gives the same gradient; no host
+    synchronisation."""
     from snntorch_localzo._ops import layout
-    from snntorch_localzo._ops.spike import native, reference
+    from snntorch_localzo._ops.spike import reference
+    from snntorch_localzo._ops.spike.triton import spike_backward
 
     sg = localzo.make(sampling="gradient")
     spec = sg.spec
@@ -178,21 +179,29 @@ def test_gradient_sampling_on_cuda_equals_the_cpu_given_the_same_uniforms():
     u = -0.6 + 0.5 * torch.randn(32, 16, 6, 6, generator=g)
     go = torch.randn(u.shape, generator=g)
     unif = torch.rand(u.shape, generator=g)
-    assert planner.spike_path(u.to(DEVICE), spec) is Path.REFERENCE
+    assert planner.spike_path(u.to(DEVICE), spec) is Path.TRITON
+    on_cpu = reference.backward(go, spec.scale(u), spec, unif, layout.accumulator(None, torch.device("cpu")))
+    scaled = spec.scale(u.to(DEVICE))
     acc = layout.accumulator(None, DEVICE)
-    on_gpu = reference.backward(go.to(DEVICE), spec.scale(u.to(DEVICE)), spec, unif.to(DEVICE), acc).cpu()
-    acc = layout.accumulator(None, torch.device("cpu"))
-    on_cpu = reference.backward(go, spec.scale(u), spec, unif, acc)
-    assert torch.equal(on_gpu != 0, on_cpu != 0)
-    assert torch.allclose(on_gpu, on_cpu, rtol=1e-5, atol=1e-6)
-    if native.weighted_fused(u, spec):
-        assert torch.allclose(native.weighted_backward(go, u, spec, unif, acc), on_cpu, rtol=1e-5, atol=1e-6)
+    for backward in (spike_backward, reference.backward):
+        got = backward(go.to(DEVICE), scaled, spec, unif.to(DEVICE), acc).cpu()
+        assert torch.equal(got != 0, on_cpu != 0)
+        assert torch.allclose(got, on_cpu, rtol=1e-5, atol=1e-6)
     x = u.to(DEVICE).requires_grad_()
 
+    gd = go.to(DEVICE)
+
     def grad():
-        torch.manual_seed(3)
         x.grad = None
-        (sg(x) * go.to(DEVICE)).sum().backward()
+        (sg(x) * gd).sum().backward()
         return x.grad.clone()
 
-    assert torch.equal(grad(), grad())
+    torch.manual_seed(3)
+    first = grad()
+    torch.manual_seed(3)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        again = grad()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(first, again)

@@ -5,6 +5,7 @@ the reference path everywhere."""
 
 import math
 import pickle
+import warnings
 
 import pytest
 import snntorch as snn
@@ -12,7 +13,7 @@ import torch
 from snntorch import utils as snn_utils
 
 import snntorch_localzo as localzo
-from conftest import MODES
+from conftest import MODES, needs_kernels
 from snntorch_localzo._ops import weighted
 from snntorch_localzo._ops import layout
 from snntorch_localzo._ops.clib import c_module
@@ -209,11 +210,12 @@ def test_same_seed_same_gradients_and_the_drop_in_equals_snn_leaky():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_planner_sends_weighted_draws_to_the_c_pass_or_the_reference(mode):
+def test_the_planner_sends_weighted_draws_to_the_c_pass_the_kernel_or_the_reference(mode):
     spec = localzo.make(sampling="gradient").spec
     c_pass = mode == "auto" and c_module() is not None
+    expected = (Path.NATIVE, True) if c_pass else (Path.TRITON, False) if mode == "triton" else (Path.REFERENCE, False)
     with localzo.use_backend(mode):
-        assert spike_plan(torch.zeros(64, 128), spec) == ((Path.NATIVE, True) if c_pass else (Path.REFERENCE, False))
+        assert spike_plan(torch.zeros(64, 128), spec) == expected
         for other in (localzo.make("normal", sampling="gradient").spec,  # (the C pass: uniform law only)
                       localzo.make(delta=0.3, sampling="gradient").spec,
                       localzo.make(samples=2, sampling="gradient").spec):
@@ -361,3 +363,57 @@ def test_the_c_pass_draws_reproducibly_and_unbiasedly():
     common = N * q >= 10
     assert int(common.sum()) > 100
     assert bool(((mean - target).abs() <= 5.5 * se + 1e-5)[common].all())
+
+
+@needs_kernels
+@pytest.mark.interpreter
+@pytest.mark.version_free
+@pytest.mark.parametrize("shape", [(6, 128), (4, 3, 5, 5), (3, 1000)])
+def test_the_kernel_gives_the_references_values_given_the_same_uniforms(shape):
+    """``spike.triton``'s weighted kernel (one program per sample) against
+    the reference on ``spec.scale(u)`` with the same uniforms: the same
+    active entries, values and count (its sums run in another order: 1e-6),
+    with a NaN membrane and infinite and NaN incoming gradients; and the
+    same seed, the same draw."""
+    from snntorch_localzo._ops.spike.triton import spike_backward
+
+    spec = localzo.make(sampling="gradient").spec
+    u, go, unif = _c_rows(shape, 2)
+    flat_u, flat_go = u.view(shape[0], -1), go.view(shape[0], -1)
+    flat_u[0, 3] = float("nan")
+    flat_go[1, 4], flat_go[2, 5] = float("inf"), float("nan")
+    scaled = spec.scale(u)
+    acc_k, acc_r = (layout.accumulator(localzo.stats.ActivityMeter(), u.device) for _ in range(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (the interpreter's numpy: inf * 0)
+        a = spike_backward(go, scaled, spec, unif, acc_k)
+        b = reference.backward(go, scaled, spec, unif, acc_r)
+        assert torch.equal(torch.isnan(a), torch.isnan(b))
+        assert torch.equal(a.nan_to_num(0.0) != 0, b.nan_to_num(0.0) != 0)
+        assert torch.allclose(a.nan_to_num(0.0), b.nan_to_num(0.0), rtol=1e-6, atol=0)
+        assert torch.equal(acc_k, acc_r) and int(acc_k[0]) > 0
+        torch.manual_seed(1)
+        first = spike_backward(go, scaled, spec, None, layout.accumulator(None, u.device))
+        torch.manual_seed(1)
+        assert torch.equal(first.nan_to_num(0.0), spike_backward(go, scaled, spec, None,
+                                                                   layout.accumulator(None, u.device)).nan_to_num(0.0))
+
+
+@needs_kernels
+@pytest.mark.interpreter
+@pytest.mark.version_free
+def test_the_kernels_draw_has_the_expected_count():
+    """The kernel's own uniforms (Philox): over 150 draws, each sample's mean
+    count of active entries is ``sum q`` (5.5 standard errors)."""
+    from snntorch_localzo._ops.spike.triton import spike_backward
+
+    sg = localzo.make(sampling="gradient", track=True)
+    u, go, _ = _c_rows((2, 150), 3)
+    scaled = sg.spec.scale(u)
+    q = sg.active_prob(u, go)
+    torch.manual_seed(0)
+    N = 150
+    counts = sum((spike_backward(go, scaled, sg.spec, None, layout.accumulator(None, u.device)) != 0).double().sum(1)
+                 for _ in range(N))
+    spread = (q * (1 - q)).sum(1).sqrt()
+    assert bool(((counts / N - q.sum(1)).abs() <= 5.5 * spread / math.sqrt(N)).all())

@@ -16,7 +16,8 @@ path                what runs
                     draw, estimate)
 ``Path.REFERENCE``  plain PyTorch, step by step (every other case,
                     and the draws by the incoming gradient,
-                    ``spec.weighted``, that the C pass does not cover)
+                    ``spec.weighted``, that neither the C pass nor the
+                    kernel covers)
 ``Path.EXACT``      the spike function's expected value instead of a
                     draw, for the calls whose samples are small enough
                     for the step (``Step.is_exact``: an output layer);
@@ -147,6 +148,15 @@ def kernel_supports(spec: ZOSpec, dtype: torch.dtype) -> bool:
     return dtype in KERNEL_DTYPES and 1 <= spec.samples <= MAX_SAMPLES
 
 
+def weighted_kernel_covers(spec: ZOSpec, dtype: torch.dtype) -> bool:
+    """Whether the Triton kernel draws a weighted spec's estimate
+    (``spike.triton.weighted_bwd_kernel``): the uniform law with one
+    direction, float32."""
+    from .. import distributions as D
+
+    return type(spec.law) is D.Uniform and spec.samples == 1 and dtype == torch.float32
+
+
 def spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     """The path of the spike function's backward for ``u``."""
     return spike_plan(u, spec)[0]
@@ -201,10 +211,12 @@ def _spike_path(u: torch.Tensor, spec: ZOSpec) -> Path:
     if spec.step.is_exact(sample_entries(u.shape)):
         return Path.EXACT
     path = device_path(u)
-    if spec.weighted:  # (the reference, or the C pass where it covers the call)
+    if spec.weighted:  # (the C pass or the kernel where it covers the call, else the reference)
         from .spike import native  # (the spike package imports this module)
 
-        return Path.NATIVE if path is Path.NATIVE and native.weighted_fused(u, spec) else Path.REFERENCE
+        if path is Path.NATIVE and native.weighted_fused(u, spec):
+            return path
+        return path if path is Path.TRITON and weighted_kernel_covers(spec, u.dtype) else Path.REFERENCE
     if path is Path.TRITON and not kernel_supports(spec, u.dtype):
         return Path.REFERENCE if u.is_cuda else Path.NATIVE
     if path is Path.NATIVE and u.numel() < NATIVE_MIN_NUMEL and not _fused_spike(u, spec):

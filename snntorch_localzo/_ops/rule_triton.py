@@ -19,11 +19,11 @@ Per row of ``n`` entries (``|u|`` with NaN as +inf):
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
+
+from . import triton_common as tc
 
 #: Entries a program reads at a time.
 RULE_BLOCK = 1024
@@ -131,13 +131,8 @@ def rule_delta(u: torch.Tensor, rule) -> torch.Tensor:
     out = torch.empty_like(u)
     if rows and n:
         block = min(RULE_BLOCK, triton.next_power_of_2(n))
-        consts = _constants(u.device, (rule.rate, rule.low, rule.high, rule.x_med, rule.floor, rule.ceil))
+        consts = tc.float64_constants(u.device, (rule.rate, rule.low, rule.high, rule.x_med, rule.floor, rule.ceil))
         rule_delta_kernel[(rows,)](u, out, consts, n, rule.groups, n // rule.groups, rule.k1, rule.k2,
                                    float(rule.x_q), float(rule.x_e), BLOCK=block)
     return out
 
-
-@functools.lru_cache(maxsize=64)
-def _constants(device: torch.device, values: tuple) -> torch.Tensor:
-    """The rule's float64 constants on ``device`` (copied there once)."""
-    return torch.tensor(values, dtype=torch.float64, device=device)

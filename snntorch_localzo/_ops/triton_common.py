@@ -22,6 +22,7 @@ operation, so the two agree bit for bit given the same ``|z|``.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -85,6 +86,13 @@ def meter_target(acc: torch.Tensor, total: int, placeholder: torch.Tensor):
         return placeholder, False
     layout.prepare_for_kernel(acc, total)
     return acc, True
+
+
+@functools.lru_cache(maxsize=64)
+def float64_constants(device: torch.device, values: tuple) -> torch.Tensor:
+    """A kernel's float64 constants on ``device``, copied there once (a copy
+    from the host in every call would wait for the GPU)."""
+    return torch.tensor(values, dtype=torch.float64, device=device)
 
 
 def on_device(t: torch.Tensor):

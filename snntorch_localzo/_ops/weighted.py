@@ -24,10 +24,11 @@ sample's ``q`` does not change when its gradient is scaled (a mean loss over
 a chunk of the batch) and does not depend on the other samples.
 
 The planner sends a weighted spec down ``Path.REFERENCE`` (the expected
-value, ``Path.EXACT``, where the step gives no draw), or, for float32 on
-the CPU with the uniform law, one direction and the adaptive step, to one C
-pass (``spike.native.weighted_backward``: the rule, this draw and the
-product), which gives the reference's values given the same uniforms.
+value, ``Path.EXACT``, where the step gives no draw), or, for float32 with
+the uniform law and one direction, to one C pass on the CPU
+(``spike.native.weighted_backward``, the adaptive step) or one Triton kernel
+(``spike.triton.weighted_bwd_kernel``), which give the reference's values
+given the same uniforms.
 """
 
 from __future__ import annotations
