@@ -96,7 +96,7 @@ class LocalZO:
     :type track: bool, optional
 
     :param sampling: how the active entries are drawn. ``"law"``: as above,
-        an entry is active when :math:`|U - U_{\rm thr}| < δ|z_i|`.
+        an entry is active when :math:`|U - U_{\\rm thr}| < δ|z_i|`.
         ``"gradient"``: in each sample the same expected number of active
         entries, drawn with probabilities proportional to
         :math:`|∂L/∂S \\cdot g(U)|` (capped at 1; :math:`g` the expected
