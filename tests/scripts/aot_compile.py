@@ -90,6 +90,8 @@ def variants():
         yield linear.sparse_dw_kernel, dtype, {"BLOCK_R": linear.BLOCK_R, "BLOCK_IN": linear.BLOCK_IN}
     for block in (256, rule.RULE_BLOCK):  # the adaptive step's rule (float32 only)
         yield rule.rule_delta_kernel, "float32", {"BLOCK": block}
+    for ext, track in itertools.product((False, True), (False, True)):  # sampling="gradient" (float32)
+        yield spike.weighted_bwd_kernel, "float32", dict(EXTERNAL=ext, TRACK=track, BLOCK=tc.BLOCK)
 
 
 #: Kernels that walk a time loop: their offsets ``t * n`` must be int64.
