@@ -368,8 +368,9 @@ def test_the_c_pass_draws_reproducibly_and_unbiasedly():
 @needs_kernels
 @pytest.mark.interpreter
 @pytest.mark.version_free
-@pytest.mark.parametrize("shape", [(6, 128), (4, 3, 5, 5), (3, 1000)])
-def test_the_kernel_gives_the_references_values_given_the_same_uniforms(shape):
+@pytest.mark.parametrize("shape,delta", [((6, 128), None), ((4, 3, 5, 5), None), ((3, 1000), None),
+                                         ((4, 100), 0.3)])  # (a fixed step: the law's own delta)
+def test_the_kernel_gives_the_references_values_given_the_same_uniforms(shape, delta):
     """``spike.triton``'s weighted kernel (one program per sample) against
     the reference on ``spec.scale(u)`` with the same uniforms: the same
     active entries, values and count (its sums run in another order: 1e-6),
@@ -377,7 +378,7 @@ def test_the_kernel_gives_the_references_values_given_the_same_uniforms(shape):
     same seed, the same draw."""
     from snntorch_localzo._ops.spike.triton import spike_backward
 
-    spec = localzo.make(sampling="gradient").spec
+    spec = localzo.make("uniform", delta=delta, sampling="gradient").spec
     u, go, unif = _c_rows(shape, 2)
     flat_u, flat_go = u.view(shape[0], -1), go.view(shape[0], -1)
     flat_u[0, 3] = float("nan")

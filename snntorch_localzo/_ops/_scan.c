@@ -2232,12 +2232,13 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
  * w = |g grad| (0 where not finite). */
 #define WEIGHTED_TERMS(V_)                                                        \
     for (int64_t i = 0; i < n; i++) {                                             \
+        const float s = u[i] / step[i]; /* the scaled membrane */                 \
         const float v = (V_);                                                     \
         float gi = (3.0f - v * v) / c;                                            \
         gi = fabsf(v) < edge ? gi : 0.0f;                                         \
         gi = gi * h;                                                              \
         g[i] = gi;                                                                \
-        const double x = fabs((double)v) * inv;                                   \
+        const double x = fabs((double)s) * inv;                                   \
         p[i] = x <= 1.0 ? 1.0 - x : 0.0; /* (NaN: 0) */                           \
         const double wi = fabs((double)gi * (double)grad[i]);                     \
         w[i] = wi <= DBL_MAX ? wi : 0.0;                                          \
@@ -2250,9 +2251,9 @@ VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const 
 {
     const double inv = 1.0 / ((double)delta * 1.7320508075688772);
     if (delta == 1.0f) { /* (the adaptive step's unit law: the quotient by 1 is exact) */
-        WEIGHTED_TERMS(u[i] / step[i])
+        WEIGHTED_TERMS(s)
     } else {
-        WEIGHTED_TERMS((u[i] / step[i]) / delta)
+        WEIGHTED_TERMS(s / delta)
     }
 }
 

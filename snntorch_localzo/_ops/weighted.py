@@ -56,7 +56,7 @@ def inclusion_probability(w: torch.Tensor, budget: torch.Tensor) -> torch.Tensor
     entry too does not lower ``c`` (``c_(k+1) >= c_k`` exactly when
     ``w_(k+1) >= 1 / c_k``), so the first ``k`` that fails is the smallest
     consistent one, the one repeated capping from none reaches (the C pass
-    caps that way). A sort and prefix sums: no loop, no host
+    caps that way). A sort and suffix sums: no loop, no host
     synchronisation (on a GPU too)."""
     w = w.to(torch.float64)
     budget = budget.to(torch.float64)

@@ -68,7 +68,7 @@ def _weighted_terms(u_ptr, grad_ptr, offs, mask, law_delta, sqrt3_64, denom, inv
     v = tl.math.div_rn(u, law_delta.to(tl.float32))
     g = tl.math.div_rn(3.0 - v * v, denom)
     g = tl.where(tl.abs(v) < edge, g, 0.0) * inv_h
-    x = tl.abs(v).to(tl.float64) / law_delta / sqrt3_64
+    x = tl.abs(u).to(tl.float64) / law_delta / sqrt3_64
     p = tl.where(x <= 1.0, 1.0 - x, 0.0)
     go = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     w = tl.abs(g.to(tl.float64) * go.to(tl.float64))
