@@ -2213,23 +2213,14 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(total);
 }
 
-/* make(sampling="gradient") for the uniform law with one direction
- * (_ops/weighted.py, docs/method.md section 8), after rule_delta wrote each
- * entry's step into `out`. Per row: at v = (u / step) / delta, the expected
- * value g (uniform_exact's bits) and the law's active probability
- * p = 1 - min(x / sqrt3, 1), x = |v| (float64; a NaN p counts 0); the budget
- * K = sum p; q = min(1, c w), w = |g grad| (0 where not finite), c by capping
- * until no new entry reaches 1 (weighted.inclusion_probability); one uniform
- * per entry (given in `unif`, else hashed from `seed` and the entry's index);
- * out = grad * (float)(g / q) where it falls below q, grad * 0 elsewhere.
- * The sums run in row order (torch's may round differently in the last bit
- * of K or c). Returns the number of active entries, or -1 (no memory). */
 #define WEIGHTED_POOL 8.0
 
-/* One row's terms in vector lanes: the expected value g (uniform_exact's
- * bits), the law's active probability p (the reference's up to the last bit:
- * a product by 1 / (delta sqrt3) instead of two quotients) and the weight
- * w = |g grad| (0 where not finite). */
+/* One row's terms of weighted_uniform_rows in vector lanes, at the scaled
+ * membrane s = u / step and v = s / delta: the expected value g
+ * (uniform_exact's bits), the law's active probability p from |s| (the
+ * reference's up to the last bit: a product by 1 / (delta sqrt3) instead of
+ * two quotients; NaN: 0) and the weight w = |g grad| (0 where not finite).
+ * The law's unit step (the adaptive step's) skips the quotient by 1. */
 #define WEIGHTED_TERMS(V_)                                                        \
     for (int64_t i = 0; i < n; i++) {                                             \
         const float s = u[i] / step[i]; /* the scaled membrane */                 \
@@ -2257,6 +2248,16 @@ VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const 
     }
 }
 
+/* make(sampling="gradient") for the uniform law with one direction
+ * (_ops/weighted.py, docs/method.md section 8), after rule_delta wrote each
+ * entry's step into `out`. Per row: the terms g, p and w above; the budget
+ * K = sum p; q = min(1, c w), c by capping until no new entry reaches 1
+ * (weighted.inclusion_probability; a guess from a pool of the largest w
+ * first, then full passes until none is new); one uniform per entry (given in
+ * `unif`, else hashed from `seed` and the entry's index);
+ * out = grad * (float)(g / q) where it falls below q, grad * 0 elsewhere.
+ * The sums run in row order (torch's may round differently in the last bit
+ * of K or c). Returns the number of active entries, or -1 (no memory). */
 static int64_t weighted_uniform_rows(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
                                      float delta, float c, float h, float edge, const float *unif,
                                      uint64_t seed)
