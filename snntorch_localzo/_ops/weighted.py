@@ -93,13 +93,18 @@ def weighted_probability(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec
     entry at ``u`` (as the operators see it: ``spec.scale(u)``) for the
     incoming gradient ``grad_out`` (None: ones). An infinite or NaN
     ``grad_out`` entry is never active (its gradient stays NaN)."""
+    return _expected_and_probability(u, grad_out, spec)[1]
+
+
+def _expected_and_probability(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec: ZOSpec):
+    """``(g, q)``: the expected value (float64) and :func:`weighted_probability`."""
     g = expected_estimate(u, spec).to(torch.float64)
     p = torch.nan_to_num(spec.law.active_prob(u, spec.samples), nan=0.0)  # (a NaN membrane: never active)
     rows = _rows(u)
     w = g.abs() if grad_out is None else (g * grad_out.to(torch.float64)).abs()
     w = torch.nan_to_num(w, nan=0.0, posinf=0.0)
     q = inclusion_probability(w.reshape(rows, -1), p.reshape(rows, -1).sum(1))
-    return q.view(u.shape)
+    return g, q.view(u.shape)
 
 
 def uniforms(shape, device, dtype: torch.dtype, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -115,8 +120,7 @@ def weighted_estimate(u: torch.Tensor, grad_out: Optional[torch.Tensor], spec: Z
     entry, drawn in ``u``'s compute dtype; ``unif``: given instead, the
     test hook) falls below ``q``, else 0."""
     cdtype = compute_dtype(u.dtype)
-    q = weighted_probability(u, grad_out, spec)
+    g, q = _expected_and_probability(u, grad_out, spec)
     r = uniforms(u.shape, u.device, cdtype, generator) if unif is None else unif.reshape(u.shape)
-    g = expected_estimate(u, spec).to(torch.float64)
     active = r.to(torch.float64) < q
     return (g / q.masked_fill(~active, 1.0)).masked_fill(~active, 0.0).to(cdtype)
