@@ -2213,7 +2213,31 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(total);
 }
 
-#define WEIGHTED_POOL 8.0
+/* Selections by bits (a where c, else b): the same values as c ? a : b, but
+ * with trapping floating point (the flags' default) the compiler keeps a
+ * ternary whose operands compute as a branch, which stops it from running
+ * the loop in vector lanes (AVX-512 has masks for that; AVX2 has not). */
+static inline float select_f32(int c, float a, float b)
+{
+    uint32_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    const uint32_t m = (uint32_t)0 - (uint32_t)(c != 0);
+    x = (x & m) | (y & ~m);
+    memcpy(&a, &x, sizeof a);
+    return a;
+}
+
+static inline double select_f64(int c, double a, double b)
+{
+    uint64_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    const uint64_t m = (uint64_t)0 - (uint64_t)(c != 0);
+    x = (x & m) | (y & ~m);
+    memcpy(&a, &x, sizeof a);
+    return a;
+}
 
 /* One row's terms of weighted_uniform_rows in vector lanes, at the scaled
  * membrane s = u / step and v = s / delta: the expected value g
@@ -2225,14 +2249,13 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
     for (int64_t i = 0; i < n; i++) {                                             \
         const float s = u[i] / step[i]; /* the scaled membrane */                 \
         const float v = (V_);                                                     \
-        float gi = (3.0f - v * v) / c;                                            \
-        gi = fabsf(v) < edge ? gi : 0.0f;                                         \
-        gi = gi * h;                                                              \
+        const float gv = (3.0f - v * v) / c;                                      \
+        const float gi = select_f32(fabsf(v) < edge, gv, 0.0f) * h;               \
         g[i] = gi;                                                                \
         const double x = fabs((double)s) * inv;                                   \
-        p[i] = x <= 1.0 ? 1.0 - x : 0.0; /* (NaN: 0) */                           \
+        p[i] = select_f64(x <= 1.0, 1.0 - x, 0.0); /* (NaN: 0) */                 \
         const double wi = fabs((double)gi * (double)grad[i]);                     \
-        w[i] = wi <= DBL_MAX ? wi : 0.0;                                          \
+        w[i] = select_f64(wi <= DBL_MAX, wi, 0.0);                                \
     }
 
 VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const float *restrict step,
@@ -2247,31 +2270,147 @@ VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const 
         WEIGHTED_TERMS(s / delta)
     }
 }
+#undef WEIGHTED_TERMS
+
+/* The sums below run in lanes of GCC's vector extension (a plain loop
+ * elsewhere): the flags forbid the compiler to reorder one sum itself. */
+#if defined(__GNUC__)
+#define WEIGHTED_VECTORS 1
+typedef double weighted_v4d __attribute__((vector_size(32)));
+typedef int64_t weighted_v4l __attribute__((vector_size(32)));
+#define WEIGHTED_LOAD(v_, x_) memcpy(&(v_), (x_), sizeof(v_))
+#define WEIGHTED_SELECT(m_, a_, b_) ((weighted_v4d)(((weighted_v4l)(a_) & (m_)) | ((weighted_v4l)(b_) & ~(m_))))
+#endif
+
+/* A row's budget K = sum p, the sum W and the largest of the weights w. */
+VECTOR_CLONES static void weighted_sums(const double *restrict p, const double *restrict w, int64_t n,
+                                        double *K, double *W, double *wmax)
+{
+    double k = 0.0, s = 0.0, m = 0.0;
+    int64_t i = 0;
+#ifdef WEIGHTED_VECTORS
+    weighted_v4d k0 = {0}, k1 = {0}, s0 = {0}, s1 = {0}, m0 = {0}, m1 = {0};
+    for (; i + 8 <= n; i += 8) {
+        weighted_v4d p0, p1, w0, w1;
+        WEIGHTED_LOAD(p0, p + i);
+        WEIGHTED_LOAD(p1, p + i + 4);
+        WEIGHTED_LOAD(w0, w + i);
+        WEIGHTED_LOAD(w1, w + i + 4);
+        k0 += p0;
+        k1 += p1;
+        s0 += w0;
+        s1 += w1;
+        m0 = WEIGHTED_SELECT((weighted_v4l)(w0 > m0), w0, m0);
+        m1 = WEIGHTED_SELECT((weighted_v4l)(w1 > m1), w1, m1);
+    }
+    for (int l = 0; l < 4; l++) {
+        k += k0[l] + k1[l];
+        s += s0[l] + s1[l];
+        m = m0[l] > m ? m0[l] : m;
+        m = m1[l] > m ? m1[l] : m;
+    }
+#endif
+    for (; i < n; i++) {
+        k += p[i];
+        s += w[i];
+        m = w[i] > m ? w[i] : m;
+    }
+    *K = k;
+    *W = s;
+    *wmax = m;
+}
+
+/* One capping pass: the entries with w > 0 and w >= *wcap (capped before) or
+ * cc w >= 1 are capped. Returns their number; *wcap becomes the smallest
+ * capped w (the capped entries are always those at or above it: c grows from
+ * pass to pass), *rest the sum of the other weights. */
+VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t n, double cc, double *wcap,
+                                               double *rest)
+{
+    const double t = *wcap;
+    int64_t count = 0, i = 0;
+    double r = 0.0, m = INFINITY;
+#ifdef WEIGHTED_VECTORS
+    const weighted_v4d zero = {0.0, 0.0, 0.0, 0.0}, one = {1.0, 1.0, 1.0, 1.0};
+    const weighted_v4d tv = {t, t, t, t}, cv = {cc, cc, cc, cc}, inf = {INFINITY, INFINITY, INFINITY, INFINITY};
+    weighted_v4l cl = {0};
+    weighted_v4d rl = {0}, ml = inf;
+    for (; i + 4 <= n; i += 4) {
+        weighted_v4d x;
+        WEIGHTED_LOAD(x, w + i);
+        const weighted_v4l cap = (weighted_v4l)(x > zero) & ((weighted_v4l)(x >= tv) | (weighted_v4l)(cv * x >= one));
+        cl -= cap;
+        rl += WEIGHTED_SELECT(cap, zero, x);
+        const weighted_v4d mx = WEIGHTED_SELECT(cap, x, inf);
+        ml = WEIGHTED_SELECT((weighted_v4l)(mx < ml), mx, ml);
+    }
+    for (int l = 0; l < 4; l++) {
+        count += cl[l];
+        r += rl[l];
+        m = ml[l] < m ? ml[l] : m;
+    }
+#endif
+    for (; i < n; i++) {
+        const double x = w[i];
+        const int cap = (x > 0.0) & ((x >= t) | (cc * x >= 1.0));
+        count += cap;
+        r += cap ? 0.0 : x;
+        m = cap && x < m ? x : m;
+    }
+    *wcap = m;
+    *rest = r;
+    return count;
+}
+
+/* The draw of one row: q = 1 at w >= wcap (capped), else min(1, cc w); active
+ * where w > 0 and the uniform RND_ falls below q; out = grad * (float)(g / q)
+ * there, grad * 0 elsewhere. Adds the active entries to `total`. */
+#define WEIGHTED_DRAW(RND_)                                                        \
+    for (int64_t i = 0; i < n; i++) {                                              \
+        const double x = w[i];                                                     \
+        const double cx = cc * x;                                                  \
+        const double q = select_f64((x >= wcap) | (cx >= 1.0), 1.0, cx);           \
+        const float rnd = (RND_);                                                  \
+        const int act = (x > 0.0) & ((double)rnd < q);                             \
+        const float val = gr[i] * (float)((double)g[i] / q);                       \
+        o[i] = select_f32(act, val, gr[i] * 0.0f);                                 \
+        total += act;                                                              \
+    }
+
+VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double *restrict w,
+                                           const float *restrict gr, float *restrict o, int64_t n, double cc,
+                                           double wcap, const float *restrict unif, uint32_t base, uint32_t k0,
+                                           uint32_t k1)
+{
+    int64_t total = 0;
+    if (unif) {
+        WEIGHTED_DRAW(unif[i])
+    } else {
+        WEIGHTED_DRAW((float)(draw_bits(base + (uint32_t)i, k0, k1) >> 8) * 0x1p-24f)
+    }
+    return total;
+}
+#undef WEIGHTED_DRAW
 
 /* make(sampling="gradient") for the uniform law with one direction
  * (_ops/weighted.py, docs/method.md section 8), after rule_delta wrote each
  * entry's step into `out`. Per row: the terms g, p and w above; the budget
  * K = sum p; q = min(1, c w), c by capping until no new entry reaches 1
- * (weighted.inclusion_probability; a guess from a pool of the largest w
- * first, then full passes until none is new); one uniform per entry (given in
- * `unif`, else hashed from `seed` and the entry's index);
- * out = grad * (float)(g / q) where it falls below q, grad * 0 elsewhere.
- * The sums run in row order (torch's may round differently in the last bit
- * of K or c). Returns the number of active entries, or -1 (no memory). */
+ * (weighted.inclusion_probability; no pass at all when the largest w does
+ * not reach 1 at c = K / sum w); one uniform per entry (given in `unif`,
+ * else hashed from `seed` and the entry's index); out = grad * (float)(g / q)
+ * where it falls below q, grad * 0 elsewhere. The sums run in lanes (torch's
+ * may round differently in the last bit of K or c). Returns the number of
+ * active entries, or -1 (no memory). */
 static int64_t weighted_uniform_rows(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
                                      float delta, float c, float h, float edge, const float *unif,
                                      uint64_t seed)
 {
     float *g = (float *)malloc((size_t)n * sizeof(float));
     double *p = (double *)malloc((size_t)n * sizeof(double));
-    double *wall = (double *)malloc((size_t)n * sizeof(double));
-    /* the entries with w > 0 (the only ones that can be active), compacted */
     double *w = (double *)malloc((size_t)n * sizeof(double));
-    int64_t *at = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-    unsigned char *capped = (unsigned char *)malloc((size_t)n);
-    int64_t *pool = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-    if (!g || !p || !wall || !w || !at || !capped || !pool) {
-        free(g); free(p); free(wall); free(w); free(at); free(capped); free(pool);
+    if (!g || !p || !w) {
+        free(g); free(p); free(w);
         return -1;
     }
     const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
@@ -2279,83 +2418,26 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
     for (int64_t r = 0; r < rows; r++) {
         const float *ur = u + r * n, *gr = grad + r * n;
         float *o = out + r * n;
-        weighted_uniform_terms(ur, o, gr, n, delta, c, h, edge, g, p, wall);
-        double K = 0.0, free_w = 0.0;
-        int64_t m = 0;
-        for (int64_t i = 0; i < n; i++) {
-            K += p[i];
-            if (wall[i] > 0.0) {
-                w[m] = wall[i];
-                free_w += wall[i];
-                at[m] = i;
-                capped[m] = 0;
-                m++;
-            }
-            o[i] = gr[i] * 0.0f;
-        }
-        /* A first guess of the capped entries from a pool: while c stays under
-         * POOL times its first value K / sum(w), only entries with
-         * w >= 1 / (POOL c0) can reach 1 (c grows from round to round). */
-        int64_t ncapped = 0;
-        if (free_w > 0.0 && K > 0.0) {
-            const double c0 = K / free_w, lim = 1.0 / (WEIGHTED_POOL * c0);
-            int64_t np = 0;
-            for (int64_t j = 0; j < m; j++)
-                if (w[j] >= lim) pool[np++] = j;
-            double f = free_w;
-            for (;;) {
-                const double left = K - (double)ncapped;
-                const double cg = left > 0.0 && f > 0.0 ? left / f : 0.0;
-                if (cg >= WEIGHTED_POOL * c0) break; /* (the pool may miss some: the passes below find them) */
-                int64_t added = 0;
-                for (int64_t t = 0; t < np; t++) {
-                    const int64_t j = pool[t];
-                    if (!capped[j] && cg * w[j] >= 1.0) {
-                        capped[j] = 1;
-                        f -= w[j];
-                        added++;
-                    }
-                }
-                if (!added) break;
-                ncapped += added;
-            }
-            if (ncapped) {
-                free_w = 0.0;
-                for (int64_t j = 0; j < m; j++)
-                    free_w += capped[j] ? 0.0 : w[j];
+        weighted_uniform_terms(ur, o, gr, n, delta, c, h, edge, g, p, w);
+        double K, W, wmax, cc = 0.0, wcap = INFINITY;
+        weighted_sums(p, w, n, &K, &W, &wmax);
+        if (W > 0.0 && K > 0.0) {
+            cc = K / W;
+            /* each pass caps at the current c and sums what is left for the next */
+            int64_t ncapped = 0;
+            while (cc * wmax >= 1.0) {
+                double t = wcap, rest;
+                const int64_t now = weighted_cap_pass(w, n, cc, &t, &rest);
+                if (now == ncapped) break;
+                ncapped = now;
+                wcap = t;
+                const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
+                cc = rest > 0.0 ? left / rest : 0.0;
             }
         }
-        /* each pass caps at the current c and sums what is left for the next
-         * (from the guess, usually one pass: the result does not depend on it) */
-        double cc;
-        for (;;) {
-            const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
-            cc = free_w > 0.0 ? left / free_w : 0.0;
-            int64_t now = 0;
-            double rest = 0.0;
-            for (int64_t j = 0; j < m; j++) {
-                const unsigned char cj = capped[j] | (cc * w[j] >= 1.0);
-                capped[j] = cj;
-                now += cj;
-                rest += cj ? 0.0 : w[j];
-            }
-            if (now == ncapped) break;
-            ncapped = now;
-            free_w = rest;
-        }
-        for (int64_t j = 0; j < m; j++) {
-            const int64_t i = at[j];
-            double q = capped[j] ? 1.0 : cc * w[j];
-            q = q < 1.0 ? q : 1.0;
-            const float rnd = unif ? unif[r * n + i]
-                                   : (float)(draw_bits((uint32_t)(r * n + i), k0, k1) >> 8) * 0x1p-24f;
-            if ((double)rnd < q) {
-                o[i] = gr[i] * (float)((double)g[i] / q);
-                total++;
-            }
-        }
+        total += weighted_draw(g, w, gr, o, n, cc, wcap, unif ? unif + r * n : NULL, (uint32_t)(r * n), k0, k1);
     }
-    free(g); free(p); free(wall); free(w); free(at); free(capped); free(pool);
+    free(g); free(p); free(w);
     return total;
 }
 
