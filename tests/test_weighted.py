@@ -13,7 +13,7 @@ import torch
 from snntorch import utils as snn_utils
 
 import snntorch_localzo as localzo
-from conftest import MODES, needs_kernels
+from conftest import MODES, made_by, needs_kernels
 from snntorch_localzo._ops import weighted
 from snntorch_localzo._ops import layout
 from snntorch_localzo._ops.clib import c_module
@@ -225,7 +225,12 @@ def test_the_planner_sends_weighted_draws_to_the_c_pass_the_kernel_or_the_refere
         assert leaky_step_is_reference(torch.zeros(64, 128), spec)
         one = torch.ones(())
         params = LeakyParams(one * 0.9, one, one, RESET_SUBTRACT)
-        assert leaky_path(torch.zeros(8, 64, 128), None, params, spec, 8) is Path.REFERENCE
+        # a sequence: the native path where the C pass covers it (drawn in backward), else the reference
+        seq = torch.zeros(8, 64, 128)
+        assert leaky_path(seq, None, params, spec, 8) is (Path.NATIVE if c_pass else Path.REFERENCE)
+        assert leaky_path(seq[0], None, params, spec, 0) is Path.REFERENCE  # (a step: its spike function's)
+        assert leaky_path(seq.double(), None, params, spec, 8) is Path.REFERENCE
+        assert leaky_path(seq, None, params, localzo.make("normal", sampling="gradient").spec, 8) is Path.REFERENCE
 
 
 def test_a_sequence_layer_trains_with_it():
@@ -418,3 +423,141 @@ def test_the_kernels_draw_has_the_expected_count():
                  for _ in range(N))
     spread = (q * (1 - q)).sum(1).sqrt()
     assert bool(((counts / N - q.sum(1)).abs() <= 5.5 * spread / math.sqrt(N)).all())
+
+
+def _sequence_case(shape, reset, graded, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = 5
+    x = torch.rand((T,) + shape, generator=g) * 1.4
+    m0 = torch.rand(shape, generator=g)
+    g_spk = torch.randn((T,) + shape, generator=g)
+    g_spk.view(T, shape[0], -1)[..., ::4] = 0.0
+    g_mem = torch.randn((T,) + shape, generator=g) * 0.1
+    unif = torch.rand((1, T) + shape, generator=g)
+    one = torch.ones(())
+    return x, m0, g_spk, g_mem, unif, LeakyParams(one * 0.9, one, one * graded, reset)
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+@pytest.mark.parametrize("reset", [0, 1, 2])
+@pytest.mark.parametrize("shape,graded,mem_loss", [((3, 100), 1.0, False), ((3, 100), 0.5, True),
+                                                   ((2, 3, 5, 5), 1.0, False)])
+def test_the_native_sequence_draws_in_backward_as_the_step_loop(reset, shape, graded, mem_loss):
+    """A weighted ``Leaky`` sequence on the native path keeps the membranes
+    and draws in backward, from its incoming spike gradient, each step's
+    samples one row: the spikes, membranes and gradients (input, initial
+    membrane) of the step loop of the spike function's C pass bit for bit,
+    given the same uniforms, with a graded spike, a loss on the membrane, and
+    an entry whose incoming gradient is infinite (NaN through, as there).
+    It marks no active entries on its spikes (the layer above cannot know
+    them in forward)."""
+    from snntorch_localzo._ops import active
+    from snntorch_localzo._ops.leaky import leaky_seq, leaky_step
+    from snntorch_localzo._ops.leaky.autograd import NativeLeaky
+
+    spec = localzo.make(sampling="gradient").spec
+    x0, m0, g_spk, g_mem, unif, params = _sequence_case(shape, reset, graded)
+    if mem_loss:
+        g_spk.view(-1)[7] = float("inf")
+    assert leaky_path(x0, m0, params, spec, x0.shape[0]) is Path.NATIVE
+    acc_seq, acc_step = localzo.stats.ActivityMeter(), localzo.stats.ActivityMeter()
+    x, mem0 = x0.clone().requires_grad_(), m0.clone().requires_grad_()
+    spk, mem = leaky_seq(x, mem0, params, spec, meter=acc_seq, absz=unif)
+    assert made_by(spk, NativeLeaky) and active.active_of(spk) is None
+    torch.autograd.backward([spk, mem] if mem_loss else [spk], [g_spk, g_mem] if mem_loss else [g_spk])
+    seq = (spk, mem, x.grad, mem0.grad)
+    x, mem0 = x0.clone().requires_grad_(), m0.clone().requires_grad_()
+    spikes, mems, m = [], [], mem0
+    for t in range(x.shape[0]):
+        s, m = leaky_step(x[t], m, params, spec, meter=acc_step, absz=unif[:, t])
+        spikes.append(s)
+        mems.append(m)
+    spk, mem = torch.stack(spikes), torch.stack(mems)
+    torch.autograd.backward([spk, mem] if mem_loss else [spk], [g_spk, g_mem] if mem_loss else [g_spk])
+    for a, b in zip(seq, (spk, mem, x.grad, mem0.grad)):
+        assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+    assert bool(torch.isnan(seq[2]).any()) == mem_loss
+    assert acc_seq.active == acc_step.active > 0 and acc_seq.total == acc_step.total
+
+
+def _two_weighted_layers(mode, sparse, unif1, unif2):
+    from snntorch_localzo._ops.linear_leaky import linear_leaky
+
+    torch.manual_seed(3)
+    T, B, IN, H, OUT = 6, 4, 30, 140, 20
+    x = (torch.rand(T, B, IN) < 0.3).float()
+    w1 = (torch.randn(H, IN) * 0.4).requires_grad_()
+    b1 = (torch.randn(H) * 0.1).requires_grad_()
+    w2 = (torch.randn(OUT, H) * 0.3).requires_grad_()
+    g = torch.randn(T, B, OUT)
+    one = torch.ones(())
+    p = LeakyParams(one * 0.9, one, one, RESET_SUBTRACT)
+    spec = localzo.make(sampling="gradient").spec
+    with localzo.use_backend(mode):
+        s1, _ = linear_leaky(x, w1, b1, None, p, spec, absz=unif1, sparse=sparse)
+        s2, _ = linear_leaky(s1, w2, None, None, p, spec, absz=unif2, sparse=sparse)
+        (s2 * g).sum().backward()
+    return s1, s2, w1.grad, b1.grad, w2.grad
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+def test_the_native_linear_leaky_draws_in_backward_as_the_reference(monkeypatch):
+    """Two weighted ``LinearLeaky`` layers on the native path against the
+    reference's step loop with the same uniforms: the dense backward bit for
+    bit; the sparse one (its sums in another order) to float32 rounding, with
+    the upper layer's input gradient dense (the lower layer marks no active
+    entries: its draw waits for that gradient)."""
+    from snntorch_localzo._ops import planner
+
+    monkeypatch.setattr(planner, "EVENT_MAX_DENSITY", 0.0)  # (the dense input current: the same bits)
+    g = torch.Generator().manual_seed(9)
+    unif1, unif2 = torch.rand(1, 6, 4, 140, generator=g), torch.rand(1, 6, 4, 20, generator=g)
+    ref = _two_weighted_layers("reference", True, unif1, unif2)
+    dense = _two_weighted_layers("auto", False, unif1, unif2)
+    sparse = _two_weighted_layers("auto", True, unif1, unif2)
+    for r, d, s in zip(ref, dense, sparse):
+        assert torch.equal(r, d)
+        torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
+    assert ref[2].abs().sum() > 0 and ref[4].abs().sum() > 0
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+def test_the_native_sequence_draws_reproducibly_and_unbiasedly():
+    """The native sequence's own stream: the same seed, the same gradient; the
+    mean over 2000 draws is the expected gradient (the bound of the C pass's
+    test, entries with ``N q >= 10``), step by step."""
+    from snntorch_localzo._ops.leaky import leaky_seq
+
+    sg = localzo.make(sampling="gradient")
+    x0, _, g_spk, _, _, params = _sequence_case((3, 100), 0, 1.0, seed=4)
+    x = x0.clone().requires_grad_()
+
+    def grad():
+        x.grad = None
+        spk, _ = leaky_seq(x, None, params, sg.spec)
+        (spk * g_spk).sum().backward()
+        return x.grad.clone()
+
+    torch.manual_seed(5)
+    first = grad()
+    torch.manual_seed(5)
+    assert torch.equal(first, grad())
+    # the spike gradient of each step, by the expected gradient: the reverse scan of grad_spk * E[G]
+    with torch.no_grad():
+        _, mem = leaky_seq(x0, None, params, sg.spec)
+    u = mem - 1.0
+    N = 2000
+    e_mean = 0
+    from snntorch_localzo._ops.leaky import native as leaky_native
+    for _ in range(N):
+        index, G = leaky_native.weighted_draw(g_spk, mem, torch.ones(()), torch.ones(()), sg.spec, 5, None)
+        e = torch.zeros(mem.numel(), dtype=torch.float64)
+        e[index] = G.double()
+        e_mean = e_mean + e
+    e_mean = (e_mean / N).view(mem.shape)
+    target = sg.expected_grad(u.reshape(15, 100)).double().view(mem.shape)
+    q = torch.stack([sg.active_prob(u[t], g_spk[t]) for t in range(5)])
+    se = target.abs() * torch.sqrt((1.0 / q.clamp(min=1e-300) - 1.0).clamp(min=0) / N)
+    common = N * q >= 10
+    assert int(common.sum()) > 100
+    assert bool(((e_mean - target).abs() <= 5.5 * se + 1e-6)[common].all())

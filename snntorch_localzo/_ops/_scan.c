@@ -2363,33 +2363,40 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
 }
 
 /* The draw of one row: q = 1 at w >= wcap (capped), else min(1, cc w); active
- * where w > 0 and the uniform RND_ falls below q; out = grad * (float)(g / q)
- * there, grad * 0 elsewhere. Adds the active entries to `total`. */
-#define WEIGHTED_DRAW(RND_)                                                        \
+ * where w > 0 and the uniform RND_ falls below q; there out = grad * G
+ * (`product`) or G itself, G = (float)(g / q); elsewhere grad * 0 or 0.
+ * Adds the active entries to `total`. */
+#define WEIGHTED_DRAW(RND_, VALUE_, ZERO_)                                         \
     for (int64_t i = 0; i < n; i++) {                                              \
         const double x = w[i];                                                     \
         const double cx = cc * x;                                                  \
         const double q = select_f64((x >= wcap) | (cx >= 1.0), 1.0, cx);           \
         const float rnd = (RND_);                                                  \
         const int act = (x > 0.0) & ((double)rnd < q);                             \
-        const float val = gr[i] * (float)((double)g[i] / q);                       \
-        o[i] = select_f32(act, val, gr[i] * 0.0f);                                 \
+        const float G = (float)((double)g[i] / q);                                 \
+        o[i] = select_f32(act, (VALUE_), (ZERO_));                                 \
         total += act;                                                              \
     }
+#define WEIGHTED_HASHED ((float)(draw_bits(base + (uint32_t)i, k0, k1) >> 8) * 0x1p-24f)
 
 VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double *restrict w,
                                            const float *restrict gr, float *restrict o, int64_t n, double cc,
                                            double wcap, const float *restrict unif, uint32_t base, uint32_t k0,
-                                           uint32_t k1)
+                                           uint32_t k1, int product)
 {
     int64_t total = 0;
-    if (unif) {
-        WEIGHTED_DRAW(unif[i])
+    if (product && unif) {
+        WEIGHTED_DRAW(unif[i], gr[i] * G, gr[i] * 0.0f)
+    } else if (product) {
+        WEIGHTED_DRAW(WEIGHTED_HASHED, gr[i] * G, gr[i] * 0.0f)
+    } else if (unif) {
+        WEIGHTED_DRAW(unif[i], G, 0.0f)
     } else {
-        WEIGHTED_DRAW((float)(draw_bits(base + (uint32_t)i, k0, k1) >> 8) * 0x1p-24f)
+        WEIGHTED_DRAW(WEIGHTED_HASHED, G, 0.0f)
     }
     return total;
 }
+#undef WEIGHTED_HASHED
 #undef WEIGHTED_DRAW
 
 /* make(sampling="gradient") for the uniform law with one direction
@@ -2398,13 +2405,15 @@ VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double
  * K = sum p; q = min(1, c w), c by capping until no new entry reaches 1
  * (weighted.inclusion_probability; no pass at all when the largest w does
  * not reach 1 at c = K / sum w); one uniform per entry (given in `unif`,
- * else hashed from `seed` and the entry's index); out = grad * (float)(g / q)
- * where it falls below q, grad * 0 elsewhere. The sums run in lanes (torch's
+ * else hashed from `seed` and the entry's index); out = grad * G,
+ * G = (float)(g / q), where it falls below q, grad * 0 elsewhere (without
+ * `product`: G and 0, the estimate a sequence layer's backward draws from its
+ * incoming gradient). The sums run in lanes (torch's
  * may round differently in the last bit of K or c). Returns the number of
  * active entries, or -1 (no memory). */
 static int64_t weighted_uniform_rows(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
                                      float delta, float c, float h, float edge, const float *unif,
-                                     uint64_t seed)
+                                     uint64_t seed, int product)
 {
     float *g = (float *)malloc((size_t)n * sizeof(float));
     double *p = (double *)malloc((size_t)n * sizeof(double));
@@ -2435,7 +2444,8 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
                 cc = rest > 0.0 ? left / rest : 0.0;
             }
         }
-        total += weighted_draw(g, w, gr, o, n, cc, wcap, unif ? unif + r * n : NULL, (uint32_t)(r * n), k0, k1);
+        total += weighted_draw(g, w, gr, o, n, cc, wcap, unif ? unif + r * n : NULL, (uint32_t)(r * n), k0, k1,
+                               product);
     }
     free(g); free(p); free(w);
     return total;
@@ -2448,16 +2458,17 @@ static PyObject *py_weighted_uniform(PyObject *self, PyObject *args)
     double delta, c, h, edge;
     PyObject *rule;
     zo_rule R;
-    int status;
-    if (!PyArg_ParseTuple(args, "KKKLLOddddKK", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
-                          &unif, &seed) ||
+    int status, product;
+    if (!PyArg_ParseTuple(args, "KKKLLOddddKKp", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
+                          &unif, &seed, &product) ||
         !parse_rule(rule, &R) || !rule_fits(&R, n))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     status = rule_delta((const float *)u, rows, n, &R, (float *)out);
     if (!status)
         total = weighted_uniform_rows((const float *)u, (const float *)grad, (float *)out, rows, n, (float)delta,
-                                      (float)c, (float)h, (float)edge, (const float *)unif, (uint64_t)seed);
+                                      (float)c, (float)h, (float)edge, (const float *)unif, (uint64_t)seed,
+                                      product);
     Py_END_ALLOW_THREADS
     if (status || total < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(total);

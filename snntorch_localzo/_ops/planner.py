@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from .leaky.reference import LeakyParams
 
 __all__ = [
-    "Path", "spike_path", "spike_plan", "leaky_path", "leaky_step_is_reference", "linear_leaky_path",
+    "Path", "spike_path", "spike_plan", "leaky_path", "weighted_sequence", "leaky_step_is_reference",
+    "linear_leaky_path",
     "use_event_current", "use_sparse_weight_grad", "use_event_weight_grad", "use_event_reverse_scan",
     "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
     "EVENT_MAX_DENSITY", "SPARSE_MIN_OUT", "SPARSE_MAX_DENSITY", "SPARSE_MIN_IN", "SPARSE_MAX_ROWS",
@@ -262,7 +263,7 @@ def leaky_path(
     :param mem_shape: the membrane's shape where it is not ``x``'s (Linear + Leaky)
     """
     path = device_path(x)
-    if path is Path.REFERENCE or spec.weighted:
+    if path is Path.REFERENCE or (spec.weighted and not weighted_sequence(x, spec, path, steps)):
         return Path.REFERENCE
     if mem is not None and (mem.dtype != x.dtype or mem.device != x.device):
         return Path.REFERENCE
@@ -277,6 +278,17 @@ def leaky_path(
             return Path.REFERENCE
         return path
     return Path.REFERENCE
+
+
+def weighted_sequence(x: torch.Tensor, spec: ZOSpec, path: Path, steps: int) -> bool:
+    """Whether the native path runs a weighted spec's Leaky sequence
+    (``steps > 0``; :mod:`~snntorch_localzo._ops.weighted`): on the CPU where
+    the C pass covers it (``spike.native.weighted_fused``), drawing in
+    backward from the incoming gradient. Steps, the kernels (whose sequence
+    draws in forward) and the other weighted calls take the reference."""
+    from .spike import native  # (the spike package imports this module)
+
+    return path is Path.NATIVE and steps > 0 and native.weighted_fused(x, spec)
 
 
 def leaky_step_is_reference(x: torch.Tensor, spec: ZOSpec) -> bool:

@@ -95,7 +95,10 @@ def run_triton(x, mem, params, spec, meter, absz, steps):
 # --------------------------------------------------------------------- native
 class NativeLeaky(torch.autograd.Function):
     """Over ``[T, ...]`` (``steps = T``) or one step (``steps = 0``); keeps the
-    active entries, their estimates and, for zero reset, the reset flags."""
+    active entries, their estimates and, for zero reset, the reset flags; or,
+    where the draw waits for the incoming gradient
+    (:func:`~snntorch_localzo._ops.leaky.native.draws_in_backward`), the
+    membranes."""
 
     @staticmethod
     def forward(ctx, x, mem0, params, spec, acc, absz, steps):
@@ -105,20 +108,40 @@ class NativeLeaky(torch.autograd.Function):
         )
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
-        ctx.save_for_backward(index, g, resets, params.beta, params.graded)
+        ctx.later = save_draw(ctx, spec, x.shape, steps, mem, params.threshold, absz)
+        ctx.save_for_backward(index, g, resets, params.beta, params.graded, *ctx.later)
         ctx.reset, ctx.acc, ctx.dtype, ctx.shape = params.reset, acc, x.dtype, list(x.shape)
         ctx.steps, ctx.has_mem0 = steps, mem0 is not None
-        return spk, mem, index
+        return spk, mem, (None if ctx.later else index)
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
-        index, g, resets, beta, graded = ctx.saved_tensors
+        index, g, resets, beta, graded, *later = ctx.saved_tensors
+        if later:
+            index, g = drawn(ctx, later, grad_spk, graded)
         gx, gmem0 = native.leaky_backward(
             grad_spk, grad_mem, index, g, resets, beta, graded, ctx.acc,
             reset=ctx.reset, dtype=ctx.dtype, shape=ctx.shape, steps=ctx.steps,
         )
         need_gmem0 = ctx.has_mem0 and ctx.needs_input_grad[1]
         return gx, (gmem0 if need_gmem0 else None), None, None, None, None, None
+
+
+def save_draw(ctx, spec: ZOSpec, shape, steps: int, mem, threshold, absz) -> tuple:
+    """For a native sequence whose draw waits for the backward
+    (``native.draws_in_backward``): the tensors it needs (the membranes, the
+    threshold, the test hook's uniforms), to save; ``()`` elsewhere."""
+    if not native.draws_in_backward(spec, shape, steps):
+        return ()
+    ctx.spec, ctx.draw_steps = spec, steps
+    return (mem, threshold, absz) if absz is not None else (mem, threshold)
+
+
+def drawn(ctx, later, grad_spk, graded):
+    """``(index, G)`` drawn in backward from what :func:`save_draw` kept."""
+    mem, threshold, *absz = later
+    return native.weighted_draw(grad_spk, mem, threshold, graded, ctx.spec, ctx.draw_steps,
+                                absz[0] if absz else None)
 
 
 def run_native(x, mem, params, spec, meter, absz, steps):
@@ -167,7 +190,7 @@ def leaky_seq(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams,
         return run_triton(x, mem, params, spec, meter, absz, x.shape[0])
     if path is Path.NATIVE:
         spk, mem_seq, index = run_native(x, mem, params, spec, meter, absz, x.shape[0])
-        if index is not None:
+        if index is not None:  # (None also where the draw waits for the backward)
             active.mark(spk, active.ActiveSet(index=index))
         return spk, mem_seq
     fns = [

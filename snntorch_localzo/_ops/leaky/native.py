@@ -123,6 +123,10 @@ def _forward(
     params = LeakyParams(beta, threshold, graded, reset)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
     exact = spec.step.is_exact(sample_entries(x.shape, steps))
+    if spec.weighted and not exact:  # drawn in backward, from the incoming gradient (weighted_draw)
+        spk, mem, resets, _ = scan(x, mem0, params, steps)
+        resets = torch.empty(0, dtype=torch.bool) if resets is None else resets
+        return spk, mem, torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=compute_dtype(x.dtype)), resets
     # the spike function's fused C pass draws where it runs (float32, a law it samples, the C loops built)
     fused = not exact and absz is None and _spike_native().fused(x, spec)
     spk, mem, resets, uabs = scan(x, mem0, params, steps, want_uabs=absz is None and not fused)
@@ -156,6 +160,33 @@ def _forward(
         uabs = Step.apply(uabs, d)
         index, g = sparse_estimate_abs(uabs, spec, table, generator=rng.generator(x.device))
     return spk, mem, index, g, resets
+
+
+def draws_in_backward(spec: ZOSpec, shape, steps: int) -> bool:
+    """Whether the native sequence's estimate is drawn in backward
+    (:func:`weighted_draw`): a weighted spec (:mod:`~snntorch_localzo._ops.weighted`)
+    whose step gives a draw (not the expected value). Its forward then keeps
+    no active entries, and marks none on the spikes."""
+    return spec.weighted and not spec.step.is_exact(sample_entries(shape, steps))
+
+
+def weighted_draw(
+    grad_spk: Optional[torch.Tensor], mem: torch.Tensor, threshold: torch.Tensor, graded: torch.Tensor,
+    spec: ZOSpec, steps: int, absz: Optional[torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The estimate of a sequence whose draw waits for the backward
+    (:func:`draws_in_backward`), as the forward keeps the law's: ``(index,
+    G)`` at the active entries, drawn from the membranes ``mem`` of every step
+    and the spike function's incoming gradient ``grad_spk * graded`` (each
+    step's samples one row of the rule, as the step loop's calls), with
+    the bits of the reference's step loop given the same uniforms ``absz``
+    (``[1, *mem.shape]``). Empty without a spike gradient."""
+    if grad_spk is None:
+        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float32)
+    go = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
+    unif = None if absz is None else absz.reshape(mem.shape)
+    return _spike_native().weighted_entries(go, mem, threshold.to(mem.dtype), spec,
+                                            sample_rows(mem.shape, steps), unif)
 
 
 def _spike_native():

@@ -88,19 +88,22 @@ class NativeLinearLeaky(torch.autograd.Function):
         lower = active.active_of(x) if sparse else None
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
+        ctx.later = leaky_glue.save_draw(ctx, spec, cur.shape, cur.shape[0], mem, params.threshold, absz)
         ctx.save_for_backward(
             x if packed is None else packed, weight, index, g, resets, params.beta, params.graded,
-            None if lower is None else lower.index,
+            None if lower is None else lower.index, *ctx.later,
         )
         ctx.x_dtype, ctx.x_ones = x.dtype, ones
         ctx.reset, ctx.acc, ctx.sparse = params.reset, acc, sparse
         ctx.has_bias, ctx.has_mem0 = bias is not None, mem0 is not None
-        return spk, mem, index
+        return spk, mem, (None if ctx.later else index)
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
         # x: the input, or the bytes it was packed to (the backward unpacks them only where it must)
-        x, weight, index, g, resets, beta, graded, lower = ctx.saved_tensors
+        x, weight, index, g, resets, beta, graded, lower, *later = ctx.saved_tensors
+        if later:
+            index, g = leaky_glue.drawn(ctx, later, grad_spk, graded)
         needs = [
             ctx.needs_input_grad[0], ctx.needs_input_grad[1],
             ctx.has_bias and ctx.needs_input_grad[2], ctx.has_mem0 and ctx.needs_input_grad[3],
@@ -154,5 +157,6 @@ def linear_leaky(
             absz = absz.to(device=x.device, dtype=torch.float32).contiguous()
         return TritonLinearLeaky.apply(x, weight, bias, mem, params, spec, acc, absz, sparse)
     spk, mem_seq, index = NativeLinearLeaky.apply(x, weight, bias, mem, params, spec, acc, absz, sparse)
-    active.mark(spk, active.ActiveSet(index=index))
+    if index is not None:  # (None where the draw waits for the backward)
+        active.mark(spk, active.ActiveSet(index=index))
     return spk, mem_seq

@@ -210,6 +210,24 @@ def weighted_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
     return module is not None and hasattr(module, "weighted_uniform")
 
 
+def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optional[torch.Tensor],
+              rows_shape: tuple, product: bool) -> Tuple[torch.Tensor, int]:
+    """``(out, count)``: the C pass of :func:`weighted_backward` (``product``)
+    or :func:`weighted_entries` on the float32 ``u`` (rows: ``rows_shape``)."""
+    out = torch.empty(u.shape, dtype=torch.float32)
+    if not u.numel():
+        return out, 0
+    rows, n, rule = _settings(spec, tuple(rows_shape))[:3]
+    law = spec.law
+    unif = None if unif is None else _float32(unif.reshape(u.shape))
+    count = c_module().weighted_uniform(
+        u.data_ptr(), _float32(grad_out).data_ptr(), out.data_ptr(), rows, n, rule, float(law.delta),
+        law.denominator, spec.inverse_height(), D.SQRT3, 0 if unif is None else unif.data_ptr(),
+        rng.host_seed() if unif is None else 0, product,
+    )
+    return out, count
+
+
 def weighted_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optional[torch.Tensor],
                       acc: torch.Tensor) -> torch.Tensor:
     """``grad_out`` times the weighted estimate at ``u = mem - threshold``
@@ -218,20 +236,26 @@ def weighted_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, uni
     (``weighted.weighted_estimate`` on ``spec.scale(u)``) given the same
     uniforms ``unif`` (test hook; by default a counter-based stream seeded by
     one draw of torch's generator), up to the last bit of the sums that
-    decide ``c`` (the C pass adds in row order)."""
+    decide ``c`` (the C pass adds in lanes)."""
     u = _float32(u)
-    out = torch.empty(u.shape, dtype=torch.float32)
-    if u.numel():
-        rows, n, rule = _settings(spec, tuple(u.shape))[:3]
-        law = spec.law
-        unif = None if unif is None else _float32(unif.reshape(u.shape))
-        count = c_module().weighted_uniform(
-            u.data_ptr(), _float32(grad_out).data_ptr(), out.data_ptr(), rows, n, rule, float(law.delta),
-            law.denominator, spec.inverse_height(), D.SQRT3, 0 if unif is None else unif.data_ptr(),
-            rng.host_seed() if unif is None else 0,
-        )
-        layout.record(acc, count, u.numel())
+    out, count = _weighted(grad_out, u, spec, unif, tuple(u.shape), True)
+    layout.record(acc, count, u.numel())
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
+
+
+def weighted_entries(grad_out: torch.Tensor, mem: torch.Tensor, threshold: torch.Tensor, spec: ZOSpec,
+                     rows_shape: tuple, unif: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The weighted estimate ``G`` a sequence layer draws in its backward, at
+    ``u = mem - threshold`` (float32, rounded as ``torch.sub``) for the
+    spike function's incoming gradient ``grad_out`` (each row of
+    ``rows_shape`` one call's sample; :func:`weighted_fused` holds), as the
+    law's draw is kept: the sorted flat int64 indices of its non-zero
+    entries and their float32 values, the bits of
+    :func:`weighted_backward`'s ``G`` (``grad_out * G`` there) given the same
+    uniforms ``unif``. Not counted into a meter (the caller counts)."""
+    u = torch.sub(_float32(mem), threshold.to(torch.float32), out=scratch("u_weighted", mem.shape, torch.float32))
+    g, count = _weighted(grad_out, u, spec, unif, rows_shape, False)
+    return compact(g.view(-1), count)
 
 
 def _sparse_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, table, absz, acc) -> torch.Tensor:
