@@ -25,6 +25,9 @@ Implementations (``--impls``):
     localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
     localzo_adaptive     localzo_sparse with make()'s default adaptive step (the sequence rows:
                          delta 0.05)
+    ROW+gradient         one of the make() rows (snntorch_localzo, localzo_step,
+                         localzo_adaptive) with make(sampling="gradient") (its estimate drawn
+                         by the incoming gradient; docs/method.md section 8)
     spikingjelly         SpikingJelly's multi-step LIF (soft reset, ATan), if installed: 2.0
                          picks its implementation by device (its CPU operators, its CUDA
                          selection); before 2.0 its fastest backend on CUDA (Triton, else CuPy,
@@ -158,8 +161,14 @@ class SpikingJellyMLP(nn.Module):
         return self.net(x).sum(0)
 
 
-def _localzo_sg(track: bool, adaptive: bool = False):
-    return localzo.make(track=track) if adaptive else localzo.make("normal", delta=0.05, track=track)
+def _localzo_sg(track: bool, adaptive: bool = False, sampling: str = "law"):
+    if adaptive:
+        return localzo.make(track=track, sampling=sampling)
+    return localzo.make("normal", delta=0.05, track=track)
+
+
+#: The rows of make() itself, which ``ROW+gradient`` runs with ``sampling="gradient"``.
+GRADIENT_ROWS = ("snntorch_localzo", "localzo_step", "localzo_adaptive")
 
 
 def build(impl: str, hidden: int, track: bool, device: Optional[torch.device] = None,
@@ -186,20 +195,24 @@ def scale_hidden(model: nn.Module, gain: float) -> nn.Module:
 
 
 def _build(impl: str, hidden: int, track: bool, device: Optional[torch.device]) -> nn.Module:
+    impl, _, variant = impl.partition("+")
+    if variant and (variant != "gradient" or impl not in GRADIENT_ROWS):
+        raise ValueError(f"unknown impl {impl}+{variant}: '+gradient' follows one of {GRADIENT_ROWS}")
+    sampling = variant or "law"
     if impl == "snntorch_atan":
         sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
     if impl == "snntorch_localzo":
-        sg = _localzo_sg(track, adaptive=True)
+        sg = _localzo_sg(track, adaptive=True, sampling=sampling)
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))
     if impl == "localzo_step":
-        sg = _localzo_sg(track, adaptive=True)
+        sg = _localzo_sg(track, adaptive=True, sampling=sampling)
         return StepMLP(sizes(hidden), lambda: localzo.Leaky(beta=0.9, spike_grad=sg))
     if impl == "localzo_seq":
         sg = _localzo_sg(track)
         return SequenceMLP(sizes(hidden), lambda a, b: LinearThenSequence(a, b, sg))
     if impl in ("localzo_dense", "localzo_sparse", "localzo_adaptive"):
-        sg = _localzo_sg(track, adaptive=impl == "localzo_adaptive")
+        sg = _localzo_sg(track, adaptive=impl == "localzo_adaptive", sampling=sampling)
         sparse = impl != "localzo_dense"
         return SequenceMLP(
             sizes(hidden), lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))

@@ -528,13 +528,17 @@ def rule_grad(key: str) -> SpikeGrad:
     the default rule), e.g. ``rule:active=0.1/channel=0``; ``law=NAME`` picks
     the law of ``z`` (``localzo.make(NAME, delta=...)``; default ``normal``,
     the law the study began with, so that its earlier rows stay reproducible:
-    ``rule:law=uniform`` is ``make()``)."""
+    ``rule:law=uniform`` is ``make()``); ``sampling=gradient`` draws by the
+    incoming gradient (``make(sampling="gradient")``)."""
     fields = {}
-    law = "normal"
+    law, sampling = "normal", "law"
     for item in filter(None, key[len("rule:"):].split("/")):
         name, _, value = item.partition("=")
         if name == "law":
             law = value
+            continue
+        if name == "sampling":
+            sampling = value
             continue
         try:
             fields[name] = float(value)
@@ -545,11 +549,13 @@ def rule_grad(key: str) -> SpikeGrad:
     except (TypeError, ValueError) as e:
         raise SystemExit(f"bad rule {key!r}: {e}")
     try:
-        localzo.make(law, delta=rule)
+        localzo.make(law, delta=rule, sampling=sampling)
     except (TypeError, ValueError) as e:
         raise SystemExit(f"bad rule {key!r}: {e}")
-    label = f"localzo.make(delta={rule!r})" if law == "normal" else f"localzo.make({law!r}, delta={rule!r})"
-    return SpikeGrad(key, label, lambda: localzo.make(law, delta=rule))
+    extra = "" if sampling == "law" else f", sampling={sampling!r}"
+    label = f"localzo.make(delta={rule!r}{extra})" if law == "normal" \
+        else f"localzo.make({law!r}, delta={rule!r}{extra})"
+    return SpikeGrad(key, label, lambda: localzo.make(law, delta=rule, sampling=sampling))
 
 
 def _names(text: Optional[str], known: Dict, what: str, default) -> List[str]:

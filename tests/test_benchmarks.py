@@ -52,6 +52,25 @@ def test_compare_smoke(tmp_path, capsys):
     assert "snntorch_atan" in table
 
 
+def test_compare_gradient_rows_run_make_with_gradient_sampling(tmp_path):
+    """``ROW+gradient``: the make() rows with ``sampling="gradient"``, measured
+    beside the others; any other suffix or row is refused by name."""
+    compare = load("compare")
+    impls = [row + "+gradient" for row in compare.GRADIENT_ROWS]
+    for impl in impls:
+        sgs = {id(m.spike_grad): m.spike_grad for m in compare.build(impl, 16, False).modules()
+               if isinstance(getattr(m, "spike_grad", None), localzo.LocalZO)}
+        assert list(sgs.values()) == [localzo.make(sampling="gradient")]
+    for bad in ("localzo_seq+gradient", "snntorch_localzo+law"):
+        with pytest.raises(ValueError, match=r"\+gradient"):
+            compare.build(bad, 16, False)
+    out = tmp_path / "g.json"
+    assert compare.main(["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
+                         "--warmup", "0", "--impls", ",".join(impls), "--out", str(out), "--plot", "none"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["impl"] for r in rows] == impls and all(r["error"] is None and r["bwd_ms"] > 0 for r in rows)
+
+
 def test_compare_init_gain_scales_the_hidden_layers_and_is_recorded(tmp_path):
     """--init-gain multiplies every hidden layer's initial weights (not the
     output layer's) of every implementation, and each row records it."""

@@ -2384,7 +2384,7 @@ VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double
                                            double wcap, const float *restrict unif, uint32_t base, uint32_t k0,
                                            uint32_t k1, int product)
 {
-    int64_t total = 0;
+    int32_t total = 0; /* (a row: fewer than 2^31 entries) */
     if (product && unif) {
         WEIGHTED_DRAW(unif[i], gr[i] * G, gr[i] * 0.0f)
     } else if (product) {
