@@ -25,9 +25,13 @@ Implementations (``--impls``):
     localzo_sparse       localzo.LinearLeaky stack, sparse backward (docs/method.md section 4)
     localzo_adaptive     localzo_sparse with make()'s default adaptive step (the sequence rows:
                          delta 0.05)
-    ROW+gradient         one of the make() rows (snntorch_localzo, localzo_step,
-                         localzo_adaptive) with make(sampling="gradient") (its estimate drawn
-                         by the incoming gradient; docs/method.md section 8)
+    ROW+law, ROW+gradient  one of the make() rows (snntorch_localzo, localzo_step,
+                         localzo_adaptive) with make(sampling="law") (the law's draw
+                         everywhere, make()'s before) or make(sampling="gradient") (by the
+                         incoming gradient everywhere, the sequence layers included);
+                         make()'s own sampling="auto" draws by the gradient in the spike
+                         function's calls, by the law in the sequence layers and the fused
+                         Triton step (docs/method.md section 8)
     spikingjelly         SpikingJelly's multi-step LIF (soft reset, ATan), if installed: 2.0
                          picks its implementation by device (its CPU operators, its CUDA
                          selection); before 2.0 its fastest backend on CUDA (Triton, else CuPy,
@@ -161,14 +165,15 @@ class SpikingJellyMLP(nn.Module):
         return self.net(x).sum(0)
 
 
-def _localzo_sg(track: bool, adaptive: bool = False, sampling: str = "law"):
+def _localzo_sg(track: bool, adaptive: bool = False, sampling: str = "auto"):
     if adaptive:
         return localzo.make(track=track, sampling=sampling)
     return localzo.make("normal", delta=0.05, track=track)
 
 
-#: The rows of make() itself, which ``ROW+gradient`` runs with ``sampling="gradient"``.
-GRADIENT_ROWS = ("snntorch_localzo", "localzo_step", "localzo_adaptive")
+#: The rows of make() itself, which ``ROW+law`` and ``ROW+gradient`` run with that ``sampling``.
+SAMPLING_ROWS = ("snntorch_localzo", "localzo_step", "localzo_adaptive")
+SAMPLINGS = ("law", "gradient")
 
 
 def build(impl: str, hidden: int, track: bool, device: Optional[torch.device] = None,
@@ -196,9 +201,9 @@ def scale_hidden(model: nn.Module, gain: float) -> nn.Module:
 
 def _build(impl: str, hidden: int, track: bool, device: Optional[torch.device]) -> nn.Module:
     impl, _, variant = impl.partition("+")
-    if variant and (variant != "gradient" or impl not in GRADIENT_ROWS):
-        raise ValueError(f"unknown impl {impl}+{variant}: '+gradient' follows one of {GRADIENT_ROWS}")
-    sampling = variant or "law"
+    if variant and (variant not in SAMPLINGS or impl not in SAMPLING_ROWS):
+        raise ValueError(f"unknown impl {impl}+{variant}: '+law' or '+gradient' follows one of {SAMPLING_ROWS}")
+    sampling = variant or "auto"
     if impl == "snntorch_atan":
         sg = SpikeGradProbe(surrogate.atan()) if track else surrogate.atan()
         return StepMLP(sizes(hidden), lambda: snn.Leaky(beta=0.9, spike_grad=sg))

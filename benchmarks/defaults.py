@@ -105,7 +105,7 @@ def new_default():
     return localzo.make()
 
 
-NEW_DEFAULT_LABEL = "localzo.make() (adaptive step)"
+NEW_DEFAULT_LABEL = "localzo.make()"
 
 
 SPIKE_GRADS: Dict[str, SpikeGrad] = {
@@ -119,8 +119,13 @@ SPIKE_GRADS: Dict[str, SpikeGrad] = {
         # the same spike gradient in the drop-in neuron (one object per layer, which counts itself)
         SpikeGrad("drop_in", "localzo.Leaky with localzo.make()", lambda: localzo.make(track=True),
                   per_layer=True, leaky=localzo.Leaky),
-        # the active entries drawn by the incoming gradient (docs/method.md section 8)
+        # the active entries drawn by the incoming gradient everywhere (docs/method.md section 8)
         SpikeGrad("gradient", "localzo.make(sampling='gradient')", lambda: localzo.make(sampling="gradient")),
+        # make() until 2026-12-07 (the law's draw, a 5% conv band), and the gradient's draw with that band
+        SpikeGrad("law_05", "make() before: sampling='law', 5% conv band",
+                  lambda: localzo.make(delta=localzo.AdaptiveDelta(conv_active=0.05), sampling="law")),
+        SpikeGrad("gradient_05", "make(sampling='gradient'), 5% conv band",
+                  lambda: localzo.make(delta=localzo.AdaptiveDelta(conv_active=0.05), sampling="gradient")),
         # candidates studied for issue 10 (not in the default set)
         SpikeGrad("paper_conv", "localzo.make('normal', delta=0.5, samples=5)",
                   lambda: localzo.make("normal", delta=0.5, samples=5)),

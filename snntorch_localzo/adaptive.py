@@ -116,7 +116,9 @@ class AdaptiveDelta(Step):
         for inputs without channels (``[batch, neurons]``, fully connected
         layers). Defaults to 0.01
     :param conv_active: the same share for inputs with channels
-        (``[batch, channels, ...]``, convolutional layers). Defaults to 0.05
+        (``[batch, channels, ...]``, convolutional layers). Defaults to 0.045
+        (0.05 before ``make()`` drew by the incoming gradient: chosen on the
+        validation split with it, ``docs/method.md`` section 8)
     :param silent: share :math:`ρ_s` of a sample that does not fire.
         Defaults to 0.3
     :param rate: firing fraction :math:`r_0` from which a sample counts as
@@ -136,7 +138,7 @@ class AdaptiveDelta(Step):
     """
 
     active: float = 0.01
-    conv_active: float = 0.05
+    conv_active: float = 0.045
     silent: float = 0.3
     rate: float = 0.01
     channel: float = 0.1

@@ -11,7 +11,7 @@ from ._ops import layout
 from .adaptive import AdaptiveDelta
 from ._ops.spec import ZOSpec, spec_of
 from ._ops.spike import spike
-from .distributions import ADAPTIVE_LAWS, Distribution, get_distribution
+from .distributions import ADAPTIVE_LAWS, Distribution, Uniform, get_distribution
 from .stats import ActivityMeter
 from .step import FIXED, Step, sample_entries
 
@@ -105,7 +105,13 @@ class LocalZO:
         gradient with less variance (``docs/method.md`` section 8). For
         float32 with the uniform law and one direction (``make``'s own) one
         C pass (CPU) or one Triton kernel (CUDA) draws it; elsewhere the
-        plain PyTorch path. Defaults to ``"law"``
+        plain PyTorch path. ``"auto"``: for ``make()``'s own estimate
+        (uniform law, one direction, adaptive step) ``"gradient"`` in the
+        float32 calls of the spike function (snnTorch's neurons,
+        ``localzo.Leaky``'s steps) and ``"law"`` in the sequence layers
+        (whose forward draws, and whose sparse backward is built on that
+        draw), other dtypes and :meth:`estimate`; ``"law"`` for every other
+        estimate. Defaults to ``"auto"``
     :type sampling: str, optional
     """
 
@@ -118,7 +124,7 @@ class LocalZO:
         alpha: Optional[float] = None,
         slope: Optional[float] = None,
         track: bool = False,
-        sampling: str = "law",
+        sampling: str = "auto",
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {sampling!r}")
@@ -139,7 +145,7 @@ class LocalZO:
             dist, delta=delta, alpha=alpha, slope=slope
         )
         self.samples = check_count("samples", samples)
-        self._spec = spec_of(self.dist, self.samples, self._step, sampling == "gradient")
+        self._spec = self._build_spec()
         self.meter: Optional[ActivityMeter] = ActivityMeter() if check_bool("track", track) else None
 
     # ------------------------------------------------------------------ call
@@ -151,8 +157,15 @@ class LocalZO:
 
     @property
     def spec(self) -> ZOSpec:
-        """The estimate's constants as the operators take them (built once)."""
+        """The estimate's constants as the operators take them (built once;
+        with ``sampling="auto"`` each call resolves it,
+        :meth:`~snntorch_localzo._ops.spec.ZOSpec.resolved`)."""
         return self._spec
+
+    def _build_spec(self) -> ZOSpec:
+        own = type(self.dist) is Uniform and self.samples == 1 and self._step.adaptive  # (make()'s estimate)
+        return spec_of(self.dist, self.samples, self._step, self.sampling == "gradient",
+                       self.sampling == "auto" and own)
 
     # ------------------------------------------------------------------ theory
     @property
@@ -197,10 +210,11 @@ class LocalZO:
         With ``sampling="gradient"``, the probability for the incoming
         gradient ``grad_out`` (shaped like ``u``; None: ones)."""
         u = torch.as_tensor(u)
-        if self.sampling == "gradient" and not self._step.is_exact(sample_entries(u.shape)):
+        spec = self.spec.resolved(u.dtype)
+        if spec.weighted and not self._step.is_exact(sample_entries(u.shape)):
             from ._ops.weighted import weighted_probability
 
-            return weighted_probability(self.spec.scale(u), grad_out, self.spec)
+            return weighted_probability(spec.scale(u), grad_out, spec)
         return self._step.active_prob(self.dist, u, self.samples)
 
     def estimate(self, mem_shift: torch.Tensor) -> torch.Tensor:
@@ -217,7 +231,7 @@ class LocalZO:
 
         check_float_tensor("mem_shift", mem_shift)
         u = mem_shift.detach()
-        spec = self.spec
+        spec = self.spec.resolved(u.dtype, call=False)
         acc = layout.accumulator(self.meter, u.device)
         if spike_path(u, spec) is Path.EXACT:
             return exact_estimate(spec.scale(u), spec, acc)
@@ -264,7 +278,7 @@ class LocalZO:
         else:
             params = ", ".join(f"{k}={v:g}" for k, v in self.dist.params().items())
         extra = ", track=True" if self.track else ""
-        if self.sampling != "law":
+        if self.sampling != "auto":
             extra += f", sampling={self.sampling!r}"
         return f"LocalZO(dist={self.dist.name!r}, {params}, samples={self.samples}{extra})"
 
@@ -291,7 +305,7 @@ class LocalZO:
         # pickles from before the adaptive step have no rule: a fixed step
         self._step = state.get("rule") or FIXED
         self.sampling = state.get("sampling", "law")  # (pickles from before it: the law's)
-        self._spec = spec_of(self.dist, self.samples, self._step, self.sampling == "gradient")
+        self._spec = self._build_spec()
         self.meter = ActivityMeter() if state["track"] else None
 
 
@@ -311,7 +325,7 @@ ADAPTIVE_DEFAULT_LAW = "uniform"
 #: The law of ``make(delta=x)``: the paper's, unchanged since the first release.
 FIXED_DEFAULT_LAW = "normal"
 #: How the active entries are drawn (:class:`LocalZO`'s ``sampling``).
-SAMPLINGS = ("law", "gradient")
+SAMPLINGS = ("auto", "law", "gradient")
 
 
 def make(
@@ -322,7 +336,7 @@ def make(
     alpha: Optional[float] = None,
     slope: Optional[float] = None,
     track: bool = False,
-    sampling: str = "law",
+    sampling: str = "auto",
 ) -> LocalZO:
     """LocalZO spike gradient for any snnTorch neuron's ``spike_grad``.
 
@@ -333,9 +347,11 @@ def make(
     ``make(delta=0.05)`` fixes the step (normal directions, the paper's);
     ``make("atan", alpha=2.0)`` has exactly the expected gradient of
     ``snntorch.surrogate.atan(alpha=2.0)`` (likewise ``"sigmoid"`` and
-    ``"fast_sigmoid"`` with ``slope``); ``make(sampling="gradient")`` draws
-    the active entries by the incoming gradient (less variance, the same
-    expected gradient and count). Arguments as :class:`LocalZO`.
+    ``"fast_sigmoid"`` with ``slope``). ``make()`` draws the active entries
+    of the spike function's float32 calls by the incoming gradient (less
+    variance, the same expected gradient and count; ``sampling="auto"``),
+    those of the sequence layers by the law; ``sampling="law"`` or
+    ``"gradient"`` makes one choice everywhere. Arguments as :class:`LocalZO`.
 
     Example::
 

@@ -70,7 +70,7 @@ def test_band_holds_each_samples_nearest_entries(law, samples):
     assert torch.allclose(active_prob(law, third / d[:4], samples), torch.full((4, 1), 0.5), atol=1e-5)
     # the same entries as 3 channels of 10 x 10: the convolutional share
     dc = PLAIN.delta(u[:4].reshape(4, 3, 10, 10), law, samples)
-    assert dc.shape == (4, 1, 1, 1) and PLAIN.conv_active == 0.05
+    assert dc.shape == (4, 1, 1, 1) and PLAIN.conv_active == 0.045
     assert torch.allclose(dc.view(4), kth(u[:4], PLAIN.conv_active) / x_med, rtol=1e-6)
 
 
@@ -168,7 +168,7 @@ def test_estimate_by_hand_at_delta_t(law, coef, draw):
     the law's height-one coefficient 1 / (2 g_1(0)): sqrt(2 pi) / 2 for the
     normal law, 2 / sqrt(3) for the uniform law (g_1(0) = sqrt(3) / 4)."""
     torch.manual_seed(0)
-    sg = localzo.make(law, samples=1)
+    sg = localzo.make(law, samples=1, sampling="law")
     u = (0.3 * torch.randn(32, 40) - 0.4).requires_grad_()
     absz = draw((1, 32, 40))
     spike(u, sg.spec, None, absz, Path.REFERENCE).sum().backward()
@@ -382,7 +382,7 @@ def test_fused_step_equals_the_reference(layout, monkeypatch):
     x.requires_grad_()
     one = torch.tensor(1.0)
     params = LeakyParams(torch.tensor(0.9), one, one, 0)
-    spec = localzo.make().spec
+    spec = localzo.make(sampling="law").spec  # (the kernel's draw in forward: the law's)
     absz = torch.randn(spec.samples, 4, 3, 5, 6).abs()
     mem0 = torch.full_like(x, 0.2)
     grads = []

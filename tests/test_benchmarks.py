@@ -52,18 +52,21 @@ def test_compare_smoke(tmp_path, capsys):
     assert "snntorch_atan" in table
 
 
-def test_compare_gradient_rows_run_make_with_gradient_sampling(tmp_path):
-    """``ROW+gradient``: the make() rows with ``sampling="gradient"``, measured
-    beside the others; any other suffix or row is refused by name."""
+def test_compare_sampling_rows_run_make_with_that_sampling(tmp_path):
+    """``ROW+law`` and ``ROW+gradient``: the make() rows with that ``sampling``,
+    measured beside the others (the rows themselves: make()'s own); any other
+    suffix or row is refused by name."""
     compare = load("compare")
-    impls = [row + "+gradient" for row in compare.GRADIENT_ROWS]
-    for impl in impls:
+    impls = [row + "+" + s for row in compare.SAMPLING_ROWS for s in compare.SAMPLINGS]
+    for impl in impls + list(compare.SAMPLING_ROWS):
         sgs = {id(m.spike_grad): m.spike_grad for m in compare.build(impl, 16, False).modules()
                if isinstance(getattr(m, "spike_grad", None), localzo.LocalZO)}
-        assert list(sgs.values()) == [localzo.make(sampling="gradient")]
-    for bad in ("localzo_seq+gradient", "snntorch_localzo+law"):
+        sampling = impl.partition("+")[2] or "auto"
+        assert list(sgs.values()) == [localzo.make(sampling=sampling)]
+    for bad in ("localzo_seq+gradient", "snntorch_localzo+auto", "snntorch_atan+law"):
         with pytest.raises(ValueError, match=r"\+gradient"):
             compare.build(bad, 16, False)
+    impls = [row + "+gradient" for row in compare.SAMPLING_ROWS]
     out = tmp_path / "g.json"
     assert compare.main(["--device", "cpu", "--T", "3", "--batch", "4", "--hidden", "16", "--repeats", "1",
                          "--warmup", "0", "--impls", ",".join(impls), "--out", str(out), "--plot", "none"]) == 0

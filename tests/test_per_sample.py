@@ -81,17 +81,19 @@ def _loss(net, x):
 def test_gradient_accumulated_over_chunks_equals_the_full_batch(monkeypatch):
     """In the spirit of snnTorch 1.0's ``test_chunking_with_gd``: with the
     same directions, accumulating the gradient over batch chunks gives the
-    full batch's gradient (with a step computed from the whole batch it did not)."""
+    full batch's gradient (with a step computed from the whole batch it did not).
+    The law's draw here; make()'s default draw by the incoming gradient:
+    ``test_weighted.py``'s chunk test."""
     replay = _Replay(spike_reference.draw_abs_z)
     monkeypatch.setattr(spike_reference, "draw_abs_z", replay)
     torch.manual_seed(0)
     x = torch.rand(6, 16, 12) * 2.0  # [T, B, features]
     with localzo.use_backend("reference"):
-        full = _net(localzo.make())
+        full = _net(localzo.make(sampling="law"))
         _loss(full, x).backward()
         # lif1 draws (80 neurons); lif2 (5 neurons, an output layer) gets the expected value
         assert len(replay.calls) == 6 and any(c.count_nonzero() for c in replay.calls)
-        chunked = _net(localzo.make())
+        chunked = _net(localzo.make(sampling="law"))
         for rows in (slice(0, 5), slice(5, 11), slice(11, 16)):
             replay.rows, replay.i = rows, 0
             _loss(chunked, x[:, rows]).backward()

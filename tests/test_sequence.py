@@ -248,13 +248,15 @@ def test_sequence_monte_carlo_mean_adaptive(mode):
 @pytest.mark.version_free
 def test_native_sequence_draw_takes_the_rule_of_inputs_with_channels():
     """A convolutional sequence ``[T, B, C, H, W]``: every step of every sample
-    is one call of the rule with its channels (the 5% band and the channel
+    is one call of the rule with its channels (the 4.5% band and the channel
     floor of ``[B, C, H, W]`` inputs, not the 1% band of fully connected
     ones): the active frequency of each entry over ``T`` draws of the native
-    sequence is ``active_prob`` of that sample, within 5 standard errors,
-    and so is their mean over all entries."""
+    sequence (make()'s: the law's draw in a sequence) is the law's
+    ``active_prob`` of that sample, within 5 standard errors, and so is
+    their mean over all entries."""
     torch.manual_seed(6)
     est = localzo.make()
+    law = localzo.make(sampling="law")
     u = 0.3 * torch.randn(1, 4, 6, 6) - 0.3
     T = 400
     x = (u + 1.0).repeat(T, 1, 1, 1, 1).requires_grad_(True)
@@ -262,12 +264,12 @@ def test_native_sequence_draw_takes_the_rule_of_inputs_with_channels():
         spk, _ = leaky_seq(x, None, params(2, beta=0.0, device="cpu"), est.spec)
         spk.backward(torch.ones_like(spk))
     freq = (x.grad != 0).double().mean(0)
-    prob = est.active_prob(u).double()
+    prob = law.active_prob(u).double()
     se = (prob * (1 - prob) / T).sqrt()
     assert torch.all((freq - prob).abs() <= 5 * se + 1e-3)
     se_mean = ((prob * (1 - prob)).sum() / T).sqrt() / prob.numel()
     assert abs(float(freq.mean() - prob.mean())) <= 5 * float(se_mean)
-    fc = localzo.make().active_prob(u.reshape(1, -1)).double().mean()  # the other rule's
+    fc = law.active_prob(u.reshape(1, -1)).double().mean()  # the other rule's
     assert abs(float(fc - prob.mean())) > 10 * float(se_mean)
 
 

@@ -278,11 +278,20 @@ def test_sampling_is_checked_compared_and_pickled():
     assert "sampling='gradient'" in repr(a)
     b = pickle.loads(pickle.dumps(a))
     assert b == a and b.spec.weighted and not localzo.make().spec.weighted
+    # make()'s default: "auto", resolved call by call (the spike function's float32 calls)
+    d = localzo.make()
+    assert d.sampling == "auto" and d == localzo.make(sampling="auto") and "sampling" not in repr(d)
+    assert d.spec.auto and pickle.loads(pickle.dumps(d)).spec.auto
+    assert d.spec.resolved(torch.float32).weighted and not d.spec.resolved(torch.float64).weighted
+    assert not d.spec.resolved(torch.float32, call=False).weighted
+    # other estimates: "auto" is the law's
+    for other in (localzo.make("normal"), localzo.make(delta=0.05), localzo.make("atan"), localzo.make(samples=2)):
+        assert not other.spec.auto and not other.spec.resolved(torch.float32).weighted
     state = localzo.make().__getstate__()
-    del state["sampling"]  # a pickle from before the option
+    del state["sampling"]  # a pickle from before the option: the law's, as it was
     c = localzo.LocalZO.__new__(localzo.LocalZO)
     c.__setstate__(state)
-    assert c == localzo.make()
+    assert c == localzo.make(sampling="law") and not c.spec.auto
 
 
 def test_the_spec_travels_through_the_operators_flat_arguments():

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .leaky.reference import LeakyParams
 
 __all__ = [
-    "Path", "spike_path", "spike_plan", "leaky_path", "weighted_sequence", "leaky_step_is_reference",
+    "Path", "spike_path", "spike_plan", "leaky_path", "leaky_spec", "weighted_sequence", "leaky_step_is_reference",
     "linear_leaky_path",
     "use_event_current", "use_sparse_weight_grad", "use_event_weight_grad", "use_event_reverse_scan",
     "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
@@ -262,6 +262,7 @@ def leaky_path(
 
     :param mem_shape: the membrane's shape where it is not ``x``'s (Linear + Leaky)
     """
+    spec = leaky_spec(x, spec, steps)
     path = device_path(x)
     if path is Path.REFERENCE or (spec.weighted and not weighted_sequence(x, spec, path, steps)):
         return Path.REFERENCE
@@ -278,6 +279,16 @@ def leaky_path(
             return Path.REFERENCE
         return path
     return Path.REFERENCE
+
+
+def leaky_spec(x: torch.Tensor, spec: ZOSpec, steps: int = 0) -> ZOSpec:
+    """The spec a Leaky step (``steps = 0``) or sequence on ``x`` runs
+    (:meth:`ZOSpec.resolved`): with ``make()``'s ``sampling="auto"`` a step
+    draws by the incoming gradient where its spike function's backward
+    draws (the reference step, on the CPU and in the reference mode), by the
+    law where a fused kernel draws in forward (the Triton path) and in a
+    sequence (which draws in forward)."""
+    return spec.resolved(x.dtype, call=steps == 0 and device_path(x) is not Path.TRITON)
 
 
 def weighted_sequence(x: torch.Tensor, spec: ZOSpec, path: Path, steps: int) -> bool:
@@ -299,6 +310,7 @@ def leaky_step_is_reference(x: torch.Tensor, spec: ZOSpec) -> bool:
     step the reference. Memoised with the plan, so a step loop pays for it
     once. A weighted spec (:mod:`~snntorch_localzo._ops.weighted`) takes
     the reference everywhere."""
+    spec = leaky_spec(x, spec)
     return spec.weighted or spike_plan(x, spec)[1]
 
 

@@ -17,6 +17,7 @@ decided here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -62,6 +63,18 @@ class ZOSpec:
     dist: Optional[D.Distribution] = field(default=None, compare=False, repr=False)
     step: Step = FIXED
     weighted: bool = False
+    auto: bool = False
+
+    def resolved(self, dtype: torch.dtype, call: bool = True) -> "ZOSpec":
+        """The spec a call runs: ``make()``'s default sampling (``auto``)
+        draws by the incoming gradient (``weighted``) in a float32 call of the
+        spike function, where its C pass or kernel runs it, and by the law
+        elsewhere (other dtypes; ``call`` False: a sequence layer, whose draw
+        is made in forward, or a draw without an incoming gradient). Other
+        specs are returned as they are."""
+        if not self.auto:
+            return self
+        return _resolved(self, call and dtype == torch.float32)
 
     @property
     def law(self) -> D.Distribution:
@@ -107,28 +120,35 @@ class ZOSpec:
 
 
 @functools.lru_cache(maxsize=256)
+def _resolved(spec: ZOSpec, weighted: bool) -> ZOSpec:
+    return dataclasses.replace(spec, weighted=weighted, auto=False)
+
+
+@functools.lru_cache(maxsize=256)
 def _flat(spec: ZOSpec) -> Tuple[List[int], List[float]]:
-    ints = [spec.kind, spec.p, spec.samples, STEP_KINDS.index(type(spec.step)), int(spec.weighted)]
+    ints = [spec.kind, spec.p, spec.samples, STEP_KINDS.index(type(spec.step)), int(spec.weighted), int(spec.auto)]
     return ints, [spec.delta, spec.coef, spec.kparam, *spec.step.op_floats()]
 
 
 @functools.lru_cache(maxsize=256)
 def _unflat(ints: Tuple[int, ...], floats: Tuple[float, ...]) -> ZOSpec:
-    kind, p, samples, step_kind, weighted = ints
+    kind, p, samples, step_kind, weighted, auto = ints
     delta, coef, kparam = floats[:3]
     return ZOSpec(kind, p, samples, delta, coef, kparam,
-                  step=STEP_KINDS[step_kind].from_floats(floats[3:]), weighted=bool(weighted))
+                  step=STEP_KINDS[step_kind].from_floats(floats[3:]), weighted=bool(weighted), auto=bool(auto))
 
 
 @functools.lru_cache(maxsize=256)
-def spec_of(dist: D.Distribution, samples: int, step: Step = FIXED, weighted: bool = False) -> ZOSpec:
+def spec_of(dist: D.Distribution, samples: int, step: Step = FIXED, weighted: bool = False,
+            auto: bool = False) -> ZOSpec:
     """The spec of a distribution, a number of directions, a step (with an
     adaptive step, ``dist`` has the unit step) and the sampling (``weighted``:
-    by the incoming gradient). Cached."""
+    by the incoming gradient; ``auto``: that or the law's, call by call,
+    :meth:`ZOSpec.resolved`). Cached."""
     spec = ZOSpec(
         kind=dist.sampler.kind, p=dist.p, samples=samples, delta=dist.delta,
         coef=dist.scale / samples / step.height(dist), kparam=dist.kparam, dist=dist, step=step,
-        weighted=weighted,
+        weighted=weighted, auto=auto,
     )
     spec.inverse_height()  # (cached now, outside any pass)
     return spec

@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=args.positive_int, default=1,
                    help="LocalZO directions per neuron (default 1)")
-    p.add_argument("--sampling", default="law", choices=list(SAMPLINGS),
-                   help="how the active entries are drawn: 'law' (default) or 'gradient' (by the "
-                   "incoming gradient: the same expected gradient and count, less variance)")
+    p.add_argument("--sampling", default="auto", choices=list(SAMPLINGS),
+                   help="how the active entries are drawn: 'auto' (default: make()'s, by the incoming "
+                   "gradient in the spike function's float32 calls, by the law in the sequence layers), "
+                   "'law' or 'gradient' (by the incoming gradient: the same expected gradient and count, "
+                   "less variance) everywhere")
     p.add_argument("--hidden", type=args.positive_int, default=128, help="hidden neurons (default 128)")
     p.add_argument("--steps", type=args.positive_int, default=25,
                    help="time steps per sample (default 25)")
@@ -140,7 +142,7 @@ def call_string(est) -> str:
     else:
         params = "".join(f", {k}={v:g}" for k, v in est.dist.params().items())
     samples = f", samples={est.samples}" if est.samples != 1 else ""
-    sampling = f", sampling={est.sampling!r}" if est.sampling != "law" else ""
+    sampling = f", sampling={est.sampling!r}" if est.sampling != "auto" else ""
     if est == make():
         return "localzo.make()"
     if est == make(sampling=est.sampling):

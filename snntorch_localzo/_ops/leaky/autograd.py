@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import active, layout
-from ..planner import Path, leaky_path
+from ..planner import Path, leaky_path, leaky_spec
 from ..spec import ZOSpec
 from ..spike import spike
 from . import native, reference
@@ -165,6 +165,7 @@ def leaky_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams
     :param path: the planner's answer (asked here when None)
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, *x.shape]``
     """
+    spec = leaky_spec(x, spec)
     path = leaky_path(x, mem, params, spec) if path is None else path
     if path is Path.TRITON:
         return run_triton(x, mem, params, spec, meter, absz, 0)
@@ -185,6 +186,7 @@ def leaky_seq(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams,
     """
     if x.shape[0] == 0:  # an empty sequence
         return torch.zeros_like(x), torch.zeros_like(x)
+    spec = leaky_spec(x, spec, x.shape[0])
     path = leaky_path(x, mem, params, spec, x.shape[0]) if path is None else path
     if path is Path.TRITON:
         return run_triton(x, mem, params, spec, meter, absz, x.shape[0])

@@ -135,6 +135,7 @@ def linear_leaky(
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, T, B, out]``
     :param sparse: use the sparse backward where it applies
     """
+    spec = spec.resolved(x.dtype, call=False)  # (its draw is made in forward)
     path = linear_leaky_path(x, weight, bias, mem, params, spec) if path is None else path
     if path is Path.REFERENCE:
         fns = [

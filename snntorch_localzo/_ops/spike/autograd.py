@@ -71,6 +71,7 @@ def spike(
     """
     if not (torch.is_grad_enabled() and u.requires_grad):
         return native.spike_forward(u)  # no backward: no random numbers
+    spec = spec.resolved(u.dtype)  # (make()'s sampling="auto": the gradient's draw or the law's)
     path, fused = spike_plan(u, spec) if path is None else (path, c_passes(u, spec, path))
     if absz is not None:
         absz = absz.to(device=u.device, dtype=torch.float32 if path is Path.TRITON else absz.dtype).contiguous()
