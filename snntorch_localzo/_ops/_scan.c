@@ -2217,27 +2217,20 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
  * with trapping floating point (the flags' default) the compiler keeps a
  * ternary whose operands compute as a branch, which stops it from running
  * the loop in vector lanes (AVX-512 has masks for that; AVX2 has not). */
-static inline float select_f32(int c, float a, float b)
-{
-    uint32_t x, y;
-    memcpy(&x, &a, sizeof x);
-    memcpy(&y, &b, sizeof y);
-    const uint32_t m = (uint32_t)0 - (uint32_t)(c != 0);
-    x = (x & m) | (y & ~m);
-    memcpy(&a, &x, sizeof a);
-    return a;
-}
-
-static inline double select_f64(int c, double a, double b)
-{
-    uint64_t x, y;
-    memcpy(&x, &a, sizeof x);
-    memcpy(&y, &b, sizeof y);
-    const uint64_t m = (uint64_t)0 - (uint64_t)(c != 0);
-    x = (x & m) | (y & ~m);
-    memcpy(&a, &x, sizeof a);
-    return a;
-}
+#define SELECT_BITS(NAME, T_, U_)                       \
+    static inline T_ NAME(int c, T_ a, T_ b)            \
+    {                                                   \
+        U_ x, y;                                        \
+        memcpy(&x, &a, sizeof x);                       \
+        memcpy(&y, &b, sizeof y);                       \
+        const U_ m = (U_)0 - (U_)(c != 0);              \
+        x = (x & m) | (y & ~m);                         \
+        memcpy(&a, &x, sizeof a);                       \
+        return a;                                       \
+    }
+SELECT_BITS(select_f32, float, uint32_t)
+SELECT_BITS(select_f64, double, uint64_t)
+#undef SELECT_BITS
 
 /* One row's terms of weighted_uniform_rows in vector lanes, at the scaled
  * membrane s = u / step and v = s / delta: the expected value g
