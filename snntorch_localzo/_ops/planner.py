@@ -286,8 +286,9 @@ def leaky_spec(x: torch.Tensor, spec: ZOSpec, steps: int = 0) -> ZOSpec:
     (:meth:`ZOSpec.resolved`): with ``make()``'s ``sampling="auto"`` a step
     draws by the incoming gradient where its spike function's backward
     draws (the reference step, on the CPU and in the reference mode), by the
-    law where a fused kernel draws in forward (the Triton path) and in a
-    sequence (which draws in forward)."""
+    law on the Triton path (whose fused step kernel draws in forward; a step
+    it does not cover keeps that draw in the reference) and in a sequence
+    (which draws in forward)."""
     return spec.resolved(x.dtype, call=steps == 0 and device_path(x) is not Path.TRITON)
 
 
