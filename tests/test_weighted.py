@@ -570,3 +570,28 @@ def test_the_native_sequence_draws_reproducibly_and_unbiasedly():
     common = N * q >= 10
     assert int(common.sum()) > 100
     assert bool(((e_mean - target).abs() <= 5.5 * se + 1e-6)[common].all())
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+def test_a_sequence_drawing_in_backward_frees_its_graph_without_the_collector():
+    """The membranes a weighted native sequence keeps for its backward are
+    saved tensors, not attributes of the autograd context: an output held by
+    its own graph would form a cycle that only the garbage collector frees."""
+    import gc
+    import weakref
+
+    from snntorch_localzo._ops.leaky import leaky_seq
+
+    x0, _, _, _, _, params = _sequence_case((3, 100), 0, 1.0)
+    x = x0.clone().requires_grad_()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        spk, mem = leaky_seq(x, None, params, localzo.make(sampling="gradient").spec)
+        assert leaky_path(x, None, params, localzo.make(sampling="gradient").spec, 5) is Path.NATIVE
+        ref = weakref.ref(mem)
+        del spk, mem
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()

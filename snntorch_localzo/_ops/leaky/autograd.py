@@ -108,11 +108,11 @@ class NativeLeaky(torch.autograd.Function):
         )
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
-        ctx.later = save_draw(ctx, spec, x.shape, steps, mem, params.threshold, absz)
-        ctx.save_for_backward(index, g, resets, params.beta, params.graded, *ctx.later)
+        later = save_draw(ctx, spec, x.shape, steps, mem, params.threshold, absz)
+        ctx.save_for_backward(index, g, resets, params.beta, params.graded, *later)
         ctx.reset, ctx.acc, ctx.dtype, ctx.shape = params.reset, acc, x.dtype, list(x.shape)
         ctx.steps, ctx.has_mem0 = steps, mem0 is not None
-        return spk, mem, (None if ctx.later else index)
+        return spk, mem, (None if later else index)
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
@@ -130,7 +130,9 @@ class NativeLeaky(torch.autograd.Function):
 def save_draw(ctx, spec: ZOSpec, shape, steps: int, mem, threshold, absz) -> tuple:
     """For a native sequence whose draw waits for the backward
     (``native.draws_in_backward``): the tensors it needs (the membranes, the
-    threshold, the test hook's uniforms), to save; ``()`` elsewhere."""
+    threshold, the test hook's uniforms), to save with ``save_for_backward``
+    (never on ``ctx`` itself: the membranes are an output, whose graph would
+    then hold itself); ``()`` elsewhere."""
     if not native.draws_in_backward(spec, shape, steps):
         return ()
     ctx.spec, ctx.draw_steps = spec, steps

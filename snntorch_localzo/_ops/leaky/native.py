@@ -123,7 +123,7 @@ def _forward(
     params = LeakyParams(beta, threshold, graded, reset)
     spec = ZOSpec.unflat(spec_ints, spec_floats)
     exact = spec.step.is_exact(sample_entries(x.shape, steps))
-    if spec.weighted and not exact:  # drawn in backward, from the incoming gradient (weighted_draw)
+    if draws_in_backward(spec, x.shape, steps):  # from the incoming gradient (weighted_draw)
         spk, mem, resets, _ = scan(x, mem0, params, steps)
         resets = torch.empty(0, dtype=torch.bool) if resets is None else resets
         return spk, mem, torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=compute_dtype(x.dtype)), resets
@@ -185,7 +185,7 @@ def weighted_draw(
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float32)
     go = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
     unif = None if absz is None else absz.reshape(mem.shape)
-    return _spike_native().weighted_entries(go, mem, threshold.to(mem.dtype), spec,
+    return _spike_native().weighted_entries(go, mem, threshold, spec,
                                             sample_rows(mem.shape, steps), unif)
 
 

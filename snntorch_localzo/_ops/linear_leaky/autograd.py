@@ -23,7 +23,7 @@ from .. import active, layout
 from ..leaky import autograd as leaky_glue
 from ..leaky import native as leaky_native
 from ..leaky.reference import LeakyParams
-from ..planner import Path, linear_leaky_path, use_sparse_weight_grad
+from ..planner import Path, leaky_spec, linear_leaky_path, use_sparse_weight_grad
 from ..spec import ZOSpec
 from ..spike import spike
 from . import native, reference
@@ -88,15 +88,15 @@ class NativeLinearLeaky(torch.autograd.Function):
         lower = active.active_of(x) if sparse else None
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(index)
-        ctx.later = leaky_glue.save_draw(ctx, spec, cur.shape, cur.shape[0], mem, params.threshold, absz)
+        later = leaky_glue.save_draw(ctx, spec, cur.shape, cur.shape[0], mem, params.threshold, absz)
         ctx.save_for_backward(
             x if packed is None else packed, weight, index, g, resets, params.beta, params.graded,
-            None if lower is None else lower.index, *ctx.later,
+            None if lower is None else lower.index, *later,
         )
         ctx.x_dtype, ctx.x_ones = x.dtype, ones
         ctx.reset, ctx.acc, ctx.sparse = params.reset, acc, sparse
         ctx.has_bias, ctx.has_mem0 = bias is not None, mem0 is not None
-        return spk, mem, (None if ctx.later else index)
+        return spk, mem, (None if later else index)
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem, _grad_index):
@@ -135,7 +135,7 @@ def linear_leaky(
     :param absz: test hook: magnitudes ``|z|`` of shape ``[samples, T, B, out]``
     :param sparse: use the sparse backward where it applies
     """
-    spec = spec.resolved(x.dtype, call=False)  # (its draw is made in forward)
+    spec = leaky_spec(x, spec, max(x.shape[0], 1))  # (a sequence: its draw is made in forward)
     path = linear_leaky_path(x, weight, bias, mem, params, spec) if path is None else path
     if path is Path.REFERENCE:
         fns = [
