@@ -149,11 +149,13 @@ def test_vector_lanes_draw_the_same_bits(law, shape):
 
 
 @pytest.mark.parametrize("shape", [(37, 500), (3, 4000)])
-def test_threads_split_rows_without_changing_the_draw(shape):
+@pytest.mark.parametrize("kwargs", [{"samples": 2}, {"sampling": "gradient"}])
+def test_threads_split_rows_without_changing_the_draw(shape, kwargs):
     """Where the build splits a call's rows over torch's threads, the gradient
     and the meter's count are those of one thread (each row has its own
-    stream), for any number of threads."""
-    est = localzo.make(samples=2, track=True)
+    stream), for any number of threads: the law's fused pass and the
+    gradient's weighted pass."""
+    est = localzo.make(track=True, **kwargs)
     u = 0.4 * torch.randn(*shape) - 0.5
     u[0, :7] = float("nan")
     before = torch.get_num_threads()

@@ -339,6 +339,13 @@ def test_the_c_pass_gives_the_references_values_given_the_same_uniforms(shape):
     if shape[0] > 3:
         flat_go[3] = 0.0
         flat_go[3, :2] = 1.0  # two entries with a gradient, a budget above 2
+    if shape[0] > 4:  # a silent sample: its wide band expects many active entries
+        flat_u[4] = -1.0 + 0.2 * torch.randn(flat_u.shape[1], generator=torch.Generator().manual_seed(3)).clamp(-4, 4)
+        # the C pass draws a row that expects few active entries (its budget at most n / 16) in two
+        # passes, a row that expects more in one: both kinds are here
+        budget = spec.law.active_prob(spec.scale(u), 1).view(shape[0], -1).sum(1)
+        n = flat_u.shape[1]
+        assert bool((budget[4] > n / 16) & (budget[5:] <= n / 16).any())
     acc_c, acc_r = (layout.accumulator(localzo.stats.ActivityMeter(), u.device) for _ in range(2))
     a = native.weighted_backward(go, u, spec, unif, acc_c)
     b = reference.backward(go, spec.scale(u), spec, unif, acc_r)

@@ -2213,6 +2213,21 @@ static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(total);
 }
 
+/* The index of the lowest set bit of a non-zero x. */
+static inline int lowest_bit64(uint64_t x)
+{
+#if defined(__GNUC__)
+    return __builtin_ctzll(x);
+#else
+    int k = 0;
+    while (!(x & 1u)) {
+        x >>= 1;
+        k++;
+    }
+    return k;
+#endif
+}
+
 /* Selections by bits (a where c, else b): the same values as c ? a : b, but
  * with trapping floating point (the flags' default) the compiler keeps a
  * ternary whose operands compute as a branch, which stops it from running
@@ -2358,39 +2373,82 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
 /* The draw of one row: q = 1 at w >= wcap (capped), else min(1, cc w); active
  * where w > 0 and the uniform RND_ falls below q; there out = grad * G
  * (`product`) or G itself, G = (float)(g / q); elsewhere grad * 0 or 0.
- * Adds the active entries to `total`. */
+ * Returns the number of active entries. A row that expects few active
+ * entries (a budget K of at most WEIGHTED_FEW_ACTIVE of its n) takes two
+ * passes: the lanes mark the active entries (in `act`, n + 8 bytes) and
+ * write every entry's zero, then only the marked ones get their quotient,
+ * read 8 marks at a time; a row with more takes one pass that computes every
+ * quotient in the lanes (the marks' loop mispredicts there). The same bits
+ * either way. */
+#define WEIGHTED_FEW_ACTIVE 0.0625
+
+static inline double weighted_q(double x, double cc, double wcap)
+{
+    const double cx = cc * x;
+    return select_f64((x >= wcap) | (cx >= 1.0), 1.0, cx);
+}
+
 #define WEIGHTED_DRAW(RND_, VALUE_, ZERO_)                                         \
     for (int64_t i = 0; i < n; i++) {                                              \
         const double x = w[i];                                                     \
-        const double cx = cc * x;                                                  \
-        const double q = select_f64((x >= wcap) | (cx >= 1.0), 1.0, cx);           \
+        const double q = weighted_q(x, cc, wcap);                                  \
         const float rnd = (RND_);                                                  \
-        const int act = (x > 0.0) & ((double)rnd < q);                             \
+        const int a = (x > 0.0) & ((double)rnd < q);                               \
         const float G = (float)((double)g[i] / q);                                 \
-        o[i] = select_f32(act, (VALUE_), (ZERO_));                                 \
-        total += act;                                                              \
+        o[i] = select_f32(a, (VALUE_), (ZERO_));                                   \
+        total += a;                                                                \
+    }
+#define WEIGHTED_MARK(RND_, VALUE_, ZERO_)                                         \
+    for (int64_t i = 0; i < n; i++) {                                              \
+        const double x = w[i];                                                     \
+        const float rnd = (RND_);                                                  \
+        const uint8_t a = (x > 0.0) & ((double)rnd < weighted_q(x, cc, wcap));     \
+        act[i] = a;                                                                \
+        o[i] = (ZERO_);                                                            \
+        total += a;                                                                \
     }
 #define WEIGHTED_HASHED ((float)(draw_bits(base + (uint32_t)i, k0, k1) >> 8) * 0x1p-24f)
+#define WEIGHTED_PASSES(PASS_)                                                     \
+    if (product && unif) {                                                         \
+        PASS_(unif[i], gr[i] * G, gr[i] * 0.0f)                                    \
+    } else if (product) {                                                          \
+        PASS_(WEIGHTED_HASHED, gr[i] * G, gr[i] * 0.0f)                            \
+    } else if (unif) {                                                             \
+        PASS_(unif[i], G, 0.0f)                                                    \
+    } else {                                                                       \
+        PASS_(WEIGHTED_HASHED, G, 0.0f)                                            \
+    }
 
 VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double *restrict w,
                                            const float *restrict gr, float *restrict o, int64_t n, double cc,
-                                           double wcap, const float *restrict unif, uint32_t base, uint32_t k0,
-                                           uint32_t k1, int product)
+                                           double wcap, double K, const float *restrict unif, uint32_t base,
+                                           uint32_t k0, uint32_t k1, int product, uint8_t *restrict act)
 {
     int32_t total = 0; /* (a row: fewer than 2^31 entries) */
-    if (product && unif) {
-        WEIGHTED_DRAW(unif[i], gr[i] * G, gr[i] * 0.0f)
-    } else if (product) {
-        WEIGHTED_DRAW(WEIGHTED_HASHED, gr[i] * G, gr[i] * 0.0f)
-    } else if (unif) {
-        WEIGHTED_DRAW(unif[i], G, 0.0f)
-    } else {
-        WEIGHTED_DRAW(WEIGHTED_HASHED, G, 0.0f)
+    if (K > WEIGHTED_FEW_ACTIVE * (double)n) {
+        WEIGHTED_PASSES(WEIGHTED_DRAW)
+        return total;
+    }
+    WEIGHTED_PASSES(WEIGHTED_MARK)
+    memset(act + n, 0, 8);
+    int32_t left = total;
+    for (int64_t i = 0; left > 0 && i < n; i += 8) {
+        uint64_t marks;
+        memcpy(&marks, act + i, sizeof marks);
+        while (marks) {
+            const int64_t j = i + (lowest_bit64(marks) >> 3);
+            const float G = (float)((double)g[j] / weighted_q(w[j], cc, wcap));
+            o[j] = product ? gr[j] * G : G;
+            marks &= marks - 1;
+            left--;
+        }
     }
     return total;
 }
 #undef WEIGHTED_HASHED
+#undef WEIGHTED_MARK
 #undef WEIGHTED_DRAW
+#undef WEIGHTED_PASSES
 
 /* make(sampling="gradient") for the uniform law with one direction
  * (_ops/weighted.py, docs/method.md section 8), after rule_delta wrote each
@@ -2406,13 +2464,14 @@ VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double
  * active entries, or -1 (no memory). */
 static int64_t weighted_uniform_rows(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
                                      float delta, float c, float h, float edge, const float *unif,
-                                     uint64_t seed, int product)
+                                     uint64_t seed, int product, int64_t row0)
 {
     float *g = (float *)malloc((size_t)n * sizeof(float));
     double *p = (double *)malloc((size_t)n * sizeof(double));
     double *w = (double *)malloc((size_t)n * sizeof(double));
-    if (!g || !p || !w) {
-        free(g); free(p); free(w);
+    uint8_t *act = (uint8_t *)malloc((size_t)n + 8);
+    if (!g || !p || !w || !act) {
+        free(g); free(p); free(w); free(act);
         return -1;
     }
     const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
@@ -2437,11 +2496,44 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
                 cc = rest > 0.0 ? left / rest : 0.0;
             }
         }
-        total += weighted_draw(g, w, gr, o, n, cc, wcap, unif ? unif + r * n : NULL, (uint32_t)(r * n), k0, k1,
-                               product);
+        total += weighted_draw(g, w, gr, o, n, cc, wcap, K, unif ? unif + r * n : NULL, (uint32_t)((row0 + r) * n),
+                               k0, k1, product, act);
     }
-    free(g); free(p); free(w);
+    free(g); free(p); free(w); free(act);
     return total;
+}
+
+/* The fewest entries a spike function's C pass splits over threads. */
+#define SPIKE_PAR_MIN 8192
+
+/* rule_delta then weighted_uniform_rows over the threads of torch's OpenMP
+ * pool, contiguous blocks of rows as spike_backward_rows splits them (the
+ * rows of a block hash from their own place in the call, so the bits do not
+ * depend on the split); small calls stay on one thread. Returns the number
+ * of active entries, or -1 (no memory). */
+static int64_t weighted_uniform_call(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
+                                     const zo_rule *R, float delta, float c, float h, float edge,
+                                     const float *unif, uint64_t seed, int product)
+{
+    int64_t total = 0;
+    int bad = 0;
+#ifdef ZO_OPENMP
+    const int nt = rows > 1 ? threads_for(rows * n, SPIKE_PAR_MIN) : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : total) reduction(| : bad)
+#endif
+    {
+        int64_t lo, hi;
+        thread_share(rows, &lo, &hi);
+        if (hi > lo) {
+            int64_t k = rule_delta(u + lo * n, hi - lo, n, R, out + lo * n) ? -1 : 0;
+            if (!k)
+                k = weighted_uniform_rows(u + lo * n, grad + lo * n, out + lo * n, hi - lo, n, delta, c, h, edge,
+                                          unif ? unif + lo * n : NULL, seed, product, lo);
+            if (k < 0) bad = 1;
+            else total += k;
+        }
+    }
+    return bad ? -1 : total;
 }
 
 static PyObject *py_weighted_uniform(PyObject *self, PyObject *args)
@@ -2451,19 +2543,16 @@ static PyObject *py_weighted_uniform(PyObject *self, PyObject *args)
     double delta, c, h, edge;
     PyObject *rule;
     zo_rule R;
-    int status, product;
+    int product;
     if (!PyArg_ParseTuple(args, "KKKLLOddddKKp", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
                           &unif, &seed, &product) ||
         !parse_rule(rule, &R) || !rule_fits(&R, n))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    status = rule_delta((const float *)u, rows, n, &R, (float *)out);
-    if (!status)
-        total = weighted_uniform_rows((const float *)u, (const float *)grad, (float *)out, rows, n, (float)delta,
-                                      (float)c, (float)h, (float)edge, (const float *)unif, (uint64_t)seed,
-                                      product);
+    total = weighted_uniform_call((const float *)u, (const float *)grad, (float *)out, rows, n, &R, (float)delta,
+                                  (float)c, (float)h, (float)edge, (const float *)unif, (uint64_t)seed, product);
     Py_END_ALLOW_THREADS
-    if (status || total < 0) return PyErr_NoMemory();
+    if (total < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(total);
 }
 
@@ -2489,8 +2578,8 @@ static PyObject *py_meter_record(PyObject *self, PyObject *args)
  * the OpenMP runtime where the compiler has one; torch's copy, already loaded,
  * is the one used, so torch.set_num_threads sets how many): contiguous blocks
  * of rows, each with its own scratch. Every row draws from its own stream, so
- * the result does not depend on the split. Small calls stay on one thread. */
-#define SPIKE_PAR_MIN 8192
+ * the result does not depend on the split. Small calls (below SPIKE_PAR_MIN
+ * entries) stay on one thread. */
 
 static int64_t spike_backward_rows(const float *u, float shift, const float *grad, float *out, int64_t rows,
                                    int64_t n, const zo_rule *R, const zo_law *L, const float *absz,

@@ -210,6 +210,17 @@ def weighted_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
     return module is not None and hasattr(module, "weighted_uniform")
 
 
+@functools.lru_cache(maxsize=1024)
+def _weighted_settings(spec: ZOSpec, rows_shape: tuple) -> tuple:
+    """The weighted C pass's arguments between the tensors and the uniforms
+    for rows of ``rows_shape``: rows, entries per row, the rule's constants,
+    the law's step, denominator and edge and the spec's inverse height
+    (worked out once per spec and shape)."""
+    rows, n, rule = _settings(spec, rows_shape)[:3]
+    law = spec.law
+    return rows, n, rule, float(law.delta), law.denominator, spec.inverse_height(), D.SQRT3
+
+
 def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optional[torch.Tensor],
               rows_shape: tuple, product: bool) -> Tuple[torch.Tensor, int]:
     """``(out, count)``: the C pass of :func:`weighted_backward` (``product``)
@@ -217,13 +228,10 @@ def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optio
     out = torch.empty(u.shape, dtype=torch.float32)
     if not u.numel():
         return out, 0
-    rows, n, rule = _settings(spec, tuple(rows_shape))[:3]
-    law = spec.law
     unif = None if unif is None else _float32(unif.reshape(u.shape))
     count = c_module().weighted_uniform(
-        u.data_ptr(), _float32(grad_out).data_ptr(), out.data_ptr(), rows, n, rule, float(law.delta),
-        law.denominator, spec.inverse_height(), D.SQRT3, 0 if unif is None else unif.data_ptr(),
-        rng.host_seed() if unif is None else 0, product,
+        u.data_ptr(), _float32(grad_out).data_ptr(), out.data_ptr(), *_weighted_settings(spec, tuple(rows_shape)),
+        0 if unif is None else unif.data_ptr(), rng.host_seed() if unif is None else 0, product,
     )
     return out, count
 
