@@ -287,3 +287,38 @@ def test_small_cpu_steps_take_the_reference():
         assert not made_by(spk, NativeLeaky)
     spk_seq, _ = lif.forward_sequence(small.unsqueeze(0))  # a sequence decides at once: fused
     assert made_by(spk_seq, NativeLeaky)
+
+
+@pytest.mark.skipif(DEVICE != "cpu" or not MODERN_SNNTORCH or clib.c_module() is None,
+                    reason="the spike function's C backward is the CPU's")
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_a_step_with_the_c_spike_backward_runs_the_neurons_own_operations(reset, monkeypatch):
+    """Where the spike function's backward is a C pass (``make()`` on the CPU),
+    a step is the neuron's own tensor operations (one spike call; snnTorch's
+    forward calls the spike function for the reset too): not snnTorch's
+    forward, and with the same spikes, membranes and, from the same seed,
+    the same gradients as ``snn.Leaky`` with ``make()``."""
+    forwards = []
+    parent = snn.Leaky.forward
+    monkeypatch.setattr(snn.Leaky, "forward", lambda self, *a, **k: forwards.append(1) or parent(self, *a, **k))
+    torch.manual_seed(6)
+    x = (torch.rand(5, 16, 96) * 1.4 - 0.2).requires_grad_(True)
+    w, v = torch.randn(5, 16, 96), torch.randn(16, 96)
+
+    def run_and_grad(cls):
+        lif = cls(beta=0.875, threshold=0.75, reset_mechanism=reset, spike_grad=localzo.make())
+        mem, spikes, mems = lif.init_leaky(), [], []
+        for t in range(x.shape[0]):
+            spk, mem = lif(x[t], mem)
+            spikes.append(spk)
+            mems.append(mem)
+        torch.manual_seed(7)
+        (grad,) = torch.autograd.grad((torch.stack(spikes) * w).sum() + (mem * v).sum(), x)
+        return torch.stack(spikes), torch.stack(mems), grad
+
+    ours = run_and_grad(localzo.Leaky)
+    assert not forwards
+    theirs = run_and_grad(snn.Leaky)
+    assert len(forwards) == x.shape[0]
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert 0 < int(ours[0].count_nonzero()) < ours[0].numel() and int(ours[2].count_nonzero()) > 0

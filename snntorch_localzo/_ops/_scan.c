@@ -121,14 +121,33 @@ static inline __attribute__((always_inline, target("avx2"))) __m256i compress8(v
 #error "RESET_SUBTRACT, RESET_ZERO and RESET_NONE are defined by setup.py (from snntorch_localzo/_ops/resets.py)"
 #endif
 
+/* Selections by bits (a where c, else b): the same values as c ? a : b, but
+ * with trapping floating point (the flags' default) the compiler keeps a
+ * ternary whose operands compute as a branch, which stops it from running
+ * the loop in vector lanes (AVX-512 has masks for that; AVX2 has not). */
+#define SELECT_BITS(NAME, T_, U_)                       \
+    static inline T_ NAME(int c, T_ a, T_ b)            \
+    {                                                   \
+        U_ x, y;                                        \
+        memcpy(&x, &a, sizeof x);                       \
+        memcpy(&y, &b, sizeof y);                       \
+        const U_ m = (U_)0 - (U_)(c != 0);              \
+        x = (x & m) | (y & ~m);                         \
+        memcpy(&a, &x, sizeof a);                       \
+        return a;                                       \
+    }
+SELECT_BITS(select_f32, float, uint32_t)
+SELECT_BITS(select_f64, double, uint64_t)
+#undef SELECT_BITS
+
 /* One time step for neurons [0, n): the membrane, the spike times graded,
  * |mem - thr| (optional) and the spike flag (optional), from the previous
  * membrane prev (NULL: zero).
  *   subtract: mem = b * prev + x - (prev > thr ? thr : 0)
  *   zero:     mem = b * (prev > thr ? 0 * prev : prev) + x
  *   none:     mem = b * prev + x                                            */
-#define LEAKY_STEP(NAME, T_, RESET)                                                   \
-    static void NAME(const T_ *restrict x, const T_ *restrict prev, T_ *restrict mem,  \
+#define LEAKY_STEP(NAME, T_, RESET, SELECT)                                           \
+    VECTOR_CLONES static void NAME(const T_ *restrict x, const T_ *restrict prev, T_ *restrict mem,  \
                      T_ *restrict spk, T_ *restrict uabs, uint8_t *restrict fired,     \
                      int64_t n, T_ b, T_ thr, T_ gr)                                  \
     {                                                                                 \
@@ -137,27 +156,27 @@ static inline __attribute__((always_inline, target("avx2"))) __m256i compress8(v
             T_ m = prev ? prev[i] : (T_)0;                                            \
             T_ v;                                                                     \
             if (RESET == RESET_ZERO) {                                                \
-                T_ kept = m > thr ? (T_)0 * m : m;                                    \
+                T_ kept = SELECT(m > thr, (T_)0 * m, m);                              \
                 v = b * kept;                                                         \
             } else {                                                                  \
                 v = b * m;                                                            \
             }                                                                         \
             v = v + x[i];                                                             \
-            if (RESET == RESET_SUBTRACT) v = v - (m > thr ? thr : (T_)0);             \
+            if (RESET == RESET_SUBTRACT) v = v - SELECT(m > thr, thr, (T_)0);         \
             mem[i] = v;                                                               \
             T_ u = v - thr;                                                           \
-            spk[i] = u > (T_)0 ? gr : zero_gr;                                        \
-            if (uabs) uabs[i] = u < (T_)0 ? -u : u;                                   \
+            spk[i] = SELECT(u > (T_)0, gr, zero_gr);                                  \
+            if (uabs) uabs[i] = SELECT(u < (T_)0, -u, u);                             \
             if (fired) fired[i] = u > (T_)0;                                          \
         }                                                                             \
     }
 
-LEAKY_STEP(step_sub_f32, float, RESET_SUBTRACT)
-LEAKY_STEP(step_zero_f32, float, RESET_ZERO)
-LEAKY_STEP(step_none_f32, float, RESET_NONE)
-LEAKY_STEP(step_sub_f64, double, RESET_SUBTRACT)
-LEAKY_STEP(step_zero_f64, double, RESET_ZERO)
-LEAKY_STEP(step_none_f64, double, RESET_NONE)
+LEAKY_STEP(step_sub_f32, float, RESET_SUBTRACT, select_f32)
+LEAKY_STEP(step_zero_f32, float, RESET_ZERO, select_f32)
+LEAKY_STEP(step_none_f32, float, RESET_NONE, select_f32)
+LEAKY_STEP(step_sub_f64, double, RESET_SUBTRACT, select_f64)
+LEAKY_STEP(step_zero_f64, double, RESET_ZERO, select_f64)
+LEAKY_STEP(step_none_f64, double, RESET_NONE, select_f64)
 
 #define LEAKY_SCAN(NAME, T_, SUB, ZERO, NONE)                                         \
     static void NAME(const T_ *x, const T_ *mem0, T_ *mem, T_ *spk, T_ *uabs,          \
@@ -2228,24 +2247,6 @@ static inline int lowest_bit64(uint64_t x)
 #endif
 }
 
-/* Selections by bits (a where c, else b): the same values as c ? a : b, but
- * with trapping floating point (the flags' default) the compiler keeps a
- * ternary whose operands compute as a branch, which stops it from running
- * the loop in vector lanes (AVX-512 has masks for that; AVX2 has not). */
-#define SELECT_BITS(NAME, T_, U_)                       \
-    static inline T_ NAME(int c, T_ a, T_ b)            \
-    {                                                   \
-        U_ x, y;                                        \
-        memcpy(&x, &a, sizeof x);                       \
-        memcpy(&y, &b, sizeof y);                       \
-        const U_ m = (U_)0 - (U_)(c != 0);              \
-        x = (x & m) | (y & ~m);                         \
-        memcpy(&a, &x, sizeof a);                       \
-        return a;                                       \
-    }
-SELECT_BITS(select_f32, float, uint32_t)
-SELECT_BITS(select_f64, double, uint64_t)
-#undef SELECT_BITS
 
 /* One row's terms of weighted_uniform_rows in vector lanes, at the scaled
  * membrane s = u / step and v = s / delta: the expected value g

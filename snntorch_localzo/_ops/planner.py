@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Path", "spike_path", "spike_plan", "leaky_path", "leaky_spec", "weighted_sequence", "leaky_step_is_reference",
+    "own_reference_step",
     "linear_leaky_path",
     "use_event_current", "use_sparse_weight_grad", "use_event_weight_grad", "use_event_reverse_scan",
     "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
@@ -313,6 +314,19 @@ def leaky_step_is_reference(x: torch.Tensor, spec: ZOSpec) -> bool:
     the reference everywhere."""
     spec = leaky_spec(x, spec)
     return spec.weighted or spike_plan(x, spec)[1]
+
+
+def own_reference_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: "LeakyParams", spec: ZOSpec) -> bool:
+    """Whether ``localzo.Leaky`` runs a step that :func:`leaky_path` sends to
+    the reference as its own PyTorch step (``leaky.reference.leaky_step``:
+    the reset a comparison, one spike call a step) rather than through
+    snnTorch's forward (which calls the spike function for the reset too):
+    where C passes run the spike function's backward
+    (:func:`leaky_step_is_reference`), with scalar, fixed parameters and a
+    state of the input's dtype and device (snnTorch's forward promotes
+    another). The same values either way; the forward draws nothing there."""
+    return (leaky_step_is_reference(x, spec) and (mem is None or (mem.dtype == x.dtype and mem.device == x.device))
+            and _scalar_params(params, x, NATIVE_DTYPES))
 
 
 def linear_leaky_path(

@@ -9,7 +9,7 @@ import torch
 
 from .._checks import check_beta, check_float_tensor, check_state
 from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step
-from .._ops.planner import Path, leaky_path, leaky_step_is_reference
+from .._ops.planner import Path, leaky_path, own_reference_step
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -48,7 +48,11 @@ class Leaky(snn.Leaky):
     between the passes (which directions were active, and the reset flag)
     instead of snnTorch's full-precision membrane copies; on the CPU as the
     native path, which draws directions only where the estimate can be
-    non-zero and keeps only the active entries.
+    non-zero and keeps only the active entries. Where the spike function's
+    backward is one C pass (on the CPU, ``make()``'s float32 steps), a step
+    is the neuron's own few tensor operations around that spike function
+    (snnTorch's forward, which gives the same values, calls the spike
+    function a second time for the reset).
 
     Cases the fused paths do not cover take snnTorch's own forward with the
     same results: ``inhibition``, ``state_quant``, ``reset_delay=False``,
@@ -135,7 +139,7 @@ class Leaky(snn.Leaky):
             else:
                 kwargs["mem"] = mem
         reset_mechanism = self._fused_reset_mechanism()
-        if reset_mechanism is not None and not leaky_step_is_reference(input_, self.spike_grad.spec):
+        if reset_mechanism is not None:
             out = self._forward_fused(input_, mem, state, reset_mechanism)
             if out is not None:
                 return out
@@ -151,8 +155,8 @@ class Leaky(snn.Leaky):
         params = self._params(reset_mechanism)
         spec = self.spike_grad.spec
         path = leaky_path(input_, state, params, spec)
-        if path is Path.REFERENCE:  # (a state of another dtype too: snnTorch promotes)
-            return None
+        if path is Path.REFERENCE and not own_reference_step(input_, state, params, spec):
+            return None  # (a state of another dtype too: snnTorch promotes)
         if self.init_hidden and mem is not None:
             raise TypeError(
                 "`mem` should not be passed as an argument while `init_hidden=True`"
