@@ -16,7 +16,7 @@ from conftest import DEVICE, MODES, made_by
 from snntorch_localzo import use_backend
 from snntorch_localzo._ops import clib
 from snntorch_localzo._ops.leaky import LeakyParams, leaky_step
-from snntorch_localzo._ops.leaky.autograd import NativeLeaky, TritonLeaky
+from snntorch_localzo._ops.leaky.autograd import CSpikeStep, NativeLeaky, TritonLeaky
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo._ops.planner import NATIVE_MIN_NUMEL
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
@@ -292,12 +292,13 @@ def test_small_cpu_steps_take_the_reference():
 @pytest.mark.skipif(DEVICE != "cpu" or not MODERN_SNNTORCH or clib.c_module() is None,
                     reason="the spike function's C backward is the CPU's")
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
-def test_a_step_with_the_c_spike_backward_runs_the_neurons_own_operations(reset, monkeypatch):
+def test_a_step_with_the_c_spike_backward_runs_one_c_step(reset, monkeypatch):
     """Where the spike function's backward is a C pass (``make()`` on the CPU),
-    a step is the neuron's own tensor operations (one spike call; snnTorch's
-    forward calls the spike function for the reset too): not snnTorch's
-    forward, and with the same spikes, membranes and, from the same seed,
-    the same gradients as ``snn.Leaky`` with ``make()``."""
+    a step is one step of the C scan and that pass in backward
+    (``CSpikeStep``), not snnTorch's forward (which calls the spike function
+    for the reset too), with the same spikes, membranes and, from the same
+    seed, the same gradients as ``snn.Leaky`` with ``make()`` (a loss on the
+    spikes and on the last membrane)."""
     forwards = []
     parent = snn.Leaky.forward
     monkeypatch.setattr(snn.Leaky, "forward", lambda self, *a, **k: forwards.append(1) or parent(self, *a, **k))
@@ -318,6 +319,8 @@ def test_a_step_with_the_c_spike_backward_runs_the_neurons_own_operations(reset,
 
     ours = run_and_grad(localzo.Leaky)
     assert not forwards
+    lif = localzo.Leaky(beta=0.875, reset_mechanism=reset)
+    assert made_by(lif(x[0], lif.init_leaky())[0], CSpikeStep)
     theirs = run_and_grad(snn.Leaky)
     assert len(forwards) == x.shape[0]
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))

@@ -602,3 +602,20 @@ def test_a_sequence_drawing_in_backward_frees_its_graph_without_the_collector():
     finally:
         if enabled:
             gc.enable()
+
+
+@pytest.mark.parametrize("sampling", ["auto", "law", "gradient"])
+@pytest.mark.parametrize("shape", [(8, 80), (4, 20)])  # (4, 20): the expected value, no draw
+def test_a_strided_incoming_gradient_gives_the_gradient_of_its_copy(sampling, shape):
+    """``spike(u).sum().backward()`` hands the backward a broadcast gradient
+    (stride 0): the C passes read a contiguous copy of it, which must stay
+    alive while they run (it was freed before the weighted pass read it, and
+    the gradient was garbage)."""
+    est = localzo.make(sampling=sampling)
+    u = (0.5 * torch.randn(shape, generator=torch.Generator().manual_seed(8)) - 0.3).requires_grad_()
+    grads = []
+    for loss in (lambda s: s.sum(), lambda s: (s * torch.ones(shape)).sum()):
+        torch.manual_seed(9)
+        (g,) = torch.autograd.grad(loss(est(u)), u)
+        grads.append(g)
+    assert torch.equal(grads[0], grads[1]) and bool(grads[0].abs().max() < 10)

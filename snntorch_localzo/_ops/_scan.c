@@ -206,7 +206,7 @@ LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
  * e is dense (e_dense) or sparse: sorted flat indices e_index into [steps, n]
  * with values e_val, zero elsewhere (then gm + 0 is skipped: the same value
  * up to the sign of a zero). */
-#define REVERSE_SCAN(NAME, T_)                                                        \
+#define REVERSE_SCAN(NAME, T_, SELECT)                                                \
     static void NAME(const T_ *e_dense, const int64_t *e_index, const T_ *e_val,        \
                      int64_t e_count, const T_ *gmem, const uint8_t *resets, T_ *gx,    \
                      T_ *carry, int64_t steps, int64_t n, T_ b)                       \
@@ -227,7 +227,7 @@ LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
                 const uint8_t *r = resets + o;                                        \
                 for (int64_t i = 0; i < n; i++) {                                     \
                     T_ c = g[i] * b;                                                  \
-                    carry[i] = r[i] ? (T_)0 * c : c;                                  \
+                    carry[i] = SELECT(r[i] != 0, (T_)0 * c, c);                       \
                 }                                                                     \
             } else {                                                                  \
                 for (int64_t i = 0; i < n; i++) carry[i] = g[i] * b;                  \
@@ -235,8 +235,8 @@ LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
         }                                                                             \
     }
 
-REVERSE_SCAN(reverse_scan_f32, float)
-REVERSE_SCAN(reverse_scan_f64, double)
+REVERSE_SCAN(reverse_scan_f32, float, select_f32)
+REVERSE_SCAN(reverse_scan_f64, double, select_f64)
 
 /* reverse_scan for a sparse e and no membrane gradient, touching only the
  * live neurons: those with an active entry at this step or a later one (a
@@ -2203,7 +2203,7 @@ VECTOR_CLONES static int64_t uniform_exact(const float *restrict u, const float 
     for (int64_t i = 0; i < n; i++) {
         const float v = (u[i] / out[i]) / delta;
         float g = (3.0f - v * v) / c;
-        g = fabsf(v) < edge ? g : 0.0f;
+        g = select_f32(fabsf(v) < edge, g, 0.0f);
         g = g * h;
         total += g != 0.0f;
         out[i] = grad ? grad[i] * g : g;

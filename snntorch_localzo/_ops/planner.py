@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Path", "spike_path", "spike_plan", "leaky_path", "leaky_spec", "weighted_sequence", "leaky_step_is_reference",
-    "own_reference_step",
+    "c_spike_step",
     "linear_leaky_path",
     "use_event_current", "use_sparse_weight_grad", "use_event_weight_grad", "use_event_reverse_scan",
     "use_sampled_input_grad", "NATIVE_MIN_NUMEL", "NATIVE_DENSE_NEAR",
@@ -316,17 +316,19 @@ def leaky_step_is_reference(x: torch.Tensor, spec: ZOSpec) -> bool:
     return spec.weighted or spike_plan(x, spec)[1]
 
 
-def own_reference_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: "LeakyParams", spec: ZOSpec) -> bool:
-    """Whether ``localzo.Leaky`` runs a step that :func:`leaky_path` sends to
-    the reference as its own PyTorch step (``leaky.reference.leaky_step``:
-    the reset a comparison, one spike call a step) rather than through
-    snnTorch's forward (which calls the spike function for the reset too):
-    where C passes run the spike function's backward
-    (:func:`leaky_step_is_reference`), with scalar, fixed parameters and a
-    state of the input's dtype and device (snnTorch's forward promotes
-    another). The same values either way; the forward draws nothing there."""
+def c_spike_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: "LeakyParams", spec: ZOSpec) -> bool:
+    """Whether a Leaky step that :func:`leaky_path` sends to the reference
+    runs as one step of the C scan around its spike function's backward
+    (``leaky.autograd.CSpikeStep``: the reference step's values and
+    gradients, without its tensor operations), and ``localzo.Leaky`` runs it
+    rather than snnTorch's forward (which calls the spike function for the
+    reset too): where C passes run the spike function's backward
+    (:func:`leaky_step_is_reference`; the forward draws nothing), the C loops
+    are built, the parameters are scalar and fixed and the state has the
+    input's dtype and device (snnTorch's forward promotes another)."""
     return (leaky_step_is_reference(x, spec) and (mem is None or (mem.dtype == x.dtype and mem.device == x.device))
-            and _scalar_params(params, x, NATIVE_DTYPES))
+            and _scalar_params(params, x, NATIVE_DTYPES) and x.dtype in NATIVE_DTYPES and x.device.type == "cpu"
+            and c_module() is not None)
 
 
 def linear_leaky_path(

@@ -9,7 +9,7 @@ import torch
 
 from .._checks import check_beta, check_float_tensor, check_state
 from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step
-from .._ops.planner import Path, leaky_path, own_reference_step
+from .._ops.planner import Path, c_spike_step, leaky_path
 from ..estimator import LocalZO, make
 
 __all__ = ["Leaky"]
@@ -50,9 +50,9 @@ class Leaky(snn.Leaky):
     native path, which draws directions only where the estimate can be
     non-zero and keeps only the active entries. Where the spike function's
     backward is one C pass (on the CPU, ``make()``'s float32 steps), a step
-    is the neuron's own few tensor operations around that spike function
-    (snnTorch's forward, which gives the same values, calls the spike
-    function a second time for the reset).
+    is one step of the native scan in forward and that C pass in backward,
+    with the values and gradients of snnTorch's forward (which calls the
+    spike function a second time for the reset).
 
     Cases the fused paths do not cover take snnTorch's own forward with the
     same results: ``inhibition``, ``state_quant``, ``reset_delay=False``,
@@ -155,7 +155,7 @@ class Leaky(snn.Leaky):
         params = self._params(reset_mechanism)
         spec = self.spike_grad.spec
         path = leaky_path(input_, state, params, spec)
-        if path is Path.REFERENCE and not own_reference_step(input_, state, params, spec):
+        if path is Path.REFERENCE and not c_spike_step(input_, state, params, spec):
             return None  # (a state of another dtype too: snnTorch promotes)
         if self.init_hidden and mem is not None:
             raise TypeError(

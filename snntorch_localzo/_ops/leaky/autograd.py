@@ -16,9 +16,10 @@ from typing import Optional, Tuple
 import torch
 
 from .. import active, layout
-from ..planner import Path, leaky_path, leaky_spec
+from ..planner import Path, c_spike_step, leaky_path, leaky_spec, spike_plan
 from ..spec import ZOSpec
 from ..spike import spike
+from ..spike.autograd import spike_backward
 from . import native, reference
 from .reference import LeakyParams
 
@@ -156,6 +157,53 @@ def run_native(x, mem, params, spec, meter, absz, steps):
     return NativeLeaky.apply(x, mem, params, spec, layout.accumulator(meter, x.device), absz, steps)
 
 
+# ------------------------------------------------------- C step, C spike backward
+class CSpikeStep(torch.autograd.Function):
+    """One Leaky step on the CPU where the spike function's backward is a C
+    pass (:func:`~snntorch_localzo._ops.planner.c_spike_step`): the C scan's
+    step in forward (reset, update, threshold, spike; the membrane kept), and
+    in backward that spike function's backward at ``u = mem' - threshold``,
+    then the state update's gradient. The operations of
+    :func:`reference.leaky_step <snntorch_localzo._ops.leaky.reference.leaky_step>`
+    in its order, so its values and gradients."""
+
+    @staticmethod
+    def forward(ctx, x, mem0, params, spec, acc, plan):
+        spk, mem, resets, _ = native.scan(x, mem0, params, 0)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(mem, resets)
+        ctx.params, ctx.spec, ctx.acc, ctx.plan = params, spec, acc, plan
+        return spk, mem
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_mem):
+        mem, resets = ctx.saved_tensors
+        b, thr, graded = ctx.params.scalars(mem.dtype)
+        grad = grad_mem
+        if grad_spk is not None:
+            # spk = spike(u) * graded, u = mem' - threshold (CPU scalars: read for free)
+            grad_u = grad_spk if float(graded) == 1.0 else grad_spk * graded
+            grad_u = spike_backward(grad_u, mem - thr, ctx.spec, None, ctx.acc, *ctx.plan)
+            grad = grad_u if grad is None else grad_u + grad
+        if grad is None:
+            return None, None, None, None, None, None
+        grad_mem0 = None
+        if ctx.needs_input_grad[1]:
+            grad_mem0 = grad * b  # (b * mem: MulBackward's product)
+            if resets is not None:  # zero reset: b * ((1 - reset) * mem)
+                grad_mem0 = grad_mem0 * (1 - resets.to(mem.dtype))
+        return grad, grad_mem0, None, None, None, None
+
+
+def run_c_spike_step(x, mem, params, spec, meter):
+    """``(spk, mem')`` of a step :func:`CSpikeStep` runs (the scan alone without grad)."""
+    if not wants_grad(x, mem):
+        spk, new, _, _ = native.scan(x, mem, params, 0)
+        return spk, new
+    spec = spec.resolved(x.dtype)  # (the spike function's, as spike() resolves it)
+    return CSpikeStep.apply(x, mem, params, spec, layout.accumulator(meter, x.device), spike_plan(x, spec))
+
+
 # --------------------------------------------------------------------- entries
 def leaky_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams, spec: ZOSpec,
                meter=None, path: Optional[Path] = None,
@@ -174,6 +222,8 @@ def leaky_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: LeakyParams
     if path is Path.NATIVE:
         spk, new, _ = run_native(x, mem, params, spec, meter, absz, 0)
         return spk, new
+    if absz is None and c_spike_step(x, mem, params, spec):
+        return run_c_spike_step(x, mem, params, spec, meter)
     return reference.leaky_step(x, mem, params, lambda u: spike(u, spec, meter, absz))
 
 

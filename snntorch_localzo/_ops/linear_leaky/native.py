@@ -281,7 +281,8 @@ def event_weight_grad(packed: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     OUT = h.shape[-1]
     h = h.contiguous()
     gt = torch.zeros(IN, OUT, dtype=h.dtype)
-    c_module().event_outer(packed.contiguous().data_ptr(), h.data_ptr(), gt.data_ptr(), T * B, IN,
+    packed = packed.contiguous()  # (held while the pass reads it)
+    c_module().event_outer(packed.data_ptr(), h.data_ptr(), gt.data_ptr(), T * B, IN,
                            OUT, h.dtype == torch.float64)
     return gt.t().contiguous()
 
@@ -300,7 +301,8 @@ def sparse_input_grad(
     if h.dtype == dtype and use_c(dx, h, weight) and lower.dtype == torch.int64:
         h = h.contiguous()
         wt = scratch("weight_t", (IN, OUT), dtype).copy_(weight.t())
-        c_module().sampled_dot(lower.contiguous().data_ptr(), lower.numel(), h.data_ptr(),
+        lower = lower.contiguous()  # (held while the pass reads it)
+        c_module().sampled_dot(lower.data_ptr(), lower.numel(), h.data_ptr(),
                                wt.data_ptr(), dx.data_ptr(), IN, OUT, dtype == torch.float64)
         return dx
     pattern = _csr(_row_pointers(lower // IN, T * B), lower % IN,

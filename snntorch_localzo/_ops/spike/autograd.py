@@ -43,17 +43,21 @@ class LocalZOSpike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         u, absz = ctx.saved_tensors
-        spec = ctx.spec
-        if ctx.fused and ctx.path is Path.EXACT:
-            return native.exact_backward(grad_out, u, spec, ctx.acc), None, None, None, None, None
-        if ctx.fused:
-            backward = native.weighted_backward if spec.weighted else native.fused_backward
-            grad_in = backward(grad_out, u, spec, absz, ctx.acc)
-            return grad_in, None, None, None, None, None
-        # (the native path applies the step itself, fused with its draw)
-        u = u if ctx.path is Path.NATIVE else spec.scale(u)
-        grad_in = _backward_impl(ctx.path)(grad_out, u, spec, absz, ctx.acc)
-        return grad_in, None, None, None, None, None
+        return spike_backward(grad_out, u, ctx.spec, absz, ctx.acc, ctx.path, ctx.fused), None, None, None, None, None
+
+
+def spike_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz: Optional[torch.Tensor],
+                   acc: torch.Tensor, path: Path, fused: bool) -> torch.Tensor:
+    """The spike function's input gradient at ``u = mem - threshold`` on the
+    planner's ``path`` (``fused``: its C passes, in eager mode)."""
+    if fused and path is Path.EXACT:
+        return native.exact_backward(grad_out, u, spec, acc)
+    if fused:
+        backward = native.weighted_backward if spec.weighted else native.fused_backward
+        return backward(grad_out, u, spec, absz, acc)
+    # (the native path applies the step itself, fused with its draw)
+    u = u if path is Path.NATIVE else spec.scale(u)
+    return _backward_impl(path)(grad_out, u, spec, absz, acc)
 
 
 def spike(

@@ -229,8 +229,9 @@ def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optio
     if not u.numel():
         return out, 0
     unif = None if unif is None else _float32(unif.reshape(u.shape))
+    grad = _float32(grad_out)  # (held while the pass reads it: a copy of a strided gradient)
     count = c_module().weighted_uniform(
-        u.data_ptr(), _float32(grad_out).data_ptr(), out.data_ptr(), *_weighted_settings(spec, tuple(rows_shape)),
+        u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_weighted_settings(spec, tuple(rows_shape)),
         0 if unif is None else unif.data_ptr(), rng.host_seed() if unif is None else 0, product,
     )
     return out, count
