@@ -325,10 +325,11 @@ def c_spike_step(x: torch.Tensor, mem: Optional[torch.Tensor], params: "LeakyPar
     reset too): where C passes run the spike function's backward
     (:func:`leaky_step_is_reference`; the forward draws nothing), the C loops
     are built, the parameters are scalar and fixed and the state has the
-    input's dtype and device (snnTorch's forward promotes another)."""
+    input's dtype and device (snnTorch's forward promotes another); not while
+    ``torch.compile`` traces (the reference's operations then)."""
     return (leaky_step_is_reference(x, spec) and (mem is None or (mem.dtype == x.dtype and mem.device == x.device))
             and _scalar_params(params, x, NATIVE_DTYPES) and x.dtype in NATIVE_DTYPES and x.device.type == "cpu"
-            and c_module() is not None)
+            and c_module() is not None and not torch.compiler.is_compiling())
 
 
 def linear_leaky_path(
