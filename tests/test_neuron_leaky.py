@@ -276,15 +276,19 @@ def test_init_hidden_rejects_mem_argument():
 
 
 @pytest.mark.skipif(DEVICE != "cpu" or not MODERN_SNNTORCH, reason="the native path is the CPU's")
-def test_small_cpu_steps_take_the_reference():
+def test_cpu_steps_with_the_c_spike_backward_take_the_c_step():
+    """make()'s CPU steps, small or from NATIVE_MIN_NUMEL neurons, run the C
+    step around the spike function's C backward (without the C loops, the
+    reference); a sequence takes the native scan."""
     lif = localzo.Leaky(beta=0.9)
     small = torch.rand(4, 72, requires_grad=True)
     spk, _ = lif(small, lif.init_leaky())
     assert not made_by(spk, NativeLeaky)
+    assert made_by(spk, CSpikeStep) == (clib.c_module() is not None)
     if clib.c_module() is not None:  # a step the fused spike backward covers: at every size
         big = torch.rand(-(-NATIVE_MIN_NUMEL // 72), 72, requires_grad=True)
         spk, _ = lif(big, lif.init_leaky())
-        assert not made_by(spk, NativeLeaky)
+        assert made_by(spk, CSpikeStep) and not made_by(spk, NativeLeaky)
     spk_seq, _ = lif.forward_sequence(small.unsqueeze(0))  # a sequence decides at once: fused
     assert made_by(spk_seq, NativeLeaky)
 
