@@ -2247,7 +2247,6 @@ static inline int lowest_bit64(uint64_t x)
 #endif
 }
 
-
 /* One row's terms of weighted_uniform_rows in vector lanes, at the scaled
  * membrane s = u / step and v = s / delta: the expected value g
  * (uniform_exact's bits), the law's active probability p from |s| (the

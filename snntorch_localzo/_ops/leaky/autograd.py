@@ -181,9 +181,9 @@ class CSpikeStep(torch.autograd.Function):
         b, thr, graded = ctx.params.scalars(mem.dtype)
         grad = grad_mem
         if grad_spk is not None:
-            # spk = spike(u) * graded, u = mem' - threshold (CPU scalars: read for free)
-            grad_u = grad_spk if float(graded) == 1.0 else grad_spk * graded
-            grad_u = spike_backward(grad_u, mem - thr, ctx.spec, None, ctx.acc, *ctx.plan)
+            # spk = spike(u) * graded, u = mem' - threshold
+            grad_u = spike_backward(native.graded_grad(grad_spk, graded), mem - thr, ctx.spec, None, ctx.acc,
+                                    *ctx.plan)
             grad = grad_u if grad is None else grad_u + grad
         if grad is None:
             return None, None, None, None, None, None

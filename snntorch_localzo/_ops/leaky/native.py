@@ -170,6 +170,13 @@ def draws_in_backward(spec: ZOSpec, shape, steps: int) -> bool:
     return spec.weighted and not spec.step.is_exact(sample_entries(shape, steps))
 
 
+def graded_grad(grad: torch.Tensor, graded: torch.Tensor) -> torch.Tensor:
+    """``grad`` times the spike amplitude ``graded`` (a CPU scalar): the
+    gradient ``spk = spike(u) * graded`` passes back to the spike function,
+    ``grad`` itself where ``graded`` is 1 (the same values, one operation fewer)."""
+    return grad if float(graded) == 1.0 else grad * graded.to(grad.dtype)
+
+
 def weighted_draw(
     grad_spk: Optional[torch.Tensor], mem: torch.Tensor, threshold: torch.Tensor, graded: torch.Tensor,
     spec: ZOSpec, steps: int, absz: Optional[torch.Tensor],
@@ -183,7 +190,7 @@ def weighted_draw(
     (``[1, *mem.shape]``). Empty without a spike gradient."""
     if grad_spk is None:
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float32)
-    go = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
+    go = graded_grad(grad_spk, graded)
     unif = None if absz is None else absz.reshape(mem.shape)
     return _spike_native().weighted_entries(go, mem, threshold, spec,
                                             sample_rows(mem.shape, steps), unif)
@@ -230,8 +237,7 @@ def spike_grads_for_scan(
     if use_c(grad_spk) and (finite_sum(grad_spk) if finite is None else finite):
         return None, (index, e_active), e_active
     e = scratch("e", grad_spk.shape, grad_spk.dtype)
-    gsgr = grad_spk if float(graded) == 1.0 else grad_spk * graded.to(grad_spk.dtype)
-    torch.mul(gsgr, 0, out=e)
+    torch.mul(graded_grad(grad_spk, graded), 0, out=e)
     e.view(-1)[index] = e_active
     return e, None, e_active
 
@@ -246,9 +252,7 @@ def active_spike_grads(
         gs = grad_spk.reshape(-1)[index]
     else:
         gs = grad_spk[torch.unravel_index(index, grad_spk.shape)]
-    if float(graded) != 1.0:
-        gs = gs * graded.to(gs.dtype)
-    return (gs.to(g.dtype) * g).to(grad_spk.dtype)
+    return (graded_grad(gs, graded).to(g.dtype) * g).to(grad_spk.dtype)
 
 
 def spike_grads(
