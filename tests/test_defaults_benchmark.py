@@ -140,3 +140,30 @@ def test_new_default_is_make_and_unbiased_for_its_per_sample_gaussian():
     expected = sg.expected_grad(u)
     # (far entries whose estimate is rarely non-zero: an absolute margin)
     assert ((mean - expected).abs() < 5 * se + 1e-3).all()
+
+
+def test_epoch_time_smoke_interleaves_the_spike_gradients(tmp_path, capsys, monkeypatch):
+    epoch_time = load("epoch_time")
+    order = []
+    epoch = epoch_time.Run.epoch
+
+    def recorded(self, batches):
+        order.append(self.key)
+        return epoch(self, batches)
+
+    monkeypatch.setattr(epoch_time.Run, "epoch", recorded)
+    out = tmp_path / "e.json"
+    assert epoch_time.main(["--nets", "demo,conv_tut6", "--rounds", "2", "--T", "2", "--batch", "16",
+                            "--train-limit", "32", "--threads", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    grads = list(epoch_time.DEFAULT_GRADS)
+    assert [(r["net"], r["spike_grad"]) for r in rows] == [(n, g) for n in ("demo", "conv_tut6") for g in grads]
+    # a warm-up round, then the timed ones, every other round in reversed order
+    assert order[:9] == grads + grads[::-1] + grads
+    for r in rows:
+        assert len(r["epoch_s"]) == 2 and all(t > 0 for t in r["epoch_s"])
+        assert r["median_s"] == pytest.approx(sorted(r["epoch_s"])[0] / 2 + sorted(r["epoch_s"])[1] / 2)
+    assert [r["ratio"] for r in rows if r["spike_grad"] == "atan"] == [1.0, 1.0]
+    # the drop-in row runs localzo.Leaky
+    assert epoch_time.SPIKE_GRADS["localzo_leaky"].leaky is localzo.Leaky
+    assert "localzo.Leaky with localzo.make()" in capsys.readouterr().out

@@ -65,6 +65,22 @@ class ZOSpec:
     weighted: bool = False
     auto: bool = False
 
+    # Every spike call looks its spec up in a few caches (the planner's, the C
+    # passes' settings): the hash of the compared fields is worked out once.
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.compare))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self):
+        # (a hash of strings differs between processes: not pickled)
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def resolved(self, dtype: torch.dtype, call: bool = True) -> "ZOSpec":
         """The spec a call runs: ``make()``'s default sampling (``auto``)
         draws by the incoming gradient (``weighted``) in a float32 call of the

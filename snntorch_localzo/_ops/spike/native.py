@@ -52,7 +52,7 @@ def spike_forward(u: torch.Tensor) -> torch.Tensor:
     module = c_module()
     if module is None:
         return reference.spike_forward(u)
-    out = torch.empty(u.shape, dtype=u.dtype)
+    out = torch.empty_like(u)
     module.heaviside(u.data_ptr(), out.data_ptr(), u.numel(), int(u.dtype == torch.float64))
     return out
 
@@ -101,7 +101,7 @@ def fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, 
     """The backward by the fused C pass at ``u = mem - threshold`` (where
     :func:`fused` holds; the spike function calls it directly in eager mode)."""
     u = _float32(u)
-    out = torch.empty(u.shape, dtype=torch.float32)
+    out = torch.empty_like(u)  # (u: contiguous float32)
     n = u.numel()
     if n:
         grad = _float32(grad_out)
@@ -156,7 +156,7 @@ def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_sha
     rule and the value in one C pass; for the normal law the rule and the
     exponent in one C pass, PyTorch's ``exp``, then the scale (and the
     product) in another. ``count``: the non-zero values of ``E[G]``."""
-    out = torch.empty(u.shape, dtype=torch.float32)
+    out = torch.empty_like(u)  # (u: contiguous float32)
     if not u.numel():
         return out, 0
     rows, n, rule = _settings(spec, tuple(rows_shape))[:3]
@@ -167,7 +167,7 @@ def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_sha
         count = module.exact_uniform(u.data_ptr(), gptr, out.data_ptr(), rows, n, rule,
                                      float(law.delta), law.denominator, spec.inverse_height(), D.SQRT3)
     else:
-        w = torch.empty(u.shape, dtype=torch.float32)
+        w = torch.empty_like(u)
         module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr())
         w.exp_()
         count = module.exact_scale(gptr, w.data_ptr(), out.data_ptr(), u.numel(), law.denominator,
@@ -225,7 +225,7 @@ def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optio
               rows_shape: tuple, product: bool) -> Tuple[torch.Tensor, int]:
     """``(out, count)``: the C pass of :func:`weighted_backward` (``product``)
     or :func:`weighted_entries` on the float32 ``u`` (rows: ``rows_shape``)."""
-    out = torch.empty(u.shape, dtype=torch.float32)
+    out = torch.empty_like(u)  # (u: contiguous float32)
     if not u.numel():
         return out, 0
     unif = None if unif is None else _float32(unif.reshape(u.shape))
