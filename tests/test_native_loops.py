@@ -426,3 +426,20 @@ def test_output_pool_reuses_only_what_nobody_holds():
     assert second.untyped_storage().data_ptr() == ptr
     assert not second.requires_grad and not hasattr(second, "marked") and not second._backward_hooks
     workspace.clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("param_dtype", [torch.float32, torch.float64])
+def test_parameter_values_are_the_scalars_as_floats(dtype, param_dtype):
+    """``LeakyParams.values`` (the C loops' arguments, the C step's factors,
+    read without tensor operations) are the numbers of ``scalars``: beta
+    clamped to [0, 1], each rounded to ``dtype``, NaN kept, beyond float32's
+    range its infinity."""
+    for v in [0.9, 0.95, 1 / 3, 0.1, 1.7, -0.3, 0.0, 1e-45, 3e38, 1e39, -1e39,
+              float("inf"), float("nan")]:
+        t = torch.tensor(v, dtype=param_dtype)
+        params = LeakyParams(t, t.clone(), t.clone().view(1), resets.RESET_SUBTRACT)
+        expected = [float(s) for s in params.scalars(dtype)]
+        got = params.values(dtype)
+        assert all(type(g) is float for g in got)
+        assert [str(g) for g in got] == [str(e) for e in expected], (v, got, expected)

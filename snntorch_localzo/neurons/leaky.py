@@ -8,7 +8,9 @@ import snntorch as snn
 import torch
 
 from .._checks import check_beta, check_float_tensor, check_state
-from .._ops.leaky import RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step
+from .._ops.leaky import (
+    RESET_NONE, RESET_SUBTRACT, RESET_ZERO, LeakyParams, leaky_seq, leaky_step, run_c_spike_step,
+)
 from .._ops.planner import Path, c_spike_step, leaky_path
 from ..estimator import LocalZO, make
 
@@ -154,14 +156,19 @@ class Leaky(snn.Leaky):
                 state = None  # snnTorch starts from a zero membrane
         params = self._params(reset_mechanism)
         spec = self.spike_grad.spec
-        path = leaky_path(input_, state, params, spec)
-        if path is Path.REFERENCE and not c_spike_step(input_, state, params, spec):
+        # one C step where the spike function's backward is a C pass (leaky_path's reference then)
+        c_step = c_spike_step(input_, state, params, spec)
+        path = Path.REFERENCE if c_step else leaky_path(input_, state, params, spec)
+        if path is Path.REFERENCE and not c_step:
             return None  # (a state of another dtype too: snnTorch promotes)
         if self.init_hidden and mem is not None:
             raise TypeError(
                 "`mem` should not be passed as an argument while `init_hidden=True`"
             )
-        spk, self.mem = leaky_step(input_, state, params, spec, self.spike_grad.meter, path)
+        if c_step:
+            spk, self.mem = run_c_spike_step(input_, state, params, spec, self.spike_grad.meter)
+        else:
+            spk, self.mem = leaky_step(input_, state, params, spec, self.spike_grad.meter, path)
         if self.output:
             return spk, self.mem
         elif self.init_hidden:

@@ -178,7 +178,7 @@ class CSpikeStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
         mem, resets = ctx.saved_tensors
-        b, thr, graded = ctx.params.scalars(mem.dtype)
+        b, thr, graded = ctx.params.values(mem.dtype)  # (floats of mem's dtype: the same products)
         grad = grad_mem
         if grad_spk is not None:
             # spk = spike(u) * graded, u = mem' - threshold

@@ -48,6 +48,16 @@ def _with_time(t: torch.Tensor, steps: int) -> torch.Tensor:
     return t if steps else t.unsqueeze(0)
 
 
+def _output(role: str, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """A new contiguous output shaped like ``x``: a sequence's on the
+    workspace's recycled memory (:func:`~snntorch_localzo._ops.workspace.output`),
+    a step's (``steps == 0``) from torch's allocator: a step loop's graph
+    holds every step's outputs, so the pool would only be searched."""
+    if steps:
+        return output(role, x.shape, x.dtype)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 def _time_shape(shape, steps: int) -> tuple:
     """:func:`_with_time` of a shape."""
     return tuple(shape) if steps else (1,) + tuple(shape)
@@ -65,19 +75,19 @@ def scan(
     scratch tensor) when the C loop computed it on the way and ``want_uabs``,
     else None."""
     dt = x.dtype
-    b, thr, gr = params.scalars(dt)
-    mem = output("mem", x.shape, dt)
+    mem = _output("mem", x, steps)
     xs, mems = _with_time(x, steps), _with_time(mem, steps)
     if use_c(x, mem0):
-        spk = output("spk", x.shape, dt)
+        b, thr, gr = params.values(dt)
+        spk = _output("spk", x, steps)
         uabs = scratch("u", mem.shape, dt) if want_uabs else None
         zero = params.reset == RESET_ZERO
         fired = scratch("fired", mem.shape, torch.bool) if zero else None
         xc = xs.contiguous()
         m0 = None if mem0 is None else mem0.contiguous()
         c_module().leaky_scan(xc.data_ptr(), _ptr(m0), mem.data_ptr(), spk.data_ptr(), _ptr(uabs),
-                              _ptr(fired), xs.shape[0], mem.numel() // xs.shape[0], float(b), float(thr),
-                              float(gr), params.reset, dt == torch.float64)
+                              _ptr(fired), xs.shape[0], mem.numel() // xs.shape[0], b, thr, gr, params.reset,
+                              dt == torch.float64)
         resets = None
         if zero:  # the reset of step t is the spike of step t - 1
             resets = torch.empty(mem.shape, dtype=torch.bool)
@@ -85,6 +95,7 @@ def scan(
             rs[0] = (torch.zeros_like(xs[0]) if mem0 is None else mem0) > thr
             rs[1:] = fs[:-1]
         return spk, mem, resets, uabs
+    b, thr, gr = params.scalars(dt)
     m = torch.zeros_like(xs[0]) if mem0 is None else mem0
     # the reset of the first step; ``a > thr`` is ``a - thr > 0`` in IEEE arithmetic
     fired = m > thr
@@ -170,11 +181,14 @@ def draws_in_backward(spec: ZOSpec, shape, steps: int) -> bool:
     return spec.weighted and not spec.step.is_exact(sample_entries(shape, steps))
 
 
-def graded_grad(grad: torch.Tensor, graded: torch.Tensor) -> torch.Tensor:
-    """``grad`` times the spike amplitude ``graded`` (a CPU scalar): the
-    gradient ``spk = spike(u) * graded`` passes back to the spike function,
-    ``grad`` itself where ``graded`` is 1 (the same values, one operation fewer)."""
-    return grad if float(graded) == 1.0 else grad * graded.to(grad.dtype)
+def graded_grad(grad: torch.Tensor, graded) -> torch.Tensor:
+    """``grad`` times the spike amplitude ``graded`` (a CPU scalar, or a float
+    of ``grad``'s dtype: :meth:`LeakyParams.values`): the gradient
+    ``spk = spike(u) * graded`` passes back to the spike function, ``grad``
+    itself where ``graded`` is 1 (the same values, one operation fewer)."""
+    if float(graded) == 1.0:
+        return grad
+    return grad * (graded.to(grad.dtype) if isinstance(graded, torch.Tensor) else graded)
 
 
 def weighted_draw(

@@ -16,6 +16,7 @@ bit.
 
 from __future__ import annotations
 
+import struct
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -36,6 +37,31 @@ class LeakyParams(NamedTuple):
     def scalars(self, dtype: torch.dtype):
         """``(beta clamped to [0, 1], threshold, graded)`` in ``dtype``."""
         return clamped_beta(self.beta, dtype), self.threshold.to(dtype), self.graded.to(dtype)
+
+    def values(self, dtype: torch.dtype) -> Tuple[float, float, float]:
+        """:meth:`scalars` as Python floats (the same numbers: each rounded to
+        ``dtype``), read without a tensor operation: the C loops' arguments,
+        and factors a tensor of ``dtype`` is multiplied by as it would be by
+        the 0-d tensors. A step loop asks every step; :meth:`scalars`'
+        clamp and casts cost more than the C step of a small layer."""
+        b = float(self.beta)
+        b = 0.0 if b < 0.0 else 1.0 if b > 1.0 else b  # (as clamp: NaN stays NaN)
+        return _rounded(b, dtype), _rounded(float(self.threshold), dtype), _rounded(float(self.graded), dtype)
+
+
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` as a cast rounds it."""
+    if dtype == torch.float64:
+        return value
+    if dtype == torch.float32:
+        try:
+            return _F32.unpack(_F32.pack(value))[0]  # (the C cast: to nearest)
+        except OverflowError:  # (beyond float32's range: the cast's infinity)
+            pass
+    return torch.tensor(value, dtype=torch.float64).to(dtype).item()
+
+
+_F32 = struct.Struct("f")
 
 
 def clamped_beta(beta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
