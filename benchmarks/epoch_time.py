@@ -13,8 +13,10 @@ the backward, Adam's step). The first round is a warm-up and is not kept.
     python benchmarks/epoch_time.py --nets demo --rounds 6 --grads atan,new_default
 
 Writes ``benchmarks/results/epoch_time_interleaved_cpu.json``: per net and
-spike gradient the epoch times of every round, their median, and the
-median's ratio to the first spike gradient's (the baseline).
+spike gradient the epoch times of every round, their median, the median's
+ratio to the first spike gradient's (the baseline) and the median over
+rounds of the ratio within a round (``paired_ratio``: the epochs of one round
+ran back to back, so a slow spell of the machine cancels out of it).
 """
 
 from __future__ import annotations
@@ -99,17 +101,18 @@ def time_net(spec: "D.NetSpec", grads: List[str], rounds: int, digits: "D.Digits
             t = runs[g].epoch(order)
             if r:  # round 0 warms up
                 times[g].append(t)
-    base = statistics.median(times[grads[0]])
+    base = times[grads[0]]
     return [{"net": spec.key, "spike_grad": g, "label": SPIKE_GRADS[g].label, "epoch_s": times[g],
-             "median_s": statistics.median(times[g]), "ratio": statistics.median(times[g]) / base}
+             "median_s": statistics.median(times[g]), "ratio": statistics.median(times[g]) / statistics.median(base),
+             "paired_ratio": statistics.median(t / b for t, b in zip(times[g], base))}
             for g in grads]
 
 
 def format_table(rows: List[Dict]) -> str:
-    lines = [f"{'net':<10} {'spike gradient':<36} {'median s':>9} {'vs first':>9}   epochs (s)"]
+    lines = [f"{'net':<10} {'spike gradient':<36} {'median s':>9} {'vs first':>9} {'paired':>8}   epochs (s)"]
     for r in rows:
-        lines.append(f"{r['net']:<10} {r['label']:<36} {r['median_s']:>9.3f} {r['ratio']:>8.3f}x   "
-                     + " ".join(f"{t:.2f}" for t in r["epoch_s"]))
+        lines.append(f"{r['net']:<10} {r['label']:<36} {r['median_s']:>9.3f} {r['ratio']:>8.3f}x "
+                     f"{r['paired_ratio']:>7.3f}x   " + " ".join(f"{t:.2f}" for t in r["epoch_s"]))
     return "\n".join(lines)
 
 

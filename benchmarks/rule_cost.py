@@ -32,7 +32,9 @@ Three measurements, each in one run, median of ``--repeats``:
 * ``call``: the spike function's forward plus backward per call (autograd
   included), ``make()`` against snnTorch's ATan, at the shapes of the demo's
   hidden and output layers (``[64, 128]``, ``[64, 10]``), tutorial 5's
-  hidden layer (``[32, 1000]``) and ``compare.py``'s (``[128, 256]``), for
+  hidden layer (``[32, 1000]``), ``compare.py``'s (``[128, 256]``) and
+  tutorial 6's two convolutional layers (``[64, 12, 12, 12]``,
+  ``[64, 64, 4, 4]``), for
   firing (``N(-0.3, 0.5^2)``) and silent (``N(-0.8, 0.3^2)``) membranes:
   blocks of 200 calls of each in turn, the median block;
 * ``sampled``: the input gradient at 0.1% to 10% of the entries of
@@ -220,7 +222,7 @@ def call_rows(repeats: int, calls: int = 200) -> List[Dict]:
 
     rows = []
     torch.manual_seed(0)
-    for shape in ((64, 128), (64, 10), (32, 1000), (128, 256)):
+    for shape in ((64, 128), (64, 10), (32, 1000), (128, 256), (64, 12, 12, 12), (64, 64, 4, 4)):
         for membrane, (mean, std) in (("firing", (-0.3, 0.5)), ("silent", (-0.8, 0.3))):
             u = (mean + std * torch.randn(shape)).requires_grad_(True)
             g = torch.ones(shape)
@@ -288,7 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"reverse T={r['steps']:>3} n={r['neurons']:>6} active/neuron {r['active_per_neuron']:6.1%}: "
                   f"events {r['events_ms']:7.3f} ms, dense {r['dense_ms']:7.3f} ms (planner: {r['chosen']})")
         elif r["what"] == "call":
-            print(f"call   {str(tuple(r['shape'])):>11} {r['membrane']:6}: ATan {r['atan_us']:6.1f} us, "
+            print(f"call   {str(tuple(r['shape'])):>16} {r['membrane']:6}: ATan {r['atan_us']:6.1f} us, "
                   f"make() {r['make_us']:6.1f} us per forward + backward ({r['ratio']:.2f}x)")
         elif r["what"] == "sampled":
             print(f"sampled T*B={r['tb']:>5} active {r['active']:5.1%}: C {r['c_ms']:7.3f} ms, "

@@ -164,6 +164,11 @@ def test_epoch_time_smoke_interleaves_the_spike_gradients(tmp_path, capsys, monk
         assert len(r["epoch_s"]) == 2 and all(t > 0 for t in r["epoch_s"])
         assert r["median_s"] == pytest.approx(sorted(r["epoch_s"])[0] / 2 + sorted(r["epoch_s"])[1] / 2)
     assert [r["ratio"] for r in rows if r["spike_grad"] == "atan"] == [1.0, 1.0]
+    assert [r["paired_ratio"] for r in rows if r["spike_grad"] == "atan"] == [1.0, 1.0]
+    for r in rows:
+        base = next(b["epoch_s"] for b in rows if b["net"] == r["net"] and b["spike_grad"] == "atan")
+        ratios = sorted(t / b for t, b in zip(r["epoch_s"], base))
+        assert r["paired_ratio"] == pytest.approx((ratios[0] + ratios[1]) / 2)
     # the drop-in row runs localzo.Leaky
     assert epoch_time.SPIKE_GRADS["localzo_leaky"].leaky is localzo.Leaky
     assert "localzo.Leaky with localzo.make()" in capsys.readouterr().out
