@@ -1257,11 +1257,34 @@ static inline double rule_weight(const zo_rule *R, int64_t count, int64_t n)
     return w < 0.0 ? 0.0 : (w > 1.0 ? 1.0 : w);
 }
 
-/* the smallest of n values (NaN-free) */
+/* the smallest of n values (NaN-free, no -0: |u| with NaN as +inf, so the
+ * minimum is one value whatever the order: 16 lanes, then the rest; GCC
+ * does not reorder the plain loop's minimum itself under the flags) */
+#if defined(__GNUC__)
+typedef float row_min_v8f __attribute__((vector_size(32)));
+typedef int32_t row_min_v8i __attribute__((vector_size(32)));
+#endif
 VECTOR_CLONES static float row_min(const float *restrict v, int64_t n)
 {
     float near = INFINITY;
-    for (int64_t i = 0; i < n; i++) near = v[i] < near ? v[i] : near;
+    int64_t i = 0;
+#if defined(__GNUC__)
+    const row_min_v8f inf = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+    row_min_v8f m0 = inf, m1 = inf;
+    for (; i + 16 <= n; i += 16) {
+        row_min_v8f x0, x1;
+        memcpy(&x0, v + i, sizeof x0);
+        memcpy(&x1, v + i + 8, sizeof x1);
+        const row_min_v8i k0 = (row_min_v8i)(x0 < m0), k1 = (row_min_v8i)(x1 < m1);
+        m0 = (row_min_v8f)(((row_min_v8i)x0 & k0) | ((row_min_v8i)m0 & ~k0));
+        m1 = (row_min_v8f)(((row_min_v8i)x1 & k1) | ((row_min_v8i)m1 & ~k1));
+    }
+    for (int l = 0; l < 8; l++) {
+        near = m0[l] < near ? m0[l] : near;
+        near = m1[l] < near ? m1[l] : near;
+    }
+#endif
+    for (; i < n; i++) near = v[i] < near ? v[i] : near;
     return near;
 }
 
@@ -2331,24 +2354,27 @@ VECTOR_CLONES static void weighted_sums(const double *restrict p, const double *
 /* One capping pass: the entries with w > 0 and w >= *wcap (capped before) or
  * cc w >= 1 are capped. Returns their number; *wcap becomes the smallest
  * capped w (the capped entries are always those at or above it: c grows from
- * pass to pass), *rest the sum of the other weights. */
+ * pass to pass), *rest the sum of the other weights and *umax their largest
+ * (every one of them lies below the new *wcap). */
 VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t n, double cc, double *wcap,
-                                               double *rest)
+                                               double *rest, double *umax)
 {
     const double t = *wcap;
     int64_t count = 0, i = 0;
-    double r = 0.0, m = INFINITY;
+    double r = 0.0, m = INFINITY, u = 0.0;
 #ifdef WEIGHTED_VECTORS
     const weighted_v4d zero = {0.0, 0.0, 0.0, 0.0}, one = {1.0, 1.0, 1.0, 1.0};
     const weighted_v4d tv = {t, t, t, t}, cv = {cc, cc, cc, cc}, inf = {INFINITY, INFINITY, INFINITY, INFINITY};
     weighted_v4l cl = {0};
-    weighted_v4d rl = {0}, ml = inf;
+    weighted_v4d rl = {0}, ml = inf, ul = zero;
     for (; i + 4 <= n; i += 4) {
         weighted_v4d x;
         WEIGHTED_LOAD(x, w + i);
         const weighted_v4l cap = (weighted_v4l)(x > zero) & ((weighted_v4l)(x >= tv) | (weighted_v4l)(cv * x >= one));
         cl -= cap;
-        rl += WEIGHTED_SELECT(cap, zero, x);
+        const weighted_v4d left = WEIGHTED_SELECT(cap, zero, x);
+        rl += left;
+        ul = WEIGHTED_SELECT((weighted_v4l)(left > ul), left, ul);
         const weighted_v4d mx = WEIGHTED_SELECT(cap, x, inf);
         ml = WEIGHTED_SELECT((weighted_v4l)(mx < ml), mx, ml);
     }
@@ -2356,6 +2382,7 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
         count += cl[l];
         r += rl[l];
         m = ml[l] < m ? ml[l] : m;
+        u = ul[l] > u ? ul[l] : u;
     }
 #endif
     for (; i < n; i++) {
@@ -2364,9 +2391,11 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
         count += cap;
         r += cap ? 0.0 : x;
         m = cap && x < m ? x : m;
+        u = !cap && x > u ? x : u;
     }
     *wcap = m;
     *rest = r;
+    *umax = u;
     return count;
 }
 
@@ -2484,16 +2513,20 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
         weighted_sums(p, w, n, &K, &W, &wmax);
         if (W > 0.0 && K > 0.0) {
             cc = K / W;
-            /* each pass caps at the current c and sums what is left for the next */
+            /* each pass caps at the current c and sums what is left for the next;
+             * a pass that would cap nothing new is not run: the entries left
+             * all lie below the new wcap, so one caps only where c w >= 1, c
+             * times their largest (a product is monotone in w, rounded too) */
             int64_t ncapped = 0;
             while (cc * wmax >= 1.0) {
-                double t = wcap, rest;
-                const int64_t now = weighted_cap_pass(w, n, cc, &t, &rest);
+                double t = wcap, rest, umax;
+                const int64_t now = weighted_cap_pass(w, n, cc, &t, &rest, &umax);
                 if (now == ncapped) break;
                 ncapped = now;
                 wcap = t;
                 const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
                 cc = rest > 0.0 ? left / rest : 0.0;
+                if (!(cc * umax >= 1.0)) break;
             }
         }
         total += weighted_draw(g, w, gr, o, n, cc, wcap, K, unif ? unif + r * n : NULL, (uint32_t)((row0 + r) * n),
