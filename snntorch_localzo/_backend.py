@@ -116,20 +116,16 @@ def use_backend(mode: str):
 
 
 def device_path(*tensors: torch.Tensor) -> Path:
-    """The path the mode gives to these tensors (all on one device)."""
+    """The path the mode gives to these tensors (all on one device; on
+    several, the reference). Every spike call and step asks: no generator."""
     if _mode == "reference":
         return Path.REFERENCE
-    if len(tensors) == 1:  # (a step asks for its input alone: without the generators)
-        kind = tensors[0].device.type
-        if kind == "cuda":
-            return Path.TRITON if triton_available() else Path.REFERENCE
-        if kind == "cpu":
-            return Path.TRITON if _mode == "triton" and triton_available() and interpreting() else Path.NATIVE
-        return Path.REFERENCE
-    if all(t.is_cuda for t in tensors):
+    kind = tensors[0].device.type
+    for t in tensors[1:]:
+        if t.device.type != kind:
+            return Path.REFERENCE
+    if kind == "cuda":
         return Path.TRITON if triton_available() else Path.REFERENCE
-    if all(t.device.type == "cpu" for t in tensors):
-        if _mode == "triton" and triton_available() and interpreting():
-            return Path.TRITON
-        return Path.NATIVE
+    if kind == "cpu":
+        return Path.TRITON if _mode == "triton" and triton_available() and interpreting() else Path.NATIVE
     return Path.REFERENCE

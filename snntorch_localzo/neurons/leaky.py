@@ -158,8 +158,8 @@ class Leaky(snn.Leaky):
         spec = self.spike_grad.spec
         # one C step where the spike function's backward is a C pass (leaky_path's reference then)
         c_step = c_spike_step(input_, state, params, spec)
-        path = Path.REFERENCE if c_step else leaky_path(input_, state, params, spec)
-        if path is Path.REFERENCE and not c_step:
+        path = None if c_step else leaky_path(input_, state, params, spec)
+        if path is Path.REFERENCE:
             return None  # (a state of another dtype too: snnTorch promotes)
         if self.init_hidden and mem is not None:
             raise TypeError(
