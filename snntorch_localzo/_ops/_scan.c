@@ -1257,34 +1257,20 @@ static inline double rule_weight(const zo_rule *R, int64_t count, int64_t n)
     return w < 0.0 ? 0.0 : (w > 1.0 ? 1.0 : w);
 }
 
-/* the smallest of n values (NaN-free, no -0: |u| with NaN as +inf, so the
- * minimum is one value whatever the order: 16 lanes, then the rest; GCC
- * does not reorder the plain loop's minimum itself under the flags) */
-#if defined(__GNUC__)
-typedef float row_min_v8f __attribute__((vector_size(32)));
-typedef int32_t row_min_v8i __attribute__((vector_size(32)));
-#endif
+/* the smallest of n values a = |u| (NaN read as +inf: no NaN, no -0).
+ * Non-negative floats order as their bits do, and the minimum of unsigned
+ * integers is one value whatever the order, so GCC vectorises this loop
+ * itself (it does not reorder a float minimum under the flags). */
 VECTOR_CLONES static float row_min(const float *restrict v, int64_t n)
 {
-    float near = INFINITY;
-    int64_t i = 0;
-#if defined(__GNUC__)
-    const row_min_v8f inf = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
-    row_min_v8f m0 = inf, m1 = inf;
-    for (; i + 16 <= n; i += 16) {
-        row_min_v8f x0, x1;
-        memcpy(&x0, v + i, sizeof x0);
-        memcpy(&x1, v + i + 8, sizeof x1);
-        const row_min_v8i k0 = (row_min_v8i)(x0 < m0), k1 = (row_min_v8i)(x1 < m1);
-        m0 = (row_min_v8f)(((row_min_v8i)x0 & k0) | ((row_min_v8i)m0 & ~k0));
-        m1 = (row_min_v8f)(((row_min_v8i)x1 & k1) | ((row_min_v8i)m1 & ~k1));
+    uint32_t m = 0x7f800000u; /* +inf */
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, v + i, sizeof b);
+        m = b < m ? b : m;
     }
-    for (int l = 0; l < 8; l++) {
-        near = m0[l] < near ? m0[l] : near;
-        near = m1[l] < near ? m1[l] : near;
-    }
-#endif
-    for (; i < n; i++) near = v[i] < near ? v[i] : near;
+    float near;
+    memcpy(&near, &m, sizeof near);
     return near;
 }
 
@@ -2304,7 +2290,12 @@ VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const 
 #undef WEIGHTED_TERMS
 
 /* The sums below run in lanes of GCC's vector extension (a plain loop
- * elsewhere): the flags forbid the compiler to reorder one sum itself. */
+ * elsewhere): the flags forbid the compiler to reorder one sum itself. Two
+ * vectors of lanes an iteration: independent chains of additions, whose
+ * latency bounds a single chain. Four lanes of 32 bytes, not eight of 64:
+ * GCC compares 64-byte vectors lane by lane under AVX-512 (the masks go
+ * through scalar code). The lanes are the type's, not the ISA's: every
+ * clone adds in the same order, so gives the same bits. */
 #if defined(__GNUC__)
 #define WEIGHTED_VECTORS 1
 typedef double weighted_v4d __attribute__((vector_size(32)));
@@ -2351,8 +2342,9 @@ VECTOR_CLONES static void weighted_sums(const double *restrict p, const double *
     *wmax = m;
 }
 
-/* One capping pass: the entries with w > 0 and w >= *wcap (capped before) or
- * cc w >= 1 are capped. Returns their number; *wcap becomes the smallest
+/* One capping pass: the entries with w >= *wcap (capped before) or c w >= 1
+ * are capped (either implies w > 0: *wcap is a capped w, c w >= 1 fails at
+ * w = 0, and w is finite). Returns their number; *wcap becomes the smallest
  * capped w (the capped entries are always those at or above it: c grows from
  * pass to pass), *rest the sum of the other weights and *umax their largest
  * (every one of them lies below the new *wcap). */
@@ -2363,31 +2355,38 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
     int64_t count = 0, i = 0;
     double r = 0.0, m = INFINITY, u = 0.0;
 #ifdef WEIGHTED_VECTORS
-    const weighted_v4d zero = {0.0, 0.0, 0.0, 0.0}, one = {1.0, 1.0, 1.0, 1.0};
-    const weighted_v4d tv = {t, t, t, t}, cv = {cc, cc, cc, cc}, inf = {INFINITY, INFINITY, INFINITY, INFINITY};
-    weighted_v4l cl = {0};
-    weighted_v4d rl = {0}, ml = inf, ul = zero;
-    for (; i + 4 <= n; i += 4) {
-        weighted_v4d x;
-        WEIGHTED_LOAD(x, w + i);
-        const weighted_v4l cap = (weighted_v4l)(x > zero) & ((weighted_v4l)(x >= tv) | (weighted_v4l)(cv * x >= one));
-        cl -= cap;
-        const weighted_v4d left = WEIGHTED_SELECT(cap, zero, x);
-        rl += left;
-        ul = WEIGHTED_SELECT((weighted_v4l)(left > ul), left, ul);
-        const weighted_v4d mx = WEIGHTED_SELECT(cap, x, inf);
-        ml = WEIGHTED_SELECT((weighted_v4l)(mx < ml), mx, ml);
+    const weighted_v4d zero = {0}, one = zero + 1.0, tv = zero + t, cv = zero + cc, inf = zero + INFINITY;
+    weighted_v4l c0 = {0}, c1 = {0};
+    weighted_v4d r0 = zero, r1 = zero, m0 = inf, m1 = inf, u0 = zero, u1 = zero;
+    for (; i + 8 <= n; i += 8) {
+        weighted_v4d x0, x1;
+        WEIGHTED_LOAD(x0, w + i);
+        WEIGHTED_LOAD(x1, w + i + 4);
+        const weighted_v4l k0 = (weighted_v4l)(x0 >= tv) | (weighted_v4l)(cv * x0 >= one);
+        const weighted_v4l k1 = (weighted_v4l)(x1 >= tv) | (weighted_v4l)(cv * x1 >= one);
+        c0 -= k0;
+        c1 -= k1;
+        const weighted_v4d l0 = WEIGHTED_SELECT(k0, zero, x0), l1 = WEIGHTED_SELECT(k1, zero, x1);
+        r0 += l0;
+        r1 += l1;
+        u0 = WEIGHTED_SELECT((weighted_v4l)(l0 > u0), l0, u0);
+        u1 = WEIGHTED_SELECT((weighted_v4l)(l1 > u1), l1, u1);
+        const weighted_v4d x0c = WEIGHTED_SELECT(k0, x0, inf), x1c = WEIGHTED_SELECT(k1, x1, inf);
+        m0 = WEIGHTED_SELECT((weighted_v4l)(x0c < m0), x0c, m0);
+        m1 = WEIGHTED_SELECT((weighted_v4l)(x1c < m1), x1c, m1);
     }
     for (int l = 0; l < 4; l++) {
-        count += cl[l];
-        r += rl[l];
-        m = ml[l] < m ? ml[l] : m;
-        u = ul[l] > u ? ul[l] : u;
+        count += c0[l] + c1[l];
+        r += r0[l] + r1[l];
+        m = m0[l] < m ? m0[l] : m;
+        m = m1[l] < m ? m1[l] : m;
+        u = u0[l] > u ? u0[l] : u;
+        u = u1[l] > u ? u1[l] : u;
     }
 #endif
     for (; i < n; i++) {
         const double x = w[i];
-        const int cap = (x > 0.0) & ((x >= t) | (cc * x >= 1.0));
+        const int cap = (x >= t) | (cc * x >= 1.0);
         count += cap;
         r += cap ? 0.0 : x;
         m = cap && x < m ? x : m;
