@@ -367,6 +367,140 @@ def test_event_current_splits_rows_over_threads_without_changing_bits():
     torch.testing.assert_close(outs[0], torch.nn.functional.linear(x, w, b))
 
 
+def _over_threads(fn, counts=(1, 2, 3)):
+    """``fn()`` with torch's thread count at each of ``counts``."""
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in counts:
+            torch.set_num_threads(threads)
+            out.append(fn())
+        return out
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_c
+@pytest.mark.parametrize("reset", [0, 1, 2])
+def test_sequence_scan_splits_neurons_over_threads_without_changing_bits(monkeypatch, reset):
+    """A scan large enough to split its neurons over torch's threads (steps
+    times neurons >= 2**18, where built with OpenMP; 1001 neurons: a last
+    block shorter than the others) gives the bits of one thread, which are
+    the PyTorch loop's, for every output (spikes, membranes, resets and
+    ``|mem - thr|``), from a zero and from a given membrane."""
+    torch.manual_seed(3)
+    T, B, N = 280, 7, 143  # 1001 neurons a step, 280280 entries > 2**18
+    x = torch.randn(T, B, N) * 0.8 + 0.5
+    x.view(-1)[:2] = torch.tensor([float("nan"), float("inf")])
+    params = LeakyParams(torch.tensor(0.875), torch.tensor(0.75), torch.tensor(1.5), reset)
+    for mem0 in (None, torch.rand(B, N) * 2):
+        def run():
+            spk, mem, resets, uabs = native.scan(x, mem0, params, T, want_uabs=True)
+            return tuple(None if t is None else t.clone() for t in (spk, mem, resets, uabs))
+
+        runs = _over_threads(run)
+        for other in runs[1:]:
+            same(runs[0], other)
+        monkeypatch.setattr(clib, "ENABLED", False)
+        same(runs[0][:3], run()[:3])
+        monkeypatch.setattr(clib, "ENABLED", True)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["dense", "sparse", "events"])
+def test_reverse_scan_splits_neurons_over_threads_without_changing_bits(monkeypatch, dtype, case):
+    """A reverse scan large enough to split its neurons over torch's threads
+    (steps times neurons >= 2**18; 1001 neurons: a last block shorter than
+    the others): the bits of one thread, zero signs included, for a dense
+    spike gradient with a membrane gradient and zero resets, a sparse one,
+    and a sparse one without membrane gradient on the live neurons only
+    (``events``); one thread's are the PyTorch loop's."""
+    torch.manual_seed(5)
+    shape = (280, 7, 143)
+    total = 280 * 1001
+    index = torch.randperm(total)[:3000].sort().values
+    values = torch.randn(3000, dtype=dtype)
+    e = torch.zeros(total, dtype=dtype)
+    e[index] = values
+    e = e.view(shape)
+    gm = torch.randn(shape, dtype=dtype) if case == "dense" else None
+    resets = torch.rand(shape) < 0.3
+    beta = torch.tensor(0.9)
+    monkeypatch.setattr(planner, "EVENT_REVERSE_SCAN_MAX_ACTIVE", 2.0 ** 62 if case == "events" else -1.0)
+
+    def run():
+        dense = e if case == "dense" else None
+        sparse = None if case == "dense" else (index, values)
+        gx, carry = native.reverse_scan(dense, gm, resets, beta, dtype, shape, sparse)
+        return gx.clone(), carry.clone()
+
+    runs = _over_threads(run)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(_bits(a), _bits(b))
+    same(*both(monkeypatch, run))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sampled_input_grad_splits_entries_over_threads_without_changing_bits(dtype):
+    """The sampled input gradient's dot products split over torch's threads
+    (entries times outputs >= 2**18): the same bits for 1, 2 and 3 threads,
+    zero away from the sampled entries."""
+    torch.manual_seed(6)
+    T, B, IN, OUT = 20, 16, 300, 256
+    h = torch.randn(T, B, OUT, dtype=dtype)
+    weight = torch.randn(OUT, IN, dtype=dtype)
+    lower = torch.randperm(T * B * IN)[:2000].sort().values  # 2000 * 256 > 2**18
+    runs = _over_threads(lambda: linear_native.sparse_input_grad(h, weight, lower, dtype).clone())
+    assert all(torch.equal(_bits(r), _bits(runs[0])) for r in runs[1:])
+    flat = runs[0].reshape(-1)
+    torch.testing.assert_close(flat[lower], (h @ weight).reshape(-1)[lower])
+    others = torch.ones(flat.numel(), dtype=torch.bool)
+    others[lower] = False
+    assert not flat[others].any()
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_events_split_rows_over_threads_without_changing_the_events(dtype):
+    """binary_events large enough to split its rows over torch's threads: the
+    same bytes, count, columns and row ends for 1, 2 and 3 threads; over the
+    capacity counted and packed; a row holding another value (last row,
+    middle row) refused; the column list's guard past its spare entries
+    untouched (each thread's last row is listed without spilling into the
+    next thread's)."""
+    torch.manual_seed(4)
+    rows, n = 3001, 90  # rows * n > 2**18
+    x = (torch.rand(rows, n) < 0.07).to(dtype)
+    x[5] = 0.0
+    x[6] = 1.0
+    ones = int(x.sum())
+    guard = linear_native.EVENT_SPARE + 16
+
+    def run(capacity, data=x):
+        cols = torch.full((capacity + guard,), -7, dtype=torch.int32)
+        row_end = torch.zeros(rows, dtype=torch.int64)
+        packed = torch.empty(rows, n, dtype=torch.uint8)
+        count = clib.c_module().binary_events(data.data_ptr(), packed.data_ptr(), cols.data_ptr(),
+                                              row_end.data_ptr(), rows, n, capacity, dtype == torch.float64)
+        return count, packed, cols, row_end
+
+    r, c = torch.nonzero(x, as_tuple=True)
+    for count, packed, cols, row_end in _over_threads(lambda: run(ones)):
+        assert count == ones and torch.equal(packed, x.to(torch.uint8))
+        assert torch.equal(cols[:ones], c.to(torch.int32))
+        assert (cols[ones + linear_native.EVENT_SPARE:] == -7).all()
+        assert torch.equal(row_end, torch.cumsum(torch.bincount(r, minlength=rows), 0))
+    for count, packed, _, _ in _over_threads(lambda: run(ones - 1)):
+        assert count == ones and torch.equal(packed, x.to(torch.uint8))
+    for row in (rows // 2, rows - 1):
+        bad = x.clone()
+        bad[row, 3] = 0.5
+        assert all(out[0] == -1 for out in _over_threads(lambda: run(ones, bad)))
+
+
 @needs_c
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_all_finite_in_c_equals_torch(dtype):

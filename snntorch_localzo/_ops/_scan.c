@@ -60,6 +60,12 @@ static inline int threads_for(int64_t work, int64_t min_work)
 #endif
 }
 
+/* The fewest entries a memory-bound pass over a sequence (its steps
+ * times its neurons, or its rows times their entries) splits over threads (on the development machine of this change,
+ * an Intel VM, two threads streamed a pass 1.5-1.7x faster than one; on an
+ * earlier AMD one they did not gain). */
+#define STREAM_PAR_MIN (1 << 18)
+
 /* The widest vector unit the CPU has runs these loops (one machine code per
  * unit, picked when the module loads), where the compiler can build that. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 && defined(__x86_64__) && defined(__linux__)
@@ -178,22 +184,25 @@ LEAKY_STEP(step_sub_f64, double, RESET_SUBTRACT, select_f64)
 LEAKY_STEP(step_zero_f64, double, RESET_ZERO, select_f64)
 LEAKY_STEP(step_none_f64, double, RESET_NONE, select_f64)
 
+/* The scan of the neurons [lo, hi) of n (each neuron's steps depend on its
+ * own only: a share of them per thread gives the same bits). */
 #define LEAKY_SCAN(NAME, T_, SUB, ZERO, NONE)                                         \
     static void NAME(const T_ *x, const T_ *mem0, T_ *mem, T_ *spk, T_ *uabs,          \
-                     uint8_t *fired, int64_t steps, int64_t n, T_ b, T_ thr, T_ gr,   \
-                     int reset)                                                       \
+                     uint8_t *fired, int64_t steps, int64_t n, int64_t lo, int64_t hi, \
+                     T_ b, T_ thr, T_ gr, int reset)                                  \
     {                                                                                 \
+        const int64_t w = hi - lo;                                                    \
         for (int64_t t = 0; t < steps; t++) {                                         \
-            const int64_t o = t * n;                                                  \
-            const T_ *prev = t ? mem + o - n : mem0;                                  \
+            const int64_t o = t * n + lo;                                             \
+            const T_ *prev = t ? mem + o - n : (mem0 ? mem0 + lo : NULL);             \
             T_ *ua = uabs ? uabs + o : NULL;                                          \
             uint8_t *f = fired ? fired + o : NULL;                                    \
             if (reset == RESET_SUBTRACT)                                              \
-                SUB(x + o, prev, mem + o, spk + o, ua, f, n, b, thr, gr);             \
+                SUB(x + o, prev, mem + o, spk + o, ua, f, w, b, thr, gr);             \
             else if (reset == RESET_ZERO)                                             \
-                ZERO(x + o, prev, mem + o, spk + o, ua, f, n, b, thr, gr);            \
+                ZERO(x + o, prev, mem + o, spk + o, ua, f, w, b, thr, gr);            \
             else                                                                      \
-                NONE(x + o, prev, mem + o, spk + o, ua, f, n, b, thr, gr);            \
+                NONE(x + o, prev, mem + o, spk + o, ua, f, w, b, thr, gr);            \
         }                                                                             \
     }
 
@@ -205,32 +214,36 @@ LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
  *   carry = gm * b, zeroed (0 * carry) where resets[t].
  * e is dense (e_dense) or sparse: sorted flat indices e_index into [steps, n]
  * with values e_val, zero elsewhere (then gm + 0 is skipped: the same value
- * up to the sign of a zero). */
+ * up to the sign of a zero). Runs the neurons [lo, hi) of n (each neuron's
+ * steps depend on its own only: a share per thread gives the same bits). */
 #define REVERSE_SCAN(NAME, T_, SELECT)                                                \
     static void NAME(const T_ *e_dense, const int64_t *e_index, const T_ *e_val,        \
                      int64_t e_count, const T_ *gmem, const uint8_t *resets, T_ *gx,    \
-                     T_ *carry, int64_t steps, int64_t n, T_ b)                       \
+                     T_ *carry, int64_t steps, int64_t n, int64_t lo, int64_t hi, T_ b) \
     {                                                                                 \
         int64_t k = e_count - 1;                                                      \
-        for (int64_t i = 0; i < n; i++) carry[i] = (T_)0;                             \
+        for (int64_t i = lo; i < hi; i++) carry[i] = (T_)0;                           \
         for (int64_t t = steps - 1; t >= 0; t--) {                                    \
             const int64_t o = t * n;                                                  \
             T_ *g = gx + o;                                                           \
             if (gmem)                                                                 \
-                for (int64_t i = 0; i < n; i++) g[i] = gmem[o + i] + carry[i];        \
+                for (int64_t i = lo; i < hi; i++) g[i] = gmem[o + i] + carry[i];      \
             else                                                                      \
-                for (int64_t i = 0; i < n; i++) g[i] = carry[i];                      \
+                for (int64_t i = lo; i < hi; i++) g[i] = carry[i];                    \
             if (e_dense)                                                              \
-                for (int64_t i = 0; i < n; i++) g[i] = g[i] + e_dense[o + i];         \
-            for (; k >= 0 && e_index[k] >= o; k--) g[e_index[k] - o] += e_val[k];     \
+                for (int64_t i = lo; i < hi; i++) g[i] = g[i] + e_dense[o + i];       \
+            for (; k >= 0 && e_index[k] >= o; k--) {                                  \
+                const int64_t i = e_index[k] - o;                                     \
+                if (i >= lo && i < hi) g[i] += e_val[k];                              \
+            }                                                                         \
             if (resets) {                                                             \
                 const uint8_t *r = resets + o;                                        \
-                for (int64_t i = 0; i < n; i++) {                                     \
+                for (int64_t i = lo; i < hi; i++) {                                   \
                     T_ c = g[i] * b;                                                  \
                     carry[i] = SELECT(r[i] != 0, (T_)0 * c, c);                       \
                 }                                                                     \
             } else {                                                                  \
-                for (int64_t i = 0; i < n; i++) carry[i] = g[i] * b;                  \
+                for (int64_t i = lo; i < hi; i++) carry[i] = g[i] * b;                \
             }                                                                         \
         }                                                                             \
     }
@@ -243,21 +256,23 @@ REVERSE_SCAN(reverse_scan_f64, double, select_f64)
  * neuron's carry is +0 until its last active entry, so its gx is +0 there,
  * which the zeroing writes). Each live neuron runs the same operations as in
  * reverse_scan, so the bits are the same; the cost is the zeroing plus, per
- * step, its live neurons. Returns 0, or -1 when memory ran out. */
+ * step, its live neurons. The neurons [lo, hi) of n, as reverse_scan.
+ * Returns 0, or -1 when memory ran out. */
 #define REVERSE_SCAN_EVENTS(NAME, T_)                                                 \
     static int NAME(const int64_t *e_index, const T_ *e_val, int64_t e_count,          \
                     const uint8_t *resets, T_ *gx, T_ *carry, int64_t steps, int64_t n, \
-                    T_ b)                                                             \
+                    int64_t lo, int64_t hi, T_ b)                                     \
     {                                                                                 \
-        int64_t *live = (int64_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t)); \
-        uint8_t *seen = (uint8_t *)calloc((size_t)(n > 0 ? n : 1), 1);                \
+        const int64_t w = hi - lo;                                                    \
+        int64_t *live = (int64_t *)malloc((size_t)(w > 0 ? w : 1) * sizeof(int64_t)); \
+        uint8_t *seen = (uint8_t *)calloc((size_t)(w > 0 ? w : 1), 1);                \
         if (!live || !seen) {                                                         \
             free(live);                                                               \
             free(seen);                                                               \
             return -1;                                                                \
         }                                                                             \
-        memset(gx, 0, (size_t)(steps * n) * sizeof(T_));                              \
-        for (int64_t i = 0; i < n; i++) carry[i] = (T_)0;                             \
+        for (int64_t t = 0; t < steps; t++) memset(gx + t * n + lo, 0, (size_t)w * sizeof(T_)); \
+        for (int64_t i = lo; i < hi; i++) carry[i] = (T_)0;                           \
         int64_t k = e_count - 1, nlive = 0;                                           \
         for (int64_t t = steps - 1; t >= 0; t--) {                                    \
             const int64_t o = t * n;                                                  \
@@ -265,8 +280,9 @@ REVERSE_SCAN(reverse_scan_f64, double, select_f64)
             for (int64_t j = 0; j < nlive; j++) g[live[j]] = carry[live[j]];          \
             for (; k >= 0 && e_index[k] >= o; k--) {                                  \
                 const int64_t i = e_index[k] - o;                                     \
-                if (!seen[i]) {                                                       \
-                    seen[i] = 1;                                                      \
+                if (i < lo || i >= hi) continue;                                      \
+                if (!seen[i - lo]) {                                                  \
+                    seen[i - lo] = 1;                                                 \
                     live[nlive++] = i;                                                \
                 }                                                                     \
                 g[i] += e_val[k];                                                     \
@@ -1691,13 +1707,15 @@ static inline int64_t byte_columns(const uint8_t *restrict o, int64_t n, int32_t
  * row after row in ascending order, goes to cols (cap + 8 entries: see
  * byte_columns) and the end of each row's columns (the running count) to
  * row_end. */
-#define BINARY_EVENTS(NAME, T_, UT_, ONE)                                             \
-    VECTOR_CLONES static int64_t NAME(const T_ *x, uint8_t *out, int32_t *cols,         \
-                                      int64_t *row_end, int64_t rows, int64_t n,        \
-                                      int64_t cap)                                      \
+/* The rows [r0, r1) of x [rows, n] as bytes (1 where an entry is one, 0
+ * where it is +0) and, per row, the number of ones (into ones_of when not
+ * NULL). Returns their sum, or -1 at the first row holding another value. */
+#define BINARY_PACK(NAME, T_, UT_, ONE)                                               \
+    VECTOR_CLONES static int64_t NAME(const T_ *x, uint8_t *out, int64_t *ones_of,      \
+                                      int64_t r0, int64_t r1, int64_t n)                \
     {                                                                                   \
         int64_t count = 0;                                                              \
-        for (int64_t r = 0; r < rows; r++) {                                            \
+        for (int64_t r = r0; r < r1; r++) {                                             \
             const T_ *xr = x + r * n;                                                   \
             uint8_t *o = out + r * n;                                                   \
             int64_t ones = 0, other = 0;                                                \
@@ -1710,17 +1728,89 @@ static inline int64_t byte_columns(const uint8_t *restrict o, int64_t n, int32_t
                 other += (b != 0) & !one;                                               \
             }                                                                           \
             if (other) return -1;                                                       \
-            if (cols && count + ones <= cap) {                                          \
-                byte_columns(o, n, cols + count);                                       \
-                row_end[r] = count + ones;                                              \
-            }                                                                           \
+            if (ones_of) ones_of[r] = ones;                                             \
             count += ones;                                                              \
         }                                                                               \
         return count;                                                                   \
     }
 
-BINARY_EVENTS(binary_events_f32, float, uint32_t, 0x3f800000u)
-BINARY_EVENTS(binary_events_f64, double, uint64_t, 0x3ff0000000000000ull)
+BINARY_PACK(binary_pack_f32, float, uint32_t, 0x3f800000u)
+BINARY_PACK(binary_pack_f64, double, uint64_t, 0x3ff0000000000000ull)
+
+/* The columns of the ones of the packed rows [r0, r1) into cols, each row
+ * from its start (row_end of the row before; 0 for row 0). byte_columns
+ * writes up to 7 entries past a row's last one, which a later row of the
+ * range overwrites; where that could reach past the range's end (the list
+ * of another thread's rows) the row is listed one column at a time, unless
+ * `spill` (the range ends at the last row: the list's spare room takes
+ * them). */
+static void list_columns(const uint8_t *packed, const int64_t *row_end, int32_t *cols, int64_t r0, int64_t r1,
+                         int64_t n, int spill)
+{
+    const int64_t end = r1 > r0 ? row_end[r1 - 1] : 0;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *o = packed + r * n;
+        int32_t *c = cols + (r ? row_end[r - 1] : 0);
+        if (spill || row_end[r] + 8 <= end) {
+            byte_columns(o, n, c);
+        } else {
+            for (int64_t i = 0, k = 0; i < n; i++)
+                if (o[i]) c[k++] = (int32_t)i;
+        }
+    }
+}
+
+/* binary_events: x [rows, n] as bytes, the number of its ones (-1 where an
+ * entry is neither +0 nor 1) and, where cols is given and the ones fit in
+ * `cap`, their columns row after row (row_end: where each row's end). One
+ * thread lists while the ones fit, row by row; several (a large x) pack
+ * their share of the rows, then list every row when all the ones fit (the
+ * list is only read then): the same bytes, count and columns. */
+static int64_t binary_events_call(const void *x, uint8_t *out, int32_t *cols, int64_t *row_end, int64_t rows,
+                                  int64_t n, int64_t cap, int f64)
+{
+    const int nt = rows > 1 ? threads_for(rows * n, STREAM_PAR_MIN) : 1;
+    if (nt <= 1) {
+        int64_t count = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t ones = f64 ? binary_pack_f64((const double *)x, out, NULL, r, r + 1, n)
+                                     : binary_pack_f32((const float *)x, out, NULL, r, r + 1, n);
+            if (ones < 0) return -1;
+            if (cols && count + ones <= cap) {
+                byte_columns(out + r * n, n, cols + count);
+                row_end[r] = count + ones;
+            }
+            count += ones;
+        }
+        return count;
+    }
+    int64_t total = 0;
+    int bad = 0;
+    /* the rows' counts go into row_end, then become its running sums */
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) reduction(+ : total) reduction(| : bad)
+#endif
+    {
+        int64_t r0, r1;
+        thread_share(rows, &r0, &r1);
+        const int64_t k = f64 ? binary_pack_f64((const double *)x, out, cols ? row_end : NULL, r0, r1, n)
+                              : binary_pack_f32((const float *)x, out, cols ? row_end : NULL, r0, r1, n);
+        if (k < 0) bad = 1;
+        else total += k;
+    }
+    if (bad) return -1;
+    if (!cols || total > cap) return total;
+    for (int64_t r = 1; r < rows; r++) row_end[r] += row_end[r - 1];
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        int64_t r0, r1;
+        thread_share(rows, &r0, &r1);
+        list_columns(out, row_end, cols, r0, r1, n, r1 == rows);
+    }
+    return total;
+}
 
 /* The event-driven input current: out[r, :] = the sum of the rows wt[j, :]
  * (wt: [in, m]) over the columns j of row r (cols and row_end of
@@ -1905,10 +1995,8 @@ static PyObject *py_binary_events(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KKKKLLLi", &x, &out, &cols, &row_end, &rows, &n, &cap, &f64))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    count = f64 ? binary_events_f64((const double *)x, (uint8_t *)out, (int32_t *)cols,
-                                    (int64_t *)row_end, rows, n, cap)
-                : binary_events_f32((const float *)x, (uint8_t *)out, (int32_t *)cols,
-                                    (int64_t *)row_end, rows, n, cap);
+    count = binary_events_call((const void *)x, (uint8_t *)out, (int32_t *)cols, (int64_t *)row_end, rows, n,
+                               cap, f64);
     Py_END_ALLOW_THREADS
     return PyLong_FromLongLong(count);
 }
@@ -1966,10 +2054,22 @@ static PyObject *py_sampled_dot(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KLKKKLLi", &index, &cnt, &h, &wt, &dx, &n, &m, &f64))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    if (f64)
-        sampled_dot_f64((const int64_t *)index, cnt, (const double *)h, (const double *)wt, (double *)dx, n, m);
-    else
-        sampled_dot_f32((const int64_t *)index, cnt, (const float *)h, (const float *)wt, (float *)dx, n, m);
+    /* the entries split over threads (each writes its own dx[i]) */
+    const int nt = threads_for(cnt * m, STREAM_PAR_MIN);
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int64_t k0, k1;
+        thread_share(cnt, &k0, &k1);
+        if (f64)
+            sampled_dot_f64((const int64_t *)index + k0, k1 - k0, (const double *)h, (const double *)wt,
+                            (double *)dx, n, m);
+        else
+            sampled_dot_f32((const int64_t *)index + k0, k1 - k0, (const float *)h, (const float *)wt,
+                            (float *)dx, n, m);
+    }
+    (void)nt;
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -2027,13 +2127,28 @@ static PyObject *py_leaky_scan(PyObject *self, PyObject *args)
                           &b, &thr, &gr, &reset, &f64))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    if (f64)
-        leaky_scan_f64((const double *)x, (const double *)mem0, (double *)mem, (double *)spk,
-                       (double *)uabs, (uint8_t *)fired, steps, n, b, thr, gr, reset);
-    else
-        leaky_scan_f32((const float *)x, (const float *)mem0, (float *)mem, (float *)spk,
-                       (float *)uabs, (uint8_t *)fired, steps, n, (float)b, (float)thr, (float)gr,
-                       reset);
+    /* the neurons split over threads in blocks of 16 (whole cache lines) */
+    const int64_t blocks = (n + 15) / 16;
+    const int nt = blocks > 1 ? threads_for(steps * n, STREAM_PAR_MIN) : 1;
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int64_t lo, hi;
+        thread_share(blocks, &lo, &hi);
+        lo *= 16;
+        hi = hi * 16 < n ? hi * 16 : n;
+        if (hi > lo) {
+            if (f64)
+                leaky_scan_f64((const double *)x, (const double *)mem0, (double *)mem, (double *)spk,
+                               (double *)uabs, (uint8_t *)fired, steps, n, lo, hi, b, thr, gr, reset);
+            else
+                leaky_scan_f32((const float *)x, (const float *)mem0, (float *)mem, (float *)spk,
+                               (float *)uabs, (uint8_t *)fired, steps, n, lo, hi, (float)b, (float)thr,
+                               (float)gr, reset);
+        }
+    }
+    (void)nt;
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -2054,21 +2169,37 @@ static PyObject *py_reverse_scan(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (events && f64)
-        status = reverse_scan_events_f64((const int64_t *)e_index, (const double *)e_val, e_count,
-                                         (const uint8_t *)resets, (double *)gx, (double *)carry, steps, n, b);
-    else if (events)
-        status = reverse_scan_events_f32((const int64_t *)e_index, (const float *)e_val, e_count,
-                                         (const uint8_t *)resets, (float *)gx, (float *)carry, steps, n,
-                                         (float)b);
-    else if (f64)
-        reverse_scan_f64((const double *)e_dense, (const int64_t *)e_index, (const double *)e_val,
-                         e_count, (const double *)gmem, (const uint8_t *)resets, (double *)gx,
-                         (double *)carry, steps, n, b);
-    else
-        reverse_scan_f32((const float *)e_dense, (const int64_t *)e_index, (const float *)e_val,
-                         e_count, (const float *)gmem, (const uint8_t *)resets, (float *)gx,
-                         (float *)carry, steps, n, (float)b);
+    /* the neurons split over threads in blocks of 16, as the forward scan */
+    const int64_t blocks = (n + 15) / 16;
+    const int nt = blocks > 1 ? threads_for(steps * n, STREAM_PAR_MIN) : 1;
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : status)
+#endif
+    {
+        int64_t lo, hi;
+        thread_share(blocks, &lo, &hi);
+        lo *= 16;
+        hi = hi * 16 < n ? hi * 16 : n;
+        if (hi > lo) {
+            if (events && f64)
+                status |= reverse_scan_events_f64((const int64_t *)e_index, (const double *)e_val, e_count,
+                                                  (const uint8_t *)resets, (double *)gx, (double *)carry, steps,
+                                                  n, lo, hi, b);
+            else if (events)
+                status |= reverse_scan_events_f32((const int64_t *)e_index, (const float *)e_val, e_count,
+                                                  (const uint8_t *)resets, (float *)gx, (float *)carry, steps,
+                                                  n, lo, hi, (float)b);
+            else if (f64)
+                reverse_scan_f64((const double *)e_dense, (const int64_t *)e_index, (const double *)e_val,
+                                 e_count, (const double *)gmem, (const uint8_t *)resets, (double *)gx,
+                                 (double *)carry, steps, n, lo, hi, b);
+            else
+                reverse_scan_f32((const float *)e_dense, (const int64_t *)e_index, (const float *)e_val,
+                                 e_count, (const float *)gmem, (const uint8_t *)resets, (float *)gx,
+                                 (float *)carry, steps, n, lo, hi, (float)b);
+        }
+    }
+    (void)nt;
     Py_END_ALLOW_THREADS
     if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
