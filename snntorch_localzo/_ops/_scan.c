@@ -2796,7 +2796,10 @@ static PyObject *py_trace_grad(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     /* one thread: split by columns over two threads it was 1.1-2.4x slower on
      * the development machine (T = 25 and 100, B = 128, 256 to 1024 inputs):
-     * every thread streams all rows of the input and the carry */
+     * every thread streams all rows of the input and the carry; split in
+     * blocks of 16 columns in one parallel region for all steps, 2-2.5x
+     * slower again on a later (Intel) one, where the passes that stream a
+     * sequence once gained from two threads */
     const int64_t *ix = (const int64_t *)index;
     if (f64 && packed)
         trace_grad_f64_u8((const uint8_t *)x, T, B, n, b, ix, (const double *)e, nnz, out_f, (double *)dw,
