@@ -48,6 +48,15 @@ static inline void thread_share(int64_t total, int64_t *lo, int64_t *hi)
     *hi = total * (q + 1) / k;
 }
 
+/* thread_share of [0, n) in blocks of 16 entries (whole cache lines of
+ * float32): the calling thread's neurons of a scan. */
+static inline void thread_share16(int64_t n, int64_t *lo, int64_t *hi)
+{
+    thread_share((n + 15) / 16, lo, hi);
+    *lo *= 16;
+    *hi = *hi * 16 < n ? *hi * 16 : n;
+}
+
 /* The threads a loop with this much work takes: torch's, from min_work on. */
 static inline int threads_for(int64_t work, int64_t min_work)
 {
@@ -2127,17 +2136,14 @@ static PyObject *py_leaky_scan(PyObject *self, PyObject *args)
                           &b, &thr, &gr, &reset, &f64))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    /* the neurons split over threads in blocks of 16 (whole cache lines) */
-    const int64_t blocks = (n + 15) / 16;
-    const int nt = blocks > 1 ? threads_for(steps * n, STREAM_PAR_MIN) : 1;
+    /* the neurons split over threads in blocks of 16 */
+    const int nt = n > 16 ? threads_for(steps * n, STREAM_PAR_MIN) : 1;
 #ifdef ZO_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
         int64_t lo, hi;
-        thread_share(blocks, &lo, &hi);
-        lo *= 16;
-        hi = hi * 16 < n ? hi * 16 : n;
+        thread_share16(n, &lo, &hi);
         if (hi > lo) {
             if (f64)
                 leaky_scan_f64((const double *)x, (const double *)mem0, (double *)mem, (double *)spk,
@@ -2170,16 +2176,13 @@ static PyObject *py_reverse_scan(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     /* the neurons split over threads in blocks of 16, as the forward scan */
-    const int64_t blocks = (n + 15) / 16;
-    const int nt = blocks > 1 ? threads_for(steps * n, STREAM_PAR_MIN) : 1;
+    const int nt = n > 16 ? threads_for(steps * n, STREAM_PAR_MIN) : 1;
 #ifdef ZO_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : status)
 #endif
     {
         int64_t lo, hi;
-        thread_share(blocks, &lo, &hi);
-        lo *= 16;
-        hi = hi * 16 < n ? hi * 16 : n;
+        thread_share16(n, &lo, &hi);
         if (hi > lo) {
             if (events && f64)
                 status |= reverse_scan_events_f64((const int64_t *)e_index, (const double *)e_val, e_count,
