@@ -2532,6 +2532,105 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
     return count;
 }
 
+/* The capping of one row reaches only entries with c_final w >= 1, and c
+ * grows from pass to pass, in the rows measured by at most 1.31x of its
+ * first value K / W (conv rows, silent and firing FC rows). So one pass
+ * gathers the candidates, w >= 1 / (CAP_SPAN c), and the capping passes run
+ * over them alone (the others' sum and largest kept aside), while the others
+ * could not cap: should c grow so far that the largest of them would
+ * (c umax_out >= 1), the passes go on over the whole row from there. */
+#define CAP_SPAN 1.5
+
+/* The candidates: the w >= tau into cand (n + 1 entries: every w is
+ * written, the count grows where it qualifies), their number returned;
+ * *rest the sum and *umax the largest of the others. */
+VECTOR_CLONES static int64_t weighted_gather(const double *restrict w, int64_t n, double tau, double *restrict cand,
+                                             double *rest, double *umax)
+{
+    int64_t m = 0, i = 0;
+    double r = 0.0, u = 0.0;
+#ifdef WEIGHTED_VECTORS
+    const weighted_v4d zero = {0}, tv = zero + tau;
+    weighted_v4d r0 = zero, r1 = zero, u0 = zero, u1 = zero;
+    for (; i + 8 <= n; i += 8) {
+        weighted_v4d x0, x1;
+        WEIGHTED_LOAD(x0, w + i);
+        WEIGHTED_LOAD(x1, w + i + 4);
+        const weighted_v4l k0 = (weighted_v4l)(x0 >= tv), k1 = (weighted_v4l)(x1 >= tv);
+        const weighted_v4d l0 = WEIGHTED_SELECT(k0, zero, x0), l1 = WEIGHTED_SELECT(k1, zero, x1);
+        r0 += l0;
+        r1 += l1;
+        u0 = WEIGHTED_SELECT((weighted_v4l)(l0 > u0), l0, u0);
+        u1 = WEIGHTED_SELECT((weighted_v4l)(l1 > u1), l1, u1);
+        for (int l = 0; l < 4; l++) {
+            cand[m] = x0[l];
+            m -= k0[l];
+        }
+        for (int l = 0; l < 4; l++) {
+            cand[m] = x1[l];
+            m -= k1[l];
+        }
+    }
+    for (int l = 0; l < 4; l++) {
+        r += r0[l] + r1[l];
+        u = u0[l] > u ? u0[l] : u;
+        u = u1[l] > u ? u1[l] : u;
+    }
+#endif
+    for (; i < n; i++) {
+        const double x = w[i];
+        const int k = x >= tau;
+        cand[m] = x;
+        m += k;
+        r += k ? 0.0 : x;
+        u = !k && x > u ? x : u;
+    }
+    *rest = r;
+    *umax = u;
+    return m;
+}
+
+/* Repeated capping of one row's weights w from c = *cc = K / sum w (where
+ * c max w >= 1): each pass caps at the current c and sums what is left for
+ * the next; a pass that would cap nothing new is not run: the entries left
+ * all lie below the new cap, so one caps only where c w >= 1, c times their
+ * largest (a product is monotone in w, rounded too). Writes the final c and
+ * the smallest capped w (*wcap); cand: n + 1 doubles of room. */
+static void weighted_capping(const double *w, int64_t n, double K, double *cand, double *cc, double *wcap)
+{
+    double c = *cc, t = INFINITY, rest_out, umax_out;
+    int64_t ncapped = 0;
+    const int64_t m = weighted_gather(w, n, 1.0 / (CAP_SPAN * c), cand, &rest_out, &umax_out);
+    int whole = 0;
+    for (;;) {
+        double t1 = t, rest, umax;
+        const int64_t now = weighted_cap_pass(cand, m, c, &t1, &rest, &umax);
+        if (now == ncapped) break;
+        ncapped = now;
+        t = t1;
+        const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
+        rest += rest_out;
+        c = rest > 0.0 ? left / rest : 0.0;
+        if (c * umax_out >= 1.0) { /* an entry left out could cap now */
+            whole = 1;
+            break;
+        }
+        if (!(c * umax >= 1.0)) break;
+    }
+    while (whole) {
+        double t1 = t, rest, umax;
+        const int64_t now = weighted_cap_pass(w, n, c, &t1, &rest, &umax);
+        if (now == ncapped) break;
+        ncapped = now;
+        t = t1;
+        const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
+        c = rest > 0.0 ? left / rest : 0.0;
+        if (!(c * umax >= 1.0)) break;
+    }
+    *cc = c;
+    *wcap = t;
+}
+
 /* The draw of one row: q = 1 at w >= wcap (capped), else min(1, cc w); active
  * where w > 0 and the uniform RND_ falls below q; there out = grad * G
  * (`product`) or G itself, G = (float)(g / q); elsewhere grad * 0 or 0.
@@ -2629,7 +2728,7 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
                                      uint64_t seed, int product, int64_t row0)
 {
     float *g = (float *)malloc((size_t)n * sizeof(float));
-    double *p = (double *)malloc((size_t)n * sizeof(double));
+    double *p = (double *)malloc((size_t)(n + 1) * sizeof(double)); /* (then the candidates) */
     double *w = (double *)malloc((size_t)n * sizeof(double));
     uint8_t *act = (uint8_t *)malloc((size_t)n + 8);
     if (!g || !p || !w || !act) {
@@ -2646,21 +2745,7 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
         weighted_sums(p, w, n, &K, &W, &wmax);
         if (W > 0.0 && K > 0.0) {
             cc = K / W;
-            /* each pass caps at the current c and sums what is left for the next;
-             * a pass that would cap nothing new is not run: the entries left
-             * all lie below the new wcap, so one caps only where c w >= 1, c
-             * times their largest (a product is monotone in w, rounded too) */
-            int64_t ncapped = 0;
-            while (cc * wmax >= 1.0) {
-                double t = wcap, rest, umax;
-                const int64_t now = weighted_cap_pass(w, n, cc, &t, &rest, &umax);
-                if (now == ncapped) break;
-                ncapped = now;
-                wcap = t;
-                const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
-                cc = rest > 0.0 ? left / rest : 0.0;
-                if (!(cc * umax >= 1.0)) break;
-            }
+            if (cc * wmax >= 1.0) weighted_capping(w, n, K, p, &cc, &wcap);
         }
         total += weighted_draw(g, w, gr, o, n, cc, wcap, K, unif ? unif + r * n : NULL, (uint32_t)((row0 + r) * n),
                                k0, k1, product, act);
