@@ -69,10 +69,11 @@ static inline int threads_for(int64_t work, int64_t min_work)
 #endif
 }
 
-/* The fewest entries a memory-bound pass over a sequence (its steps
- * times its neurons, or its rows times their entries) splits over threads (on the development machine of this change,
- * an Intel VM, two threads streamed a pass 1.5-1.7x faster than one; on an
- * earlier AMD one they did not gain). */
+/* The fewest entries a memory-bound pass over a sequence (its steps times
+ * its neurons, or its rows times their entries) splits over threads. On the
+ * Intel VM of this change two threads packed a spike input 1.8-2.2x faster
+ * than one (benchmarks/rule_cost.py --what current, pack_ms); on an earlier
+ * AMD one such passes did not gain. */
 #define STREAM_PAR_MIN (1 << 18)
 
 /* The widest vector unit the CPU has runs these loops (one machine code per
