@@ -2601,31 +2601,24 @@ static void weighted_capping(const double *w, int64_t n, double K, double *cand,
 {
     double c = *cc, t = INFINITY, rest_out, umax_out;
     int64_t ncapped = 0;
-    const int64_t m = weighted_gather(w, n, 1.0 / (CAP_SPAN * c), cand, &rest_out, &umax_out);
-    int whole = 0;
+    /* the passes' entries: the candidates, then (should c grow too far) the row */
+    const double *v = cand;
+    int64_t m = weighted_gather(w, n, 1.0 / (CAP_SPAN * c), cand, &rest_out, &umax_out);
     for (;;) {
         double t1 = t, rest, umax;
-        const int64_t now = weighted_cap_pass(cand, m, c, &t1, &rest, &umax);
+        const int64_t now = weighted_cap_pass(v, m, c, &t1, &rest, &umax);
         if (now == ncapped) break;
         ncapped = now;
         t = t1;
         const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
         rest += rest_out;
         c = rest > 0.0 ? left / rest : 0.0;
-        if (c * umax_out >= 1.0) { /* an entry left out could cap now */
-            whole = 1;
-            break;
+        if (v == cand && c * umax_out >= 1.0) { /* an entry left out could cap now */
+            v = w;
+            m = n;
+            rest_out = umax_out = 0.0;
+            continue;
         }
-        if (!(c * umax >= 1.0)) break;
-    }
-    while (whole) {
-        double t1 = t, rest, umax;
-        const int64_t now = weighted_cap_pass(w, n, c, &t1, &rest, &umax);
-        if (now == ncapped) break;
-        ncapped = now;
-        t = t1;
-        const double left = K - (double)ncapped > 0.0 ? K - (double)ncapped : 0.0;
-        c = rest > 0.0 ? left / rest : 0.0;
         if (!(c * umax >= 1.0)) break;
     }
     *cc = c;
