@@ -346,27 +346,6 @@ def test_sampled_input_grad_in_c_equals_the_product_at_the_entries(monkeypatch, 
     assert torch.equal(with_c.reshape(-1)[lower], product[lower])  # the integer values: exact
 
 
-@needs_c
-def test_event_current_splits_rows_over_threads_without_changing_bits():
-    """A sum large enough to split its rows over torch's threads (where built
-    with OpenMP) gives the same bits for 1, 2 and 3 threads."""
-    torch.manual_seed(0)
-    x = (torch.rand(4099, 64) < 0.1).float()  # (ones + rows) * 256 columns > 2**20
-    w = torch.randn(256, 64)
-    b = torch.randn(256)
-    ev = linear_native.binary_events(x, x.numel())
-    before = torch.get_num_threads()
-    outs = []
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            outs.append(linear_native.event_current(ev, w, b, torch.empty(4099, 256)).clone())
-    finally:
-        torch.set_num_threads(before)
-    assert all(torch.equal(o, outs[0]) for o in outs[1:])
-    torch.testing.assert_close(outs[0], torch.nn.functional.linear(x, w, b))
-
-
 def _over_threads(fn, counts=(1, 2, 3)):
     """``fn()`` with torch's thread count at each of ``counts``."""
     before = torch.get_num_threads()
@@ -378,6 +357,20 @@ def _over_threads(fn, counts=(1, 2, 3)):
         return out
     finally:
         torch.set_num_threads(before)
+
+
+@needs_c
+def test_event_current_splits_rows_over_threads_without_changing_bits():
+    """A sum large enough to split its rows over torch's threads (where built
+    with OpenMP) gives the same bits for 1, 2 and 3 threads."""
+    torch.manual_seed(0)
+    x = (torch.rand(4099, 64) < 0.1).float()  # (ones + rows) * 256 columns > 2**20
+    w = torch.randn(256, 64)
+    b = torch.randn(256)
+    ev = linear_native.binary_events(x, x.numel())
+    outs = _over_threads(lambda: linear_native.event_current(ev, w, b, torch.empty(4099, 256)).clone())
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+    torch.testing.assert_close(outs[0], torch.nn.functional.linear(x, w, b))
 
 
 @needs_c
