@@ -32,6 +32,11 @@ Implementations (``--impls``):
                          make()'s own sampling="auto" draws by the gradient in the spike
                          function's calls, by the law in the sequence layers and the fused
                          Triton step (docs/method.md section 8)
+    step_floor           the step loop of the snnTorch rows with a neuron that does no work
+                         (spikes where the input current exceeds 1, no membrane, the incoming
+                         gradient passed on unchanged): the nn.Linear layers and the loss
+                         that any neuron's step loop pays at least, so ATan's step over this
+                         row bounds what any spike gradient can gain in a step loop
     spikingjelly         SpikingJelly's multi-step LIF (soft reset, ATan), if installed: 2.0
                          picks its implementation by device (its CPU operators, its CUDA
                          selection); before 2.0 its fastest backend on CUDA (Triton, else CuPy,
@@ -165,6 +170,29 @@ class SpikingJellyMLP(nn.Module):
         return self.net(x).sum(0)
 
 
+class _PassOn(torch.autograd.Function):
+    """Spikes where ``x > 1``; backward passes the incoming gradient on as it is."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 1).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class FreeNeuron(nn.Module):
+    """The ``step_floor`` row's neuron: the least a neuron can do in
+    :class:`StepMLP` (a threshold, no state, the gradient passed on)."""
+
+    def init_leaky(self):
+        return None
+
+    def forward(self, cur, mem):
+        return _PassOn.apply(cur), mem
+
+
 def _localzo_sg(track: bool, adaptive: bool = False, sampling: str = "auto"):
     if adaptive:
         return localzo.make(track=track, sampling=sampling)
@@ -222,6 +250,8 @@ def _build(impl: str, hidden: int, track: bool, device: Optional[torch.device]) 
         return SequenceMLP(
             sizes(hidden), lambda a, b: SpikesOf(localzo.LinearLeaky(0.9, a, b, spike_grad=sg, sparse=sparse))
         )
+    if impl == "step_floor":
+        return StepMLP(sizes(hidden), FreeNeuron)
     if impl == "spikingjelly":
         return SpikingJellyMLP(hidden, spikingjelly_backend(torch.device(device or "cpu")))
     raise ValueError(f"unknown impl {impl!r}")
@@ -229,7 +259,7 @@ def _build(impl: str, hidden: int, track: bool, device: Optional[torch.device]) 
 
 IMPLS = [
     "snntorch_atan", "snntorch_localzo", "localzo_step", "localzo_seq", "localzo_dense",
-    "localzo_sparse", "localzo_adaptive", "spikingjelly",
+    "localzo_sparse", "localzo_adaptive", "step_floor", "spikingjelly",
 ]
 
 
@@ -238,7 +268,7 @@ def backend_of(impl: str, device: torch.device) -> str:
     loop (ATan), SpikingJelly's backend, or the LocalZO path the current
     ``use_backend`` mode gives (the spike function of ``snntorch_localzo``
     included; its reference below the native path's minimum size on the CPU)."""
-    if impl == "snntorch_atan":
+    if impl in ("snntorch_atan", "step_floor"):
         return "pytorch"
     if impl == "spikingjelly":
         return spikingjelly_backend(device)

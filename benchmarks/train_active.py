@@ -10,6 +10,12 @@ kernels on CUDA, the native C path on the CPU); the output layer is read out by 
 
     python benchmarks/train_active.py                         # GPU: T=100, B=128, 300 steps
     python benchmarks/train_active.py --device cpu --T 30 --batch 64 --steps 300 --log 50
+    python benchmarks/train_active.py --device cpu --T 25 --grad make --init-gain 1 --log 10
+
+``--grad fixed`` (the default): ``make("normal", delta=--delta)``, the fixed
+step; ``--grad make``: ``make()``'s default (the adaptive step). ``--init-gain
+1`` starts from the default init, whose upper layers hardly fire (the silent
+net of ``compare.py``).
 """
 
 from __future__ import annotations
@@ -54,7 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--log", type=int, default=25)
-    p.add_argument("--delta", type=float, default=0.02)
+    p.add_argument("--grad", choices=("fixed", "make"), default="fixed",
+                   help="fixed: make('normal', delta=--delta); make: make()'s default adaptive step")
+    p.add_argument("--delta", type=float, default=0.02, help="the fixed step (--grad fixed)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-gain", type=float, default=4.0, help="scale of the default init")
@@ -63,7 +71,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     data = rate_patterns(num_steps=args.T, seed=args.seed, device=device)
-    sg = localzo.make("normal", delta=args.delta, track=True)
+    sg = localzo.make(track=True) if args.grad == "make" else localzo.make("normal", delta=args.delta, track=True)
     net = Net(args.hidden, sg, args.init_gain).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     loss_fn = nn.CrossEntropyLoss()

@@ -220,6 +220,12 @@ def test_train_active_smoke(tmp_path):
     result = json.loads(out.read_text())
     assert [r["step"] for r in result["log"]] == [2, 4]
     assert all(0.0 <= r["active_frac"] <= 1.0 for r in result["log"])
+    # make()'s default from the silent init: its wide silent band keeps far more
+    # than the fixed step's few entries active in the first steps
+    assert train.main(["--device", "cpu", "--T", "4", "--batch", "8", "--hidden", "80", "--grad", "make",
+                       "--init-gain", "1", "--steps", "2", "--log", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["args"]["grad"] == "make" and result["log"][0]["active_frac"] > 0.05
 
 
 @pytest.mark.version_free

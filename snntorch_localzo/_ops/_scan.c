@@ -1719,29 +1719,33 @@ static inline int64_t byte_columns(const uint8_t *restrict o, int64_t n, int32_t
  * row_end. */
 /* The rows [r0, r1) of x [rows, n] as bytes (1 where an entry is one, 0
  * where it is +0) and, per row, the number of ones (into ones_of when not
- * NULL). Returns their sum, or -1 at the first row holding another value. */
-#define BINARY_PACK(NAME, T_, UT_, ONE)                                               \
-    VECTOR_CLONES static int64_t NAME(const T_ *x, uint8_t *out, int64_t *ones_of,      \
-                                      int64_t r0, int64_t r1, int64_t n)                \
-    {                                                                                   \
-        int64_t count = 0;                                                              \
-        for (int64_t r = r0; r < r1; r++) {                                             \
-            const T_ *xr = x + r * n;                                                   \
-            uint8_t *o = out + r * n;                                                   \
-            int64_t ones = 0, other = 0;                                                \
-            for (int64_t i = 0; i < n; i++) {                                           \
-                UT_ b;                                                                  \
-                memcpy(&b, xr + i, sizeof b);                                           \
-                const int one = b == (UT_)(ONE);                                        \
-                o[i] = (uint8_t)one;                                                    \
-                ones += one;                                                            \
-                other += (b != 0) & !one;                                               \
-            }                                                                           \
-            if (other) return -1;                                                       \
-            if (ones_of) ones_of[r] = ones;                                             \
-            count += ones;                                                              \
-        }                                                                               \
-        return count;                                                                   \
+ * NULL). Returns their sum, or -1 at the first row holding another value.
+ * The loop keeps to the entries' own width (a row's count in UT_, n below
+ * 2^32; the bits of the other values OR-ed together), which GCC vectorises
+ * without widening: 1.5x faster than with 64-bit sums on one thread of the
+ * Intel machine (a throwaway loop, rows of 700 and 256 entries). */
+#define BINARY_PACK(NAME, T_, UT_, ONE)                                                       \
+    VECTOR_CLONES static int64_t NAME(const T_ *restrict x, uint8_t *restrict out, int64_t *ones_of, \
+                                      int64_t r0, int64_t r1, int64_t n)                        \
+    {                                                                                           \
+        int64_t count = 0;                                                                      \
+        for (int64_t r = r0; r < r1; r++) {                                                     \
+            const T_ *restrict xr = x + r * n;                                                  \
+            uint8_t *restrict o = out + r * n;                                                  \
+            UT_ ones = 0, other = 0;                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                   \
+                UT_ b;                                                                          \
+                memcpy(&b, xr + i, sizeof b);                                                   \
+                const UT_ one = b == (UT_)(ONE);                                                \
+                o[i] = (uint8_t)one;                                                            \
+                ones += one;                                                                    \
+                other |= b & ~((UT_)0 - one); /* (b itself where it is not one: +0 has no bit) */ \
+            }                                                                                   \
+            if (other) return -1;                                                               \
+            if (ones_of) ones_of[r] = (int64_t)ones;                                            \
+            count += (int64_t)ones;                                                             \
+        }                                                                                       \
+        return count;                                                                           \
     }
 
 BINARY_PACK(binary_pack_f32, float, uint32_t, 0x3f800000u)
