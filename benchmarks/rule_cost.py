@@ -32,7 +32,8 @@ Three measurements, each in one run, median of ``--repeats``:
 * ``call``: the spike function's forward plus backward per call (autograd
   included), ``make()`` against snnTorch's ATan, at the shapes of the demo's
   hidden and output layers (``[64, 128]``, ``[64, 10]``), tutorial 5's
-  hidden layer (``[32, 1000]``), ``compare.py``'s (``[128, 256]``) and
+  hidden layer (``[32, 1000]``), ``compare.py``'s (``[128, 256]``; ``[128, 1024]``
+  at ``--hidden 1024``) and
   tutorial 6's two convolutional layers (``[64, 12, 12, 12]``,
   ``[64, 64, 4, 4]``), for
   firing (``N(-0.3, 0.5^2)``) and silent (``N(-0.8, 0.3^2)``) membranes:
@@ -222,7 +223,7 @@ def call_rows(repeats: int, calls: int = 200) -> List[Dict]:
 
     rows = []
     torch.manual_seed(0)
-    for shape in ((64, 128), (64, 10), (32, 1000), (128, 256), (64, 12, 12, 12), (64, 64, 4, 4)):
+    for shape in ((64, 128), (64, 10), (32, 1000), (128, 256), (128, 1024), (64, 12, 12, 12), (64, 64, 4, 4)):
         for membrane, (mean, std) in (("firing", (-0.3, 0.5)), ("silent", (-0.8, 0.3))):
             u = (mean + std * torch.randn(shape)).requires_grad_(True)
             g = torch.ones(shape)

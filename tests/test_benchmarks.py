@@ -373,7 +373,7 @@ def test_rule_cost_smoke(tmp_path):
     assert len(sampled) == 4 and all(r["c_ms"] > 0 and r["sampled_addmm_ms"] > 0 for r in sampled)
     calls = [r for r in rows if r["what"] == "call"]
     assert [(tuple(r["shape"]), r["membrane"]) for r in calls][:2] == [((64, 128), "firing"), ((64, 128), "silent")]
-    assert len(calls) == 12 and all(r["atan_us"] > 0 and r["make_us"] > 0 for r in calls)
+    assert len(calls) == 14 and all(r["atan_us"] > 0 and r["make_us"] > 0 for r in calls)
     assert (64, 12, 12, 12) in {tuple(r["shape"]) for r in calls}  # (tutorial 6's conv layers)
     assert rule_cost.main(["--repeats", "1", "--what", "sampled", "--tb", "40", "--out", str(out)]) == 0
     assert {r["what"] for r in json.loads(out.read_text())["rows"]} == {"sampled"}

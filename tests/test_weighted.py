@@ -13,7 +13,7 @@ import torch
 from snntorch import utils as snn_utils
 
 import snntorch_localzo as localzo
-from conftest import MODES, made_by, needs_kernels
+from conftest import MODES, SIMD_SETTINGS, made_by, needs_kernels
 from snntorch_localzo._ops import weighted
 from snntorch_localzo._ops import layout
 from snntorch_localzo._ops.clib import c_module
@@ -383,6 +383,41 @@ def test_the_c_pass_gives_the_references_values_given_the_same_uniforms(shape):
     assert torch.equal(acc_c, acc_r) and int(acc_c[0]) > 0
     if shape[0] > 3:
         assert int((a.view(shape[0], -1)[3] != 0).sum()) == 2  # (q = 1 for both)
+
+
+@pytest.mark.skipif(c_module() is None, reason="needs the C loops")
+@pytest.mark.parametrize("shape", [(16, 1024), (9, 203)])
+@pytest.mark.parametrize("product", [True, False])
+def test_the_c_pass_draws_the_same_bits_in_every_vector_lane_setting(shape, product):
+    """The C pass's hand-written AVX-512 lanes (the capping's candidates, the
+    draw) and the portable loops give the same estimate for the same seed
+    (hashed uniforms): on rows that expect few active entries (two passes),
+    a silent row that expects many (one pass), a row whose capping needs the
+    candidates, a NaN membrane; rows of 203 end in blocks shorter than the
+    lanes'. ``product``: ``grad * G`` (the spike function) or ``G`` (a
+    sequence layer's draw)."""
+    module = c_module()
+    spec = localzo.make(sampling="gradient").spec
+    u, go, _ = _c_rows(shape, 1)
+    u[0] = -1.0 + 0.2 * torch.randn(shape[1], generator=torch.Generator().manual_seed(2))  # silent
+    go[1, 0], go[1, 1:6] = 1e4, 60.0  # capping
+    u[2, 5] = float("nan")
+    runs = []
+    previous = module.set_simd(True)
+    try:
+        for lanes in SIMD_SETTINGS:
+            module.set_simd(*lanes)
+            torch.manual_seed(7)
+            out, count = native._weighted(go, u, spec, None, tuple(u.shape), product)
+            runs.append((out.clone(), count))
+    finally:
+        module.set_simd(previous)
+    out, count = runs[0]
+    assert all(torch.equal(out, o) and count == c for o, c in runs[1:])
+    per_row = (out != 0).sum(1)
+    n = shape[1]
+    assert int(per_row[0]) > n / 16 and bool((per_row[3:] <= n / 16).all()) and int(per_row[3:].sum()) > 0
+    assert int((out != 0).sum()) == count
 
 
 @pytest.mark.skipif(c_module() is None, reason="needs the C loops")

@@ -103,6 +103,9 @@ static int CPU_AVX2 = 0, HAVE_AVX2 = 0, CPU_AVX512 = 0, HAVE_AVX512 = 0;
 static int32_t EVENT_OFFSETS[256][8];
 static uint8_t EVENT_ONES[256];
 static int32_t BIT_RANKS[256][8];
+/* MASK_BYTES[m]: eight bytes, byte b one where bit b of m is set (an eight-lane
+ * mask as weighted_draw's marks) */
+static uint64_t MASK_BYTES[256];
 
 static void fill_event_tables(void)
 {
@@ -114,6 +117,9 @@ static void fill_event_tables(void)
                 EVENT_OFFSETS[m][k++] = b;
             }
         EVENT_ONES[m] = (uint8_t)k;
+        uint8_t bytes[8];
+        for (int b = 0; b < 8; b++) bytes[b] = (uint8_t)(m >> b & 1);
+        memcpy(&MASK_BYTES[m], bytes, sizeof bytes);
     }
 }
 
@@ -2443,6 +2449,28 @@ typedef int64_t weighted_v4l __attribute__((vector_size(32)));
 #define WEIGHTED_SELECT(m_, a_, b_) ((weighted_v4d)(((weighted_v4l)(a_) & (m_)) | ((weighted_v4l)(b_) & ~(m_))))
 #endif
 
+#ifdef ZO_X86_LANES
+/* weighted_sums' blocks of eight with AVX-512, in the portable blocks' lanes
+ * (the low four the first chain, the high four the second), returned through
+ * kl, sl and ml for it to go on from; *at: the first entry left. */
+static __attribute__((target("avx512f"))) void weighted_sums_avx512(const double *p, const double *w, int64_t n,
+                                                                   double *kl, double *sl, double *ml, int64_t *at)
+{
+    __m512d k = _mm512_setzero_pd(), s = k, m = k;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m512d pv = _mm512_loadu_pd(p + i), wv = _mm512_loadu_pd(w + i);
+        k = _mm512_add_pd(k, pv);
+        s = _mm512_add_pd(s, wv);
+        m = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(wv, m, _CMP_GT_OQ), m, wv);
+    }
+    _mm512_storeu_pd(kl, k);
+    _mm512_storeu_pd(sl, s);
+    _mm512_storeu_pd(ml, m);
+    *at = i;
+}
+#endif
+
 /* A row's budget K = sum p, the sum W and the largest of the weights w. */
 VECTOR_CLONES static void weighted_sums(const double *restrict p, const double *restrict w, int64_t n,
                                         double *K, double *W, double *wmax)
@@ -2451,6 +2479,18 @@ VECTOR_CLONES static void weighted_sums(const double *restrict p, const double *
     int64_t i = 0;
 #ifdef WEIGHTED_VECTORS
     weighted_v4d k0 = {0}, k1 = {0}, s0 = {0}, s1 = {0}, m0 = {0}, m1 = {0};
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512) {
+        double kl[8], sl[8], ml[8];
+        weighted_sums_avx512(p, w, n, kl, sl, ml, &i);
+        WEIGHTED_LOAD(k0, kl);
+        WEIGHTED_LOAD(k1, kl + 4);
+        WEIGHTED_LOAD(s0, sl);
+        WEIGHTED_LOAD(s1, sl + 4);
+        WEIGHTED_LOAD(m0, ml);
+        WEIGHTED_LOAD(m1, ml + 4);
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         weighted_v4d p0, p1, w0, w1;
         WEIGHTED_LOAD(p0, p + i);
@@ -2546,7 +2586,36 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
  * (c umax_out >= 1), the passes go on over the whole row from there. */
 #define CAP_SPAN 1.5
 
-/* The candidates: the w >= tau into cand (n + 1 entries: every w is
+#ifdef ZO_X86_LANES
+/* weighted_gather's blocks of eight with AVX-512: the candidates written by
+ * a compressing store (in order, so the same list), the other entries' sums
+ * and largest in the same lanes as the portable blocks (the low four lanes
+ * the first chain, the high four the second), returned through rl and ul for
+ * it to reduce; *at: the first entry left. */
+static __attribute__((target("avx512f"))) int64_t weighted_gather_avx512(const double *w, int64_t n, double tau,
+                                                                        double *cand, double *rl, double *ul,
+                                                                        int64_t *at)
+{
+    const __m512d zero = _mm512_setzero_pd(), tv = _mm512_set1_pd(tau);
+    __m512d r = zero, u = zero;
+    int64_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m512d x = _mm512_loadu_pd(w + i);
+        const __mmask8 k = _mm512_cmp_pd_mask(x, tv, _CMP_GE_OQ);
+        _mm512_mask_compressstoreu_pd(cand + m, k, x);
+        m += __builtin_popcount((unsigned)k);
+        const __m512d l = _mm512_mask_blend_pd(k, x, zero); /* (zero where a candidate) */
+        r = _mm512_add_pd(r, l);
+        u = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(l, u, _CMP_GT_OQ), u, l);
+    }
+    _mm512_storeu_pd(rl, r);
+    _mm512_storeu_pd(ul, u);
+    *at = i;
+    return m;
+}
+#endif
+
+/* The candidates: the w >= tau into cand (n + 1 entries: every w may be
  * written, the count grows where it qualifies), their number returned;
  * *rest the sum and *umax the largest of the others. */
 VECTOR_CLONES static int64_t weighted_gather(const double *restrict w, int64_t n, double tau, double *restrict cand,
@@ -2557,6 +2626,16 @@ VECTOR_CLONES static int64_t weighted_gather(const double *restrict w, int64_t n
 #ifdef WEIGHTED_VECTORS
     const weighted_v4d zero = {0}, tv = zero + tau;
     weighted_v4d r0 = zero, r1 = zero, u0 = zero, u1 = zero;
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512) {
+        double rl[8], ul[8];
+        m = weighted_gather_avx512(w, n, tau, cand, rl, ul, &i);
+        WEIGHTED_LOAD(r0, rl);
+        WEIGHTED_LOAD(r1, rl + 4);
+        WEIGHTED_LOAD(u0, ul);
+        WEIGHTED_LOAD(u1, ul + 4);
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         weighted_v4d x0, x1;
         WEIGHTED_LOAD(x0, w + i);
@@ -2648,7 +2727,7 @@ static inline double weighted_q(double x, double cc, double wcap)
 }
 
 #define WEIGHTED_DRAW(RND_, VALUE_, ZERO_)                                         \
-    for (int64_t i = 0; i < n; i++) {                                              \
+    for (int64_t i = i0; i < n; i++) {                                              \
         const double x = w[i];                                                     \
         const double q = weighted_q(x, cc, wcap);                                  \
         const float rnd = (RND_);                                                  \
@@ -2658,7 +2737,7 @@ static inline double weighted_q(double x, double cc, double wcap)
         total += a;                                                                \
     }
 #define WEIGHTED_MARK(RND_, VALUE_, ZERO_)                                         \
-    for (int64_t i = 0; i < n; i++) {                                              \
+    for (int64_t i = i0; i < n; i++) {                                              \
         const double x = w[i];                                                     \
         const float rnd = (RND_);                                                  \
         const uint8_t a = (x > 0.0) & ((double)rnd < weighted_q(x, cc, wcap));     \
@@ -2678,13 +2757,81 @@ static inline double weighted_q(double x, double cc, double wcap)
         PASS_(WEIGHTED_HASHED, G, 0.0f)                                            \
     }
 
+#ifdef ZO_X86_LANES
+/* weighted_draw's first pass, sixteen entries a block in AVX-512 lanes (the
+ * same operations in double and float, so the same bits): the uniforms from
+ * unif or hashed, the active mask, then either every entry's value (`act`
+ * NULL: the one-pass draw) or the marks in `act` and every entry's zero.
+ * Returns the active entries of the blocks; *at: the first entry left. */
+static __attribute__((target("avx512f"))) int32_t weighted_draw_avx512(
+    const float *g, const double *w, const float *gr, float *o, int64_t n, double cc, double wcap,
+    const float *unif, uint32_t base, uint32_t k0, uint32_t k1, int product, uint8_t *act, int64_t *at)
+{
+    const __m512d ccv = _mm512_set1_pd(cc), wcapv = _mm512_set1_pd(wcap), one = _mm512_set1_pd(1.0),
+                  zerod = _mm512_setzero_pd();
+    const __m512 zerof = _mm512_setzero_ps(), scale = _mm512_set1_ps(0x1p-24f);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                  vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
+    int32_t total = 0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 rnd;
+        if (unif) {
+            rnd = _mm512_loadu_ps(unif + i);
+        } else {
+            const __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int)(base + (uint32_t)i)), iota);
+            const __m512i b = hash32_avx512(_mm512_xor_si512(hash32_avx512(_mm512_xor_si512(c, vk0)), vk1));
+            rnd = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b, 8)), scale);
+        }
+        const __m512d r_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(rnd)),
+                      r_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rnd), 1)));
+        const __m512d x_lo = _mm512_loadu_pd(w + i), x_hi = _mm512_loadu_pd(w + i + 8);
+        const __m512d c_lo = _mm512_mul_pd(ccv, x_lo), c_hi = _mm512_mul_pd(ccv, x_hi);
+        /* weighted_q: 1 where capped (w >= wcap) or c w >= 1, else c w */
+        const __m512d q_lo = _mm512_mask_blend_pd(
+            _mm512_cmp_pd_mask(x_lo, wcapv, _CMP_GE_OQ) | _mm512_cmp_pd_mask(c_lo, one, _CMP_GE_OQ), c_lo, one);
+        const __m512d q_hi = _mm512_mask_blend_pd(
+            _mm512_cmp_pd_mask(x_hi, wcapv, _CMP_GE_OQ) | _mm512_cmp_pd_mask(c_hi, one, _CMP_GE_OQ), c_hi, one);
+        const __mmask8 a_lo = _mm512_cmp_pd_mask(x_lo, zerod, _CMP_GT_OQ) & _mm512_cmp_pd_mask(r_lo, q_lo, _CMP_LT_OQ);
+        const __mmask8 a_hi = _mm512_cmp_pd_mask(x_hi, zerod, _CMP_GT_OQ) & _mm512_cmp_pd_mask(r_hi, q_hi, _CMP_LT_OQ);
+        const __mmask16 a = (__mmask16)((unsigned)a_lo | ((unsigned)a_hi << 8));
+        total += __builtin_popcount((unsigned)a);
+        const __m512 grv = product ? _mm512_loadu_ps(gr + i) : zerof;
+        const __m512 zero = product ? _mm512_mul_ps(grv, zerof) : zerof;
+        if (act) {
+            memcpy(act + i, &MASK_BYTES[a_lo], 8);
+            memcpy(act + i + 8, &MASK_BYTES[a_hi], 8);
+            _mm512_storeu_ps(o + i, zero);
+            continue;
+        }
+        /* G = (float)(g / q) */
+        const __m512 gv = _mm512_loadu_ps(g + i);
+        const __m256 G_lo = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(gv)), q_lo));
+        const __m256 G_hi = _mm512_cvtpd_ps(_mm512_div_pd(
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(gv), 1))), q_hi));
+        const __m512 G = _mm512_castpd_ps(
+            _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(G_lo)), _mm256_castps_pd(G_hi), 1));
+        const __m512 value = product ? _mm512_mul_ps(grv, G) : G;
+        _mm512_storeu_ps(o + i, _mm512_mask_blend_ps(a, zero, value));
+    }
+    *at = i;
+    return total;
+}
+#endif
+
 VECTOR_CLONES static int64_t weighted_draw(const float *restrict g, const double *restrict w,
                                            const float *restrict gr, float *restrict o, int64_t n, double cc,
                                            double wcap, double K, const float *restrict unif, uint32_t base,
                                            uint32_t k0, uint32_t k1, int product, uint8_t *restrict act)
 {
     int32_t total = 0; /* (a row: fewer than 2^31 entries) */
-    if (K > WEIGHTED_FEW_ACTIVE * (double)n) {
+    int64_t i0 = 0;
+    const int few = !(K > WEIGHTED_FEW_ACTIVE * (double)n);
+#ifdef ZO_X86_LANES
+    if (HAVE_AVX512)
+        total = weighted_draw_avx512(g, w, gr, o, n, cc, wcap, unif, base, k0, k1, product, few ? act : NULL, &i0);
+#endif
+    if (!few) {
         WEIGHTED_PASSES(WEIGHTED_DRAW)
         return total;
     }
