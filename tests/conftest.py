@@ -30,6 +30,22 @@ MODES = ["reference", "auto"] + (["triton"] if KERNELS and DEVICE == "cpu" else 
 #: the lanes compare (``set_simd(on, avx512)``): every unit the CPU has, AVX2
 #: alone (so that a CPU with AVX-512 runs the AVX2 lanes too), none.
 SIMD_SETTINGS = [(True, True), (True, False), (False, False)]
+
+
+def over_simd_settings():
+    """Runs the loop it drives under each of :data:`SIMD_SETTINGS` in turn
+    (yields the setting after ``set_simd`` took it), then gives the C module
+    back the setting it had, also when the loop fails."""
+    from snntorch_localzo._ops.clib import c_module
+
+    module = c_module()
+    previous = module.set_simd(True)
+    try:
+        for lanes in SIMD_SETTINGS:
+            module.set_simd(*lanes)
+            yield lanes
+    finally:
+        module.set_simd(previous)
 #: The fused paths an op test compares with the reference.
 FUSED = ([Path.NATIVE] if DEVICE == "cpu" else []) + ([Path.TRITON] if KERNELS else [])
 needs_kernels = pytest.mark.skipif(not KERNELS, reason="needs Triton (a GPU or the interpreter)")

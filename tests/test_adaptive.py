@@ -20,7 +20,7 @@ from snntorch_localzo._ops.spec import spec_of
 from snntorch_localzo._ops.spike import spike
 from snntorch_localzo.adaptive import AdaptiveDelta
 from snntorch_localzo.distributions import Normal, get_distribution
-from conftest import DEVICE, SIMD_SETTINGS, needs_kernels
+from conftest import DEVICE, needs_kernels, over_simd_settings
 
 
 def abs_quantile(law, q):
@@ -459,17 +459,12 @@ def test_order_statistics_equal_kthvalue(n):
     rows[4] = (rows[4] * 8).round() / 8 + 1.0  # a few distinct values, close together
     rows[5] += 1.0  # its smallest values in one lane of either unit, taken off it one after another
     rows[5, ::16] = torch.arange(rows[5, ::16].numel(), dtype=torch.float32) / 8
-    previous = module.set_simd(True)
-    try:
-        for lanes in SIMD_SETTINGS:
-            module.set_simd(*lanes)
-            for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2,
-                           (min(2, n), min(3, n)), (min(4, n), min(5, n))):
-                got = order.kth_smallest2(rows, k1, k2)
-                assert torch.equal(got[0], rows.kthvalue(k1, 1).values)
-                assert torch.equal(got[1], rows.kthvalue(k2, 1).values)
-    finally:
-        module.set_simd(previous)
+    for _ in over_simd_settings():
+        for k1, k2 in ((1, n), (n, 1), (max(n // 20, 1), max(3 * n // 10, 1)), ((n + 1) // 2,) * 2,
+                       (min(2, n), min(3, n)), (min(4, n), min(5, n))):
+            got = order.kth_smallest2(rows, k1, k2)
+            assert torch.equal(got[0], rows.kthvalue(k1, 1).values)
+            assert torch.equal(got[1], rows.kthvalue(k2, 1).values)
 
 
 @pytest.mark.parametrize("shape", [(16, 6, 5, 5), (32, 300), (8, 10), (300,), (5, 4, 3, 7)])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import snntorch_localzo as localzo
-from conftest import SIMD_SETTINGS
+from conftest import over_simd_settings
 from snntorch_localzo._backend import Path
 from snntorch_localzo._ops import clib
 from snntorch_localzo._ops.spike import spike
@@ -132,18 +132,12 @@ def test_vector_lanes_draw_the_same_bits(law, shape):
     portable loop draw the same magnitudes and list and spread the same near
     entries: the same gradient for the same seed (rows of 203 entries end in
     a block of eight and a shorter tail)."""
-    module = clib.c_module()
     est = localzo.make(law, samples=3)
     u = 0.4 * torch.randn(shape) - 0.5
     grads = []
-    previous = module.set_simd(True)
-    try:
-        for lanes in SIMD_SETTINGS:
-            module.set_simd(*lanes)
-            torch.manual_seed(5)
-            grads.append(fused_grad(est, u))
-    finally:
-        module.set_simd(previous)
+    for _ in over_simd_settings():
+        torch.manual_seed(5)
+        grads.append(fused_grad(est, u))
     assert all(torch.equal(grads[0], g) for g in grads[1:])
     assert (grads[0] != 0).any()
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from conftest import SIMD_SETTINGS
+from conftest import over_simd_settings
 
 from snntorch_localzo._ops import clib, planner, resets, workspace
 from snntorch_localzo._ops.leaky import native
@@ -186,22 +186,17 @@ def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density
         g[1], g[3] = float("nan"), -0.0
     expected = torch.nonzero(g, as_tuple=True)[0]
     spare = module.COMPACT_SPARE
-    previous = module.set_simd(True)
-    try:
-        for lanes in SIMD_SETTINGS:
-            module.set_simd(*lanes)
-            index, values = clib.compact(g, expected.numel())
-            assert torch.equal(index, expected)
-            ref = g[expected]
-            assert torch.equal(values.isnan(), ref.isnan())
-            assert torch.equal(values.nan_to_num(), ref.nan_to_num())
-            guard = torch.full((expected.numel() + spare + 8,), -7, dtype=torch.int64)
-            vguard = torch.full((expected.numel() + spare + 8,), -7.0, dtype=dtype)
-            module.compact(g.data_ptr(), n, guard.data_ptr(), vguard.data_ptr(), dtype == torch.float64)
-            assert (guard[expected.numel() + spare:] == -7).all()
-            assert (vguard[expected.numel() + spare:] == -7.0).all()
-    finally:
-        module.set_simd(previous)
+    for _ in over_simd_settings():
+        index, values = clib.compact(g, expected.numel())
+        assert torch.equal(index, expected)
+        ref = g[expected]
+        assert torch.equal(values.isnan(), ref.isnan())
+        assert torch.equal(values.nan_to_num(), ref.nan_to_num())
+        guard = torch.full((expected.numel() + spare + 8,), -7, dtype=torch.int64)
+        vguard = torch.full((expected.numel() + spare + 8,), -7.0, dtype=dtype)
+        module.compact(g.data_ptr(), n, guard.data_ptr(), vguard.data_ptr(), dtype == torch.float64)
+        assert (guard[expected.numel() + spare:] == -7).all()
+        assert (vguard[expected.numel() + spare:] == -7.0).all()
 
 
 @needs_c

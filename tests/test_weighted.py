@@ -13,7 +13,7 @@ import torch
 from snntorch import utils as snn_utils
 
 import snntorch_localzo as localzo
-from conftest import MODES, SIMD_SETTINGS, made_by, needs_kernels
+from conftest import MODES, made_by, needs_kernels, over_simd_settings
 from snntorch_localzo._ops import weighted
 from snntorch_localzo._ops import layout
 from snntorch_localzo._ops.clib import c_module
@@ -396,22 +396,16 @@ def test_the_c_pass_draws_the_same_bits_in_every_vector_lane_setting(shape, prod
     candidates, a NaN membrane; rows of 203 end in blocks shorter than the
     lanes'. ``product``: ``grad * G`` (the spike function) or ``G`` (a
     sequence layer's draw)."""
-    module = c_module()
     spec = localzo.make(sampling="gradient").spec
     u, go, _ = _c_rows(shape, 1)
     u[0] = -1.0 + 0.2 * torch.randn(shape[1], generator=torch.Generator().manual_seed(2))  # silent
     go[1, 0], go[1, 1:6] = 1e4, 60.0  # capping
     u[2, 5] = float("nan")
     runs = []
-    previous = module.set_simd(True)
-    try:
-        for lanes in SIMD_SETTINGS:
-            module.set_simd(*lanes)
-            torch.manual_seed(7)
-            out, count = native._weighted(go, u, spec, None, tuple(u.shape), product)
-            runs.append((out.clone(), count))
-    finally:
-        module.set_simd(previous)
+    for _ in over_simd_settings():
+        torch.manual_seed(7)
+        out, count = native._weighted(go, u, spec, None, tuple(u.shape), product)
+        runs.append((out.clone(), count))
     out, count = runs[0]
     assert all(torch.equal(out, o) and count == c for o, c in runs[1:])
     per_row = (out != 0).sum(1)

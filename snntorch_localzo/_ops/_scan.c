@@ -2587,7 +2587,13 @@ VECTOR_CLONES static int64_t weighted_cap_pass(const double *restrict w, int64_t
 #define CAP_SPAN 1.5
 
 #ifdef ZO_X86_LANES
-/* weighted_gather's blocks of eight with AVX-512: the candidates written by
+/* The weighted pass's AVX-512 lanes (this one, weighted_sums_avx512,
+ * weighted_draw_avx512), where GCC's clones ran 256-bit lanes and scalar
+ * stores: together a call 10-18% faster on firing membranes, 0-12% on silent
+ * ones (benchmarks/results/rule_cost_call_intel_lanes_*.json); the terms in
+ * lanes gained nothing and keep GCC's loop.
+ *
+ * weighted_gather's blocks of eight with AVX-512: the candidates written by
  * a compressing store (in order, so the same list), the other entries' sums
  * and largest in the same lanes as the portable blocks (the low four lanes
  * the first chain, the high four the second), returned through rl and ul for
