@@ -9,7 +9,8 @@ On the CPU the C selection of ``_scan.c`` finds the same values as
 in a row of 64 values or more a min/max network in AVX-512 or AVX2 lanes
 (where the CPU has them), else one pass that keeps the smallest values
 seen; for larger ranks a search for the rank's order-preserving key by
-counting passes, whose last candidates are ranked in those lanes too.
+counting passes (over a narrowed bracket's keys alone once it holds at most
+a quarter of them), whose last candidates are ranked in those lanes too.
 Inside ``torch.compile``, off the CPU, or without the C loops, the PyTorch
 forms run. The C passes compute
 the same bits as the PyTorch forms (the same float32 and float64
