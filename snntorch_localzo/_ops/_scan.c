@@ -2464,6 +2464,8 @@ VECTOR_CLONES static void weighted_uniform_terms(const float *restrict u, const 
 typedef double weighted_v4d __attribute__((vector_size(32)));
 typedef int64_t weighted_v4l __attribute__((vector_size(32)));
 #define WEIGHTED_LOAD(v_, x_) memcpy(&(v_), (x_), sizeof(v_))
+/* the two chains of lanes (lo_: entries 0-3, hi_: 4-7) from eight doubles */
+#define WEIGHTED_LOAD2(lo_, hi_, x_) (WEIGHTED_LOAD(lo_, x_), WEIGHTED_LOAD(hi_, (x_) + 4))
 #define WEIGHTED_SELECT(m_, a_, b_) ((weighted_v4d)(((weighted_v4l)(a_) & (m_)) | ((weighted_v4l)(b_) & ~(m_))))
 #endif
 
@@ -2501,12 +2503,9 @@ VECTOR_CLONES static void weighted_sums(const double *restrict p, const double *
     if (HAVE_AVX512) {
         double kl[8], sl[8], ml[8];
         weighted_sums_avx512(p, w, n, kl, sl, ml, &i);
-        WEIGHTED_LOAD(k0, kl);
-        WEIGHTED_LOAD(k1, kl + 4);
-        WEIGHTED_LOAD(s0, sl);
-        WEIGHTED_LOAD(s1, sl + 4);
-        WEIGHTED_LOAD(m0, ml);
-        WEIGHTED_LOAD(m1, ml + 4);
+        WEIGHTED_LOAD2(k0, k1, kl);
+        WEIGHTED_LOAD2(s0, s1, sl);
+        WEIGHTED_LOAD2(m0, m1, ml);
     }
 #endif
     for (; i + 8 <= n; i += 8) {
@@ -2654,10 +2653,8 @@ VECTOR_CLONES static int64_t weighted_gather(const double *restrict w, int64_t n
     if (HAVE_AVX512) {
         double rl[8], ul[8];
         m = weighted_gather_avx512(w, n, tau, cand, rl, ul, &i);
-        WEIGHTED_LOAD(r0, rl);
-        WEIGHTED_LOAD(r1, rl + 4);
-        WEIGHTED_LOAD(u0, ul);
-        WEIGHTED_LOAD(u1, ul + 4);
+        WEIGHTED_LOAD2(r0, r1, rl);
+        WEIGHTED_LOAD2(u0, u1, ul);
     }
 #endif
     for (; i + 8 <= n; i += 8) {
@@ -2782,6 +2779,17 @@ static inline double weighted_q(double x, double cc, double wcap)
     }
 
 #ifdef ZO_X86_LANES
+/* The low and the high eight of sixteen float lanes, as doubles (exact). */
+static inline __attribute__((always_inline, target("avx512f"))) __m512d lanes_lo_pd(__m512 v)
+{
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+}
+
+static inline __attribute__((always_inline, target("avx512f"))) __m512d lanes_hi_pd(__m512 v)
+{
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
 /* weighted_draw's first pass, sixteen entries a block in AVX-512 lanes (the
  * same operations in double and float, so the same bits): the uniforms from
  * unif or hashed, the active mask, then either every entry's value (`act`
@@ -2807,8 +2815,7 @@ static __attribute__((target("avx512f"))) int32_t weighted_draw_avx512(
             const __m512i b = hash32_avx512(_mm512_xor_si512(hash32_avx512(_mm512_xor_si512(c, vk0)), vk1));
             rnd = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b, 8)), scale);
         }
-        const __m512d r_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(rnd)),
-                      r_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rnd), 1)));
+        const __m512d r_lo = lanes_lo_pd(rnd), r_hi = lanes_hi_pd(rnd);
         const __m512d x_lo = _mm512_loadu_pd(w + i), x_hi = _mm512_loadu_pd(w + i + 8);
         const __m512d c_lo = _mm512_mul_pd(ccv, x_lo), c_hi = _mm512_mul_pd(ccv, x_hi);
         /* weighted_q: 1 where capped (w >= wcap) or c w >= 1, else c w */
@@ -2830,9 +2837,8 @@ static __attribute__((target("avx512f"))) int32_t weighted_draw_avx512(
         }
         /* G = (float)(g / q) */
         const __m512 gv = _mm512_loadu_ps(g + i);
-        const __m256 G_lo = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(gv)), q_lo));
-        const __m256 G_hi = _mm512_cvtpd_ps(_mm512_div_pd(
-            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(gv), 1))), q_hi));
+        const __m256 G_lo = _mm512_cvtpd_ps(_mm512_div_pd(lanes_lo_pd(gv), q_lo));
+        const __m256 G_hi = _mm512_cvtpd_ps(_mm512_div_pd(lanes_hi_pd(gv), q_hi));
         const __m512 G = _mm512_castpd_ps(
             _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(G_lo)), _mm256_castps_pd(G_hi), 1));
         const __m512 value = product ? _mm512_mul_ps(grv, G) : G;
