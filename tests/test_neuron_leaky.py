@@ -296,22 +296,35 @@ def test_cpu_steps_with_the_c_spike_backward_take_the_c_step():
 @pytest.mark.skipif(DEVICE != "cpu" or not MODERN_SNNTORCH or clib.c_module() is None,
                     reason="the spike function's C backward is the CPU's")
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
-def test_a_step_with_the_c_spike_backward_runs_one_c_step(reset, monkeypatch):
+@pytest.mark.parametrize("make_args, shape, c_pass", [
+    ((), (16, 96), "weighted_uniform"),  # make(): the weighted draw
+    ((), (4, 8), "exact_uniform"),  # make() on a small layer: the expected value
+    (("uniform", 0.5), (16, 96), "spike_backward"),  # a fixed step
+])
+def test_a_step_with_the_c_spike_backward_runs_one_c_step(reset, make_args, shape, c_pass, monkeypatch):
     """Where the spike function's backward is a C pass (``make()`` on the CPU),
     a step is one step of the C scan and that pass in backward
-    (``CSpikeStep``), not snnTorch's forward (which calls the spike function
-    for the reset too), with the same spikes, membranes and, from the same
-    seed, the same gradients as ``snn.Leaky`` with ``make()`` (a loss on the
-    spikes and on the last membrane)."""
+    (``CSpikeStep``: the pass subtracts the threshold from the membrane
+    itself, then one C pass adds the membrane's gradient and forms the
+    previous membrane's), not snnTorch's forward (which calls the spike
+    function for the reset too), with the same spikes, membranes and, from
+    the same seed, the same gradients as ``snn.Leaky`` with the same
+    ``make()`` (a loss on the spikes and on the last membrane), for each of
+    the C passes the spike function's backward takes."""
     forwards = []
     parent = snn.Leaky.forward
     monkeypatch.setattr(snn.Leaky, "forward", lambda self, *a, **k: forwards.append(1) or parent(self, *a, **k))
+    module = clib.c_module()
+    passes = []
+    for name in (c_pass, "step_grad"):
+        monkeypatch.setattr(module, name, lambda *a, _f=getattr(module, name), _n=name: passes.append(_n) or _f(*a))
     torch.manual_seed(6)
-    x = (torch.rand(5, 16, 96) * 1.4 - 0.2).requires_grad_(True)
-    w, v = torch.randn(5, 16, 96), torch.randn(16, 96)
+    x = (torch.rand((5,) + shape) * 1.4 - 0.2).requires_grad_(True)
+    w, v = torch.randn((5,) + shape), torch.randn(shape)
+    sg = (lambda: localzo.make(make_args[0], delta=make_args[1])) if make_args else localzo.make
 
     def run_and_grad(cls):
-        lif = cls(beta=0.875, threshold=0.75, reset_mechanism=reset, spike_grad=localzo.make())
+        lif = cls(beta=0.875, threshold=0.75, reset_mechanism=reset, spike_grad=sg())
         mem, spikes, mems = lif.init_leaky(), [], []
         for t in range(x.shape[0]):
             spk, mem = lif(x[t], mem)
@@ -323,6 +336,7 @@ def test_a_step_with_the_c_spike_backward_runs_one_c_step(reset, monkeypatch):
 
     ours = run_and_grad(localzo.Leaky)
     assert not forwards
+    assert passes.count(c_pass) == x.shape[0] and passes.count("step_grad") == x.shape[0]
     lif = localzo.Leaky(beta=0.875, reset_mechanism=reset)
     assert made_by(lif(x[0], lif.init_leaky())[0], CSpikeStep)
     theirs = run_and_grad(snn.Leaky)

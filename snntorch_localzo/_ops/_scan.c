@@ -225,6 +225,29 @@ LEAKY_STEP(step_none_f64, double, RESET_NONE, select_f64)
 LEAKY_SCAN(leaky_scan_f32, float, step_sub_f32, step_zero_f32, step_none_f32)
 LEAKY_SCAN(leaky_scan_f64, double, step_sub_f64, step_zero_f64, step_none_f64)
 
+/* The rest of one Leaky step's backward once its spike function's gradient
+ * grad (at u = mem - thr) is in, with the operations of
+ * reference.leaky_step's backward in their order: grad = grad + gm (gm, the
+ * membrane's incoming gradient, optional) in place, and, where gm0 is given,
+ * the previous membrane's gm0 = grad * b, times (1 - reset) under zero reset
+ * (resets optional: torch's bool, one byte per neuron). */
+#define STEP_GRAD(NAME, T_)                                                           \
+    VECTOR_CLONES static void NAME(T_ *restrict grad, const T_ *restrict gm,           \
+                                   T_ *restrict gm0, const uint8_t *restrict resets,   \
+                                   int64_t n, T_ b)                                    \
+    {                                                                                 \
+        if (gm)                                                                       \
+            for (int64_t i = 0; i < n; i++) grad[i] = grad[i] + gm[i];                \
+        if (gm0 && resets)                                                            \
+            for (int64_t i = 0; i < n; i++)                                           \
+                gm0[i] = (grad[i] * b) * ((T_)1 - (T_)resets[i]);                     \
+        else if (gm0)                                                                 \
+            for (int64_t i = 0; i < n; i++) gm0[i] = grad[i] * b;                     \
+    }
+
+STEP_GRAD(step_grad_f32, float)
+STEP_GRAD(step_grad_f64, double)
+
 /* Backward of the scan, for t from the last step down:
  *   gm = grad_mem[t] + carry (or carry); gm = gm + e[t]; gx[t] = gm;
  *   carry = gm * b, zeroed (0 * carry) where resets[t].
@@ -1345,6 +1368,48 @@ VECTOR_CLONES static void sub_row(const float *restrict u, float shift, float *r
     for (int64_t i = 0; i < n; i++) out[i] = u[i] - shift;
 }
 
+/* Whether u - shift has the bits of u itself for every u (shift +0: -0 + 0
+ * would be +0), so a pass skips the subtraction. */
+static inline int no_shift(float shift)
+{
+    return shift == 0.0f && !signbit(shift);
+}
+
+/* A pass over rows [r0, r0 + rows) of u (u points at row r0) for
+ * over_shifted_rows: returns its count, or -1 (no memory). */
+typedef int64_t (*shifted_rows_fn)(const float *u, int64_t r0, int64_t rows, void *ctx);
+
+/* fn over the rows [lo, hi) of mem [rows, n] compared as u = mem - shift (a
+ * step's membrane and threshold: rounded once, as torch.sub rounds): the
+ * subtraction runs into a buffer of its own, chunks of rows of about
+ * 64 KiB (in cache for the pass that follows, and never a large
+ * allocation), or not at all where no_shift. Rows are independent, so
+ * the chunks give the bits of one pass over u. Returns the counts' sum,
+ * or -1 (no memory). */
+static int64_t over_shifted_rows(const float *mem, float shift, int64_t lo, int64_t hi, int64_t n,
+                                 shifted_rows_fn fn, void *ctx)
+{
+    if (hi <= lo) return 0;
+    if (no_shift(shift) || n <= 0) return fn(mem + lo * n, lo, hi - lo, ctx);
+    const int64_t chunk = n >= 16384 ? 1 : 16384 / n;
+    const int64_t first = hi - lo < chunk ? hi - lo : chunk;
+    float *buf = (float *)malloc((size_t)(first * n) * sizeof(float));
+    if (!buf) return -1;
+    int64_t total = 0;
+    for (int64_t r0 = lo; r0 < hi; r0 += chunk) {
+        const int64_t rows = hi - r0 < chunk ? hi - r0 : chunk;
+        sub_row(mem + r0 * n, shift, buf, rows * n);
+        const int64_t k = fn(buf, r0, rows, ctx);
+        if (k < 0) {
+            total = -1;
+            break;
+        }
+        total += k;
+    }
+    free(buf);
+    return total;
+}
+
 /* x = |u / delta| in place of delta */
 VECTOR_CLONES static void scaled_abs(const float *restrict u, float *restrict x, int64_t n)
 {
@@ -1580,8 +1645,8 @@ static int64_t zo_spike_backward(const float *u, float shift, const float *grad,
     float *zs = (float *)malloc((size_t)n * sizeof(float));
     float *acc = (float *)malloc((size_t)(n + 16) * sizeof(float));
     int32_t *rej = (int32_t *)malloc((size_t)(n + 16) * sizeof(int32_t));
-    float *ushift = shift != 0.0f ? (float *)malloc((size_t)n * sizeof(float)) : NULL;
-    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc || !rej || (shift != 0.0f && !ushift)) status = -1;
+    float *ushift = no_shift(shift) ? NULL : (float *)malloc((size_t)n * sizeof(float));
+    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc || !rej || (!no_shift(shift) && !ushift)) status = -1;
     int64_t total = 0;
     const int64_t pairs = n * L->m;
     const double log_keep = log1p(-L->tail_p);
@@ -2188,6 +2253,23 @@ static PyObject *py_leaky_scan(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_step_grad(PyObject *self, PyObject *args)
+{
+    unsigned long long grad, gm, gm0, resets;
+    long long n;
+    double b;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKKKLdi", &grad, &gm, &gm0, &resets, &n, &b, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (f64)
+        step_grad_f64((double *)grad, (const double *)gm, (double *)gm0, (const uint8_t *)resets, n, b);
+    else
+        step_grad_f32((float *)grad, (const float *)gm, (float *)gm0, (const uint8_t *)resets, n, (float)b);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_reverse_scan(PyObject *self, PyObject *args)
 {
     unsigned long long e_dense, e_index, e_val, gmem, resets, gx, carry;
@@ -2328,22 +2410,42 @@ VECTOR_CLONES static int64_t exact_scale(const float *restrict grad, const float
     return total;
 }
 
+/* exact_exponent over rows of a call (over_shifted_rows' pass): the rule's
+ * step into w, then the exponent in place. */
+typedef struct {
+    const zo_rule *R;
+    float *w;
+    int64_t n;
+    float delta;
+} exponent_ctx;
+
+static int64_t exponent_rows(const float *u, int64_t r0, int64_t rows, void *ctx)
+{
+    const exponent_ctx *C = (const exponent_ctx *)ctx;
+    float *w = C->w + r0 * C->n;
+    if (rule_delta(u, rows, C->n, C->R, w)) return -1;
+    exponent_of(u, w, rows * C->n, C->delta);
+    return 0;
+}
+
 static PyObject *py_exact_exponent(PyObject *self, PyObject *args)
 {
     unsigned long long u, w;
     long long rows, n;
-    double delta;
+    double delta, shift = 0.0;
     PyObject *rule;
     zo_rule R;
-    int status;
-    if (!PyArg_ParseTuple(args, "KLLOdK", &u, &rows, &n, &rule, &delta, &w) || !parse_rule(rule, &R) ||
+    int64_t status;
+    /* shift (optional, 0): u - shift is the membrane compared (a step's mem
+     * and threshold) */
+    if (!PyArg_ParseTuple(args, "KLLOdK|d", &u, &rows, &n, &rule, &delta, &w, &shift) || !parse_rule(rule, &R) ||
         !rule_fits(&R, n))
         return NULL;
+    exponent_ctx C = {&R, (float *)w, n, (float)delta};
     Py_BEGIN_ALLOW_THREADS
-    status = rule_delta((const float *)u, rows, n, &R, (float *)w);
-    if (!status) exponent_of((const float *)u, (float *)w, rows * n, (float)delta);
+    status = over_shifted_rows((const float *)u, (float)shift, 0, rows, n, exponent_rows, &C);
     Py_END_ALLOW_THREADS
-    if (status) return PyErr_NoMemory();
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -2383,24 +2485,43 @@ VECTOR_CLONES static int64_t uniform_exact(const float *restrict u, const float 
     return total;
 }
 
+/* exact_uniform over rows of a call (over_shifted_rows' pass). */
+typedef struct {
+    const zo_rule *R;
+    const float *grad;
+    float *out;
+    int64_t n;
+    float delta, c, h, edge;
+} uniform_exact_ctx;
+
+static int64_t uniform_exact_rows(const float *u, int64_t r0, int64_t rows, void *ctx)
+{
+    const uniform_exact_ctx *C = (const uniform_exact_ctx *)ctx;
+    float *out = C->out + r0 * C->n;
+    if (rule_delta(u, rows, C->n, C->R, out)) return -1;
+    return uniform_exact(u, C->grad ? C->grad + r0 * C->n : NULL, out, rows * C->n, C->delta, C->c, C->h,
+                         C->edge);
+}
+
 static PyObject *py_exact_uniform(PyObject *self, PyObject *args)
 {
     unsigned long long u, grad, out;
-    long long rows, n, total = 0;
-    double delta, c, h, edge;
+    long long rows, n;
+    double delta, c, h, edge, shift = 0.0;
     PyObject *rule;
     zo_rule R;
-    int status;
-    if (!PyArg_ParseTuple(args, "KKKLLOdddd", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge) ||
+    int64_t total;
+    /* shift (optional, 0): u - shift is the membrane compared (a step's mem
+     * and threshold) */
+    if (!PyArg_ParseTuple(args, "KKKLLOdddd|d", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
+                          &shift) ||
         !parse_rule(rule, &R) || !rule_fits(&R, n))
         return NULL;
+    uniform_exact_ctx C = {&R, (const float *)grad, (float *)out, n, (float)delta, (float)c, (float)h, (float)edge};
     Py_BEGIN_ALLOW_THREADS
-    status = rule_delta((const float *)u, rows, n, &R, (float *)out);
-    if (!status)
-        total = uniform_exact((const float *)u, (const float *)grad, (float *)out, rows * n, (float)delta,
-                              (float)c, (float)h, (float)edge);
+    total = over_shifted_rows((const float *)u, (float)shift, 0, rows, n, uniform_exact_rows, &C);
     Py_END_ALLOW_THREADS
-    if (status) return PyErr_NoMemory();
+    if (total < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(total);
 }
 
@@ -2932,32 +3053,46 @@ static int64_t weighted_uniform_rows(const float *u, const float *grad, float *o
 /* The fewest entries a spike function's C pass splits over threads. */
 #define SPIKE_PAR_MIN 8192
 
-/* rule_delta then weighted_uniform_rows over the threads of torch's OpenMP
- * pool, contiguous blocks of rows as spike_backward_rows splits them (the
- * rows of a block hash from their own place in the call, so the bits do not
- * depend on the split); small calls stay on one thread. Returns the number
- * of active entries, or -1 (no memory). */
-static int64_t weighted_uniform_call(const float *u, const float *grad, float *out, int64_t rows, int64_t n,
-                                     const zo_rule *R, float delta, float c, float h, float edge,
-                                     const float *unif, uint64_t seed, int product)
+/* rule_delta then weighted_uniform_rows over rows of a call
+ * (over_shifted_rows' pass). */
+typedef struct {
+    const zo_rule *R;
+    const float *grad, *unif;
+    float *out;
+    int64_t n;
+    float delta, c, h, edge;
+    uint64_t seed;
+    int product;
+} weighted_ctx;
+
+static int64_t weighted_rows(const float *u, int64_t r0, int64_t rows, void *ctx)
+{
+    const weighted_ctx *C = (const weighted_ctx *)ctx;
+    const int64_t o = r0 * C->n;
+    if (rule_delta(u, rows, C->n, C->R, C->out + o)) return -1;
+    return weighted_uniform_rows(u, C->grad ? C->grad + o : NULL, C->out + o, rows, C->n, C->delta, C->c, C->h, C->edge,
+                                 C->unif ? C->unif + o : NULL, C->seed, C->product, r0);
+}
+
+/* weighted_rows over the threads of torch's OpenMP pool, contiguous blocks
+ * of rows as spike_backward_rows splits them (the rows of a block hash from
+ * their own place in the call, so the bits do not depend on the split);
+ * small calls stay on one thread. Returns the number of active entries, or
+ * -1 (no memory). */
+static int64_t weighted_uniform_call(const float *u, float shift, int64_t rows, const weighted_ctx *C)
 {
     int64_t total = 0;
     int bad = 0;
 #ifdef ZO_OPENMP
-    const int nt = rows > 1 ? threads_for(rows * n, SPIKE_PAR_MIN) : 1;
+    const int nt = rows > 1 ? threads_for(rows * C->n, SPIKE_PAR_MIN) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : total) reduction(| : bad)
 #endif
     {
         int64_t lo, hi;
         thread_share(rows, &lo, &hi);
-        if (hi > lo) {
-            int64_t k = rule_delta(u + lo * n, hi - lo, n, R, out + lo * n) ? -1 : 0;
-            if (!k)
-                k = weighted_uniform_rows(u + lo * n, grad + lo * n, out + lo * n, hi - lo, n, delta, c, h, edge,
-                                          unif ? unif + lo * n : NULL, seed, product, lo);
-            if (k < 0) bad = 1;
-            else total += k;
-        }
+        const int64_t k = over_shifted_rows(u, shift, lo, hi, C->n, weighted_rows, (void *)C);
+        if (k < 0) bad = 1;
+        else total += k;
     }
     return bad ? -1 : total;
 }
@@ -2966,17 +3101,20 @@ static PyObject *py_weighted_uniform(PyObject *self, PyObject *args)
 {
     unsigned long long u, grad, out, unif, seed;
     long long rows, n, total = 0;
-    double delta, c, h, edge;
+    double delta, c, h, edge, shift = 0.0;
     PyObject *rule;
     zo_rule R;
     int product;
-    if (!PyArg_ParseTuple(args, "KKKLLOddddKKp", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
-                          &unif, &seed, &product) ||
+    /* shift (optional, 0): u - shift is the membrane compared (mem and the
+     * threshold, subtracted chunk by chunk) */
+    if (!PyArg_ParseTuple(args, "KKKLLOddddKKp|d", &u, &grad, &out, &rows, &n, &rule, &delta, &c, &h, &edge,
+                          &unif, &seed, &product, &shift) ||
         !parse_rule(rule, &R) || !rule_fits(&R, n))
         return NULL;
+    weighted_ctx C = {&R, (const float *)grad, (const float *)unif, (float *)out, n, (float)delta, (float)c,
+                      (float)h, (float)edge, (uint64_t)seed, product};
     Py_BEGIN_ALLOW_THREADS
-    total = weighted_uniform_call((const float *)u, (const float *)grad, (float *)out, rows, n, &R, (float)delta,
-                                  (float)c, (float)h, (float)edge, (const float *)unif, (uint64_t)seed, product);
+    total = weighted_uniform_call((const float *)u, (float)shift, rows, &C);
     Py_END_ALLOW_THREADS
     if (total < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(total);
@@ -3138,6 +3276,7 @@ static PyMethodDef methods[] = {
     {"rule_stats", py_rule_stats, METH_VARARGS, "Adaptive step: order statistics of |u| and firing counts per row."},
     {"rule_delta", py_rule_delta, METH_VARARGS, "Adaptive step: the step of every entry."},
     {"spike_backward", py_spike_backward, METH_VARARGS, "The spike function's fused backward."},
+    {"step_grad", py_step_grad, METH_VARARGS, "The rest of a Leaky step's backward after its spike function's."},
     {"max_threads", py_max_threads, METH_NOARGS, "Threads a split spike backward uses now (1 without OpenMP)."},
     {"meter_record", py_meter_record, METH_VARARGS, "One backward call into a meter's CPU accumulator."},
     {"exact_exponent", py_exact_exponent, METH_VARARGS, "The normal law's expected value: the exponent."},

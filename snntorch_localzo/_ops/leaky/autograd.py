@@ -169,29 +169,25 @@ class CSpikeStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mem0, params, spec, acc, plan):
-        spk, mem, resets, _ = native.scan(x, mem0, params, 0)
+        # (floats of x's dtype: the scan's, and backward's products alike)
+        ctx.values = params.values(x.dtype)
+        spk, mem, resets, _ = native.scan(x, mem0, params, 0, values=ctx.values)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(mem, resets)
-        ctx.params, ctx.spec, ctx.acc, ctx.plan = params, spec, acc, plan
+        ctx.spec, ctx.acc, ctx.plan = spec, acc, plan
         return spk, mem
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
         mem, resets = ctx.saved_tensors
-        b, thr, graded = ctx.params.values(mem.dtype)  # (floats of mem's dtype: the same products)
-        grad = grad_mem
+        b, thr, graded = ctx.values
+        grad_u = None
         if grad_spk is not None:
-            # spk = spike(u) * graded, u = mem' - threshold
-            grad_u = spike_backward(native.graded_grad(grad_spk, graded), mem - thr, ctx.spec, None, ctx.acc,
-                                    *ctx.plan)
-            grad = grad_u if grad is None else grad_u + grad
-        if grad is None:
-            return None, None, None, None, None, None
-        grad_mem0 = None
-        if ctx.needs_input_grad[1]:
-            grad_mem0 = grad * b  # (b * mem: MulBackward's product)
-            if resets is not None:  # zero reset: b * ((1 - reset) * mem)
-                grad_mem0 = grad_mem0 * (1 - resets.to(mem.dtype))
+            # spk = spike(u) * graded, u = mem' - threshold (the C passes subtract it as they read mem)
+            grad_u = spike_backward(native.graded_grad(grad_spk, graded), mem, ctx.spec, None, ctx.acc,
+                                    *ctx.plan, threshold=thr)
+        # (the C passes' output is a new tensor: the rest of the step's backward updates it in place)
+        grad, grad_mem0 = native.step_grads(grad_u, grad_mem, b, resets, ctx.needs_input_grad[1], ctx.plan[1])
         return grad, grad_mem0, None, None, None, None
 
 

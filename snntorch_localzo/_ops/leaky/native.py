@@ -65,7 +65,7 @@ def _time_shape(shape, steps: int) -> tuple:
 
 def scan(
     x: torch.Tensor, mem0: Optional[torch.Tensor], params: LeakyParams, steps: int,
-    want_uabs: bool = False,
+    want_uabs: bool = False, values: Optional[Tuple[float, float, float]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``x``: ``steps`` time steps along its first dimension, or one step
     without a time dimension when ``steps == 0``. Returns ``(spk, mem,
@@ -73,12 +73,13 @@ def scan(
     the caller may detach in place); ``resets``: for zero reset the reset flag
     of every step (bool); ``uabs``: ``|mem - thr|`` in the compute dtype (a
     scratch tensor) when the C loop computed it on the way and ``want_uabs``,
-    else None."""
+    else None. ``values``: ``params.values(x.dtype)`` where the caller has
+    them."""
     dt = x.dtype
     mem = _output("mem", x, steps)
     xs, mems = _with_time(x, steps), _with_time(mem, steps)
     if use_c(x, mem0):
-        b, thr, gr = params.values(dt)
+        b, thr, gr = params.values(dt) if values is None else values
         spk = _output("spk", x, steps)
         uabs = scratch("u", mem.shape, dt) if want_uabs else None
         zero = params.reset == RESET_ZERO
@@ -189,6 +190,36 @@ def graded_grad(grad: torch.Tensor, graded) -> torch.Tensor:
     if float(graded) == 1.0:
         return grad
     return grad * (graded.to(grad.dtype) if isinstance(graded, torch.Tensor) else graded)
+
+
+def step_grads(grad_u: Optional[torch.Tensor], grad_mem: Optional[torch.Tensor], b: float,
+               resets: Optional[torch.Tensor], need_mem0: bool, in_place: bool,
+               ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The rest of one Leaky step's backward once its spike function's
+    gradient ``grad_u`` is in (None: no spike gradient): ``(grad,
+    grad_mem0)``, ``grad = grad_u + grad_mem`` (the input's gradient) and
+    ``grad_mem0 = grad * b``, times ``1 - resets`` under zero reset (None
+    unless ``need_mem0``), the operations of the reference step's backward
+    in their order. One C pass (``_scan.c`` step_grad) where ``in_place``
+    (``grad_u`` is a new tensor of the caller's, then updated in place) and
+    the tensors are contiguous alike; tensor operations elsewhere.
+
+    :param b: beta as :meth:`LeakyParams.values` gives it
+    """
+    if (grad_u is not None and in_place and grad_u.is_contiguous() and use_c(grad_u, grad_mem)
+            and (grad_mem is None or (grad_mem.is_contiguous() and grad_mem.shape == grad_u.shape))
+            and (resets is None or (resets.is_contiguous() and resets.dtype == torch.bool))):
+        grad_mem0 = torch.empty_like(grad_u) if need_mem0 else None
+        c_module().step_grad(grad_u.data_ptr(), _ptr(grad_mem), _ptr(grad_mem0), _ptr(resets), grad_u.numel(),
+                             b, grad_u.dtype == torch.float64)
+        return grad_u, grad_mem0
+    grad = grad_mem if grad_u is None else grad_u if grad_mem is None else grad_u + grad_mem
+    if grad is None or not need_mem0:
+        return grad, None
+    grad_mem0 = grad * b  # (b * mem: MulBackward's product)
+    if resets is not None:  # zero reset: b * ((1 - reset) * mem)
+        grad_mem0 = grad_mem0 * (1 - resets.to(grad.dtype))
+    return grad, grad_mem0
 
 
 def weighted_draw(

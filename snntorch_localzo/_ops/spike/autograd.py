@@ -47,14 +47,20 @@ class LocalZOSpike(torch.autograd.Function):
 
 
 def spike_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz: Optional[torch.Tensor],
-                   acc: torch.Tensor, path: Path, fused: bool) -> torch.Tensor:
+                   acc: torch.Tensor, path: Path, fused: bool, threshold: Optional[float] = None) -> torch.Tensor:
     """The spike function's input gradient at ``u = mem - threshold`` on the
-    planner's ``path`` (``fused``: its C passes, in eager mode)."""
+    planner's ``path`` (``fused``: its C passes, in eager mode). Where
+    ``threshold`` is given, ``u`` is the membrane itself: the C passes
+    subtract the threshold as they read it (rounding as ``torch.sub``), the
+    other paths first."""
+    shift = 0.0 if threshold is None else threshold
     if fused and path is Path.EXACT:
-        return native.exact_backward(grad_out, u, spec, acc)
+        return native.exact_backward(grad_out, u, spec, acc, shift)
     if fused:
         backward = native.weighted_backward if spec.weighted else native.fused_backward
-        return backward(grad_out, u, spec, absz, acc)
+        return backward(grad_out, u, spec, absz, acc, shift)
+    if threshold is not None:
+        u = u - threshold
     # (the native path applies the step itself, fused with its draw)
     u = u if path is Path.NATIVE else spec.scale(u)
     return _backward_impl(path)(grad_out, u, spec, absz, acc)

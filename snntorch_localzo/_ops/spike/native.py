@@ -97,9 +97,12 @@ def _float32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 and t.is_contiguous() else t.to(torch.float32).contiguous()
 
 
-def fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc) -> torch.Tensor:
+def fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, acc,
+                   shift: float = 0.0) -> torch.Tensor:
     """The backward by the fused C pass at ``u = mem - threshold`` (where
-    :func:`fused` holds; the spike function calls it directly in eager mode)."""
+    :func:`fused` holds; the spike function calls it directly in eager mode),
+    or at ``u - shift`` (a step passes its membrane and threshold: the pass
+    subtracts, rounding as ``torch.sub``)."""
     u = _float32(u)
     out = torch.empty_like(u)  # (u: contiguous float32)
     n = u.numel()
@@ -109,7 +112,7 @@ def fused_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, absz, 
             absz = _float32(absz)
         count = c_module().spike_backward(
             u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_settings(spec, tuple(u.shape)),
-            0 if absz is None else absz.data_ptr(), n, rng.host_seed(), 0,
+            0 if absz is None else absz.data_ptr(), n, rng.host_seed(), 0, shift,
         )
         layout.record(acc, count, n)
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
@@ -148,9 +151,11 @@ def exact_fused(u: torch.Tensor, spec: ZOSpec) -> bool:
     return module is not None and hasattr(module, "exact_uniform") and _settings(spec, tuple(u.shape))[2].x_e > 0
 
 
-def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_shape: tuple) -> Tuple[torch.Tensor, int]:
+def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_shape: tuple,
+           shift: float = 0.0) -> Tuple[torch.Tensor, int]:
     """``(grad * E[G], count)`` at the float32 ``u = mem - threshold`` (``E[G]``
-    itself where ``grad`` is None; rows: ``rows_shape``), with the bits of
+    itself where ``grad`` is None; rows: ``rows_shape``; at ``u - shift``
+    where given: the passes subtract, rounding as ``torch.sub``), with the bits of
     ``reference.exact_estimate`` on ``spec.scale(u)`` and the product, in a
     few calls instead of a dozen tensor operations: for the uniform law the
     rule and the value in one C pass; for the normal law the rule and the
@@ -165,23 +170,24 @@ def _exact(u: torch.Tensor, grad: Optional[torch.Tensor], spec: ZOSpec, rows_sha
     gptr = 0 if grad is None else grad.data_ptr()
     if type(law) is D.Uniform:
         count = module.exact_uniform(u.data_ptr(), gptr, out.data_ptr(), rows, n, rule,
-                                     float(law.delta), law.denominator, spec.inverse_height(), D.SQRT3)
+                                     float(law.delta), law.denominator, spec.inverse_height(), D.SQRT3, shift)
     else:
         w = torch.empty_like(u)
-        module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr())
+        module.exact_exponent(u.data_ptr(), rows, n, rule, float(law.delta), w.data_ptr(), shift)
         w.exp_()
         count = module.exact_scale(gptr, w.data_ptr(), out.data_ptr(), u.numel(), law.denominator,
                                    spec.inverse_height())
     return out, count
 
 
-def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor) -> torch.Tensor:
+def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: torch.Tensor,
+                   shift: float = 0.0) -> torch.Tensor:
     """``grad_out`` times the estimate's expected value at ``u = mem - threshold``
-    (not yet scaled: the step is computed here) where :func:`exact_fused`
-    holds, with the bits of ``reference.exact_backward`` on ``spec.scale(u)``
-    (:func:`_exact`)."""
+    (not yet scaled: the step is computed here; at ``u - shift`` where given)
+    where :func:`exact_fused` holds, with the bits of ``reference.exact_backward``
+    on ``spec.scale(u)`` (:func:`_exact`)."""
     u = _float32(u)
-    out, count = _exact(u, _float32(grad_out), spec, tuple(u.shape))
+    out, count = _exact(u, _float32(grad_out), spec, tuple(u.shape), shift)
     layout.record(acc, count, u.numel())
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
 
@@ -222,9 +228,10 @@ def _weighted_settings(spec: ZOSpec, rows_shape: tuple) -> tuple:
 
 
 def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optional[torch.Tensor],
-              rows_shape: tuple, product: bool) -> Tuple[torch.Tensor, int]:
+              rows_shape: tuple, product: bool, shift: float = 0.0) -> Tuple[torch.Tensor, int]:
     """``(out, count)``: the C pass of :func:`weighted_backward` (``product``)
-    or :func:`weighted_entries` on the float32 ``u`` (rows: ``rows_shape``)."""
+    or :func:`weighted_entries` on the float32 ``u - shift`` (rows:
+    ``rows_shape``; the pass subtracts, rounding as ``torch.sub``)."""
     out = torch.empty_like(u)  # (u: contiguous float32)
     if not u.numel():
         return out, 0
@@ -232,22 +239,23 @@ def _weighted(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optio
     grad = _float32(grad_out)  # (held while the pass reads it: a copy of a strided gradient)
     count = c_module().weighted_uniform(
         u.data_ptr(), grad.data_ptr(), out.data_ptr(), *_weighted_settings(spec, tuple(rows_shape)),
-        0 if unif is None else unif.data_ptr(), rng.host_seed() if unif is None else 0, product,
+        0 if unif is None else unif.data_ptr(), rng.host_seed() if unif is None else 0, product, shift,
     )
     return out, count
 
 
 def weighted_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, unif: Optional[torch.Tensor],
-                      acc: torch.Tensor) -> torch.Tensor:
+                      acc: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
     """``grad_out`` times the weighted estimate at ``u = mem - threshold``
-    (not yet scaled) where :func:`weighted_fused` holds: the rule and the
+    (not yet scaled; at ``u - shift`` where given) where
+    :func:`weighted_fused` holds: the rule and the
     draw in one C pass per call, with the bits of the reference
     (``weighted.weighted_estimate`` on ``spec.scale(u)``) given the same
     uniforms ``unif`` (test hook; by default a counter-based stream seeded by
     one draw of torch's generator), up to the last bit of the sums that
     decide ``c`` (the C pass adds in lanes)."""
     u = _float32(u)
-    out, count = _weighted(grad_out, u, spec, unif, tuple(u.shape), True)
+    out, count = _weighted(grad_out, u, spec, unif, tuple(u.shape), True, shift)
     layout.record(acc, count, u.numel())
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
 
@@ -262,8 +270,8 @@ def weighted_entries(grad_out: torch.Tensor, mem: torch.Tensor, threshold: torch
     entries and their float32 values, the bits of
     :func:`weighted_backward`'s ``G`` (``grad_out * G`` there) given the same
     uniforms ``unif``. Not counted into a meter (the caller counts)."""
-    u = torch.sub(_float32(mem), threshold.to(torch.float32), out=scratch("u_weighted", mem.shape, torch.float32))
-    g, count = _weighted(grad_out, u, spec, unif, rows_shape, False)
+    g, count = _weighted(grad_out, _float32(mem), spec, unif, rows_shape, False,
+                         float(threshold.to(torch.float32)))
     return compact(g.view(-1), count)
 
 
