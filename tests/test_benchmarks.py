@@ -11,6 +11,7 @@ import torch
 import snntorch_localzo as localzo
 from conftest import KERNELS
 from snntorch_localzo.neurons.leaky import MODERN_SNNTORCH
+from snntorch_localzo._ops import planner
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -364,7 +365,7 @@ def test_rule_cost_smoke(tmp_path):
     assert [r["chosen"] for r in draws] == ["dense" if r["near"] > 0.15 else "sparse" for r in draws]
     outers = [r for r in rows if r["what"] == "outer"]
     assert len(outers) == 36 and all(r["event_ms"] > 0 and r["dense_ms"] > 0 for r in outers)
-    assert [r["chosen"] for r in outers] == ["event" if r["ones"] <= 0.05 else "dense" for r in outers]
+    assert [r["chosen"] for r in outers] == ["event" if r["ones"] <= planner.EVENT_WEIGHT_GRAD_MAX_DENSITY else "dense" for r in outers]
     reverses = [r for r in rows if r["what"] == "reverse"]
     assert len(reverses) == 21 and all(r["events_ms"] > 0 and r["dense_ms"] > 0 for r in reverses)
     assert [r["chosen"] for r in reverses] == ["events" if r["active_per_neuron"] <= 0.05 else "dense"

@@ -452,6 +452,23 @@ def test_sampled_input_grad_splits_entries_over_threads_without_changing_bits(dt
 
 @needs_c
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_event_weight_grad_splits_columns_over_threads_without_changing_bits(dtype):
+    """The event-driven weight gradient splits its input columns over torch's
+    threads (rows times columns >= 2**18, blocks of 16 columns: here a split
+    inside the 70 columns too): the same bits for 1, 2 and 3 threads, the
+    dense product's values to the rounding of the sum."""
+    torch.manual_seed(7)
+    x = (torch.rand(5, 800, 70) < 0.08).to(dtype)  # 4000 * 70 > 2**18
+    h = torch.randn(5, 800, 20, dtype=dtype)
+    h[1, 3] = 0.0
+    packed = linear_native.pack_binary(x)
+    runs = _over_threads(lambda: linear_native.event_weight_grad(packed, h))
+    assert all(torch.equal(_bits(r), _bits(runs[0])) for r in runs[1:])
+    torch.testing.assert_close(runs[0], h.reshape(-1, 20).t() @ x.reshape(-1, 70))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_binary_events_split_rows_over_threads_without_changing_the_events(dtype):
     """binary_events large enough to split its rows over torch's threads: the
     same bytes, count, columns and row ends for 1, 2 and 3 threads; over the

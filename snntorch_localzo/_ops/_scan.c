@@ -1975,24 +1975,26 @@ EVENT_SUM(event_sum_f64, double)
 
 /* The event-driven weight gradient, the transpose of the dense h^T @ x for a
  * binary x: gt[j, :] += h[r, :] for every one (r, j) of the bytes x [rows, n]
- * (0 or 1), rows in ascending order; h: [rows, m], gt: [n, m] (zeroed by the
- * caller). A row of h that is all zero adds nothing and its ones are not
- * listed. Equals the product to the rounding of the sum (its order differs).
- * Returns 0, or -1 when memory ran out. */
+ * (0 or 1) with j in [lo, hi), rows in ascending order; h: [rows, m], gt:
+ * [n, m] (zeroed by the caller). A row of h that is all zero adds nothing
+ * and its ones are not listed. Equals the product to the rounding of the
+ * sum (its order differs; each column's sum runs in the same order whatever
+ * share of the columns a thread takes). Returns 0, or -1 when memory ran
+ * out. */
 #define EVENT_OUTER(NAME, T_)                                                           \
     VECTOR_CLONES static int NAME(const uint8_t *x, const T_ *h, T_ *gt, int64_t rows,   \
-                                  int64_t n, int64_t m)                                 \
+                                  int64_t n, int64_t m, int64_t lo, int64_t hi)         \
     {                                                                                   \
-        int32_t *cols = (int32_t *)malloc((size_t)(n + 8) * sizeof(int32_t));           \
+        int32_t *cols = (int32_t *)malloc((size_t)(hi - lo + 8) * sizeof(int32_t));    \
         if (!cols) return -1;                                                           \
         for (int64_t r = 0; r < rows; r++) {                                            \
             const T_ *restrict hr = h + r * m;                                          \
             int nonzero = 0;                                                            \
             for (int64_t c = 0; c < m; c++) nonzero |= hr[c] != (T_)0;                  \
             if (!nonzero) continue;                                                     \
-            const int64_t k = byte_columns(x + r * n, n, cols);                         \
+            const int64_t k = byte_columns(x + r * n + lo, hi - lo, cols);              \
             for (int64_t p = 0; p < k; p++) {                                           \
-                T_ *restrict g = gt + (int64_t)cols[p] * m;                             \
+                T_ *restrict g = gt + (lo + (int64_t)cols[p]) * m;                      \
                 for (int64_t c = 0; c < m; c++) g[c] += hr[c];                          \
             }                                                                           \
         }                                                                               \
@@ -2141,11 +2143,24 @@ static PyObject *py_event_outer(PyObject *self, PyObject *args)
     int f64, status;
     if (!PyArg_ParseTuple(args, "KKKLLLi", &x, &h, &gt, &rows, &n, &m, &f64))
         return NULL;
+    status = 0;
     Py_BEGIN_ALLOW_THREADS
-    status = f64 ? event_outer_f64((const uint8_t *)x, (const double *)h, (double *)gt, rows, n, m)
-                 : event_outer_f32((const uint8_t *)x, (const float *)h, (float *)gt, rows, n, m);
+    /* the input columns split over threads in blocks of 16: each column's
+     * sum is one thread's, in the rows' order (the same bits at any split) */
+    const int nt = n > 16 ? threads_for(rows * n, STREAM_PAR_MIN) : 1;
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : status)
+#endif
+    {
+        int64_t lo, hi;
+        thread_share16(n, &lo, &hi);
+        if (hi > lo)
+            status |= f64 ? event_outer_f64((const uint8_t *)x, (const double *)h, (double *)gt, rows, n, m, lo, hi)
+                          : event_outer_f32((const uint8_t *)x, (const float *)h, (float *)gt, rows, n, m, lo, hi);
+    }
+    (void)nt;
     Py_END_ALLOW_THREADS
-    if (status < 0) return PyErr_NoMemory();
+    if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

@@ -110,16 +110,19 @@ EVENT_MAX_DENSITY = 0.15
 
 #: The native Linear + Leaky backward forms a dense weight gradient (the
 #: sparse one does not apply or pay) of a binary input kept as bytes from its
-#: ones, adding the rows of ``dL/dI`` at them in C (``_scan.c`` event_outer),
-#: instead of unpacking the input for the product, when at most this fraction
-#: of the input's entries are ones (and ``sparse``: it sums in another order).
-#: Measured with ``benchmarks/rule_cost.py`` (``outer`` rows,
-#: ``benchmarks/results/rule_cost_backward_cpu.json``) on the development
-#: machine, out 20, 64 and 256, in 256 and 700, ``T B`` = 3200 and 12800,
-#: one and two threads: the sum was the faster in all 24 cases up to 10% ones
-#: (0.20-0.80 of the product's time at 5%, 0.30-0.93 at 10%; in an earlier
-#: run one case at 5% was 1.02x slower) and the slower in 7 of 24 at 20%.
-EVENT_WEIGHT_GRAD_MAX_DENSITY = 0.05
+#: ones, adding the rows of ``dL/dI`` at them in C (``_scan.c`` event_outer,
+#: its input columns split over torch's threads), instead of unpacking the
+#: input for the product, when at most this fraction of the input's entries
+#: are ones (and ``sparse``: it sums in another order). Measured with
+#: ``benchmarks/rule_cost.py`` (``outer`` rows) on the development machine
+#: (Intel, 2 cores, AVX-512), out 20, 64 and 256, in 256 and 700, ``T B`` =
+#: 3200 and 12800, one and two threads, two runs
+#: (``rule_cost_outer_intel_after_run{1,2}.json``): the sum took 0.26-0.85 of
+#: the product's time at 5% ones, 0.40-0.98 at 10% except out 20 with two
+#: threads (0.61-1.12), and more than the product in 22 of 48 cases at 20%.
+#: Taken below the out-20 crossing (the firing benchmark net's output layer
+#: reads 7.9% ones).
+EVENT_WEIGHT_GRAD_MAX_DENSITY = 0.08
 
 #: The native reverse scan of a Leaky backward whose spike gradient is sparse
 #: and whose membrane output is unused zeroes its output and runs only the
