@@ -799,9 +799,10 @@ def test_event_current_keeps_the_argument_checks(monkeypatch, args, match):
 @pytest.mark.version_free
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypatch):
-    """The C pass that advances the input trace step by step (on one thread)
-    gives the same weight gradient whatever torch's thread count and from the
-    input packed to bytes,
+    """The C pass that advances the input trace step by step (its input
+    columns split over torch's threads, here inside a cache line: 1000
+    columns) gives the same weight gradient whatever torch's thread count and
+    from the input packed to bytes,
     and the chunked trace product's to rounding:
     ``sum over active (t, b, j) of e * trace[t, b, :]``."""
     if clib.c_module() is None:

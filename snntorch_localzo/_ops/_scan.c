@@ -362,32 +362,34 @@ TRACE(trace_f32, float)
 TRACE(trace_f64, double)
 
 /* The sparse weight gradient of a Linear + Leaky layer without the trace
- * held for all steps: the input trace of every sample (trace's operations,
- * so its bits) kept in carry [B, n] (zero at the start) and advanced one
- * step at a time; each active entry (t, b, j) of index (sorted flat
- * positions in [T, B, out], values e) adds e * trace[t, b, :] to row j of
- * dw [out, n] as its step comes (in index order). */
+ * held for all steps, over the input columns [lo, lo + w) of n: the input
+ * trace of every sample (trace's operations, so its bits) kept in carry
+ * [B, w] (zero at the start) and advanced one step at a time; each active
+ * entry (t, b, j) of index (sorted flat positions in [T, B, out], values e)
+ * adds e * trace[t, b, lo:lo + w] to row j of acc (row stride acc_stride)
+ * as its step comes (in index order). */
 #define TRACE_GRAD(NAME, T_, X_)                                                        \
     VECTOR_CLONES static void NAME(const X_ *x, int64_t T, int64_t B, int64_t n, T_ b,   \
                                    const int64_t *index, const T_ *e, int64_t nnz,       \
-                                   int64_t out_f, T_ *dw, T_ *carry)                     \
+                                   int64_t out_f, int64_t lo, int64_t w, T_ *acc,        \
+                                   int64_t acc_stride, T_ *carry)                        \
     {                                                                                   \
         int64_t p = 0;                                                                  \
         for (int64_t t = 0; t < T && p < nnz; t++) {                                    \
             for (int64_t s = 0; s < B; s++) {                                           \
-                const X_ *restrict xt = x + (t * B + s) * n;                            \
-                T_ *restrict c = carry + s * n;                                         \
-                for (int64_t i = 0; i < n; i++) {                                       \
+                const X_ *restrict xt = x + (t * B + s) * n + lo;                       \
+                T_ *restrict c = carry + s * w;                                         \
+                for (int64_t i = 0; i < w; i++) {                                       \
                     T_ v = b * c[i];                                                    \
                     c[i] = v + (T_)xt[i];                                               \
                 }                                                                       \
             }                                                                           \
             for (const int64_t end = (t + 1) * B * out_f; p < nnz && index[p] < end; p++) { \
                 const int64_t r = index[p] / out_f - t * B, j = index[p] % out_f;         \
-                const T_ *restrict cr = carry + r * n;                                  \
-                T_ *restrict w = dw + j * n;                                            \
+                const T_ *restrict cr = carry + r * w;                                  \
+                T_ *restrict a = acc + j * acc_stride;                                  \
                 const T_ v = e[p];                                                      \
-                for (int64_t i = 0; i < n; i++) w[i] = w[i] + v * cr[i];                \
+                for (int64_t i = 0; i < w; i++) a[i] = a[i] + v * cr[i];                \
             }                                                                           \
         }                                                                               \
     }
@@ -397,6 +399,44 @@ TRACE_GRAD(trace_grad_f64, double, double)
 /* the input as the bytes binary_events packed (0 or 1: the same bits) */
 TRACE_GRAD(trace_grad_f32_u8, float, uint8_t)
 TRACE_GRAD(trace_grad_f64_u8, double, uint8_t)
+
+/* One thread's share [lo, hi) of the columns of dw [out, n] (added into it)
+ * by KERNEL: alone (the whole row) straight into dw; sharing, into rows of
+ * its own, added to dw at the end, so that no cache line of dw or of the
+ * carry is written by two threads while the sums run (a row of 700 floats
+ * does not end on a line). Each column's sums run in the same order at any
+ * split: the same bits. Returns 0, or -1 (no memory). */
+#define TRACE_GRAD_SHARE(NAME, KERNEL, T_, X_)                                          \
+    static int NAME(const X_ *x, int64_t T, int64_t B, int64_t n, T_ b,                  \
+                    const int64_t *index, const T_ *e, int64_t nnz, int64_t out_f,       \
+                    T_ *dw, int64_t lo, int64_t hi, int shared)                          \
+    {                                                                                   \
+        const int64_t w = hi - lo;                                                      \
+        if (w <= 0) return 0;                                                           \
+        T_ *carry = (T_ *)calloc((size_t)(B > 0 ? B * w : 1), sizeof(T_));              \
+        T_ *acc = shared ? (T_ *)calloc((size_t)(out_f > 0 ? out_f * w : 1), sizeof(T_)) : dw + lo; \
+        if (!carry || !acc) {                                                           \
+            free(carry);                                                                \
+            if (shared) free(acc);                                                      \
+            return -1;                                                                  \
+        }                                                                               \
+        KERNEL(x, T, B, n, b, index, e, nnz, out_f, lo, w, acc, shared ? w : n, carry); \
+        if (shared) {                                                                   \
+            for (int64_t j = 0; j < out_f; j++) {                                       \
+                T_ *restrict d = dw + j * n + lo;                                       \
+                const T_ *restrict a = acc + j * w;                                     \
+                for (int64_t i = 0; i < w; i++) d[i] = d[i] + a[i];                     \
+            }                                                                           \
+            free(acc);                                                                  \
+        }                                                                               \
+        free(carry);                                                                    \
+        return 0;                                                                       \
+    }
+
+TRACE_GRAD_SHARE(trace_grad_share_f32, trace_grad_f32, float, float)
+TRACE_GRAD_SHARE(trace_grad_share_f64, trace_grad_f64, double, double)
+TRACE_GRAD_SHARE(trace_grad_share_f32_u8, trace_grad_f32_u8, float, uint8_t)
+TRACE_GRAD_SHARE(trace_grad_share_f64_u8, trace_grad_f64_u8, double, uint8_t)
 
 /* Order statistics of the adaptive step: the k-th smallest (1-based) of a
  * row of n floats, NaN counted as +infinity: exactly the value
@@ -3203,34 +3243,38 @@ static PyObject *py_trace_grad(PyObject *self, PyObject *args)
     unsigned long long x, index, e, dw;
     long long T, B, n, nnz, out_f;
     double b;
-    int f64, packed;
+    int f64, packed, status = 0;
     if (!PyArg_ParseTuple(args, "KLLLdKKLLKii", &x, &T, &B, &n, &b, &index, &e, &nnz, &out_f, &dw, &f64,
                           &packed))
         return NULL;
-    void *carry = calloc((size_t)(B * n > 0 ? B * n : 1), f64 ? sizeof(double) : sizeof(float));
-    if (!carry) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    /* one thread: split by columns over two threads it was 1.1-2.4x slower on
-     * the development machine (T = 25 and 100, B = 128, 256 to 1024 inputs):
-     * every thread streams all rows of the input and the carry; split in
-     * blocks of 16 columns in one parallel region for all steps, 2-2.5x
-     * slower again on a later (Intel) one, where the passes that stream a
-     * sequence once gained from two threads */
+    /* the input columns split over threads in blocks of 16, each thread with
+     * a carry and rows of dw of its own (TRACE_GRAD_SHARE) */
+    const int nt = n > 16 ? threads_for(T * B * n, STREAM_PAR_MIN) : 1;
     const int64_t *ix = (const int64_t *)index;
-    if (f64 && packed)
-        trace_grad_f64_u8((const uint8_t *)x, T, B, n, b, ix, (const double *)e, nnz, out_f, (double *)dw,
-                          (double *)carry);
-    else if (f64)
-        trace_grad_f64((const double *)x, T, B, n, b, ix, (const double *)e, nnz, out_f, (double *)dw,
-                       (double *)carry);
-    else if (packed)
-        trace_grad_f32_u8((const uint8_t *)x, T, B, n, (float)b, ix, (const float *)e, nnz, out_f, (float *)dw,
-                          (float *)carry);
-    else
-        trace_grad_f32((const float *)x, T, B, n, (float)b, ix, (const float *)e, nnz, out_f, (float *)dw,
-                       (float *)carry);
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : status)
+#endif
+    {
+        int64_t lo, hi;
+        thread_share16(n, &lo, &hi);
+        const int shared = hi - lo < n;
+        if (f64 && packed)
+            status |= trace_grad_share_f64_u8((const uint8_t *)x, T, B, n, b, ix, (const double *)e, nnz, out_f,
+                                              (double *)dw, lo, hi, shared);
+        else if (f64)
+            status |= trace_grad_share_f64((const double *)x, T, B, n, b, ix, (const double *)e, nnz, out_f,
+                                           (double *)dw, lo, hi, shared);
+        else if (packed)
+            status |= trace_grad_share_f32_u8((const uint8_t *)x, T, B, n, (float)b, ix, (const float *)e, nnz,
+                                              out_f, (float *)dw, lo, hi, shared);
+        else
+            status |= trace_grad_share_f32((const float *)x, T, B, n, (float)b, ix, (const float *)e, nnz, out_f,
+                                           (float *)dw, lo, hi, shared);
+    }
+    (void)nt;
     Py_END_ALLOW_THREADS
-    free(carry);
+    if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
