@@ -411,16 +411,16 @@ def _count_calls(monkeypatch, module, names, calls):
 @pytest.mark.version_free
 def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
     """The native path is the CPU's: CPU tensors, whatever device the suite runs on."""
-    calls = {"sparse_weight_grad": 0, "sparse_input_grad": 0}
+    calls = {"sparse_grads": 0, "sparse_input_grad": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
     two_layers("auto", True, device="cpu")
-    assert calls == {"sparse_weight_grad": 2, "sparse_input_grad": 1}  # the input of layer 2 only
-    calls.update(sparse_weight_grad=0, sparse_input_grad=0)
+    assert calls == {"sparse_grads": 2, "sparse_input_grad": 1}  # the input of layer 2 only
+    calls.update(sparse_grads=0, sparse_input_grad=0)
     two_layers("auto", True, loss_on_mem=True, device="cpu")  # layer 2's membrane in the loss
-    assert calls == {"sparse_weight_grad": 1, "sparse_input_grad": 1}
-    calls.update(sparse_weight_grad=0, sparse_input_grad=0)
+    assert calls == {"sparse_grads": 1, "sparse_input_grad": 1}
+    calls.update(sparse_grads=0, sparse_input_grad=0)
     two_layers("auto", False, device="cpu")
-    assert calls == {"sparse_weight_grad": 0, "sparse_input_grad": 0}
+    assert calls == {"sparse_grads": 0, "sparse_input_grad": 0}
     monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 0.1)
     assert planner.use_sampled_input_grad(10, 100) and not planner.use_sampled_input_grad(11, 100)
     # a lower layer with more active entries than the sampled product pays for: dense,
@@ -428,9 +428,9 @@ def test_native_sparse_paths_are_taken(monkeypatch, sparse_everywhere):
     monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 1.0)
     sampled = two_layers("auto", True, device="cpu")
     monkeypatch.setattr(planner, "SAMPLED_INPUT_MAX_DENSITY", 0.0)
-    calls.update(sparse_weight_grad=0, sparse_input_grad=0)
+    calls.update(sparse_grads=0, sparse_input_grad=0)
     dense = two_layers("auto", True, device="cpu")
-    assert calls == {"sparse_weight_grad": 2, "sparse_input_grad": 0}
+    assert calls == {"sparse_grads": 2, "sparse_input_grad": 0}
     for a, b in zip(sampled, dense):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -519,10 +519,10 @@ def test_native_event_weight_grad_leaves_a_non_finite_gradient_to_the_product(mo
 
 @pytest.mark.version_free
 def test_native_size_heuristic_keeps_narrow_layers_dense(monkeypatch):
-    calls = {"sparse_weight_grad": 0}
+    calls = {"sparse_grads": 0}
     _count_calls(monkeypatch, native_linear, list(calls), calls)
     two_layers("auto", True, device="cpu")  # 24 and 6 neurons: below SPARSE_MIN_OUT
-    assert calls == {"sparse_weight_grad": 0}
+    assert calls == {"sparse_grads": 0}
     def rule(out, active, entries):  # the CPU's size rule: rows * out = entries
         return planner.sparse_weight_grad_fits(Path.NATIVE, out, 10, entries // out, active)
     assert not rule(64, 10, 1024)
@@ -835,3 +835,34 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(grads[0], chunked, rtol=tol, atol=tol)
     torch.testing.assert_close(grads[0], direct, rtol=tol, atol=tol)
+
+
+@pytest.mark.version_free
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_bias_grad_rides_the_trace_pass_with_the_same_bits(dtype):
+    """Where the C trace pass forms the weight gradient, the bias gradient's
+    sums (``e * c[t]``, ``c`` the trace of ones) ride along its entries: the
+    same bits as :func:`sparse_bias_grad` and as the pass without the bias,
+    at any thread count (the bias in the share that holds column 0), from the
+    input or its bytes."""
+    if clib.c_module() is None:
+        pytest.skip("the C loops are not built here")
+    torch.manual_seed(3)
+    T, B, IN, OUT = 9, 128, 300, 40  # T B IN > 2**18: split where threads are there
+    x = (torch.rand(T, B, IN) < 0.1).to(dtype)
+    index = torch.randperm(T * B * OUT)[:900].sort().values
+    e = torch.randn(900, dtype=dtype)
+    beta = torch.tensor(0.875)
+    dw = native_linear.sparse_weight_grad(x, index, e, beta, OUT)
+    db = native_linear.sparse_bias_grad(index, e, beta, (T, B, OUT), dtype)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for inp in (x, native_linear.pack_binary(x)):
+                gw, gb = native_linear.sparse_grads(inp, index, e, beta, (T, B, OUT), dtype, True, True)
+                assert torch.equal(gw, dw) and torch.equal(gb, db)
+    finally:
+        torch.set_num_threads(before)
+    assert db.abs().sum() > 0 and native_linear.sparse_grads(x, index, e, beta, (T, B, OUT), dtype,
+                                                             False, True)[0] is None

@@ -367,15 +367,19 @@ TRACE(trace_f64, double)
  * [B, w] (zero at the start) and advanced one step at a time; each active
  * entry (t, b, j) of index (sorted flat positions in [T, B, out], values e)
  * adds e * trace[t, b, lo:lo + w] to row j of acc (row stride acc_stride)
- * as its step comes (in index order). */
+ * as its step comes (in index order), and, where db is given, e * c[t] to
+ * db[j], c the trace of ones (the bias gradient; trace's operations). */
 #define TRACE_GRAD(NAME, T_, X_)                                                        \
     VECTOR_CLONES static void NAME(const X_ *x, int64_t T, int64_t B, int64_t n, T_ b,   \
                                    const int64_t *index, const T_ *e, int64_t nnz,       \
                                    int64_t out_f, int64_t lo, int64_t w, T_ *acc,        \
-                                   int64_t acc_stride, T_ *carry)                        \
+                                   int64_t acc_stride, T_ *carry, T_ *db)                \
     {                                                                                   \
         int64_t p = 0;                                                                  \
+        T_ ones = (T_)0;                                                                \
         for (int64_t t = 0; t < T && p < nnz; t++) {                                    \
+            const T_ kept = b * ones;                                                   \
+            ones = kept + (T_)1;                                                        \
             for (int64_t s = 0; s < B; s++) {                                           \
                 const X_ *restrict xt = x + (t * B + s) * n + lo;                       \
                 T_ *restrict c = carry + s * w;                                         \
@@ -390,6 +394,7 @@ TRACE(trace_f64, double)
                 T_ *restrict a = acc + j * acc_stride;                                  \
                 const T_ v = e[p];                                                      \
                 for (int64_t i = 0; i < w; i++) a[i] = a[i] + v * cr[i];                \
+                if (db) db[j] = db[j] + v * ones;                                       \
             }                                                                           \
         }                                                                               \
     }
@@ -400,7 +405,8 @@ TRACE_GRAD(trace_grad_f64, double, double)
 TRACE_GRAD(trace_grad_f32_u8, float, uint8_t)
 TRACE_GRAD(trace_grad_f64_u8, double, uint8_t)
 
-/* One thread's share [lo, hi) of the columns of dw [out, n] (added into it)
+/* One thread's share [lo, hi) of the columns of dw [out, n] (added into it;
+ * and the bias gradient into db, where given, by the share from column 0)
  * by KERNEL: alone (the whole row) straight into dw; sharing, into rows of
  * its own, added to dw at the end, so that no cache line of dw or of the
  * carry is written by two threads while the sums run (a row of 700 floats
@@ -409,7 +415,7 @@ TRACE_GRAD(trace_grad_f64_u8, double, uint8_t)
 #define TRACE_GRAD_SHARE(NAME, KERNEL, T_, X_)                                          \
     static int NAME(const X_ *x, int64_t T, int64_t B, int64_t n, T_ b,                  \
                     const int64_t *index, const T_ *e, int64_t nnz, int64_t out_f,       \
-                    T_ *dw, int64_t lo, int64_t hi, int shared)                          \
+                    T_ *dw, T_ *db, int64_t lo, int64_t hi, int shared)                  \
     {                                                                                   \
         const int64_t w = hi - lo;                                                      \
         if (w <= 0) return 0;                                                           \
@@ -420,7 +426,8 @@ TRACE_GRAD(trace_grad_f64_u8, double, uint8_t)
             if (shared) free(acc);                                                      \
             return -1;                                                                  \
         }                                                                               \
-        KERNEL(x, T, B, n, b, index, e, nnz, out_f, lo, w, acc, shared ? w : n, carry); \
+        KERNEL(x, T, B, n, b, index, e, nnz, out_f, lo, w, acc, shared ? w : n, carry,  \
+               lo == 0 ? db : NULL);                                                    \
         if (shared) {                                                                   \
             for (int64_t j = 0; j < out_f; j++) {                                       \
                 T_ *restrict d = dw + j * n + lo;                                       \
@@ -3240,12 +3247,13 @@ static PyObject *py_max_threads(PyObject *self, PyObject *args)
 
 static PyObject *py_trace_grad(PyObject *self, PyObject *args)
 {
-    unsigned long long x, index, e, dw;
+    unsigned long long x, index, e, dw, db = 0;
     long long T, B, n, nnz, out_f;
     double b;
     int f64, packed, status = 0;
-    if (!PyArg_ParseTuple(args, "KLLLdKKLLKii", &x, &T, &B, &n, &b, &index, &e, &nnz, &out_f, &dw, &f64,
-                          &packed))
+    /* db (optional, 0): the bias gradient [out], added into as dw */
+    if (!PyArg_ParseTuple(args, "KLLLdKKLLKii|K", &x, &T, &B, &n, &b, &index, &e, &nnz, &out_f, &dw, &f64,
+                          &packed, &db))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     /* the input columns split over threads in blocks of 16, each thread with
@@ -3261,16 +3269,16 @@ static PyObject *py_trace_grad(PyObject *self, PyObject *args)
         const int shared = hi - lo < n;
         if (f64 && packed)
             status |= trace_grad_share_f64_u8((const uint8_t *)x, T, B, n, b, ix, (const double *)e, nnz, out_f,
-                                              (double *)dw, lo, hi, shared);
+                                              (double *)dw, (double *)db, lo, hi, shared);
         else if (f64)
             status |= trace_grad_share_f64((const double *)x, T, B, n, b, ix, (const double *)e, nnz, out_f,
-                                           (double *)dw, lo, hi, shared);
+                                           (double *)dw, (double *)db, lo, hi, shared);
         else if (packed)
             status |= trace_grad_share_f32_u8((const uint8_t *)x, T, B, n, (float)b, ix, (const float *)e, nnz,
-                                              out_f, (float *)dw, lo, hi, shared);
+                                              out_f, (float *)dw, (float *)db, lo, hi, shared);
         else
             status |= trace_grad_share_f32((const float *)x, T, B, n, (float)b, ix, (const float *)e, nnz, out_f,
-                                           (float *)dw, lo, hi, shared);
+                                           (float *)dw, (float *)db, lo, hi, shared);
     }
     (void)nt;
     Py_END_ALLOW_THREADS

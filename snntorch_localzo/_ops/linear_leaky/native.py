@@ -15,7 +15,8 @@ subtractive or no reset, a scalar beta and the membrane output unused:
   (docs/method.md section 4): a sparse-dense product instead of the dense
   ``[out, T B] @ [T B, in]`` one, with the trace built chunk by chunk in time;
 * **bias gradient** ``db[j] = sum over active (t, b, j) of e * c[t]``,
-  ``c[t] = beta c[t-1] + 1`` (the trace of ones);
+  ``c[t] = beta c[t-1] + 1`` (the trace of ones; in the weight gradient's C
+  pass, along its entries, where both are needed);
 * **input gradient** at the active entries of the layer below only (when it
   is a native LocalZO sequence layer whose spikes come in unchanged and few
   enough of its entries are active: ``planner.use_sampled_input_grad``): the
@@ -211,6 +212,28 @@ def trace_chunk(x: torch.Tensor, beta: torch.Tensor, t0: int, steps: int,
     return out[-1].clone()
 
 
+def _trace_grad(x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor,
+                out_features: int, dtype: torch.dtype, bias: bool,
+                ) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """``(dW, db)`` from the C pass that advances the input trace step by step
+    (never held whole; ``db``, with ``bias``, from the trace of ones in the
+    same pass: :func:`sparse_bias_grad`'s bits), or None where it does not
+    run. ``index`` is not empty."""
+    T, B, IN = x.shape
+    dw = torch.zeros(out_features, IN, dtype=compute_dtype(dtype))
+    packed = x.dtype == torch.uint8
+    if not (use_c(dw) and (packed or x.dtype == dw.dtype) and index.dtype == torch.int64 and IN > 0):
+        return None
+    db = torch.zeros(out_features, dtype=dw.dtype) if bias else None
+    xc = x.contiguous()
+    idx = index.contiguous()
+    e = e_active.to(dw.dtype).contiguous()
+    b = float(clamped_beta(beta, dtype).to(dw.dtype))
+    c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(), idx.numel(), out_features,
+                          dw.data_ptr(), dw.dtype == torch.float64, int(packed), _ptr(db))
+    return dw, db
+
+
 def sparse_weight_grad(
     x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor, out_features: int,
     dtype: Optional[torch.dtype] = None,
@@ -220,20 +243,12 @@ def sparse_weight_grad(
     the bytes :func:`pack_binary` kept of it, ``dtype`` then its own dtype (the C pass reads the bytes)."""
     dtype = x.dtype if dtype is None else dtype
     T, B, IN = x.shape
-    dw = torch.zeros(out_features, IN, dtype=compute_dtype(dtype))
     if index.numel() == 0:
-        return dw
-    packed = x.dtype == torch.uint8
-    if use_c(dw) and (packed or x.dtype == dw.dtype) and index.dtype == torch.int64:
-        # one C pass: the trace advanced step by step, never held whole
-        xc = x.contiguous()
-        idx = index.contiguous()
-        e = e_active.to(dw.dtype).contiguous()
-        b = float(clamped_beta(beta, dtype).to(dw.dtype))
-        c_module().trace_grad(xc.data_ptr(), T, B, IN, b, idx.data_ptr(), e.data_ptr(),
-                              idx.numel(), out_features, dw.data_ptr(), dw.dtype == torch.float64,
-                              int(packed))
-        return dw
+        return torch.zeros(out_features, IN, dtype=compute_dtype(dtype))
+    grads = _trace_grad(x, index, e_active, beta, out_features, dtype, False)
+    if grads is not None:
+        return grads[0]
+    dw = torch.zeros(out_features, IN, dtype=compute_dtype(dtype))
     x = unpack_binary(x, dtype)
     rows = index // out_features  # t * B + b
     cols = index % out_features
@@ -269,6 +284,22 @@ def sparse_bias_grad(
     db = torch.zeros(OUT, dtype=c.dtype)
     db.index_add_(0, index % OUT, e_active.to(c.dtype) * c[t])
     return db
+
+
+def sparse_grads(
+    x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, beta: torch.Tensor, shape, dtype: torch.dtype,
+    need_w: bool, need_b: bool,
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """``(dW, db)`` (None where not needed) of :func:`sparse_weight_grad` and
+    :func:`sparse_bias_grad`, both from the C trace pass where it runs (the
+    bias's sums ride along its entries) and both are needed."""
+    T, B, OUT = shape
+    if need_w and need_b and index.numel():
+        grads = _trace_grad(x, index, e_active, beta, OUT, dtype, True)
+        if grads is not None:
+            return grads
+    return (sparse_weight_grad(x, index, e_active, beta, OUT, dtype) if need_w else None,
+            sparse_bias_grad(index, e_active, beta, shape, dtype) if need_b else None)
 
 
 def event_weight_grad(packed: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -351,15 +382,16 @@ def _backward(
     gx = gw = gb = empty
     if need_x:
         gx = sparse_input_grad(h, weight, lower, x_dtype) if sampled_x else h @ weight
-    if need_w:
-        if sparse_w:
-            gw = sparse_weight_grad(x, index, e_active, beta, OUT, x_dtype).to(weight.dtype)
-        elif event_w:
-            gw = event_weight_grad(x, h)
-        else:
-            gw = h.reshape(-1, OUT).t() @ unpack_binary(x, x_dtype).reshape(-1, x.shape[-1])
-    if need_b:
-        gb = sparse_bias_grad(index, e_active, beta, shape, x_dtype).to(x_dtype) if sparse_w else h.sum((0, 1))
+    if sparse_w and (need_w or need_b):
+        gw, gb = sparse_grads(x, index, e_active, beta, shape, x_dtype, need_w, need_b)
+        gw = empty if gw is None else gw.to(weight.dtype)
+        gb = empty if gb is None else gb.to(x_dtype)
+    else:
+        if need_w:
+            gw = (event_weight_grad(x, h) if event_w
+                  else h.reshape(-1, OUT).t() @ unpack_binary(x, x_dtype).reshape(-1, x.shape[-1]))
+        if need_b:
+            gb = h.sum((0, 1))
     return gx, gw, gb, (gmem0 if need_m else empty)
 
 
