@@ -452,6 +452,27 @@ def test_sampled_input_grad_splits_entries_over_threads_without_changing_bits(dt
 
 @needs_c
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transpose_in_c_equals_torch_in_every_lane_setting_and_thread_count(dtype):
+    """The C transpose (tiles, AVX lanes in whole 8 x 8 blocks, the rest
+    portable) copies every value to its place: shapes with and without whole
+    blocks and tiles, one row or column, a size split over threads (rows
+    times columns >= 2**18), each lane setting; the input unchanged."""
+    torch.manual_seed(8)
+    for rows, cols in ((1, 1), (1, 9), (9, 1), (8, 8), (13, 37), (40, 9), (256, 20), (600, 517)):
+        t = torch.randn(rows, cols, dtype=dtype)
+        before = t.clone()
+        for _ in over_simd_settings():
+            outs = _over_threads(lambda: linear_native.transpose(t, torch.full((cols, rows), 7.0, dtype=dtype)))
+            assert all(torch.equal(o, t.t()) for o in outs)
+        assert torch.equal(t, before)
+    # a strided or other-dtype source takes torch's copy, the same values
+    t = torch.randn(30, 20, dtype=dtype)
+    assert torch.equal(linear_native.transpose(t.t(), torch.empty(30, 20, dtype=dtype)), t)
+    assert torch.equal(linear_native.transpose(t, torch.empty(20, 30, dtype=torch.float16)), t.t().half())
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_event_weight_grad_splits_columns_over_threads_without_changing_bits(dtype):
     """The event-driven weight gradient splits its input columns over torch's
     threads (rows times columns >= 2**18, blocks of 16 columns: here a split

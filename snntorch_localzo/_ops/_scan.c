@@ -2096,6 +2096,100 @@ SAMPLED_DOT(sampled_dot_f64, double)
 HEAVISIDE(heaviside_f32, float)
 HEAVISIDE(heaviside_f64, double)
 
+/* dst [cols, rows] = the transpose of src [rows, cols], over the rows
+ * [r0, r1) of src, in tiles of TRANSPOSE_TILE x TRANSPOSE_TILE (each tile's
+ * reads and writes within a few cache lines). A copy: the same values. */
+#define TRANSPOSE_TILE 16
+#define TRANSPOSE(NAME, T_)                                                             \
+    static void NAME(const T_ *restrict src, T_ *restrict dst, int64_t rows, int64_t cols, \
+                     int64_t r0, int64_t r1)                                            \
+    {                                                                                   \
+        for (int64_t i0 = r0; i0 < r1; i0 += TRANSPOSE_TILE) {                          \
+            const int64_t i1 = i0 + TRANSPOSE_TILE < r1 ? i0 + TRANSPOSE_TILE : r1;     \
+            for (int64_t j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {                     \
+                const int64_t j1 = j0 + TRANSPOSE_TILE < cols ? j0 + TRANSPOSE_TILE : cols; \
+                for (int64_t j = j0; j < j1; j++)                                       \
+                    for (int64_t i = i0; i < i1; i++) dst[j * rows + i] = src[i * cols + j]; \
+            }                                                                           \
+        }                                                                               \
+    }
+
+TRANSPOSE(transpose_f32, float)
+TRANSPOSE(transpose_f64, double)
+
+#ifdef ZO_X86_LANES
+/* An 8 x 8 block of floats transposed in AVX lanes: rows of s (stride ss)
+ * into rows of d (stride ds). */
+static inline __attribute__((always_inline, target("avx2"))) void transpose8_f32(const float *s, int64_t ss,
+                                                                                 float *d, int64_t ds)
+{
+    __m256 r[8], t[8], u[8];
+    for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(s + k * ss);
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_ps(d + k * ds, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+        _mm256_storeu_ps(d + (k + 4) * ds, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+    }
+}
+
+/* transpose_f32 in AVX lanes: the whole 8 x 8 blocks of rows [r0, r1) (r0 a
+ * multiple of 8) in tiles of 32 x 32, the rest of the rows and columns as
+ * the portable loop. */
+static __attribute__((target("avx2"))) void transpose_f32_avx2(const float *src, float *dst, int64_t rows,
+                                                                int64_t cols, int64_t r0, int64_t r1)
+{
+    const int64_t rb = r0 + (r1 - r0) / 8 * 8, cb = cols / 8 * 8;
+    for (int64_t i0 = r0; i0 < rb; i0 += 32)
+        for (int64_t j0 = 0; j0 < cb; j0 += 32)
+            for (int64_t i = i0; i < i0 + 32 && i < rb; i += 8)
+                for (int64_t j = j0; j < j0 + 32 && j < cb; j += 8)
+                    transpose8_f32(src + i * cols + j, cols, dst + j * rows + i, rows);
+    for (int64_t i = r0; i < rb; i++)
+        for (int64_t j = cb; j < cols; j++) dst[j * rows + i] = src[i * cols + j];
+    if (rb < r1) transpose_f32(src, dst, rows, cols, rb, r1);
+}
+#endif
+
+static PyObject *py_transpose(PyObject *self, PyObject *args)
+{
+    unsigned long long src, dst;
+    long long rows, cols;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKLLi", &src, &dst, &rows, &cols, &f64))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    /* the rows split over threads in whole tiles (each writes its own columns of dst) */
+    const int nt = rows > TRANSPOSE_TILE ? threads_for(rows * cols, STREAM_PAR_MIN) : 1;
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int64_t lo, hi;
+        thread_share((rows + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE, &lo, &hi);
+        lo *= TRANSPOSE_TILE;
+        hi = hi * TRANSPOSE_TILE < rows ? hi * TRANSPOSE_TILE : rows;
+        if (hi > lo) {
+            if (f64) transpose_f64((const double *)src, (double *)dst, rows, cols, lo, hi);
+#ifdef ZO_X86_LANES
+            else if (HAVE_AVX2) transpose_f32_avx2((const float *)src, (float *)dst, rows, cols, lo, hi);
+#endif
+            else transpose_f32((const float *)src, (float *)dst, rows, cols, lo, hi);
+        }
+    }
+    (void)nt;
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_heaviside(PyObject *self, PyObject *args)
 {
     unsigned long long x, out;
@@ -3359,6 +3453,7 @@ static PyMethodDef methods[] = {
     {"sampled_dot", py_sampled_dot, METH_VARARGS, "Input gradient at the given entries only."},
     {"all_finite", py_all_finite, METH_VARARGS, "No infinity and no NaN."},
     {"heaviside", py_heaviside, METH_VARARGS, "The spike function's forward, 1[x > 0]."},
+    {"transpose", py_transpose, METH_VARARGS, "A matrix transposed into another (contiguous)."},
     {NULL, NULL, 0, NULL},
 };
 
