@@ -802,7 +802,9 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     """The C pass that advances the input trace step by step (its input
     columns split over torch's threads, here inside a cache line: 1000
     columns) gives the same weight gradient whatever torch's thread count and
-    from the input packed to bytes,
+    from the input packed to bytes, and the bias gradient riding it
+    (``e * c[t]``, ``c`` the trace of ones, in the share that holds column 0)
+    :func:`sparse_bias_grad`'s bits,
     and the chunked trace product's to rounding:
     ``sum over active (t, b, j) of e * trace[t, b, :]``."""
     if clib.c_module() is None:
@@ -813,15 +815,21 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     index = torch.randperm(T * B * OUT)[:700].sort().values
     e = torch.randn(700, dtype=dtype)
     beta = torch.tensor(0.875)
+    bias = native_linear.sparse_bias_grad(index, e, beta, (T, B, OUT), dtype)
     before = torch.get_num_threads()
     grads = []
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             grads.append(native_linear.sparse_weight_grad(x, index, e, beta, OUT))
+            for inp in (x, native_linear.pack_binary(x)):
+                gw, gb = native_linear.sparse_grads(inp, index, e, beta, (T, B, OUT), dtype, True, True)
+                assert torch.equal(gw, grads[-1]) and torch.equal(gb, bias)
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(g, grads[0]) for g in grads[1:])
+    assert bias.abs().sum() > 0
+    assert native_linear.sparse_grads(x, index, e, beta, (T, B, OUT), dtype, False, True)[0] is None
     # the bytes the forward packed the input to: the same bits, read as they are
     packed = native_linear.pack_binary(x)
     assert packed.dtype == torch.uint8
@@ -836,33 +844,3 @@ def test_sparse_weight_grad_in_one_pass_equals_the_trace_product(dtype, monkeypa
     torch.testing.assert_close(grads[0], chunked, rtol=tol, atol=tol)
     torch.testing.assert_close(grads[0], direct, rtol=tol, atol=tol)
 
-
-@pytest.mark.version_free
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sparse_bias_grad_rides_the_trace_pass_with_the_same_bits(dtype):
-    """Where the C trace pass forms the weight gradient, the bias gradient's
-    sums (``e * c[t]``, ``c`` the trace of ones) ride along its entries: the
-    same bits as :func:`sparse_bias_grad` and as the pass without the bias,
-    at any thread count (the bias in the share that holds column 0), from the
-    input or its bytes."""
-    if clib.c_module() is None:
-        pytest.skip("the C loops are not built here")
-    torch.manual_seed(3)
-    T, B, IN, OUT = 9, 128, 300, 40  # T B IN > 2**18: split where threads are there
-    x = (torch.rand(T, B, IN) < 0.1).to(dtype)
-    index = torch.randperm(T * B * OUT)[:900].sort().values
-    e = torch.randn(900, dtype=dtype)
-    beta = torch.tensor(0.875)
-    dw = native_linear.sparse_weight_grad(x, index, e, beta, OUT)
-    db = native_linear.sparse_bias_grad(index, e, beta, (T, B, OUT), dtype)
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            for inp in (x, native_linear.pack_binary(x)):
-                gw, gb = native_linear.sparse_grads(inp, index, e, beta, (T, B, OUT), dtype, True, True)
-                assert torch.equal(gw, dw) and torch.equal(gb, db)
-    finally:
-        torch.set_num_threads(before)
-    assert db.abs().sum() > 0 and native_linear.sparse_grads(x, index, e, beta, (T, B, OUT), dtype,
-                                                             False, True)[0] is None
