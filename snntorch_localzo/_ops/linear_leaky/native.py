@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .. import oplib
 from ..workspace import output, scratch
-from ..clib import c_module, use_c
+from ..clib import C_DTYPES, c_module, use_c
 from ..leaky import native as leaky_native
 from ..leaky.reference import clamped_beta
 from ..planner import (
@@ -233,11 +233,13 @@ def _trace_grad(x: torch.Tensor, index: torch.Tensor, e_active: torch.Tensor, be
     same pass: :func:`sparse_bias_grad`'s bits), or None where it does not
     run. ``index`` is not empty."""
     T, B, IN = x.shape
-    dw = torch.zeros(out_features, IN, dtype=compute_dtype(dtype))
+    cdtype = compute_dtype(dtype)
     packed = x.dtype == torch.uint8
-    if not (use_c(dw) and (packed or x.dtype == dw.dtype) and index.dtype == torch.int64 and IN > 0):
+    if not (c_module() is not None and cdtype in C_DTYPES and (packed or x.dtype == cdtype)
+            and index.dtype == torch.int64 and IN > 0):
         return None
-    db = torch.zeros(out_features, dtype=dw.dtype) if bias else None
+    dw = torch.zeros(out_features, IN, dtype=cdtype)
+    db = torch.zeros(out_features, dtype=cdtype) if bias else None
     xc = x.contiguous()
     idx = index.contiguous()
     e = e_active.to(dw.dtype).contiguous()
