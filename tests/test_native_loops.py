@@ -172,12 +172,13 @@ def test_binary_events_write_no_further_than_their_spare_entries(n):
 
 @needs_c
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n", [0, 5, 16, 37, 1000])
+@pytest.mark.parametrize("n", [0, 5, 16, 37, 1000, 2**18 + 37])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
 def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density):
     """The C compaction lists the non-zero entries as ``torch.nonzero`` does
     (NaN and -0.0 included: NaN is non-zero, -0.0 is zero), with its vector
-    lanes and without, and writes at most COMPACT_SPARE entries past the
+    lanes and without, on one thread and split over two and three (from
+    2**18 entries), and writes at most COMPACT_SPARE entries past the
     last (a guard region after them stays untouched)."""
     module = clib.c_module()
     torch.manual_seed(n)
@@ -186,7 +187,7 @@ def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density
         g[1], g[3] = float("nan"), -0.0
     expected = torch.nonzero(g, as_tuple=True)[0]
     spare = module.COMPACT_SPARE
-    for _ in over_simd_settings():
+    def check():
         index, values = clib.compact(g, expected.numel())
         assert torch.equal(index, expected)
         ref = g[expected]
@@ -197,6 +198,9 @@ def test_compact_equals_nonzero_and_stays_in_its_spare_entries(dtype, n, density
         module.compact(g.data_ptr(), n, guard.data_ptr(), vguard.data_ptr(), dtype == torch.float64)
         assert (guard[expected.numel() + spare:] == -7).all()
         assert (vguard[expected.numel() + spare:] == -7.0).all()
+
+    for _ in over_simd_settings():
+        _over_threads(check)
 
 
 @needs_c

@@ -1794,6 +1794,60 @@ static PyObject *py_dense_estimate(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(count);
 }
 
+/* compact over the threads of torch's OpenMP pool: each compacts its share
+ * of g (blocks of 16 entries) into lists of its own, then copies them to
+ * its place after the shares before it (their counts exchanged at a
+ * barrier), its positions shifted by its share's start: the lists of one
+ * pass, in order, with nothing written past the last entry's spare. Small
+ * calls stay on one thread. Returns the count, or -1 (no memory). */
+static int64_t compact_call(const void *g, int64_t n, int64_t *index, void *values, int f64)
+{
+    const size_t size = f64 ? sizeof(double) : sizeof(float);
+    const int nt = threads_for(n, STREAM_PAR_MIN);
+    if (nt <= 1)
+        return f64 ? compact_f64((const double *)g, n, index, (double *)values)
+                   : compact_f32((const float *)g, n, index, (float *)values);
+    int64_t counts[64];
+    int bad = 0, used = 1;
+#ifdef ZO_OPENMP
+#pragma omp parallel num_threads(nt < 64 ? nt : 64) reduction(| : bad)
+#endif
+    {
+        int64_t lo, hi, k = -1;
+        thread_share16(n, &lo, &hi);
+        int q = 0;
+#ifdef ZO_OPENMP
+        q = omp_get_thread_num();
+#pragma omp single
+        used = omp_get_num_threads();
+#endif
+        const int64_t w = hi > lo ? hi - lo : 0;
+        int64_t *ix = (int64_t *)malloc((size_t)(w + COMPACT_SPARE) * sizeof(int64_t));
+        void *vals = malloc((size_t)(w + COMPACT_SPARE) * size);
+        if (ix && vals)
+            k = f64 ? compact_f64((const double *)g + lo, w, ix, (double *)vals)
+                    : compact_f32((const float *)g + lo, w, ix, (float *)vals);
+        counts[q] = k;
+#ifdef ZO_OPENMP
+#pragma omp barrier
+#endif
+        int64_t at = 0;
+        for (int p = 0; p < q; p++) at += counts[p] > 0 ? counts[p] : 0;
+        if (k < 0) {
+            bad = 1;
+        } else {
+            for (int64_t j = 0; j < k; j++) index[at + j] = ix[j] + lo;
+            memcpy((char *)values + (size_t)at * size, vals, (size_t)k * size);
+        }
+        free(ix);
+        free(vals);
+    }
+    if (bad) return -1;
+    int64_t total = 0;
+    for (int p = 0; p < used; p++) total += counts[p];
+    return total;
+}
+
 static PyObject *py_compact(PyObject *self, PyObject *args)
 {
     unsigned long long g, index, values;
@@ -1802,9 +1856,9 @@ static PyObject *py_compact(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KLKKi", &g, &n, &index, &values, &f64))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    if (f64) count = compact_f64((const double *)g, n, (int64_t *)index, (double *)values);
-    else count = compact_f32((const float *)g, n, (int64_t *)index, (float *)values);
+    count = compact_call((const void *)g, n, (int64_t *)index, (void *)values, f64);
     Py_END_ALLOW_THREADS
+    if (count < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(count);
 }
 
