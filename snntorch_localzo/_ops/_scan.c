@@ -1678,7 +1678,7 @@ static void spread_near(const float *x, int64_t n, float z_near, const float *ac
  * magnitudes of the first row, direction d of row r at d * absz_stride +
  * r * n. Returns the number of non-zero estimates, or -1 when memory ran
  * out. */
-static int64_t zo_spike_backward(const float *u, float shift, const float *grad, float *out, int64_t rows,
+static int64_t zo_spike_backward(const float *u, const float *grad, float *out, int64_t rows,
                                  int64_t n, const zo_rule *R, const zo_law *L, const float *absz,
                                  int64_t absz_stride, uint64_t seed, int64_t row0)
 {
@@ -1692,17 +1692,12 @@ static int64_t zo_spike_backward(const float *u, float shift, const float *grad,
     float *zs = (float *)malloc((size_t)n * sizeof(float));
     float *acc = (float *)malloc((size_t)(n + 16) * sizeof(float));
     int32_t *rej = (int32_t *)malloc((size_t)(n + 16) * sizeof(int32_t));
-    float *ushift = no_shift(shift) ? NULL : (float *)malloc((size_t)n * sizeof(float));
-    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc || !rej || (!no_shift(shift) && !ushift)) status = -1;
+    if (!a || !xbuf || !g || !idx || !xs || !zs || !acc || !rej) status = -1;
     int64_t total = 0;
     const int64_t pairs = n * L->m;
     const double log_keep = log1p(-L->tail_p);
     for (int64_t r = 0; !status && r < rows; r++) {
         const float *ur = u + r * n;
-        if (ushift) {  /* u = mem - threshold, rounded once as torch.sub does */
-            sub_row(ur, shift, ushift, n);
-            ur = ushift;
-        }
         int64_t count = abs_far_row(ur, n, a);
         /* the compared membrane: |u / delta_i| (adaptive), else |u| itself (a,
          * whose NaN as +inf is never active either) */
@@ -1773,7 +1768,6 @@ static int64_t zo_spike_backward(const float *u, float shift, const float *grad,
     free(zs);
     free(acc);
     free(rej);
-    free(ushift);
     return status ? -1 : total;
 }
 
@@ -3348,38 +3342,48 @@ static PyObject *py_meter_record(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* zo_spike_backward over the threads of torch's OpenMP pool (the build links
- * the OpenMP runtime where the compiler has one; torch's copy, already loaded,
- * is the one used, so torch.set_num_threads sets how many): contiguous blocks
- * of rows, each with its own scratch. Every row draws from its own stream, so
- * the result does not depend on the split. Small calls (below SPIKE_PAR_MIN
- * entries) stay on one thread. */
+/* zo_spike_backward over rows of a call (over_shifted_rows' pass; row0:
+ * the call's first row in the stream, as zo_spike_backward's). */
+typedef struct {
+    const float *grad, *absz;
+    float *out;
+    int64_t n, absz_stride, row0;
+    const zo_rule *R;
+    const zo_law *L;
+    uint64_t seed;
+} spike_ctx;
 
-static int64_t spike_backward_rows(const float *u, float shift, const float *grad, float *out, int64_t rows,
-                                   int64_t n, const zo_rule *R, const zo_law *L, const float *absz,
-                                   int64_t absz_stride, uint64_t seed)
+static int64_t spike_rows(const float *u, int64_t r0, int64_t rows, void *ctx)
 {
+    const spike_ctx *C = (const spike_ctx *)ctx;
+    const int64_t o = r0 * C->n;
+    return zo_spike_backward(u, C->grad ? C->grad + o : NULL, C->out + o, rows, C->n, C->R, C->L,
+                             C->absz ? C->absz + o : NULL, C->absz_stride, C->seed, C->row0 + r0);
+}
+
+/* spike_rows at u - shift (over_shifted_rows) over the threads of torch's
+ * OpenMP pool (the build links the OpenMP runtime where the compiler has
+ * one; torch's copy, already loaded, is the one used, so
+ * torch.set_num_threads sets how many): contiguous blocks of rows, each with
+ * its own scratch. Every row draws from its own stream, so the result does
+ * not depend on the split. Small calls (below SPIKE_PAR_MIN entries) and a
+ * call's rows from row0 > 0 stay on one thread. */
+static int64_t spike_backward_rows(const float *u, float shift, int64_t rows, const spike_ctx *C)
+{
+    int64_t total = 0;
+    int bad = 0;
 #ifdef ZO_OPENMP
-    const int nt = threads_for(rows * n, SPIKE_PAR_MIN);
-    if (nt > 1 && rows > 1) {
-        int64_t total = 0;
-        int bad = 0;
-#pragma omp parallel num_threads(nt) reduction(+ : total) reduction(| : bad)
-        {
-            int64_t lo, hi;
-            thread_share(rows, &lo, &hi);
-            if (hi > lo) {
-                const int64_t c = zo_spike_backward(u + lo * n, shift, grad ? grad + lo * n : NULL, out + lo * n,
-                                                    hi - lo, n, R, L,
-                                                    absz ? absz + lo * n : NULL, absz_stride, seed, lo);
-                if (c < 0) bad = 1;
-                else total += c;
-            }
-        }
-        return bad ? -1 : total;
-    }
+    const int nt = C->row0 == 0 && rows > 1 ? threads_for(rows * C->n, SPIKE_PAR_MIN) : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : total) reduction(| : bad)
 #endif
-    return zo_spike_backward(u, shift, grad, out, rows, n, R, L, absz, absz_stride, seed, 0);
+    {
+        int64_t lo, hi;
+        thread_share(rows, &lo, &hi);
+        const int64_t c = over_shifted_rows(u, shift, lo, hi, C->n, spike_rows, (void *)C);
+        if (c < 0) bad = 1;
+        else total += c;
+    }
+    return bad ? -1 : total;
 }
 
 /* The threads a split call would use now: OpenMP's (torch's pool), 1
@@ -3444,7 +3448,7 @@ static PyObject *py_spike_backward(PyObject *self, PyObject *args)
     double delta, coef, shift = 0.0;
     int64_t count;
     /* shift (optional, 0): u - shift is the membrane compared (mem and the
-     * threshold of a sequence layer, subtracted row by row) */
+     * threshold of a sequence layer or a step, subtracted chunk by chunk) */
     if (!PyArg_ParseTuple(args, "KKKLLOiiLddddddKLKL|d", &u, &grad, &out, &rows, &n, &rule, &L.kind,
                           &L.p_pos, &m, &delta, &coef, &L.kparam, &L.z_near, &L.z_tail, &L.tail_p,
                           &absz, &absz_stride, &seed, &row0, &shift))
@@ -3462,11 +3466,10 @@ static PyObject *py_spike_backward(PyObject *self, PyObject *args)
     L.m = m;
     L.delta = (float)delta;
     L.coef = (float)coef;
+    spike_ctx C = {(const float *)grad, (const float *)absz, (float *)out, n, absz_stride, row0, &R, &L,
+                   (uint64_t)seed};
     Py_BEGIN_ALLOW_THREADS
-    count = row0 ? zo_spike_backward((const float *)u, (float)shift, (const float *)grad, (float *)out, rows, n,
-                                     &R, &L, (const float *)absz, absz_stride, (uint64_t)seed, row0)
-                 : spike_backward_rows((const float *)u, (float)shift, (const float *)grad, (float *)out, rows, n,
-                                       &R, &L, (const float *)absz, absz_stride, (uint64_t)seed);
+    count = spike_backward_rows((const float *)u, (float)shift, rows, &C);
     Py_END_ALLOW_THREADS
     if (count < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(count);

@@ -151,8 +151,7 @@ def _forward(
         return spk, mem, index, g, resets
     if exact and _spike_native().exact_fused(mem.reshape(rows), spec):
         # the expected value: the rule and the value in C (the spike function's Path.EXACT)
-        u = torch.sub(mem, thr, out=scratch("u_signed", mem.shape, x.dtype))
-        index, g = _spike_native().exact_entries(u, spec, rows)
+        index, g = _spike_native().exact_entries(mem, spec, rows, float(thr))  # (the pass subtracts thr)
         return spk, mem, index, g, resets
     # u = mem - thr, rounded to x's dtype as the reference does, once: for the adaptive
     # step of each time step (as the spike function's), |z| given, or no |u| from the C loop

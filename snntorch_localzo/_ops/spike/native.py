@@ -192,15 +192,18 @@ def exact_backward(grad_out: torch.Tensor, u: torch.Tensor, spec: ZOSpec, acc: t
     return out if grad_out.dtype == torch.float32 else out.to(grad_out.dtype)
 
 
-def exact_entries(u: torch.Tensor, spec: ZOSpec, rows_shape: tuple) -> Tuple[torch.Tensor, torch.Tensor]:
+def exact_entries(u: torch.Tensor, spec: ZOSpec, rows_shape: tuple,
+                  shift: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """The expected value at the float32 ``u = mem - threshold`` (each row of
-    ``rows_shape`` one call's sample, where :func:`exact_fused` holds) as a
+    ``rows_shape`` one call's sample, where :func:`exact_fused` holds; at
+    ``u - shift`` where given: a sequence layer passes its membranes and
+    threshold, the passes subtract, rounding as ``torch.sub``) as a
     sequence layer keeps it: the sorted flat int64 indices of its non-zero
     entries and their float32 values, the bits of
     ``sampling.nonzero_entries(sampling.expected_estimate(spec.scale(u)))``
     in two C passes and PyTorch's ``exp`` (:func:`_exact`, then the
     compaction the draw uses)."""
-    g, count = _exact(_float32(u), None, spec, rows_shape)
+    g, count = _exact(_float32(u), None, spec, rows_shape, shift)
     return compact(g.view(-1), count)
 
 
